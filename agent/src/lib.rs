@@ -1,0 +1,1 @@
+//! Slipway host agent.

@@ -1,0 +1,15 @@
+//! Slipway wire types and the trust core: app specs, releases, the signed envelope, keys and
+//! trust files. Pure: no I/O beyond parsing bytes handed in, no async.
+#![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod keys;
+pub mod release;
+pub mod spec;
+pub mod trust;
+
+pub use envelope::{Envelope, Signature, VerifiedRelease, VerifyError, RELEASE_PAYLOAD_TYPE};
+pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
+pub use release::{check_seq, Digest, ImageRef, ImageRefError, Release, ReplayError};
+pub use spec::{AppSpec, HealthKind, Protocol, SpecError};
+pub use trust::{TrustError, TrustFile};
