@@ -1,1 +1,1 @@
-//! Slipway host agent.
+//! Slipway host agent library: configuration and the reconcile loop.

@@ -1,1 +1,52 @@
-fn main() {}
+//! `slipway-agent`: the host agent and its data plane. One file per subcommand under `cmd/`.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Slipway host agent: verifies signed releases, pulls images by digest, runs containers with
+/// runc and swaps traffic blue-green through `slipway-agent proxy`.
+#[derive(Parser)]
+#[command(name = "slipway-agent", version, about, long_about = None)]
+struct Cli {
+    /// Log as JSON lines (also `SLIPWAY_LOG_FORMAT=json`); filter with `SLIPWAY_LOG`.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify a signed release file against a trust file; prints app, seq and image.
+    Verify(cmd::verify::Args),
+    /// Pull an image by digest into a store and unpack its layers.
+    Pull(cmd::pull::Args),
+    /// List the containers this agent runs.
+    Ps(cmd::ps::Args),
+    /// Show a container's output.
+    Logs(cmd::logs::Args),
+    /// Run the data plane: public listeners, atomic upstream swap, verified drain.
+    Proxy(cmd::proxy::Args),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    slipway_telemetry::init(cli.log_json);
+    let result = match cli.command {
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Pull(a) => cmd::pull::run(a).await,
+        Command::Ps(a) => cmd::ps::run(a).await,
+        Command::Logs(a) => cmd::logs::run(a).await,
+        Command::Proxy(a) => cmd::proxy::run(a).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

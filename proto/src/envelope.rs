@@ -48,15 +48,38 @@ pub enum VerifyError {
     #[error("release body is malformed: {0}")]
     MalformedBody(String),
     #[error("release {app} seq {seq}: {source}")]
-    Image { app: String, seq: u64, source: ImageRefError },
+    Image {
+        app: String,
+        seq: u64,
+        source: ImageRefError,
+    },
     #[error("release {app} seq {seq} expired at {expired_at}")]
-    Expired { app: String, seq: u64, expired_at: String },
+    Expired {
+        app: String,
+        seq: u64,
+        expired_at: String,
+    },
     #[error("release {app} seq {seq} is issued in the future ({issued_at}); check the clocks")]
-    NotYetValid { app: String, seq: u64, issued_at: String },
+    NotYetValid {
+        app: String,
+        seq: u64,
+        issued_at: String,
+    },
     #[error("release {app} seq {seq} was signed for key set version {found}, this host trusts version {required} and later")]
-    StaleKeySet { app: String, seq: u64, found: u64, required: u64 },
-    #[error("release {app} seq {seq}: body app `{app}` does not match its spec name `{spec_name}`")]
-    AppMismatch { app: String, seq: u64, spec_name: String },
+    StaleKeySet {
+        app: String,
+        seq: u64,
+        found: u64,
+        required: u64,
+    },
+    #[error(
+        "release {app} seq {seq}: body app `{app}` does not match its spec name `{spec_name}`"
+    )]
+    AppMismatch {
+        app: String,
+        seq: u64,
+        spec_name: String,
+    },
 }
 
 /// A release whose signatures, body, image reference and validity window have been checked.
@@ -69,7 +92,13 @@ pub struct VerifiedRelease {
 
 /// Pre-authentication encoding: the exact bytes a signature covers.
 pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, body.len()).into_bytes();
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        body.len()
+    )
+    .into_bytes();
     out.extend_from_slice(body);
     out
 }
@@ -111,7 +140,11 @@ impl Envelope {
 
     /// Checks the payload type and signatures against `trust` and returns the raw body and
     /// the distinct trusted signers. The body is not parsed.
-    pub fn verify_signatures(&self, payload_type: &str, trust: &TrustFile) -> Result<(Vec<u8>, Vec<KeyId>), VerifyError> {
+    pub fn verify_signatures(
+        &self,
+        payload_type: &str,
+        trust: &TrustFile,
+    ) -> Result<(Vec<u8>, Vec<KeyId>), VerifyError> {
         if self.payload_type != payload_type {
             return Err(VerifyError::WrongPayloadType {
                 found: self.payload_type.clone(),
@@ -158,20 +191,31 @@ impl Envelope {
     }
 
     /// Full verification of a signed release at time `now`: signatures first, then the body.
-    pub fn verify_release(&self, trust: &TrustFile, now: SystemTime) -> Result<VerifiedRelease, VerifyError> {
+    pub fn verify_release(
+        &self,
+        trust: &TrustFile,
+        now: SystemTime,
+    ) -> Result<VerifiedRelease, VerifyError> {
         let (body, signers) = self.verify_signatures(RELEASE_PAYLOAD_TYPE, trust)?;
-        let release: Release = serde_json::from_slice(&body).map_err(|e| VerifyError::MalformedBody(e.to_string()))?;
+        let release: Release =
+            serde_json::from_slice(&body).map_err(|e| VerifyError::MalformedBody(e.to_string()))?;
         let (app, seq) = (release.app.clone(), release.seq);
         if release.spec.name != release.app {
-            return Err(VerifyError::AppMismatch { app, seq, spec_name: release.spec.name.clone() });
+            return Err(VerifyError::AppMismatch {
+                app,
+                seq,
+                spec_name: release.spec.name.clone(),
+            });
         }
         release
             .spec
             .validate()
             .map_err(|e| VerifyError::MalformedBody(e.to_string()))?;
-        let image = release
-            .image_ref()
-            .map_err(|source| VerifyError::Image { app: app.clone(), seq, source })?;
+        let image = release.image_ref().map_err(|source| VerifyError::Image {
+            app: app.clone(),
+            seq,
+            source,
+        })?;
         if image.repository != release.spec.image {
             return Err(VerifyError::MalformedBody(format!(
                 "image repository `{}` differs from the spec's `{}`",
@@ -200,7 +244,11 @@ impl Envelope {
                 required: trust.key_set_version,
             });
         }
-        Ok(VerifiedRelease { release, image, signers })
+        Ok(VerifiedRelease {
+            release,
+            image,
+            signers,
+        })
     }
 }
 

@@ -11,7 +11,9 @@ const SPKI_ED25519_PREFIX: [u8; 12] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("private key is not a PEM `PRIVATE KEY` block holding an Ed25519 PKCS#8 document: {0}")]
+    #[error(
+        "private key is not a PEM `PRIVATE KEY` block holding an Ed25519 PKCS#8 document: {0}"
+    )]
     BadPrivateKey(String),
     #[error("public key is not an Ed25519 PEM `PUBLIC KEY` block or 32 base64 bytes: {0}")]
     BadPublicKey(String),
@@ -77,7 +79,10 @@ impl PublicKey {
     }
 
     pub fn id(&self) -> KeyId {
-        KeyId(hex::encode(ring::digest::digest(&ring::digest::SHA256, &self.raw)))
+        KeyId(hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            &self.raw,
+        )))
     }
 
     pub fn to_base64(&self) -> String {
@@ -113,14 +118,18 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     pub fn generate() -> Result<Self, KeyError> {
         let rng = ring::rand::SystemRandom::new();
-        let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| KeyError::Generate(e.to_string()))?;
+        let doc =
+            Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| KeyError::Generate(e.to_string()))?;
         Self::from_pkcs8(doc.as_ref())
     }
 
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|e| KeyError::BadPrivateKey(e.to_string()))?;
-        Ok(Self { pkcs8: der.to_vec(), pair })
+        Ok(Self {
+            pkcs8: der.to_vec(),
+            pair,
+        })
     }
 
     /// Parses a PEM `PRIVATE KEY` block holding a PKCS#8 Ed25519 key.
@@ -134,7 +143,8 @@ impl SigningKey {
     }
 
     pub fn public_key(&self) -> PublicKey {
-        PublicKey::from_raw(self.pair.public_key().as_ref()).expect("ed25519 public keys are 32 bytes")
+        PublicKey::from_raw(self.pair.public_key().as_ref())
+            .expect("ed25519 public keys are 32 bytes")
     }
 
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
@@ -189,6 +199,9 @@ mod tests {
     #[test]
     fn garbage_keys_rejected() {
         assert!(PublicKey::parse("not a key").is_err());
-        assert!(SigningKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err());
+        assert!(SigningKey::from_pem(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"
+        )
+        .is_err());
     }
 }

@@ -24,8 +24,14 @@ impl Digest {
     }
 
     pub fn from_hex(hex: &str) -> Result<Self, ImageRefError> {
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Ok(Self { hex: hex.to_string() })
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Self {
+                hex: hex.to_string(),
+            })
         } else {
             Err(ImageRefError::BadDigest(format!("sha256:{hex}")))
         }
@@ -185,7 +191,12 @@ impl Release {
 
     /// Container id for this release on a host: `<app>-<seq>-<short digest>`.
     pub fn container_id(&self) -> Result<String, ImageRefError> {
-        Ok(format!("{}-{}-{}", self.app, self.seq, self.image_ref()?.digest.short()))
+        Ok(format!(
+            "{}-{}-{}",
+            self.app,
+            self.seq,
+            self.image_ref()?.digest.short()
+        ))
     }
 }
 
@@ -221,10 +232,23 @@ mod tests {
         assert_eq!(r.registry(), Some("127.0.0.1:5000"));
         assert_eq!(r.path(), "team/web");
         assert_eq!(r.digest.short(), "0123456789ab");
-        assert!(matches!("127.0.0.1:5000/web:v1".parse::<ImageRef>(), Err(ImageRefError::TagNotDigest(_))));
-        assert!(matches!(format!("web:v1@{D}").parse::<ImageRef>(), Err(ImageRefError::TagNotDigest(_))));
-        assert!(matches!("web@sha256:abc".parse::<ImageRef>(), Err(ImageRefError::BadDigest(_))));
-        assert!(format!("web@{}", D.to_uppercase().replace("SHA256", "sha256")).parse::<ImageRef>().is_err());
+        assert!(matches!(
+            "127.0.0.1:5000/web:v1".parse::<ImageRef>(),
+            Err(ImageRefError::TagNotDigest(_))
+        ));
+        assert!(matches!(
+            format!("web:v1@{D}").parse::<ImageRef>(),
+            Err(ImageRefError::TagNotDigest(_))
+        ));
+        assert!(matches!(
+            "web@sha256:abc".parse::<ImageRef>(),
+            Err(ImageRefError::BadDigest(_))
+        ));
+        assert!(
+            format!("web@{}", D.to_uppercase().replace("SHA256", "sha256"))
+                .parse::<ImageRef>()
+                .is_err()
+        );
         assert!(format!("@{D}").parse::<ImageRef>().is_err());
         assert!(format!("a//b@{D}").parse::<ImageRef>().is_err());
     }

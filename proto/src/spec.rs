@@ -292,14 +292,26 @@ impl AppSpec {
     /// Checks what types alone cannot: names, ports, paths, ranges.
     pub fn validate(&self) -> Result<(), SpecError> {
         valid_app_name(&self.name).map_err(|r| invalid("name", r))?;
-        if self.image.contains('@') || self.image.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+        if self.image.contains('@')
+            || self
+                .image
+                .rsplit('/')
+                .next()
+                .is_some_and(|l| l.contains(':'))
+        {
             return Err(invalid(
                 "image",
-                format!("`{}` must be a repository without tag or digest; the release names the image", self.image),
+                format!(
+                    "`{}` must be a repository without tag or digest; the release names the image",
+                    self.image
+                ),
             ));
         }
         if !crate::release::valid_repository(&self.image) {
-            return Err(invalid("image", format!("`{}` is not a valid repository name", self.image)));
+            return Err(invalid(
+                "image",
+                format!("`{}` is not a valid repository name", self.image),
+            ));
         }
         if self.listen == 0 {
             return Err(invalid("listen", "port must be 1..=65535"));
@@ -319,12 +331,18 @@ impl AppSpec {
         }
         for k in self.env.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(invalid(format!("env.{k}"), "variable names may not be empty or contain `=`"));
+                return Err(invalid(
+                    format!("env.{k}"),
+                    "variable names may not be empty or contain `=`",
+                ));
             }
         }
         for (i, v) in self.volumes.iter().enumerate() {
             for (name, p) in [("host", &v.host), ("container", &v.container)] {
-                if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                if !p.is_absolute()
+                    || p.components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
                     return Err(invalid(
                         format!("volumes[{i}].{name}"),
                         format!("`{}` must be an absolute path without `..`", p.display()),
@@ -332,7 +350,10 @@ impl AppSpec {
                 }
             }
             if v.container == std::path::Path::new("/") {
-                return Err(invalid(format!("volumes[{i}].container"), "cannot mount over `/`"));
+                return Err(invalid(
+                    format!("volumes[{i}].container"),
+                    "cannot mount over `/`",
+                ));
             }
         }
         if let Some(m) = self.resources.memory_mb {
@@ -342,7 +363,10 @@ impl AppSpec {
         }
         if let Some(c) = self.resources.cpus {
             if !(c.is_finite() && c > 0.0 && c <= 1024.0) {
-                return Err(invalid("resources.cpus", "must be a number of cores in (0, 1024]"));
+                return Err(invalid(
+                    "resources.cpus",
+                    "must be a number of cores in (0, 1024]",
+                ));
             }
         }
         let h = &self.health;
@@ -355,7 +379,11 @@ impl AppSpec {
             }
             _ => {}
         }
-        for (key, d) in [("health.interval", h.interval), ("health.timeout", h.timeout), ("health.deadline", h.deadline)] {
+        for (key, d) in [
+            ("health.interval", h.interval),
+            ("health.timeout", h.timeout),
+            ("health.deadline", h.deadline),
+        ] {
             if d.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
             }
@@ -364,7 +392,10 @@ impl AppSpec {
             return Err(invalid("health.healthy_threshold", "must be at least 1"));
         }
         if !(0.0..=1.0).contains(&self.swap.max_error_rate) {
-            return Err(invalid("swap.max_error_rate", "must be between 0.0 and 1.0"));
+            return Err(invalid(
+                "swap.max_error_rate",
+                "must be between 0.0 and 1.0",
+            ));
         }
         match &self.rollout.batch_size {
             BatchSize::Count(0) => return Err(invalid("rollout.batch_size", "must be at least 1")),
@@ -374,7 +405,10 @@ impl AppSpec {
                     .and_then(|n| n.trim().parse::<f64>().ok())
                     .is_some_and(|n| n > 0.0 && n <= 100.0);
                 if !ok {
-                    return Err(invalid("rollout.batch_size", format!("`{p}` is neither a count nor a percentage like \"25%\"")));
+                    return Err(invalid(
+                        "rollout.batch_size",
+                        format!("`{p}` is neither a count nor a percentage like \"25%\""),
+                    ));
                 }
             }
             _ => {}
@@ -391,8 +425,13 @@ pub fn valid_app_name(name: &str) -> Result<(), String> {
     if !name.as_bytes()[0].is_ascii_lowercase() {
         return Err(format!("`{name}` must start with a lowercase letter"));
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(format!("`{name}` may hold only lowercase letters, digits and `-`"));
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "`{name}` may hold only lowercase letters, digits and `-`"
+        ));
     }
     Ok(())
 }
@@ -401,7 +440,8 @@ pub fn valid_app_name(name: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    const MIN: &str = "name = \"web\"\nimage = \"127.0.0.1:5000/web\"\nlisten = 8080\ncontainer_port = 80\n";
+    const MIN: &str =
+        "name = \"web\"\nimage = \"127.0.0.1:5000/web\"\nlisten = 8080\ncontainer_port = 80\n";
 
     #[test]
     fn minimal_spec_gets_defaults() {
@@ -421,7 +461,9 @@ mod tests {
     }
 
     fn err(extra: &str) -> String {
-        AppSpec::from_toml(&format!("{MIN}{extra}")).unwrap_err().to_string()
+        AppSpec::from_toml(&format!("{MIN}{extra}"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -429,11 +471,24 @@ mod tests {
         assert!(err("colour = 1\n").contains("colour"));
         assert!(err("[health]\ninterval = \"soon\"\n").contains("interval"));
         assert!(err("[health]\ndeadline = \"0s\"\n").contains("health.deadline"));
-        assert!(AppSpec::from_toml(&MIN.replace("8080", "70000")).unwrap_err().to_string().contains("listen"));
-        assert!(AppSpec::from_toml(&MIN.replace("8080", "0")).unwrap_err().to_string().contains("`listen`"));
-        assert!(AppSpec::from_toml(&MIN.replace("\"web\"", "\"\"")).unwrap_err().to_string().contains("`name`"));
-        assert!(AppSpec::from_toml(&MIN.replace("5000/web", "5000/web:v1")).unwrap_err().to_string().contains("`image`"));
-        assert!(err("[[volumes]]\nhost = \"data\"\ncontainer = \"/data\"\n").contains("volumes[0].host"));
+        assert!(AppSpec::from_toml(&MIN.replace("8080", "70000"))
+            .unwrap_err()
+            .to_string()
+            .contains("listen"));
+        assert!(AppSpec::from_toml(&MIN.replace("8080", "0"))
+            .unwrap_err()
+            .to_string()
+            .contains("`listen`"));
+        assert!(AppSpec::from_toml(&MIN.replace("\"web\"", "\"\""))
+            .unwrap_err()
+            .to_string()
+            .contains("`name`"));
+        assert!(AppSpec::from_toml(&MIN.replace("5000/web", "5000/web:v1"))
+            .unwrap_err()
+            .to_string()
+            .contains("`image`"));
+        assert!(err("[[volumes]]\nhost = \"data\"\ncontainer = \"/data\"\n")
+            .contains("volumes[0].host"));
         assert!(err("[rollout]\nbatch_size = \"lots\"\n").contains("rollout.batch_size"));
         assert!(err("[health]\nkind = \"exec\"\n").contains("health.command"));
         assert!(err("[swap]\nmax_error_rate = 2.0\n").contains("swap.max_error_rate"));

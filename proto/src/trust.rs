@@ -41,7 +41,11 @@ pub enum TrustError {
     #[error("trust file is not valid: {0}")]
     Parse(String),
     #[error("trust file key #{index} ({name}): {reason}")]
-    BadKey { index: usize, name: String, reason: String },
+    BadKey {
+        index: usize,
+        name: String,
+        reason: String,
+    },
     #[error("trust file threshold {threshold} cannot be met: it must be between 1 and the {keys} distinct keys listed")]
     BadThreshold { threshold: u32, keys: usize },
 }
@@ -55,23 +59,42 @@ pub struct TrustFile {
 }
 
 impl TrustFile {
-    pub fn new(keys: Vec<PublicKey>, threshold: u32, key_set_version: u64) -> Result<Self, TrustError> {
+    pub fn new(
+        keys: Vec<PublicKey>,
+        threshold: u32,
+        key_set_version: u64,
+    ) -> Result<Self, TrustError> {
         let keys: BTreeMap<_, _> = keys.into_iter().map(|k| (k.id(), k)).collect();
         if threshold == 0 || threshold as usize > keys.len() {
-            return Err(TrustError::BadThreshold { threshold, keys: keys.len() });
+            return Err(TrustError::BadThreshold {
+                threshold,
+                keys: keys.len(),
+            });
         }
-        Ok(Self { threshold, key_set_version, keys })
+        Ok(Self {
+            threshold,
+            key_set_version,
+            keys,
+        })
     }
 
     pub fn from_toml(text: &str) -> Result<Self, TrustError> {
-        let doc: TrustFileDoc = toml::from_str(text).map_err(|e| TrustError::Parse(e.to_string()))?;
+        let doc: TrustFileDoc =
+            toml::from_str(text).map_err(|e| TrustError::Parse(e.to_string()))?;
         let mut keys = Vec::new();
         for (index, k) in doc.keys.iter().enumerate() {
-            let bad = |reason: String| TrustError::BadKey { index, name: k.name.clone(), reason };
+            let bad = |reason: String| TrustError::BadKey {
+                index,
+                name: k.name.clone(),
+                reason,
+            };
             let key = PublicKey::parse(&k.public_key).map_err(|e| bad(e.to_string()))?;
             if let Some(id) = &k.id {
                 if *id != key.id().0 {
-                    return Err(bad(format!("id {id} does not match the key, whose id is {}", key.id())));
+                    return Err(bad(format!(
+                        "id {id} does not match the key, whose id is {}",
+                        key.id()
+                    )));
                 }
             }
             keys.push(key);
@@ -110,15 +133,31 @@ mod tests {
         assert_eq!(t2.keys.len(), 1);
         // The same key twice is one key: threshold 2 is unreachable.
         let e = TrustFile::new(vec![k.clone(), k], 2, 1).unwrap_err();
-        assert!(matches!(e, TrustError::BadThreshold { threshold: 2, keys: 1 }));
+        assert!(matches!(
+            e,
+            TrustError::BadThreshold {
+                threshold: 2,
+                keys: 1
+            }
+        ));
     }
 
     #[test]
     fn mismatched_id_rejected() {
         let k = SigningKey::generate().unwrap().public_key();
-        let text = format!("threshold = 1\n[[keys]]\npublic_key = \"{}\"\nid = \"{}\"\n", k.to_base64(), "00".repeat(32));
-        assert!(TrustFile::from_toml(&text).unwrap_err().to_string().contains("does not match"));
-        let text = format!("threshold = 1\nbogus = 1\n[[keys]]\npublic_key = \"{}\"\n", k.to_base64());
+        let text = format!(
+            "threshold = 1\n[[keys]]\npublic_key = \"{}\"\nid = \"{}\"\n",
+            k.to_base64(),
+            "00".repeat(32)
+        );
+        assert!(TrustFile::from_toml(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("does not match"));
+        let text = format!(
+            "threshold = 1\nbogus = 1\n[[keys]]\npublic_key = \"{}\"\n",
+            k.to_base64()
+        );
         assert!(TrustFile::from_toml(&text).is_err());
     }
 }

@@ -7,7 +7,10 @@ use std::time::{Duration, SystemTime};
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn spec() -> AppSpec {
-    AppSpec::from_toml("name = \"web\"\nimage = \"127.0.0.1:5000/web\"\nlisten = 8080\ncontainer_port = 80\n").unwrap()
+    AppSpec::from_toml(
+        "name = \"web\"\nimage = \"127.0.0.1:5000/web\"\nlisten = 8080\ncontainer_port = 80\n",
+    )
+    .unwrap()
 }
 
 fn release(image: &str, expires_in: Duration) -> Release {
@@ -25,7 +28,10 @@ fn release(image: &str, expires_in: Duration) -> Release {
 }
 
 fn good() -> Release {
-    release(&format!("127.0.0.1:5000/web@{DIGEST}"), Duration::from_secs(3600))
+    release(
+        &format!("127.0.0.1:5000/web@{DIGEST}"),
+        Duration::from_secs(3600),
+    )
 }
 
 fn trust(keys: &[&SigningKey], threshold: u32) -> TrustFile {
@@ -37,7 +43,9 @@ fn round_trip() {
     let k = SigningKey::generate().unwrap();
     let env = Envelope::sign_release(&good(), &[&k]);
     let parsed = Envelope::from_json(env.to_json().as_bytes()).unwrap();
-    let v = parsed.verify_release(&trust(&[&k], 1), SystemTime::now()).unwrap();
+    let v = parsed
+        .verify_release(&trust(&[&k], 1), SystemTime::now())
+        .unwrap();
     assert_eq!(v.release.seq, 7);
     assert_eq!(v.image.digest.to_string(), DIGEST);
     assert_eq!(v.signers, vec![k.public_key().id()]);
@@ -48,8 +56,13 @@ fn untrusted_key_fails() {
     let k = SigningKey::generate().unwrap();
     let other = SigningKey::generate().unwrap();
     let env = Envelope::sign_release(&good(), &[&other]);
-    let e = env.verify_release(&trust(&[&k], 1), SystemTime::now()).unwrap_err();
-    assert!(matches!(e, VerifyError::UnknownKey(ref ids) if ids == &vec![other.public_key().id().0]), "{e}");
+    let e = env
+        .verify_release(&trust(&[&k], 1), SystemTime::now())
+        .unwrap_err();
+    assert!(
+        matches!(e, VerifyError::UnknownKey(ref ids) if ids == &vec![other.public_key().id().0]),
+        "{e}"
+    );
 }
 
 #[test]
@@ -57,10 +70,24 @@ fn same_key_twice_does_not_meet_threshold_two() {
     let a = SigningKey::generate().unwrap();
     let b = SigningKey::generate().unwrap();
     let env = Envelope::sign_release(&good(), &[&a, &a]);
-    let e = env.verify_release(&trust(&[&a, &b], 2), SystemTime::now()).unwrap_err();
-    assert_eq!(e, VerifyError::TooFewSigners { found: 1, threshold: 2 });
+    let e = env
+        .verify_release(&trust(&[&a, &b], 2), SystemTime::now())
+        .unwrap_err();
+    assert_eq!(
+        e,
+        VerifyError::TooFewSigners {
+            found: 1,
+            threshold: 2
+        }
+    );
     let env = Envelope::sign_release(&good(), &[&a, &b]);
-    assert_eq!(env.verify_release(&trust(&[&a, &b], 2), SystemTime::now()).unwrap().signers.len(), 2);
+    assert_eq!(
+        env.verify_release(&trust(&[&a, &b], 2), SystemTime::now())
+            .unwrap()
+            .signers
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -70,7 +97,9 @@ fn forged_key_id_counts_nothing() {
     let evil = SigningKey::generate().unwrap();
     let mut env = Envelope::sign_release(&good(), &[&evil]);
     env.signatures[0].keyid = a.public_key().id().0;
-    let e = env.verify_release(&trust(&[&a], 1), SystemTime::now()).unwrap_err();
+    let e = env
+        .verify_release(&trust(&[&a], 1), SystemTime::now())
+        .unwrap_err();
     assert!(matches!(e, VerifyError::BadSignature(_)), "{e}");
 }
 
@@ -95,8 +124,13 @@ fn future_issue_fails() {
 #[test]
 fn tag_instead_of_digest_fails() {
     let k = SigningKey::generate().unwrap();
-    let env = Envelope::sign_release(&release("127.0.0.1:5000/web:v2", Duration::from_secs(60)), &[&k]);
-    let e = env.verify_release(&trust(&[&k], 1), SystemTime::now()).unwrap_err();
+    let env = Envelope::sign_release(
+        &release("127.0.0.1:5000/web:v2", Duration::from_secs(60)),
+        &[&k],
+    );
+    let e = env
+        .verify_release(&trust(&[&k], 1), SystemTime::now())
+        .unwrap_err();
     assert!(e.to_string().contains("names a tag, not a digest"), "{e}");
 }
 
@@ -107,7 +141,17 @@ fn stale_key_set_fails() {
     let mut t = trust(&[&k], 1);
     t.key_set_version = 2;
     let e = env.verify_release(&t, SystemTime::now()).unwrap_err();
-    assert!(matches!(e, VerifyError::StaleKeySet { found: 1, required: 2, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            VerifyError::StaleKeySet {
+                found: 1,
+                required: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -115,16 +159,35 @@ fn unknown_fields_fail() {
     let k = SigningKey::generate().unwrap();
     let mut v = serde_json::to_value(good()).unwrap();
     v["surprise"] = serde_json::json!(true);
-    let env = Envelope::sign(RELEASE_PAYLOAD_TYPE, &serde_json::to_vec(&v).unwrap(), &[&k]);
-    let e = env.verify_release(&trust(&[&k], 1), SystemTime::now()).unwrap_err();
-    assert!(matches!(e, VerifyError::MalformedBody(ref m) if m.contains("surprise")), "{e}");
+    let env = Envelope::sign(
+        RELEASE_PAYLOAD_TYPE,
+        &serde_json::to_vec(&v).unwrap(),
+        &[&k],
+    );
+    let e = env
+        .verify_release(&trust(&[&k], 1), SystemTime::now())
+        .unwrap_err();
+    assert!(
+        matches!(e, VerifyError::MalformedBody(ref m) if m.contains("surprise")),
+        "{e}"
+    );
     let mut v = serde_json::to_value(good()).unwrap();
     v["spec"]["health"]["colour"] = serde_json::json!("red");
-    let env = Envelope::sign(RELEASE_PAYLOAD_TYPE, &serde_json::to_vec(&v).unwrap(), &[&k]);
-    assert!(env.verify_release(&trust(&[&k], 1), SystemTime::now()).is_err());
-    let mut j: serde_json::Value = serde_json::from_str(&Envelope::sign_release(&good(), &[&k]).to_json()).unwrap();
+    let env = Envelope::sign(
+        RELEASE_PAYLOAD_TYPE,
+        &serde_json::to_vec(&v).unwrap(),
+        &[&k],
+    );
+    assert!(env
+        .verify_release(&trust(&[&k], 1), SystemTime::now())
+        .is_err());
+    let mut j: serde_json::Value =
+        serde_json::from_str(&Envelope::sign_release(&good(), &[&k]).to_json()).unwrap();
     j["extra"] = serde_json::json!(1);
-    assert!(matches!(Envelope::from_json(j.to_string().as_bytes()), Err(VerifyError::MalformedEnvelope(_))));
+    assert!(matches!(
+        Envelope::from_json(j.to_string().as_bytes()),
+        Err(VerifyError::MalformedEnvelope(_))
+    ));
 }
 
 #[test]
@@ -132,13 +195,18 @@ fn wrong_payload_type_fails() {
     let k = SigningKey::generate().unwrap();
     let body = serde_json::to_vec(&good()).unwrap();
     let env = Envelope::sign("application/json", &body, &[&k]);
-    let e = env.verify_release(&trust(&[&k], 1), SystemTime::now()).unwrap_err();
+    let e = env
+        .verify_release(&trust(&[&k], 1), SystemTime::now())
+        .unwrap_err();
     assert!(matches!(e, VerifyError::WrongPayloadType { .. }), "{e}");
 }
 
 #[test]
 fn pae_is_dsse() {
-    assert_eq!(pae("http://example.com/HelloWorld", b"hello world"), b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec());
+    assert_eq!(
+        pae("http://example.com/HelloWorld", b"hello world"),
+        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
+    );
 }
 
 proptest! {

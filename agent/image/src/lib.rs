@@ -1,0 +1,1 @@
+//! Slipway image pipeline: pull by digest, verify, store layers once, unpack safely, overlay rootfs, GC.

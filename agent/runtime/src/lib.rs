@@ -1,0 +1,1 @@
+//! Slipway container runtime: OCI bundle, runc, CNI network namespaces, adoption, discard.

@@ -1,0 +1,6 @@
+//! One module per `slipway-agent` subcommand.
+pub mod logs;
+pub mod proxy;
+pub mod ps;
+pub mod pull;
+pub mod verify;

@@ -1,0 +1,8 @@
+//! `slipway-agent pull`.
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`slipway-agent pull` is not available in this build yet")
+}
