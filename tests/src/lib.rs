@@ -1,1 +1,2 @@
 //! Test support for end-to-end tests.
+pub mod bins;
