@@ -1,2 +1,4 @@
 //! Test support for end-to-end tests.
 pub mod bins;
+pub mod image;
+pub mod registry;
