@@ -2,6 +2,7 @@
 //! trust files. Pure: no I/O beyond parsing bytes handed in, no async.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod envelope;
 pub mod keys;
 pub mod release;

@@ -1,0 +1,291 @@
+//! Wire types of the controller's HTTP API (`/v1/...`), shared by the controller, the agent
+//! and the `slipway` CLI. Pure serde types; every struct refuses unknown fields.
+
+use crate::envelope::Envelope;
+use crate::spec::AppSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Body of every error answer: what failed and why, ready to show to a user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// `POST /v1/hosts/{host}/register`: the agent announces itself and its labels.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Agent version, for `slipway hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+}
+
+/// `GET /v1/hosts/{host}/desired`: the signed releases aimed at a host now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredSetBody {
+    /// Opaque token; send it back as `?version=` to wait for a change.
+    pub version: String,
+    /// App name -> signed release envelope.
+    pub releases: BTreeMap<String, Envelope>,
+}
+
+/// Where one deploy of one release stands on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Phase {
+    Pulling,
+    Starting,
+    HealthChecking,
+    Live,
+    Failed { reason: String },
+    Baking,
+    RolledBack { reason: String },
+}
+
+impl Phase {
+    /// Short name as used on the wire for unit variants: `pulling`, `failed`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Pulling => "pulling",
+            Phase::Starting => "starting",
+            Phase::HealthChecking => "health-checking",
+            Phase::Live => "live",
+            Phase::Failed { .. } => "failed",
+            Phase::Baking => "baking",
+            Phase::RolledBack { .. } => "rolled-back",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::Failed { reason } | Phase::RolledBack { reason } => {
+                write!(f, "{}: {reason}", self.name())
+            }
+            _ => f.write_str(self.name()),
+        }
+    }
+}
+
+/// `POST /v1/hosts/{host}/status`: one phase of one deploy on the reporting host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostStatus {
+    pub app: String,
+    pub seq: u64,
+    /// `repository@sha256:...` of the release being deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub phase: Phase,
+}
+
+/// A row of `GET /v1/status`: the last phase a host reported for an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRow {
+    pub host: String,
+    pub app: String,
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub phase: Phase,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// A row of `GET /v1/hosts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostInfo {
+    pub host: String,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// RFC 3339.
+    pub registered_at: String,
+    /// RFC 3339 of the last register, poll or status report.
+    pub last_seen: String,
+}
+
+/// `GET /v1/apps/{app}` and the answer to `POST /v1/apps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppInfo {
+    pub name: String,
+    /// Spec version: 1 for the first apply, +1 for each apply that changed it.
+    pub version: u64,
+    pub spec: AppSpec,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// `POST /v1/apps/{app}/releases`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReleaseRequest {
+    /// `REPOSITORY:TAG`, `REPOSITORY` (tag `latest`) or `REPOSITORY@sha256:...`.
+    pub image: String,
+    /// Provenance (git commit, ticket ...), copied into the signed release.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `POST /v1/apps/{app}/rollback`: a new release of an older release's digest.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// Release to go back to; the one before the latest when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_seq: Option<u64>,
+}
+
+/// A stored release, as listed by `GET /v1/apps/{app}/releases`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseInfo {
+    pub app: String,
+    pub seq: u64,
+    /// `repository@sha256:...`, as signed.
+    pub image: String,
+    /// What the operator asked for, e.g. `repo:v2`.
+    pub requested: String,
+    /// Spec version the release was built from.
+    pub spec_version: u64,
+    /// Set when this release is a rollback to that seq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<u64>,
+    /// Token name that created it.
+    pub created_by: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339 expiry of the current signature (re-signed before it passes).
+    pub expires: String,
+    /// The current signed envelope.
+    pub envelope: Envelope,
+}
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything, including tokens.
+    Admin,
+    /// Every `GET` but the agents' desired sets.
+    ReadOnly,
+    /// One host: register, read its desired set, write its status.
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::ReadOnly => "read-only",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "read-only" => Ok(Role::ReadOnly),
+            "agent" => Ok(Role::Agent),
+            _ => Err(format!(
+                "unknown role `{s}`: expected admin, read-only or agent"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Unique name, recorded as the actor in the audit log.
+    pub name: String,
+    pub role: Role,
+    /// Required for (and only for) `agent` tokens: the host it speaks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// A token as listed (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// The answer to `POST /v1/tokens`: the secret, shown once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatedToken {
+    pub token: String,
+    pub info: TokenInfo,
+}
+
+/// A row of `GET /v1/audit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    pub id: u64,
+    /// RFC 3339.
+    pub at: String,
+    /// Token name.
+    pub actor: String,
+    /// e.g. `app.apply`, `release.create`, `release.rollback`, `token.create`.
+    pub action: String,
+    /// e.g. `app/web`, `release/web/3`, `host/h1`.
+    pub object: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_on_the_wire() {
+        let s = HostStatus {
+            app: "web".into(),
+            seq: 3,
+            image: None,
+            phase: Phase::HealthChecking,
+        };
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(j, r#"{"app":"web","seq":3,"phase":"health-checking"}"#);
+        let f: HostStatus = serde_json::from_str(
+            r#"{"app":"web","seq":3,"phase":{"failed":{"reason":"unhealthy"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(f.phase.to_string(), "failed: unhealthy");
+        assert!(serde_json::from_str::<HostStatus>(
+            r#"{"app":"web","seq":3,"phase":"live","extra":1}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<HostStatus>(r#"{"app":"web","seq":3,"phase":"nope"}"#)
+            .is_err());
+    }
+}
