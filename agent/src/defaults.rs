@@ -1,0 +1,26 @@
+//! Agent defaults, each with the reason it is what it is.
+
+use std::time::Duration;
+
+/// Where the agent keeps its state (releases, images, containers), as FHS suggests.
+pub const STATE_DIR: &str = "/var/lib/slipway";
+/// Trust file location when the config names none.
+pub const TRUST_FILE: &str = "/etc/slipway/trust.toml";
+/// Directory source: signed release files dropped here are deployed (like static pods).
+pub const RELEASES_DIR: &str = "/etc/slipway/releases";
+/// Control socket of `slipway-agent proxy`.
+pub const PROXY_SOCKET: &str = "/run/slipway/proxy.sock";
+/// The directory source is re-read this often (plus at once on every change we notice).
+pub const DIR_POLL: Duration = Duration::from_millis(250);
+/// Releases per app whose images stay cached for an instant rollback.
+pub const KEEP_RELEASES: usize = 3;
+/// Deploy records kept per app for `slipway-agent status`.
+pub const HISTORY: usize = 10;
+/// During bake, health and error rate are checked this often.
+pub const BAKE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// Fewer requests than this in the bake window are too few to judge an error rate.
+pub const BAKE_MIN_REQUESTS: u64 = 20;
+/// Failed health probes in a row during bake that count as unhealthy.
+pub const BAKE_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Retry delay after an error talking to the proxy or the runtime.
+pub const RETRY_DELAY: Duration = Duration::from_millis(500);

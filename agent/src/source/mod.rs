@@ -1,0 +1,13 @@
+//! Where desired state comes from: a directory of signed release files, or the controller.
+//! Either way the result is the same shape — app name -> signed envelope bytes — and nothing
+//! in it is trusted until the reconciler has verified it.
+
+pub mod dir;
+
+use std::collections::BTreeMap;
+
+/// The desired set: app name -> signed release envelope (JSON bytes), unverified.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    pub releases: BTreeMap<String, Vec<u8>>,
+}
