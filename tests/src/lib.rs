@@ -2,3 +2,5 @@
 pub mod bins;
 pub mod image;
 pub mod registry;
+pub mod load;
+pub mod host;
