@@ -1,0 +1,35 @@
+//! Every default of the proxy, in one place, each with the reason it has this value.
+
+use std::time::Duration;
+
+/// Where the agent finds the control API; under /run so a stale socket dies with a reboot.
+pub const CONTROL_SOCKET: &str = "/run/slipway/proxy.sock";
+/// Routing table; under /var/lib so routes survive reboots and proxy restarts.
+pub const STATE_FILE: &str = "/var/lib/slipway/proxy/routes.json";
+/// Public listeners bind every interface unless told otherwise.
+pub const BIND: &str = "0.0.0.0";
+
+/// Pending connections the kernel queues per listener; absorbs bursts while we accept.
+pub const LISTEN_BACKLOG: u32 = 1024;
+/// Upstream TCP connect timeout; a container that cannot accept in 5 s is broken, answer 502.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle pooled upstream connections are closed after this; below typical server idle timeouts.
+pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle pooled connections kept per upstream; enough for a busy app on a small host.
+pub const UPSTREAM_POOL_MAX_IDLE: usize = 256;
+/// A client must send a request's headers within this (also closes idle keep-alive clients).
+pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// On SIGTERM, open requests get this long to finish before the process exits.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// After a drain timeout cuts requests, how long we wait for them to be torn down.
+pub const CUT_SETTLE: Duration = Duration::from_secs(1);
+/// Retired upstreams kept per app for stats and instant revert; the oldest idle ones go first.
+pub const MAX_RETIRED_UPSTREAMS: usize = 8;
+/// Control API request bodies are tiny JSON documents; anything bigger is a mistake.
+pub const CONTROL_MAX_BODY: usize = 64 * 1024;
+/// Upper bounds (seconds) of the latency histogram buckets: 1 ms .. 30 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Value of `X-Forwarded-Proto`: the proxy terminates plain HTTP only.
+pub const FORWARDED_PROTO: &str = "http";

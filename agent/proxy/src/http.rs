@@ -1,0 +1,511 @@
+//! L7: HTTP/1.1 with keep-alive. Every request reads the app's current upstream, so keep-alive
+//! clients move to a new upstream at once. Hop-by-hop headers are removed, X-Forwarded-For,
+//! X-Forwarded-Proto and X-Request-Id added; upgrades (websockets) are tunnelled through.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{PathAndQuery, Scheme};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::defaults;
+use crate::drain::Tracker;
+use crate::router::App;
+use crate::upstream::{InFlight, UpstreamState};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+/// What the proxy answers with: an upstream's streamed body or a short local one.
+pub(crate) type ProxyBody = Either<ResponseBody, Full<Bytes>>;
+
+/// Shared by every HTTP listener: the pooled upstream client and the connection count.
+pub(crate) struct HttpCtx {
+    client: Client<HttpConnector, RequestBody>,
+    pub(crate) conns: Arc<Tracker>,
+    ids: RequestIds,
+}
+
+impl std::fmt::Debug for HttpCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCtx")
+            .field("conns", &self.conns.count())
+            .finish()
+    }
+}
+
+impl HttpCtx {
+    pub(crate) fn new(conns: Arc<Tracker>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(defaults::UPSTREAM_CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(defaults::UPSTREAM_POOL_IDLE)
+            .pool_max_idle_per_host(defaults::UPSTREAM_POOL_MAX_IDLE)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        HttpCtx {
+            client,
+            conns,
+            ids: RequestIds::new(),
+        }
+    }
+}
+
+/// Request ids: a per-process random prefix and a counter; unique and cheap.
+struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        RequestIds {
+            prefix: h.finish() as u32,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Relaxed);
+        HeaderValue::try_from(format!("{:08x}-{n:012x}", self.prefix))
+            .expect("hex digits are a valid header value")
+    }
+}
+
+/// Accepts client connections for one app until the task is aborted.
+pub(crate) async fn accept_loop(listener: TcpListener, app: Arc<App>, ctx: Arc<HttpCtx>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve_conn(stream, peer, app.clone(), ctx.clone()));
+            }
+            Err(e) => {
+                warn!(app = %app.name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Per client connection; cloned (one Arc) per request.
+struct Conn {
+    app: Arc<App>,
+    ctx: Arc<HttpCtx>,
+    peer_ip: HeaderValue,
+}
+
+async fn serve_conn(stream: TcpStream, peer: SocketAddr, app: Arc<App>, ctx: Arc<HttpCtx>) {
+    let _open = ctx.conns.enter();
+    let _ = stream.set_nodelay(true);
+    let mut closing = app.closing.subscribe();
+    let conn = Arc::new(Conn {
+        peer_ip: HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a header value"),
+        app,
+        ctx,
+    });
+    let svc = hyper::service::service_fn(move |req| proxy(req, conn.clone()));
+    let http = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(defaults::CLIENT_HEADER_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    tokio::pin!(http);
+    let closed = async move {
+        let _ = closing.wait_for(|c| *c).await;
+    };
+    tokio::select! {
+        r = http.as_mut() => {
+            if let Err(e) = r {
+                debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        }
+        _ = closed => {
+            http.as_mut().graceful_shutdown();
+            let _ = http.await;
+        }
+    }
+}
+
+fn local(status: StatusCode, msg: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut r = Response::new(Either::Right(Full::new(msg.into())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn proxy(
+    mut req: Request<Incoming>,
+    conn: Arc<Conn>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    if req.method() == Method::CONNECT {
+        return Ok(local(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported\n",
+        ));
+    }
+    let Some(up) = conn.app.current.load_full() else {
+        return Ok(local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no upstream for this app\n",
+        ));
+    };
+    let start = Instant::now();
+    let mut flight = up.begin();
+    let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    prepare_request_headers(&mut parts.headers, client_upgrade.is_some(), &conn);
+    parts.uri = upstream_uri(&up, std::mem::take(&mut parts.uri));
+    parts.version = Version::HTTP_11;
+    let body = RequestBody {
+        inner: body,
+        upstream: up.clone(),
+    };
+    let call = conn.ctx.client.request(Request::from_parts(parts, body));
+    let result = tokio::select! {
+        biased;
+        r = call => Some(r),
+        _ = flight.cut() => None,
+    };
+    let mut resp = match result {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            let m = &up.metrics;
+            if e.is_connect() {
+                m.connect_errors.fetch_add(1, Relaxed);
+            }
+            m.status(502);
+            m.latency.observe(start.elapsed());
+            warn!(app = %conn.app.name, upstream = %up.upstream.id, addr = %up.upstream.addr,
+                error = %error_chain(&e), "upstream request failed; answered 502");
+            return Ok(local(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "upstream {} ({}) failed\n",
+                    up.upstream.id, up.upstream.addr
+                ),
+            ));
+        }
+        None => {
+            up.metrics.status(503);
+            let mut r = local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request cut: drain timed out\n",
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(r);
+        }
+    };
+    up.metrics.status(resp.status().as_u16());
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            up.metrics.latency.observe(start.elapsed());
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, flight));
+            return Ok(resp.map(|_| Either::Right(Full::default())));
+        }
+    }
+    strip_hop_by_hop(resp.headers_mut(), false);
+    *resp.version_mut() = Version::HTTP_11;
+    Ok(resp.map(|inner| {
+        Either::Left(ResponseBody {
+            inner,
+            flight: Some(flight),
+            start,
+        })
+    }))
+}
+
+/// Copies bytes both ways between an upgraded client and upstream until either side closes
+/// or a drain timeout cuts it. Counts as in flight on the upstream meanwhile.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    mut flight: InFlight,
+) {
+    let (c, u) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+            if let Ok((to_up, to_client)) = r {
+                let m = &flight.upstream().metrics;
+                m.bytes_in.fetch_add(to_up, Relaxed);
+                m.bytes_out.fetch_add(to_client, Relaxed);
+            }
+        }
+        _ = flight.cut() => {}
+    }
+}
+
+fn error_chain(e: &dyn StdError) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn upstream_uri(up: &UpstreamState, uri: Uri) -> Uri {
+    let mut p = uri.into_parts();
+    p.scheme = Some(Scheme::HTTP);
+    p.authority = Some(up.authority.clone());
+    if p.path_and_query.is_none() {
+        p.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(p).expect("scheme, authority and path make a valid URI")
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    h.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE) && has_token(h, header::CONNECTION, "upgrade")
+}
+
+/// Removes hop-by-hop headers, those named in `Connection` included. For an upgrade,
+/// `Upgrade` is kept and `Connection` reduced to `upgrade`.
+fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    for n in HOP_BY_HOP {
+        if upgrade && n == header::UPGRADE {
+            continue;
+        }
+        h.remove(n);
+    }
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn prepare_request_headers(h: &mut HeaderMap, upgrade: bool, conn: &Conn) {
+    strip_hop_by_hop(h, upgrade);
+    let xff = match h.get(X_FORWARDED_FOR) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + conn.peer_ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(conn.peer_ip.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.peer_ip.clone())
+        }
+        None => conn.peer_ip.clone(),
+    };
+    h.insert(X_FORWARDED_FOR, xff);
+    h.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(defaults::FORWARDED_PROTO),
+    );
+    if !h.contains_key(X_REQUEST_ID) {
+        h.insert(X_REQUEST_ID, conn.ctx.ids.next());
+    }
+}
+
+/// A client's request body on its way upstream; counts bytes.
+pub(crate) struct RequestBody {
+    inner: Incoming,
+    upstream: Arc<UpstreamState>,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.upstream
+                    .metrics
+                    .bytes_in
+                    .fetch_add(d.len() as u64, Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An upstream's response body on its way to the client. Holds the request in flight until
+/// the last byte is sent (or the client goes away); records latency and bytes.
+pub(crate) struct ResponseBody {
+    inner: Incoming,
+    flight: Option<InFlight>,
+    start: Instant,
+}
+
+impl ResponseBody {
+    fn finish(&mut self) {
+        if let Some(f) = self.flight.take() {
+            f.upstream().metrics.latency.observe(self.start.elapsed());
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if let (Some(d), Some(fl)) = (f.data_ref(), &this.flight) {
+                    let m = &fl.upstream().metrics;
+                    m.bytes_out.fetch_add(d.len() as u64, Relaxed);
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => {
+                // Only a body that waits on its upstream can be cut.
+                if let Some(fl) = &mut this.flight {
+                    if fl.poll_cut(cx).is_ready() {
+                        this.flight = None;
+                        return Poll::Ready(Some(Err("response cut: drain timed out".into())));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_named_ones_too() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::HOST, HeaderValue::from_static("example"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn request_ids_are_unique() {
+        let ids = RequestIds::new();
+        assert_ne!(ids.next(), ids.next());
+    }
+}

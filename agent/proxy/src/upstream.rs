@@ -1,0 +1,155 @@
+//! An upstream (one container's address) and the live state the proxy keeps for it:
+//! in-flight work, the cut signal used at a drain timeout, and its metrics.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper::http::uri::Authority;
+use serde::{Deserialize, Serialize};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
+
+use crate::drain::{Tracked, Tracker};
+use crate::metrics::UpstreamMetrics;
+
+/// Where an app's traffic goes: a container (by id) at an address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Container id; names the upstream in stats, drain and logs.
+    pub id: String,
+    pub addr: SocketAddr,
+}
+
+/// Live state of one upstream of one app.
+#[derive(Debug)]
+pub(crate) struct UpstreamState {
+    pub(crate) upstream: Upstream,
+    /// `addr` as a URI authority, built once for every proxied request.
+    pub(crate) authority: Authority,
+    pub(crate) metrics: UpstreamMetrics,
+    in_flight: Arc<Tracker>,
+    cut: Arc<Notify>,
+}
+
+impl UpstreamState {
+    pub(crate) fn new(upstream: Upstream) -> Self {
+        let authority = Authority::try_from(upstream.addr.to_string())
+            .expect("a socket address is a valid URI authority");
+        UpstreamState {
+            upstream,
+            authority,
+            metrics: UpstreamMetrics::default(),
+            in_flight: Arc::new(Tracker::default()),
+            cut: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Counts one request/connection in flight until the returned guard drops.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        // The cut future exists before the count goes up: whoever sees this unit counted
+        // and then calls `cut_all` is guaranteed to reach it.
+        let cut = Box::pin(self.cut.clone().notified_owned());
+        let tracked = self.in_flight.enter();
+        InFlight {
+            upstream: self.clone(),
+            cut,
+            _tracked: tracked,
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.count()
+    }
+
+    pub(crate) fn tracker(&self) -> &Tracker {
+        &self.in_flight
+    }
+
+    /// Signals every unit in flight right now to stop; returns how many there were.
+    pub(crate) fn cut_all(&self) -> u64 {
+        let n = self.in_flight.count();
+        self.cut.notify_waiters();
+        n
+    }
+}
+
+/// One request or connection in flight on an upstream.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    upstream: Arc<UpstreamState>,
+    cut: Pin<Box<OwnedNotified>>,
+    _tracked: Tracked,
+}
+
+impl InFlight {
+    pub(crate) fn upstream(&self) -> &Arc<UpstreamState> {
+        &self.upstream
+    }
+
+    /// Ready once a drain timeout cut this unit; counts the cut once.
+    pub(crate) fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.cut.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.upstream.metrics.cut.fetch_add(1, Relaxed);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Resolves once a drain timeout cut this unit.
+    pub(crate) async fn cut(&mut self) {
+        std::future::poll_fn(|cx| self.poll_cut(cx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn state() -> Arc<UpstreamState> {
+        Arc::new(UpstreamState::new(Upstream {
+            id: "c1".into(),
+            addr: "127.0.0.1:8080".parse().unwrap(),
+        }))
+    }
+
+    #[tokio::test]
+    async fn cut_reaches_units_in_flight_only() {
+        let u = state();
+        let mut a = u.begin();
+        let mut b = u.begin();
+        assert_eq!(u.in_flight(), 2);
+        assert_eq!(u.cut_all(), 2);
+        tokio::time::timeout(Duration::from_secs(1), a.cut())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), b.cut())
+            .await
+            .unwrap();
+        assert_eq!(u.metrics.cut.load(Relaxed), 2);
+        // A unit started after the cut is not affected by it.
+        let mut c = u.begin();
+        assert!(tokio::time::timeout(Duration::from_millis(30), c.cut())
+            .await
+            .is_err());
+        drop((a, b));
+        assert_eq!(u.in_flight(), 1);
+    }
+
+    #[test]
+    fn upstream_json_shape() {
+        let u = Upstream {
+            id: "abc".into(),
+            addr: "10.0.0.2:80".parse().unwrap(),
+        };
+        let j = serde_json::to_string(&u).unwrap();
+        assert_eq!(j, r#"{"id":"abc","addr":"10.0.0.2:80"}"#);
+    }
+}
