@@ -1,1 +1,112 @@
 //! Slipway container runtime: OCI bundle, runc, CNI network namespaces, adoption, discard.
+//!
+//! A release runs as one container: an overlay rootfs of its image's layer dirs
+//! ([`rootfs`]), a `config.json` from the image config and app spec ([`bundle`]), its own
+//! network namespace on the CNI bridge ([`network`]), and a runc container under a private
+//! root ([`runc`]) whose init the agent reaps ([`reaper`]). Every step is recorded first
+//! ([`state`]) so [`Runtime::adopt`] can find and finish or clean up anything after a crash.
+#![deny(unsafe_code)] // one audited exception: registering a pidfd with tokio (reaper.rs)
+
+pub mod adopt;
+pub mod bundle;
+pub mod config;
+pub mod container;
+pub mod defaults;
+pub mod error;
+pub mod logs;
+pub mod network;
+pub mod reaper;
+pub mod rootfs;
+pub mod runc;
+pub mod state;
+
+pub use adopt::AdoptReport;
+pub use config::{CniConfig, RuntimeConfig};
+pub use container::{ContainerInfo, ContainerSpec, CrashPoint, Status};
+pub use error::{BundleError, NetworkError, RuncError, RuntimeError};
+pub use runc::ExecOutput;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Runs, lists, adopts and discards this host's containers.
+pub struct Runtime {
+    cfg: RuntimeConfig,
+    runc: runc::Runc,
+    net: network::Network,
+    mounter: Box<dyn rootfs::Mounter>,
+    shared: Arc<Shared>,
+}
+
+/// State shared with the per-container supervisor tasks.
+#[derive(Default)]
+struct Shared {
+    /// Exit of each supervised container; the supervisor is its only reaper.
+    exits: Mutex<HashMap<String, watch::Receiver<Option<reaper::Exit>>>>,
+    /// One lock per container id: start, discard and the supervisor's record update never
+    /// interleave on one container.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    crash_at: Mutex<Option<CrashPoint>>,
+}
+
+impl Runtime {
+    /// Checks the config, creates the state dir and runc root (mode 0700) and makes this
+    /// process the subreaper of the containers it starts.
+    pub fn new(cfg: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        for (name, p) in [("state_dir", &cfg.state_dir), ("runc_root", &cfg.runc_root)] {
+            if !p.is_absolute() {
+                return Err(RuntimeError::Config(format!(
+                    "{name} `{}` must be an absolute path",
+                    p.display()
+                )));
+            }
+            create_private_dir(p)?;
+        }
+        if !cfg.cni.plugin_dir.join("bridge").exists() && cfg.cni.netconf.is_none() {
+            return Err(RuntimeError::Config(format!(
+                "no CNI bridge plugin in {} (install containernetworking-plugins or set cni.plugin_dir)",
+                cfg.cni.plugin_dir.display()
+            )));
+        }
+        reaper::become_subreaper().map_err(error::io("/proc/self", "become child subreaper"))?;
+        Ok(Runtime {
+            runc: runc::Runc {
+                bin: cfg.runc.clone(),
+                root: cfg.runc_root.clone(),
+            },
+            net: network::Network {
+                cni: cfg.cni.clone(),
+                ipam_dir: cfg.state_dir.join("_ipam"),
+            },
+            mounter: Box::new(rootfs::SysMounter),
+            shared: Arc::default(),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.cfg
+    }
+
+    /// (stdout, stderr) log files of container `id`.
+    pub fn log_paths(&self, id: &str) -> (PathBuf, PathBuf) {
+        logs::paths(&self.cfg.state_dir.join(id))
+    }
+
+    /// Test hook: die by SIGKILL at `point` of the next start, like an agent crash there.
+    #[doc(hidden)]
+    pub fn crash_at(&self, point: Option<CrashPoint>) {
+        *self.shared.crash_at.lock().unwrap() = point;
+    }
+}
+
+fn create_private_dir(p: &std::path::Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p)
+        .map_err(error::io(p, "create dir"))
+}

@@ -1,0 +1,513 @@
+//! One container's life: create and start it, list it, exec in it, discard it.
+
+use crate::bundle::{self, BundleInput, RootfsEtc};
+use crate::error::{io, RuntimeError};
+use crate::network::{netns_add, netns_del, netns_name, netns_path};
+use crate::reaper::{self, Exit};
+use crate::rootfs::{self, RootfsPaths};
+use crate::runc::{ExecOutput, RuncState};
+use crate::state::{write_atomic, Phase, Record};
+use crate::{defaults, logs, Runtime, Shared};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+const CONFIG: &str = "config.json";
+const NETCONF: &str = "netconf.json";
+const PID_FILE: &str = "container.pid";
+const RUNC_LOG: &str = "runc.log";
+
+/// What to run: one release, its image config and its unpacked layers.
+pub struct ContainerSpec<'a> {
+    /// `<app>-<seq>-<short digest>`, as [`slipway_proto::Release::container_id`] makes it.
+    pub id: String,
+    pub release: &'a slipway_proto::Release,
+    pub image_config: &'a oci_spec::image::ImageConfiguration,
+    /// Unpacked layer dirs, base layer first.
+    pub layer_dirs: &'a [PathBuf],
+}
+
+/// Where a container is in its life, as runc and our record see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Being set up (or left half-made by a crash; [`Runtime::adopt`] cleans it).
+    Preparing,
+    /// Created by runc, process not started.
+    Created,
+    Running,
+    Paused,
+    /// The process has exited.
+    Stopped,
+    /// Being discarded.
+    Discarding,
+}
+
+/// A container as [`Runtime::list`] and [`Runtime::start`] report it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub app: String,
+    pub seq: u64,
+    /// `repository@sha256:...`
+    pub image: String,
+    /// Address on the bridge; unspecified (`0.0.0.0`) until CNI has given one.
+    pub address: IpAddr,
+    pub pid: Option<i32>,
+    pub status: Status,
+    /// When the process was started (creation time while not started).
+    pub started_at: SystemTime,
+    /// Exit code (128+signal) once stopped, when the agent saw it exit.
+    pub exit_code: Option<i32>,
+}
+
+/// Points of [`Runtime::start`] where a test can simulate an agent crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After `runc create`, before `runc start`.
+    AfterCreate,
+    /// After `runc start`, before the record says so.
+    AfterStart,
+}
+
+/// Checks a container id: `[a-z0-9-]`, starts with a letter, at most 128 bytes (it becomes
+/// a file name, a netns name and a cgroup name).
+pub fn check_id(id: &str) -> Result<(), RuntimeError> {
+    let bad = |reason| RuntimeError::BadId {
+        id: id.escape_debug().to_string(),
+        reason,
+    };
+    if id.is_empty() || id.len() > 128 {
+        return Err(bad("must be 1..=128 characters"));
+    }
+    if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(bad("must start with a lowercase letter"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(bad("may only hold a-z, 0-9 and `-`"));
+    }
+    Ok(())
+}
+
+impl Shared {
+    pub(crate) fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+impl Record {
+    pub(crate) fn info(&self, runc: Option<&RuncState>) -> ContainerInfo {
+        let status = match (self.phase, runc.map(|s| s.status.as_str())) {
+            (Phase::Discarding, _) => Status::Discarding,
+            (_, Some("created")) => Status::Created,
+            (_, Some("running")) => Status::Running,
+            (_, Some("paused")) => Status::Paused,
+            (Phase::Preparing, None) => Status::Preparing,
+            _ => Status::Stopped,
+        };
+        ContainerInfo {
+            id: self.id.clone(),
+            app: self.app.clone(),
+            seq: self.seq,
+            image: self.image.clone(),
+            address: self.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            pid: runc.map(|s| s.pid).filter(|p| *p > 0).or(self.pid),
+            status,
+            started_at: self.started_at.unwrap_or(self.created_at),
+            exit_code: self.exit_code,
+        }
+    }
+}
+
+impl Runtime {
+    fn dir(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join(id)
+    }
+
+    /// Creates and starts a container for a release. Refuses an id that exists or existed.
+    /// On failure everything made so far is torn down and the error says what failed.
+    pub async fn start(&self, spec: ContainerSpec<'_>) -> Result<ContainerInfo, RuntimeError> {
+        let id = spec.id.clone();
+        check_id(&id)?;
+        let release = spec.release;
+        if let Ok(expected) = release.container_id() {
+            if expected != id {
+                return Err(RuntimeError::BadId {
+                    id,
+                    reason: "must be `<app>-<seq>-<short digest>` of its release",
+                });
+            }
+        }
+        let lock = self.shared.lock(&id);
+        let _guard = lock.lock().await;
+        let dir = self.dir(&id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::Exists { id })
+            }
+            Err(e) => return Err(io(&dir, "create container dir")(e)),
+        }
+        if self.runc.state(&id).await?.is_some() {
+            return Err(RuntimeError::Exists { id });
+        }
+        let mut rec = Record {
+            id: id.clone(),
+            app: release.app.clone(),
+            seq: release.seq,
+            image: release.image.clone(),
+            phase: Phase::Preparing,
+            netns: netns_name(&id),
+            address: None,
+            pid: None,
+            stop_grace_ms: release.spec.stop_grace.as_millis() as u64,
+            created_at: SystemTime::now(),
+            started_at: None,
+            exit_code: None,
+        };
+        rec.save(&dir)?;
+        match self.create_and_start(&spec, &dir, &mut rec).await {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "start failed; tearing down");
+                if let Err(e2) = self.teardown(&dir, &mut rec, Duration::ZERO).await {
+                    tracing::error!(container = %id, error = %e2, "teardown after failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_and_start(
+        &self,
+        spec: &ContainerSpec<'_>,
+        dir: &Path,
+        rec: &mut Record,
+    ) -> Result<ContainerInfo, RuntimeError> {
+        let id = rec.id.as_str();
+        let ns = netns_path(&rec.netns);
+        netns_add(&rec.netns).await?;
+        let netconf = self.net.netconf()?;
+        // Saved before ADD so that DEL after a crash uses the very same config.
+        write_atomic(&dir.join(NETCONF), netconf.to_string().as_bytes())?;
+        rec.address = Some(self.net.add(id, &ns, &netconf).await?);
+        rec.save(dir)?;
+
+        let paths = RootfsPaths::new(dir);
+        rootfs::mount(self.mounter.as_ref(), id, spec.layer_dirs, &paths)?;
+        let oci = bundle::build(&BundleInput {
+            id,
+            image: &rec.image,
+            spec: &spec.release.spec,
+            config: spec.image_config,
+            etc: &RootfsEtc(&paths.target),
+            netns: &ns,
+        })?;
+        for v in &spec.release.spec.volumes {
+            if !v.host.exists() {
+                return Err(RuntimeError::Io {
+                    path: v.host.clone(),
+                    action: "bind as a volume (create it on the host first)",
+                    source: std::io::ErrorKind::NotFound.into(),
+                });
+            }
+        }
+        let json = serde_json::to_vec_pretty(&oci).expect("spec serializes");
+        write_atomic(&dir.join(CONFIG), &json)?;
+
+        let (out, err) = logs::paths(dir);
+        let stdout = logs::open_append(&out).map_err(io(&out, "open log"))?;
+        let stderr = logs::open_append(&err).map_err(io(&err, "open log"))?;
+        let pid_file = dir.join(PID_FILE);
+        self.runc
+            .create(id, dir, &pid_file, &dir.join(RUNC_LOG), stdout, stderr)
+            .await?;
+        let pid = crate::runc::read_pid(&pid_file);
+        rec.pid = pid;
+        rec.phase = Phase::Created;
+        rec.save(dir)?;
+        if let Some(pid) = pid {
+            // Supervise before start, so even an instant exit is reaped and recorded.
+            self.supervise(id, pid);
+        }
+        self.maybe_crash(CrashPoint::AfterCreate);
+
+        self.runc.start(id).await?;
+        self.maybe_crash(CrashPoint::AfterStart);
+        rec.phase = Phase::Started;
+        rec.started_at = Some(SystemTime::now());
+        rec.save(dir)?;
+        let state = self.runc.state(id).await?;
+        tracing::info!(container = %id, address = ?rec.address, "started");
+        Ok(rec.info(state.as_ref()))
+    }
+
+    fn maybe_crash(&self, at: CrashPoint) {
+        if *self.shared.crash_at.lock().unwrap() == Some(at) {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Starts the one task that reaps `pid`, records its exit and rotates its logs.
+    pub(crate) fn supervise(&self, id: &str, pid: i32) {
+        let (tx, rx) = watch::channel(None);
+        {
+            let mut exits = self.shared.exits.lock().unwrap();
+            if exits.get(id).is_some_and(|rx| rx.borrow().is_none()) {
+                return; // already supervised
+            }
+            exits.insert(id.to_string(), rx);
+        }
+        let shared = self.shared.clone();
+        let id = id.to_string();
+        let dir = self.dir(&id);
+        tokio::spawn(async move {
+            let wait = reaper::wait_exit(pid);
+            tokio::pin!(wait);
+            let mut tick = tokio::time::interval(defaults::LOG_CHECK_INTERVAL);
+            let exit = loop {
+                tokio::select! {
+                    r = &mut wait => break r.unwrap_or(Exit { code: None }),
+                    _ = tick.tick() => {
+                        let (out, err) = logs::paths(&dir);
+                        for p in [out, err] {
+                            if let Err(e) = logs::rotate(&p, defaults::LOG_MAX_BYTES) {
+                                tracing::warn!(path = %p.display(), error = %e, "log rotation");
+                            }
+                        }
+                    }
+                }
+            };
+            tracing::info!(container = %id, code = ?exit.code, "container process exited");
+            let _ = tx.send(Some(exit));
+            let lock = shared.lock(&id);
+            let _g = lock.lock().await;
+            if let Ok(Some(mut rec)) = Record::load(&dir) {
+                if matches!(rec.phase, Phase::Created | Phase::Started) && rec.exit_code.is_none() {
+                    rec.exit_code = exit.code;
+                    let _ = rec.save(&dir);
+                }
+            }
+        });
+    }
+
+    /// Waits up to `timeout` for the supervised container `id` to exit.
+    async fn wait_exit(&self, id: &str, timeout: Duration) -> Option<Exit> {
+        let rx = self.shared.exits.lock().unwrap().get(id).cloned();
+        let mut rx = rx?;
+        let exit = tokio::time::timeout(timeout, async {
+            rx.wait_for(|e| e.is_some()).await.ok().and_then(|e| *e)
+        })
+        .await;
+        exit.ok().flatten()
+    }
+
+    /// Containers in the state dir (discarded ones excluded), with runc's view of each.
+    pub async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let runc: HashMap<String, RuncState> = self
+            .runc
+            .list()
+            .await?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+        let mut out = Vec::new();
+        for (_, dir) in crate::state::container_dirs(&self.cfg.state_dir)? {
+            if let Some(rec) = Record::load(&dir)? {
+                if rec.phase != Phase::Discarded {
+                    out.push(rec.info(runc.get(&rec.id)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `argv` in running container `id` (for exec health checks).
+    pub async fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        check_id(id)?;
+        let state = self.runc.state(id).await?;
+        match state.as_ref().map(|s| s.status.as_str()) {
+            Some("running") => {}
+            other => {
+                return Err(RuntimeError::NotRunning {
+                    id: id.into(),
+                    status: other.unwrap_or("unknown to runc").into(),
+                })
+            }
+        }
+        let n = std::time::SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let pid_file = self.dir(id).join(format!("exec-{n}.pid"));
+        let r = self.runc.exec(id, argv, &pid_file, timeout).await;
+        let _ = std::fs::remove_file(&pid_file);
+        r?.ok_or(RuntimeError::ExecTimeout {
+            id: id.into(),
+            ms: timeout.as_millis(),
+        })
+    }
+
+    /// Stops and removes container `id`: SIGTERM, `grace`, SIGKILL, `runc delete`, CNI DEL,
+    /// netns, rootfs and upper dir. Idempotent; finishes a discard a crash interrupted. The
+    /// record and recent logs stay behind as a tombstone.
+    pub async fn discard(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        check_id(id)?;
+        let lock = self.shared.lock(id);
+        let _guard = lock.lock().await;
+        let dir = self.dir(id);
+        let Some(mut rec) = Record::load(&dir)? else {
+            // Unknown, or a dir a crash left before its first record: nothing ran from it.
+            if self.runc.state(id).await?.is_some() {
+                self.runc.delete(id).await?;
+            }
+            if dir.exists() {
+                crate::adopt::remove_bare_dir(self.mounter.as_ref(), id, &dir)?;
+            }
+            return Ok(());
+        };
+        if rec.phase == Phase::Discarded {
+            return Ok(());
+        }
+        rec.phase = Phase::Discarding;
+        rec.save(&dir)?;
+        self.teardown(&dir, &mut rec, grace).await
+    }
+
+    /// The body of discard (also used to undo a failed start). Every step tolerates having
+    /// been done already.
+    pub(crate) async fn teardown(
+        &self,
+        dir: &Path,
+        rec: &mut Record,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let id = rec.id.clone();
+        if let Some(state) = self.runc.state(&id).await? {
+            if state.pid > 0 && reaper::alive(state.pid) {
+                // Make sure exactly one task reaps it (a no-op when already supervised).
+                self.supervise(&id, state.pid);
+            }
+            if state.status == "running" || state.status == "paused" {
+                self.stop(&id, grace).await?;
+            }
+            self.runc.delete(&id).await?;
+        }
+        let exit = self.wait_exit(&id, Duration::ZERO).await;
+        let netconf = dir.join(NETCONF);
+        if let Ok(text) = std::fs::read_to_string(&netconf) {
+            let conf = serde_json::from_str(&text).map_err(|e| RuntimeError::CorruptState {
+                path: netconf.clone(),
+                reason: e.to_string(),
+            })?;
+            self.net.del(&id, &netns_path(&rec.netns), &conf).await?;
+            std::fs::remove_file(&netconf).map_err(io(&netconf, "remove"))?;
+        }
+        netns_del(&rec.netns).await?;
+        rootfs::remove(self.mounter.as_ref(), &id, &RootfsPaths::new(dir))?;
+        for name in [CONFIG, PID_FILE, RUNC_LOG] {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        rec.phase = Phase::Discarded;
+        if rec.exit_code.is_none() {
+            rec.exit_code = exit.and_then(|e| e.code);
+        }
+        rec.save(dir)?;
+        self.shared.exits.lock().unwrap().remove(&id);
+        self.prune_logs(&rec.app);
+        tracing::info!(container = %id, "discarded");
+        Ok(())
+    }
+
+    /// SIGTERM, up to `grace` for the process to go, then SIGKILL.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let supervised = self.shared.exits.lock().unwrap().contains_key(id);
+        if !grace.is_zero() && self.runc.kill(id, "TERM").await? {
+            if supervised {
+                if self.wait_exit(id, grace).await.is_some() {
+                    return Ok(());
+                }
+            } else if self.poll_stopped(id, grace).await? {
+                return Ok(());
+            }
+        }
+        self.runc.kill(id, "KILL").await?;
+        let gone = if supervised {
+            self.wait_exit(id, defaults::KILL_WAIT).await.is_some()
+        } else {
+            self.poll_stopped(id, defaults::KILL_WAIT).await?
+        };
+        if gone {
+            Ok(())
+        } else {
+            Err(RuntimeError::Stuck {
+                id: id.into(),
+                secs: defaults::KILL_WAIT.as_secs(),
+            })
+        }
+    }
+
+    /// For a container we cannot reap (not our child): polls runc until it is stopped.
+    async fn poll_stopped(&self, id: &str, timeout: Duration) -> Result<bool, RuntimeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.runc.state(id).await? {
+                None => return Ok(true),
+                Some(s) if s.status == "stopped" => return Ok(true),
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Keeps the logs of the newest [`defaults::DISCARDED_LOGS_KEPT`] discarded containers
+    /// of `app`; older ones keep only their record (the tombstone).
+    fn prune_logs(&self, app: &str) {
+        let Ok(dirs) = crate::state::container_dirs(&self.cfg.state_dir) else {
+            return;
+        };
+        let mut gone: Vec<(u64, PathBuf)> = dirs
+            .into_iter()
+            .filter_map(|(_, d)| {
+                let r = Record::load(&d).ok()??;
+                (r.app == app && r.phase == Phase::Discarded).then_some((r.seq, d))
+            })
+            .collect();
+        gone.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, d) in gone.into_iter().skip(defaults::DISCARDED_LOGS_KEPT) {
+            logs::remove(&d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_safe_names() {
+        assert!(check_id("web-12-0123456789ab").is_ok());
+        for bad in ["", "Web-1", "1web", "web/../x", "web 1", &"a".repeat(129)] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Defaults of the container runtime, each with the reason it is what it is.
+
+use std::time::Duration;
+
+/// Where per-container records, bundles, upper dirs and logs live; survives reboots like the
+/// rest of `/var/lib/slipway`.
+pub const STATE_DIR: &str = "/var/lib/slipway/containers";
+/// runc's own state is private to Slipway so `runc list` shows only our containers; tmpfs,
+/// because a container does not outlive a reboot.
+pub const RUNC_ROOT: &str = "/run/slipway/runc";
+/// The runc binary, found on `PATH` (Debian's `runc`).
+pub const RUNC: &str = "runc";
+/// Where Debian's `containernetworking-plugins` installs bridge, host-local and loopback.
+pub const CNI_PLUGIN_DIR: &str = "/usr/lib/cni";
+/// Bridge shared by all containers of this host.
+pub const CNI_BRIDGE: &str = "slipway0";
+/// Same private range as podman's default; big enough for any number of releases per host.
+pub const CNI_SUBNET: &str = "10.88.0.0/16";
+/// CNI network name; host-local keys its allocations by it.
+pub const CNI_NETWORK: &str = "slipway";
+/// The CNI spec version we speak; Debian's plugins (1.1) support it.
+pub const CNI_VERSION: &str = "1.0.0";
+/// Interface name of the container's side of the veth pair.
+pub const CNI_IFNAME: &str = "eth0";
+/// A CNI plugin that takes longer than this is stuck (they normally answer in milliseconds).
+pub const CNI_TIMEOUT: Duration = Duration::from_secs(30);
+/// Prefix of the named network namespaces under `/run/netns`, so an operator can tell ours.
+pub const NETNS_PREFIX: &str = "slipway-";
+/// cgroup parent of every container (`/sys/fs/cgroup/<controller>/slipway/<id>` on v1).
+pub const CGROUP_PARENT: &str = "/slipway";
+/// CFS period for CPU limits: the kernel default, so `cpus = 0.5` is a 50 ms quota.
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// Highest uid/gid an image may ask for: above `i32::MAX` ids read as negative in many
+/// interfaces, and `u32::MAX` means "unchanged" to `setresuid`.
+pub const MAX_ID: u32 = i32::MAX as u32;
+/// Longest working directory an image may ask for (PATH_MAX).
+pub const MAX_PATH_LEN: usize = 4096;
+/// A log file is copied to `<name>.1` and truncated when it grows past this.
+pub const LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// How often a supervised container's logs are checked against [`LOG_MAX_BYTES`].
+pub const LOG_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Discarded containers of one app whose logs are kept for post-mortems.
+pub const DISCARDED_LOGS_KEPT: usize = 3;
+/// A runc command (other than exec) that takes longer than this is stuck.
+pub const RUNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// After SIGKILL a process dies at once; wait this long before calling it stuck.
+pub const KILL_WAIT: Duration = Duration::from_secs(10);
+/// Open files per container: a server needs more than the kernel's 1024.
+pub const NOFILE: u64 = 65_536;
+/// Size of the tmpfs `/tmp` of a read-only container.
+pub const TMP_SIZE: &str = "size=65536k";
+/// Image env when the image sets no PATH (the value runc and Docker use).
+pub const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -1,0 +1,84 @@
+//! The one reaper of container processes. The agent is a child subreaper, so when
+//! `runc create` exits its container init is re-parented to the agent; each init is then
+//! waited for through its own pidfd by exactly one task ([`wait_exit`]). Nobody in the agent
+//! calls `waitpid(-1)`: tokio waits for the runc processes it spawned by pid, and this module
+//! for container inits by pidfd, so no two waiters ever race for one exit status.
+
+use rustix::process::{pidfd_open, waitid, Pid, PidfdFlags, WaitId, WaitIdOptions};
+use std::os::fd::AsFd;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// Makes this process the subreaper of its descendants (`PR_SET_CHILD_SUBREAPER`).
+pub fn become_subreaper() -> std::io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
+}
+
+/// How a container's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code, 128+signal for signal deaths; `None` when the process was not our child
+    /// (adopted after an agent restart), so its status went to init.
+    pub code: Option<i32>,
+}
+
+/// Waits until `pid` has exited and reaps it if it is our child. The pid must be known to
+/// be the container's init (read from runc's pid file or state) and alive or a zombie.
+pub async fn wait_exit(pid: i32) -> std::io::Result<Exit> {
+    let Some(p) = Pid::from_raw(pid) else {
+        return Ok(Exit { code: None });
+    };
+    let fd = match pidfd_open(p, PidfdFlags::NONBLOCK) {
+        Ok(fd) => fd,
+        // Already reaped by someone else (init): it is gone, status unknown.
+        Err(rustix::io::Errno::SRCH) => return Ok(Exit { code: None }),
+        Err(e) => return Err(e.into()),
+    };
+    // SAFETY: the AsyncFd takes ownership of the OwnedFd, so the descriptor stays open and
+    // refers to this pidfd until the AsyncFd is dropped.
+    #[allow(unsafe_code)]
+    let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(std::io::Error::from)?;
+    loop {
+        let mut guard = afd.readable().await?;
+        // Readable means "exited"; reap it if it is ours.
+        match waitid(
+            WaitId::PidFd(afd.get_ref().as_fd()),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+        ) {
+            Ok(Some(status)) => {
+                let code = status
+                    .exit_status()
+                    .or_else(|| status.terminating_signal().map(|s| 128 + s));
+                return Ok(Exit { code });
+            }
+            Ok(None) => guard.clear_ready(),
+            // Not our child: the pidfd is readable once it has exited.
+            Err(rustix::io::Errno::CHILD) => return Ok(Exit { code: None }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// True while `pid` exists (a zombie counts as gone for our purposes only after reaping).
+pub fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reaps_own_child_with_exit_code_and_signal() {
+        let c = std::process::Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+        assert_eq!(wait_exit(c.id() as i32).await.unwrap(), Exit { code: Some(7) });
+        let c = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = c.id() as i32;
+        let w = tokio::spawn(wait_exit(pid));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+        assert_eq!(w.await.unwrap().unwrap(), Exit { code: Some(137) });
+        // Reaped: no zombie left behind.
+        assert!(!alive(pid));
+    }
+}
