@@ -35,21 +35,34 @@ use crate::defaults;
 use crate::error::ProxyError;
 use crate::router::Router;
 
+fn socket_error(path: &Path, reason: String) -> ProxyError {
+    ProxyError::ControlSocket {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// Fails if a live proxy already answers on `path`.
+pub(crate) fn check_not_running(path: &Path) -> Result<(), ProxyError> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(socket_error(
+            path,
+            "another proxy is listening on it".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Binds the control socket (mode 0600). A stale socket file is replaced; a live one means
 /// another proxy serves it, which is an error.
 pub(crate) fn bind(path: &Path) -> Result<UnixListener, ProxyError> {
-    let err = |reason: String| ProxyError::ControlSocket {
-        path: path.to_owned(),
-        reason,
-    };
+    let err = |reason: String| socket_error(path, reason);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create its directory: {e}")))?;
     }
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(err("another proxy is listening on it".into()));
-        }
+        check_not_running(path)?;
         std::fs::remove_file(path)
             .map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
     }

@@ -48,8 +48,8 @@ pub struct ProxyConfig {
 /// Runs the proxy until `shutdown` resolves, then stops accepting, lets open connections
 /// finish (up to [`defaults::SHUTDOWN_GRACE`]) and returns.
 pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
-    // Control socket first: fails fast if another proxy already runs.
-    let control = control::bind(&cfg.control_socket)?;
+    // Refuse early if another proxy serves this socket, before touching its ports.
+    control::check_not_running(&cfg.control_socket)?;
     let router = Arc::new(router::Router::new(cfg.bind, cfg.state_file.clone()));
     match table::load(&cfg.state_file)? {
         table::Loaded::Missing => {
@@ -65,6 +65,8 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
              the agent must set every app's upstream again"
         ),
     }
+    // The socket appears only once the routes are live, so waiting for it is enough.
+    let control = control::bind(&cfg.control_socket)?;
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(metrics::ProxyCollector(router.clone())));
     let registry = Arc::new(registry);
