@@ -1,0 +1,198 @@
+//! `/v1/hosts`: agents register, long-poll their desired set and report phases.
+
+use super::{audit, parse_json, rfc3339, AppState};
+use crate::auth::{valid_host_id, Caller};
+use crate::defaults;
+use crate::error::{ApiError, ApiResult};
+use crate::store::HostRecord;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use slipway_proto::api::{HostInfo, HostStatus, RegisterRequest, StatusRow};
+use std::time::SystemTime;
+
+fn info(h: HostRecord) -> HostInfo {
+    HostInfo {
+        host: h.host,
+        labels: h.labels,
+        agent_version: h.agent_version,
+        registered_at: rfc3339(h.registered_at),
+        last_seen: rfc3339(h.last_seen),
+    }
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(host): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<HostInfo>> {
+    valid_host_id(&host).map_err(ApiError::BadRequest)?;
+    caller.require_host(&host, "register as")?;
+    let req: RegisterRequest = parse_json(&body)?;
+    let before = state.store.host(&host).await?;
+    let rec = state
+        .store
+        .register_host(
+            &host,
+            &req.labels,
+            req.agent_version.as_deref(),
+            SystemTime::now(),
+        )
+        .await?;
+    if before.as_ref().map(|b| &b.labels) != Some(&rec.labels) {
+        let labels = serde_json::to_string(&rec.labels).expect("labels serialize");
+        audit(
+            &state,
+            &caller.name,
+            "host.register",
+            &format!("host/{host}"),
+            &labels,
+        )
+        .await?;
+    }
+    tracing::info!(host, "host registered");
+    Ok(Json(info(rec)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredQuery {
+    /// The version the agent holds; the answer waits while it is still current.
+    version: Option<String>,
+    /// How long to wait, e.g. `30s` (capped).
+    wait: Option<String>,
+}
+
+/// `GET /v1/hosts/{host}/desired[?version=V&wait=30s]`: 200 with the desired set when it
+/// differs from `V` (at once, or as soon as a release is published), 304 after `wait`.
+pub async fn desired(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(host): Path<String>,
+    Query(q): Query<DesiredQuery>,
+) -> ApiResult<Response> {
+    caller.require_host(&host, "read the desired state")?;
+    let wait = match q.wait.as_deref() {
+        None => defaults::LONG_POLL_WAIT,
+        Some(w) => humantime::parse_duration(w)
+            .map_err(|e| ApiError::BadRequest(format!("wait `{w}`: {e}")))?,
+    }
+    .min(defaults::LONG_POLL_MAX_WAIT);
+    let rec = state.store.host(&host).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "host `{host}` is not registered: the agent registers first (POST /v1/hosts/{host}/register)"
+        ))
+    })?;
+    state.store.touch_host(&host, SystemTime::now()).await?;
+    let mut rx = state.publisher.subscribe();
+    let mut shutdown = state.shutdown.clone();
+    let deadline = tokio::time::Instant::now() + wait;
+    let _waiting = GaugeGuard::new(&state);
+    loop {
+        let snap = rx.borrow_and_update().clone();
+        let body = snap.desired_for(&rec.labels);
+        if q.version.as_deref() != Some(body.version.as_str()) {
+            return Ok(Json(body).into_response());
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    Ok(StatusCode::NOT_MODIFIED.into_response())
+}
+
+/// Counts a waiting long-poll for as long as it lives.
+struct GaugeGuard(AppState);
+
+impl GaugeGuard {
+    fn new(state: &AppState) -> Self {
+        state.metrics.long_polls.inc();
+        Self(state.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.metrics.long_polls.dec();
+    }
+}
+
+pub async fn report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(host): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    caller.require_host(&host, "report the status")?;
+    let status: HostStatus = parse_json(&body)?;
+    if state.store.host(&host).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "host `{host}` is not registered: the agent registers first"
+        )));
+    }
+    if state
+        .store
+        .release(&status.app, status.seq)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "status for unknown release {} seq {}",
+            status.app, status.seq
+        )));
+    }
+    state
+        .store
+        .put_status(&host, &status, SystemTime::now())
+        .await?;
+    audit(
+        &state,
+        &caller.name,
+        "host.status",
+        &format!("host/{host}/{}", status.app),
+        &format!("seq {}: {}", status.seq, status.phase),
+    )
+    .await?;
+    state.metrics.status_reports.inc();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<HostInfo>>> {
+    caller.require_operator("list hosts")?;
+    Ok(Json(
+        state.store.hosts().await?.into_iter().map(info).collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusQuery {
+    app: Option<String>,
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<StatusQuery>,
+) -> ApiResult<Json<Vec<StatusRow>>> {
+    caller.require_operator("read status")?;
+    let rows = state.store.statuses(q.app.as_deref()).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|s| StatusRow {
+                host: s.host,
+                app: s.app,
+                seq: s.seq,
+                image: s.image,
+                phase: s.phase,
+                updated_at: rfc3339(s.updated_at),
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,137 @@
+//! The HTTP API (`/v1/...`): one file per resource. Every route but `/healthz` and
+//! `/metrics` needs a bearer token; see [`crate::auth`] for who may do what.
+
+mod apps;
+mod hosts;
+mod releases;
+mod tokens;
+
+use crate::error::{ApiError, ApiResult};
+use crate::publish::Publisher;
+use crate::release::{AppLocks, ReleaseSigner};
+use crate::resolve::Resolver;
+use crate::store::Store;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// Controller metrics, served at `/metrics`.
+pub struct Metrics {
+    pub registry: Registry,
+    pub releases: Counter,
+    pub resigns: Counter,
+    pub status_reports: Counter,
+    pub long_polls: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("slipway_controller");
+        let m = Metrics {
+            releases: Counter::default(),
+            resigns: Counter::default(),
+            status_reports: Counter::default(),
+            long_polls: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "releases",
+            "Releases created (including rollbacks)",
+            m.releases.clone(),
+        );
+        registry.register(
+            "resigns",
+            "Releases re-signed before expiry",
+            m.resigns.clone(),
+        );
+        registry.register(
+            "status_reports",
+            "Phase reports received from agents",
+            m.status_reports.clone(),
+        );
+        registry.register("long_polls", "Long-polls waiting now", m.long_polls.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub publisher: Arc<Publisher>,
+    pub resolver: Arc<Resolver>,
+    pub signer: Arc<ReleaseSigner>,
+    pub locks: Arc<AppLocks>,
+    pub metrics: Arc<Metrics>,
+    /// Turns true when the controller shuts down: long-polls answer at once.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/apps", post(apps::apply).get(apps::list))
+        .route("/v1/apps/{app}", get(apps::show))
+        .route(
+            "/v1/apps/{app}/releases",
+            post(releases::create).get(releases::list),
+        )
+        .route("/v1/apps/{app}/releases/{seq}", get(releases::show))
+        .route("/v1/apps/{app}/rollback", post(releases::rollback))
+        .route("/v1/hosts", get(hosts::list))
+        .route("/v1/hosts/{host}/register", post(hosts::register))
+        .route("/v1/hosts/{host}/desired", get(hosts::desired))
+        .route("/v1/hosts/{host}/status", post(hosts::report))
+        .route("/v1/status", get(hosts::status))
+        .route("/v1/audit", get(tokens::audit))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{name}", delete(tokens::revoke))
+        .fallback(|| async { ApiError::NotFound("no such API route".into()) })
+        .layer(DefaultBodyLimit::max(crate::defaults::MAX_BODY))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> ApiResult<String> {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &state.metrics.registry)
+        .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
+    Ok(out)
+}
+
+/// Parses a JSON request body, naming the field that is wrong.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::BadRequest(format!("request body is not valid JSON: {}", e.inner()))
+        } else {
+            ApiError::BadRequest(format!("request body field `{path}`: {}", e.inner()))
+        }
+    })
+}
+
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub(crate) async fn audit(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    object: &str,
+    detail: &str,
+) -> ApiResult<()> {
+    state
+        .store
+        .audit(actor, action, object, detail, SystemTime::now())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! `/v1/tokens` (admin only) and `/v1/audit`.
+
+use super::{audit as record, parse_json, rfc3339, AppState};
+use crate::auth::{self, Caller};
+use crate::defaults;
+use crate::error::{ApiError, ApiResult};
+use crate::store::TokenRecord;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use slipway_proto::api::{AuditEntry, CreateTokenRequest, CreatedToken, TokenInfo};
+
+pub(crate) fn info(t: TokenRecord) -> TokenInfo {
+    TokenInfo {
+        name: t.name,
+        role: t.role,
+        host: t.host,
+        created_at: rfc3339(t.created_at),
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    caller.require_admin("create tokens")?;
+    let req: CreateTokenRequest = parse_json(&body)?;
+    let (token, rec) = auth::create_token(
+        state.store.as_ref(),
+        &req.name,
+        req.role,
+        req.host.as_deref(),
+    )
+    .await?;
+    record(
+        &state,
+        &caller.name,
+        "token.create",
+        &format!("token/{}", rec.name),
+        &format!(
+            "role {}{}",
+            rec.role,
+            rec.host
+                .as_deref()
+                .map(|h| format!(", host {h}"))
+                .unwrap_or_default()
+        ),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token,
+            info: info(rec),
+        }),
+    ))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<TokenInfo>>> {
+    caller.require_admin("list tokens")?;
+    Ok(Json(
+        state.store.tokens().await?.into_iter().map(info).collect(),
+    ))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin("revoke tokens")?;
+    if !state.store.revoke_token(&name).await? {
+        return Err(ApiError::NotFound(format!("no token named `{name}`")));
+    }
+    record(
+        &state,
+        &caller.name,
+        "token.revoke",
+        &format!("token/{name}"),
+        "",
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    limit: Option<u32>,
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    caller.require_operator("read the audit log")?;
+    let rows = state
+        .store
+        .audit_log(q.limit.unwrap_or(defaults::AUDIT_LIMIT))
+        .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|a| AuditEntry {
+                id: a.id,
+                at: rfc3339(a.at),
+                actor: a.actor,
+                action: a.action,
+                object: a.object,
+                detail: a.detail,
+            })
+            .collect(),
+    ))
+}

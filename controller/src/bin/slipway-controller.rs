@@ -1,0 +1,112 @@
+//! `slipway-controller`: the controller daemon, and offline bootstrap of its first token.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use slipway_controller::config::Config;
+use slipway_controller::{auth, server, store};
+use slipway_proto::api::Role;
+use std::path::PathBuf;
+
+/// Slipway controller: signs digest-pinned releases and serves them to agents over an
+/// authenticated HTTP API.
+#[derive(Parser)]
+#[command(name = "slipway-controller", version, about, long_about = None)]
+struct Cli {
+    /// Log as JSON lines (also `SLIPWAY_LOG_FORMAT=json`); filter with `SLIPWAY_LOG`.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API until SIGINT or SIGTERM, then shut down gracefully.
+    Serve {
+        /// Controller config (`controller.toml`; see deploy/examples/controller.toml).
+        #[arg(long, short, env = "SLIPWAY_CONTROLLER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Create a token directly in the store, without the API: how the first admin token is
+    /// made. Prints the secret once on stdout.
+    TokenCreate {
+        /// Controller config (for the database location).
+        #[arg(long, short, env = "SLIPWAY_CONTROLLER_CONFIG")]
+        config: PathBuf,
+        /// Unique token name; recorded as the actor in the audit log.
+        #[arg(long)]
+        name: String,
+        /// admin (everything), read-only (every read but agents' desired sets) or agent (one host).
+        #[arg(long)]
+        role: Role,
+        /// For agent tokens: the host id the token speaks for.
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    slipway_telemetry::init(cli.log_json);
+    let result = match cli.command {
+        Command::Serve { config } => serve(config).await,
+        Command::TokenCreate {
+            config,
+            name,
+            role,
+            host,
+        } => token_create(config, name, role, host).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: PathBuf) -> anyhow::Result<()> {
+    let cfg = Config::load(&config)?;
+    let running = server::start(&cfg)
+        .await
+        .with_context(|| format!("starting the controller from {}", config.display()))?;
+    println!("listening on {}", running.url());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn token_create(
+    config: PathBuf,
+    name: String,
+    role: Role,
+    host: Option<String>,
+) -> anyhow::Result<()> {
+    let cfg = Config::load(&config)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let store = store::open(&cfg.database_url()).await?;
+    let (token, rec) = auth::create_token(store.as_ref(), &name, role, host.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store
+        .audit(
+            "local-admin",
+            "token.create",
+            &format!("token/{}", rec.name),
+            &format!("role {} (offline)", rec.role),
+            std::time::SystemTime::now(),
+        )
+        .await?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! `controller.toml`: where the controller listens, keeps its data and finds its key.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7440"                 # plain HTTP only on loopback unless [tls] is set
+//! data_dir = "/var/lib/slipway-controller"  # holds controller.db (SQLite)
+//! # database_url = "sqlite:///var/lib/slipway-controller/controller.db"
+//! signing_key = "/etc/slipway/keys/release.key"
+//! key_set_version = 1
+//! release_validity = "7d"                   # signature lifetime of a release
+//! resign_before = "3d"                      # re-sign a live release once less than this remains
+//! [tls]                                     # optional
+//! cert = "/etc/slipway/tls/cert.pem"
+//! key = "/etc/slipway/tls/key.pem"
+//! [registry]
+//! plain_http = ["registry.lan:5000"]        # loopback registries always use plain HTTP
+//! ```
+
+use crate::defaults;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "d_listen")]
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH`; defaults to `sqlite://<data_dir>/controller.db`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// PEM PKCS#8 Ed25519 key from `slipway keygen` (mode 0600).
+    pub signing_key: PathBuf,
+    #[serde(default = "d_key_set_version")]
+    pub key_set_version: u64,
+    #[serde(default = "d_validity", with = "humantime_serde")]
+    pub release_validity: Duration,
+    #[serde(default = "d_resign_before", with = "humantime_serde")]
+    pub resign_before: Duration,
+    #[serde(default = "d_resign_interval", with = "humantime_serde")]
+    pub resign_interval: Duration,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy only).
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registries (`host:port`) spoken to over plain HTTP; loopback ones always are.
+    #[serde(default)]
+    pub plain_http: Vec<String>,
+    /// Give up on a registry after this long.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+fn d_listen() -> SocketAddr {
+    defaults::LISTEN
+        .parse()
+        .expect("default listen address parses")
+}
+fn d_key_set_version() -> u64 {
+    1
+}
+fn d_validity() -> Duration {
+    defaults::RELEASE_VALIDITY
+}
+fn d_resign_before() -> Duration {
+    defaults::RESIGN_BEFORE
+}
+fn d_resign_interval() -> Duration {
+    defaults::RESIGN_INTERVAL
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|reason| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.allow_plain_http {
+            return Err(format!(
+                "listen {} is not a loopback address and [tls] is not set: agents' tokens \
+                 would cross the network in clear; add [tls] cert/key, or set \
+                 allow_plain_http = true behind a TLS-terminating proxy",
+                self.listen
+            ));
+        }
+        if self.resign_before >= self.release_validity {
+            return Err(format!(
+                "resign_before ({}) must be shorter than release_validity ({})",
+                humantime::format_duration(self.resign_before),
+                humantime::format_duration(self.release_validity)
+            ));
+        }
+        if self.resign_interval.is_zero() {
+            return Err("resign_interval must be above zero".into());
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("controller.db").display())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_refuses() {
+        let c = Config::parse("data_dir = \"/tmp/x\"\nsigning_key = \"/k\"\n").unwrap();
+        assert_eq!(c.listen.to_string(), defaults::LISTEN);
+        assert_eq!(c.database_url(), "sqlite:///tmp/x/controller.db");
+        let e = Config::parse("listen = \"0.0.0.0:1\"\ndata_dir = \"/x\"\nsigning_key = \"/k\"\n")
+            .unwrap_err();
+        assert!(e.contains("not a loopback address"), "{e}");
+        assert!(Config::parse("data_dir = \"/x\"\nsigning_key = \"/k\"\nbogus = 1\n").is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! Every default of the controller, with the reason it is what it is.
+
+use std::time::Duration;
+
+/// Where `slipway-controller serve` listens without `listen` in the config: loopback only.
+pub const LISTEN: &str = "127.0.0.1:7440";
+/// A long-poll waits this long for a change before answering "not modified".
+pub const LONG_POLL_WAIT: Duration = Duration::from_secs(30);
+/// Upper bound on `?wait=`: proxies and load balancers commonly cut idle requests at 60 s.
+pub const LONG_POLL_MAX_WAIT: Duration = Duration::from_secs(55);
+/// Releases are signed for a week: long enough to ride out a controller outage.
+pub const RELEASE_VALIDITY: Duration = crate::signer::DEFAULT_VALIDITY;
+/// Re-sign a live release once less than this remains, so hosts never hold an expired one.
+pub const RESIGN_BEFORE: Duration = Duration::from_secs(3 * 24 * 3600);
+/// How often the re-signer looks for releases close to expiry.
+pub const RESIGN_INTERVAL: Duration = Duration::from_secs(60);
+/// In-flight requests get this long to finish on shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// A registry that has not answered a tag lookup by then is treated as down.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Platform picked out of a multi-platform index: our hosts are amd64 Linux VMs.
+pub const PLATFORM_OS: &str = "linux";
+pub const PLATFORM_ARCH: &str = "amd64";
+/// SQLite connections: one writer at a time anyway; a few readers for long-poll wake-ups.
+pub const SQLITE_POOL: u32 = 8;
+/// Concurrent `release` calls that lose the race for a seq retry this many times.
+pub const SEQ_RETRIES: u32 = 8;
+/// Rows `GET /v1/audit` returns without `?limit=`.
+pub const AUDIT_LIMIT: u32 = 100;
+/// Request bodies above this are refused: an app spec or release request is a few KiB.
+pub const MAX_BODY: usize = 1024 * 1024;

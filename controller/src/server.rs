@@ -1,0 +1,227 @@
+//! Starting and stopping the controller: store, signer, resolver, publisher, re-signer and the
+//! HTTP(S) listener, with graceful shutdown.
+
+use crate::api::{self, AppState, Metrics};
+use crate::config::Config;
+use crate::publish::Publisher;
+use crate::release::{AppLocks, ReleaseSigner};
+use crate::resolve::Resolver;
+use crate::store::{self, StoreError};
+use crate::{defaults, resign, signer};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("creating data dir {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Key(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running controller.
+pub struct Running {
+    /// Where it listens (the real port when the config said port 0).
+    pub addr: SocketAddr,
+    pub tls: bool,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    resigner: JoinHandle<()>,
+}
+
+impl Running {
+    /// Base URL, e.g. `http://127.0.0.1:7440`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Stops accepting, answers waiting long-polls, and waits (bounded) for requests to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.resigner.await;
+        match tokio::time::timeout(defaults::SHUTDOWN_GRACE, self.server).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("requests still running after the shutdown grace period"),
+        }
+    }
+
+    /// Waits until the server ends (after [`Running::shutdown`] from elsewhere, or an error).
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens everything the config names and starts serving.
+pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
+    let key = signer::load_key(&cfg.signing_key).map_err(|e| ServeError::Key(format!("{e:#}")))?;
+    tracing::info!(key_id = %key.public_key().id(), "signing key loaded");
+    let store = store::open(&cfg.database_url()).await?;
+    let publisher = Arc::new(Publisher::load(store.as_ref()).await?);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let state = AppState {
+        store,
+        publisher,
+        resolver: Arc::new(Resolver::new(
+            &cfg.registry.plain_http,
+            cfg.registry.timeout,
+        )),
+        signer: Arc::new(ReleaseSigner {
+            key,
+            key_set_version: cfg.key_set_version,
+            validity: cfg.release_validity,
+        }),
+        locks: Arc::new(AppLocks::default()),
+        metrics: Arc::new(Metrics::default()),
+        shutdown: shutdown_rx.clone(),
+    };
+    let tcp = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = tcp.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let app = api::router(state.clone());
+    let mut stop = shutdown_rx.clone();
+    let graceful = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let server = match &cfg.tls {
+        None => {
+            tokio::spawn(
+                async move { axum::serve(tcp, app).with_graceful_shutdown(graceful).await },
+            )
+        }
+        Some(tls) => {
+            let acceptor = tls_acceptor(&tls.cert, &tls.key)?;
+            let listener = TlsListener::new(tcp, acceptor, addr);
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            })
+        }
+    };
+    let resigner = tokio::spawn(resign::run(
+        state.clone(),
+        cfg.resign_before,
+        cfg.resign_interval,
+        shutdown_rx,
+    ));
+    tracing::info!(%addr, tls = cfg.tls.is_some(), "controller listening");
+    Ok(Running {
+        addr,
+        tls: cfg.tls.is_some(),
+        state,
+        shutdown,
+        server,
+        resigner,
+    })
+}
+
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, ServeError> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServeError::Tls(format!("certificate {}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ServeError::Tls(format!("private key {}: {e}", key.display())))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ServeError::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts TCP connections and hands over those whose TLS handshake completed; handshakes
+/// run concurrently so one slow client cannot hold up the others.
+struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+/// A TLS handshake that has not finished by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl TlsListener {
+    fn new(tcp: TcpListener, acceptor: TlsAcceptor, addr: SocketAddr) -> Self {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, conn_tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => {
+                            let _ = conn_tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Self { rx, addr }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept loop only ends when this listener is gone.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}

@@ -1,0 +1,196 @@
+//! The controller's state: app specs (versioned), releases (append-only), their signatures,
+//! hosts, status reports, tokens (hashed) and the audit log. One trait, one backend per
+//! database: SQLite embedded by default; PostgreSQL drops in beside it.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use slipway_proto::api::{HostStatus, Phase, Role};
+use slipway_proto::AppSpec;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("release {app} seq {seq} already exists")]
+    SeqTaken { app: String, seq: u64 },
+    #[error("token `{0}` already exists")]
+    TokenExists(String),
+    #[error("stored {what} is corrupt: {reason}")]
+    Corrupt { what: String, reason: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One version of an app spec.
+#[derive(Debug, Clone)]
+pub struct AppRecord {
+    pub name: String,
+    pub version: u64,
+    pub spec: AppSpec,
+    pub updated_at: SystemTime,
+}
+
+/// A release as first stored; never modified afterwards.
+#[derive(Debug, Clone)]
+pub struct NewRelease {
+    pub app: String,
+    pub seq: u64,
+    /// `repository@sha256:...`
+    pub image: String,
+    pub requested: String,
+    pub spec_version: u64,
+    pub rollback_of: Option<u64>,
+    pub created_by: String,
+    pub created_at: SystemTime,
+    /// Signed envelope (JSON) and its expiry.
+    pub envelope: String,
+    pub expires: SystemTime,
+}
+
+/// A stored release with its newest signature.
+#[derive(Debug, Clone)]
+pub struct ReleaseRecord {
+    pub app: String,
+    pub seq: u64,
+    pub image: String,
+    pub requested: String,
+    pub spec_version: u64,
+    pub rollback_of: Option<u64>,
+    pub created_by: String,
+    pub created_at: SystemTime,
+    pub envelope: String,
+    pub expires: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostRecord {
+    pub host: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: Option<String>,
+    pub registered_at: SystemTime,
+    pub last_seen: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusRecord {
+    pub host: String,
+    pub app: String,
+    pub seq: u64,
+    pub image: Option<String>,
+    pub phase: Phase,
+    pub updated_at: SystemTime,
+}
+
+/// A token; only the sha256 of the secret is stored.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub name: String,
+    pub role: Role,
+    pub host: Option<String>,
+    /// Lowercase hex sha256 of the secret.
+    pub hash: String,
+    pub created_at: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub id: u64,
+    pub at: SystemTime,
+    pub actor: String,
+    pub action: String,
+    pub object: String,
+    pub detail: String,
+}
+
+/// Everything the controller keeps. Implementations must make `insert_release` fail with
+/// [`StoreError::SeqTaken`] when the seq exists, so concurrent releases get unique seqs.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores `spec` as a new version when it differs from the current one.
+    /// Returns the current record and whether a new version was written.
+    async fn apply_app(&self, spec: &AppSpec, now: SystemTime) -> Result<(AppRecord, bool)>;
+    async fn app(&self, name: &str) -> Result<Option<AppRecord>>;
+    async fn apps(&self) -> Result<Vec<AppRecord>>;
+
+    /// Highest seq of `app`, 0 when it has none.
+    async fn latest_seq(&self, app: &str) -> Result<u64>;
+    async fn insert_release(&self, release: &NewRelease) -> Result<()>;
+    async fn release(&self, app: &str, seq: u64) -> Result<Option<ReleaseRecord>>;
+    /// All releases of `app`, oldest first.
+    async fn releases(&self, app: &str) -> Result<Vec<ReleaseRecord>>;
+    /// The newest release of every app.
+    async fn latest_releases(&self) -> Result<Vec<ReleaseRecord>>;
+    /// Records a fresh signature of an existing release.
+    async fn add_signature(
+        &self,
+        app: &str,
+        seq: u64,
+        envelope: &str,
+        expires: SystemTime,
+        now: SystemTime,
+    ) -> Result<()>;
+
+    async fn register_host(
+        &self,
+        host: &str,
+        labels: &BTreeMap<String, String>,
+        agent_version: Option<&str>,
+        now: SystemTime,
+    ) -> Result<HostRecord>;
+    async fn host(&self, host: &str) -> Result<Option<HostRecord>>;
+    async fn hosts(&self) -> Result<Vec<HostRecord>>;
+    async fn touch_host(&self, host: &str, now: SystemTime) -> Result<()>;
+    async fn put_status(&self, host: &str, status: &HostStatus, now: SystemTime) -> Result<()>;
+    async fn statuses(&self, app: Option<&str>) -> Result<Vec<StatusRecord>>;
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<()>;
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Returns false when no token has that name.
+    async fn revoke_token(&self, name: &str) -> Result<bool>;
+
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        object: &str,
+        detail: &str,
+        now: SystemTime,
+    ) -> Result<()>;
+    /// Newest first.
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditRecord>>;
+}
+
+/// Opens the store a database URL names: `sqlite://PATH` (created when missing).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::Open {
+            url: url.to_string(),
+            source: sqlx::Error::Configuration(
+                "unsupported database URL: only sqlite://PATH is available in this build".into(),
+            ),
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, as stored.
+pub(crate) fn to_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn from_ms(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)
+}
