@@ -117,8 +117,8 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
         .capabilities(capabilities)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
-            .hard(defaults::NOFILE)
-            .soft(defaults::NOFILE)
+            .hard(nofile())
+            .soft(nofile())
             .build()
             .map_err(err)?])
         .no_new_privileges(true)
@@ -203,6 +203,12 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
         .set_linux(Some(linux))
         .set_annotations(None);
     Ok(out)
+}
+
+/// [`defaults::NOFILE`], capped at the agent's own hard limit (runc cannot raise it).
+fn nofile() -> u64 {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    hard.map_or(defaults::NOFILE, |h| h.min(defaults::NOFILE))
 }
 
 /// The working directory from the image, checked: absolute, no `..`, no NUL, not under
