@@ -128,11 +128,25 @@ impl Fixture {
             .collect()
     }
 
+    pub fn veth_count(&self) -> usize {
+        self.veths().lines().count()
+    }
+
     /// Nothing of container `id` is left: no netns, veth, mount or runc entry.
     pub fn assert_clean(&self, id: &str) {
         assert!(!self.netns_exists(id), "netns of {id} leaked");
         assert_eq!(self.veths(), "", "veth leaked on {}", self.cfg.cni.bridge);
-        assert_eq!(self.mounts(), Vec::<String>::new(), "mount leaked");
+        self.assert_gone(id);
+    }
+
+    /// Like [`Fixture::assert_clean`] for one container while others still run.
+    pub fn assert_gone(&self, id: &str) {
+        assert!(!self.netns_exists(id), "netns of {id} leaked");
+        assert!(
+            !self.mounts().iter().any(|m| m.contains(id)),
+            "mount of {id} leaked: {:?}",
+            self.mounts()
+        );
         assert!(!self.runc_list().contains(&id.to_string()), "runc entry {id} leaked");
         let dir = self.cfg.state_dir.join(id);
         for d in ["rootfs", "upper", "work", "config.json", "netconf.json"] {
