@@ -1,0 +1,398 @@
+//! Pulling an image by digest: manifest (checked against the pinned digest), platform
+//! choice out of an index, config, then every missing layer downloaded and unpacked in
+//! parallel (bounded). Layers already unpacked in the store are not fetched again.
+
+use crate::error::ImageError;
+use crate::manifest::{self, BlobRef, Compression, Document, Manifest};
+use crate::metrics::ImageMetrics;
+use crate::registry::{RegistryConfig, DEFAULT_REGISTRY};
+use crate::store::Store;
+use crate::unpack::{self, Limits};
+use crate::{defaults, fetch};
+use futures_util::{stream, StreamExt, TryStreamExt};
+use oci_client::Reference;
+use oci_spec::image::ImageConfiguration;
+use serde::Serialize;
+use slipway_proto::{Digest, ImageRef};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A pulled (or loaded) image: everything needed to build a rootfs and a runtime config.
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    pub image: ImageRef,
+    /// The image manifest's digest (the index child's, when `image` names an index).
+    pub manifest_digest: Digest,
+    pub config: ImageConfiguration,
+    /// Unpacked layer directories, base layer first: overlayfs `lowerdir`s in reverse order.
+    pub layer_dirs: Vec<PathBuf>,
+    pub report: PullReport,
+}
+
+/// What a pull did: layers fetched vs found cached, bytes fetched, seconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PullReport {
+    pub layers_fetched: usize,
+    pub layers_cached: usize,
+    /// Blob bytes downloaded (manifest, config and layers).
+    pub bytes_fetched: u64,
+    pub seconds: f64,
+    pub layers: Vec<LayerReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub size: u64,
+    pub compression: Compression,
+    pub fetched: bool,
+}
+
+impl PullReport {
+    pub(crate) fn all_cached(m: &Manifest, diff_ids: &[Digest]) -> PullReport {
+        PullReport {
+            layers_cached: m.layers.len(),
+            layers: m
+                .layers
+                .iter()
+                .zip(diff_ids)
+                .map(|((b, c), d)| LayerReport {
+                    digest: b.digest.clone(),
+                    diff_id: d.clone(),
+                    size: b.size,
+                    compression: *c,
+                    fetched: false,
+                })
+                .collect(),
+            ..PullReport::default()
+        }
+    }
+}
+
+/// Observer of a pull's progress (the CLI draws progress bars with it).
+pub trait Progress: Send + Sync {
+    /// A layer will be downloaded.
+    fn layer_started(&self, _layer: &Digest, _size: u64) {}
+    /// `n` more bytes of the layer arrived.
+    fn layer_bytes(&self, _layer: &Digest, _n: u64) {}
+    /// Download verified; unpacking starts.
+    fn layer_unpacking(&self, _layer: &Digest) {}
+    /// The layer is unpacked and in the store.
+    fn layer_done(&self, _layer: &Digest) {}
+    /// The layer was already in the store.
+    fn layer_cached(&self, _layer: &Digest, _size: u64) {}
+}
+
+struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Pulls images by digest into a [`Store`].
+pub struct Puller {
+    store: Store,
+    cfg: RegistryConfig,
+    client: oci_client::Client,
+    limits: Limits,
+    concurrency: usize,
+    metrics: Arc<ImageMetrics>,
+    progress: Arc<dyn Progress>,
+}
+
+impl Puller {
+    pub fn new(store: Store, cfg: RegistryConfig) -> Puller {
+        Puller {
+            client: cfg.client(),
+            store,
+            cfg,
+            limits: Limits::default(),
+            concurrency: defaults::MAX_CONCURRENT_DOWNLOADS,
+            metrics: Arc::new(ImageMetrics::default()),
+            progress: Arc::new(NoProgress),
+        }
+    }
+
+    /// Caps on unpacked size, entries and path length (defaults in `defaults`).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How many layers download at once.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Report into these (registered) metrics instead of private ones.
+    pub fn with_metrics(mut self, metrics: Arc<ImageMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &ImageMetrics {
+        &self.metrics
+    }
+
+    /// Pulls `image` (an image manifest or an index) and unpacks its layers. Nothing that
+    /// fails verification (digest, size, document checks, layer safety, diff_id) reaches
+    /// `blobs/` or `layers/`; temp files are removed.
+    pub async fn pull(&self, image: &ImageRef) -> Result<PulledImage, ImageError> {
+        let started = Instant::now();
+        let store = self.store.clone();
+        let _lock = tokio::task::spawn_blocking(move || store.lock(false))
+            .await
+            .map_err(|e| ImageError::Config(format!("store lock task: {e}")))??;
+        let result = self.pull_locked(image).await;
+        match &result {
+            Ok(p) => {
+                self.metrics
+                    .pull_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::info!(image = %image, fetched = p.report.layers_fetched, cached = p.report.layers_cached,
+                    bytes = p.report.bytes_fetched, "pulled");
+            }
+            Err(e) => self.metrics.failure(e.reason_label()),
+        }
+        result.map(|mut p| {
+            p.report.seconds = started.elapsed().as_secs_f64();
+            p
+        })
+    }
+
+    async fn pull_locked(&self, image: &ImageRef) -> Result<PulledImage, ImageError> {
+        let registry = image.registry().unwrap_or(DEFAULT_REGISTRY).to_string();
+        let auth = self.cfg.auth_for(&registry);
+        let reference = |d: &Digest| {
+            Reference::with_digest(registry.clone(), image.path().to_string(), d.to_string())
+        };
+        let mut bytes_fetched = 0u64;
+
+        let (bytes, n) = self
+            .manifest_bytes(&auth, &reference(&image.digest), &image.digest)
+            .await?;
+        bytes_fetched += n;
+        let (manifest_digest, manifest) = match manifest::parse_document(&image.digest, &bytes)? {
+            Document::Manifest(m) => (image.digest.clone(), m),
+            Document::Index(entries) => {
+                let child = manifest::select_platform(&image.digest, &entries)?;
+                let (bytes, n) = self
+                    .manifest_bytes(&auth, &reference(&child.digest), &child.digest)
+                    .await?;
+                bytes_fetched += n;
+                match manifest::parse_document(&child.digest, &bytes)? {
+                    Document::Manifest(m) => (child.digest, m),
+                    Document::Index(_) => {
+                        return Err(ImageError::Rejected {
+                            kind: "index",
+                            digest: image.digest.clone(),
+                            reason: format!("platform entry {} is itself an index", child.digest),
+                        })
+                    }
+                }
+            }
+        };
+        let child_ref = reference(&manifest_digest);
+
+        let config_blob = &manifest.config;
+        if !self.store.has_blob(&config_blob.digest) {
+            let (tmp, n) = fetch::blob(
+                &self.client,
+                &child_ref,
+                &self.store,
+                "config",
+                config_blob,
+                &|_| {},
+            )
+            .await?;
+            self.store.commit_blob(tmp, &config_blob.digest)?;
+            bytes_fetched += n;
+        }
+        let config_bytes = self
+            .store
+            .read_blob("config", &config_blob.digest, defaults::MAX_CONFIG_BYTES)?
+            .ok_or_else(|| ImageError::Corrupt {
+                path: self.store.blob_path(&config_blob.digest),
+                reason: "config vanished after download".into(),
+            })?;
+        let (config, diff_ids) =
+            manifest::parse_config(&config_blob.digest, &config_bytes, manifest.layers.len())?;
+        manifest::check_platform(&config_blob.digest, &config)?;
+
+        // Unique layers by diff_id; an image may repeat one (e.g. empty layers).
+        let mut todo: Vec<(BlobRef, Compression, Digest)> = Vec::new();
+        let mut report = PullReport::all_cached(&manifest, &diff_ids);
+        report.layers_cached = 0;
+        for (i, ((blob, comp), diff_id)) in manifest.layers.iter().zip(&diff_ids).enumerate() {
+            if self.store.has_layer(diff_id) {
+                report.layers_cached += 1;
+                self.metrics.layer(false);
+                self.progress.layer_cached(&blob.digest, blob.size);
+            } else if !todo.iter().any(|(_, _, d)| d == diff_id) {
+                todo.push((blob.clone(), *comp, diff_id.clone()));
+                report.layers[i].fetched = true;
+            }
+        }
+        let fetched: Vec<u64> = stream::iter(
+            todo.iter()
+                .map(|(b, c, d)| self.layer(&child_ref, b, *c, d)),
+        )
+        .buffer_unordered(self.concurrency)
+        .try_collect()
+        .await?;
+        report.layers_fetched = todo.len();
+        report.bytes_fetched = bytes_fetched + fetched.iter().sum::<u64>();
+
+        let layer_dirs = diff_ids.iter().map(|d| self.store.layer_path(d)).collect();
+        Ok(PulledImage {
+            image: image.clone(),
+            manifest_digest,
+            config,
+            layer_dirs,
+            report,
+        })
+    }
+
+    /// Manifest bytes from the store (re-verified) or the registry. Returns bytes fetched.
+    async fn manifest_bytes(
+        &self,
+        auth: &oci_client::secrets::RegistryAuth,
+        reference: &Reference,
+        digest: &Digest,
+    ) -> Result<(Vec<u8>, u64), ImageError> {
+        if let Ok(Some(bytes)) =
+            self.store
+                .read_blob("manifest", digest, defaults::MAX_MANIFEST_BYTES)
+        {
+            return Ok((bytes, 0));
+        }
+        let bytes = fetch::manifest(
+            &self.client,
+            auth,
+            reference,
+            digest,
+            manifest::ACCEPTED_MANIFESTS,
+        )
+        .await?;
+        // Checked before storing: a document we refuse never reaches `blobs/`.
+        manifest::parse_document(digest, &bytes)?;
+        self.store.write_blob(digest, &bytes)?;
+        let n = bytes.len() as u64;
+        Ok((bytes, n))
+    }
+
+    /// Downloads (unless the blob is stored) and unpacks one layer. Returns bytes fetched.
+    async fn layer(
+        &self,
+        reference: &Reference,
+        blob: &BlobRef,
+        compression: Compression,
+        diff_id: &Digest,
+    ) -> Result<u64, ImageError> {
+        let mut fetched = 0;
+        let mut downloaded = None;
+        if !self.store.has_blob(&blob.digest) {
+            self.progress.layer_started(&blob.digest, blob.size);
+            let progress = self.progress.clone();
+            let metrics = self.metrics.clone();
+            let d = blob.digest.clone();
+            let on_bytes = move |n: u64| {
+                progress.layer_bytes(&d, n);
+                metrics.pulled_bytes.inc_by(n);
+            };
+            let (tmp, n) = fetch::blob(
+                &self.client,
+                reference,
+                &self.store,
+                "layer",
+                blob,
+                &on_bytes,
+            )
+            .await?;
+            fetched = n;
+            downloaded = Some(tmp);
+        } else {
+            self.progress.layer_started(&blob.digest, 0);
+        }
+        self.progress.layer_unpacking(&blob.digest);
+        let started = Instant::now();
+        let store = self.store.clone();
+        let limits = self.limits;
+        let (blob_c, diff_c) = (blob.clone(), diff_id.clone());
+        tokio::task::spawn_blocking(move || {
+            unpack_into_store(&store, &blob_c, compression, &diff_c, &limits, downloaded)
+        })
+        .await
+        .map_err(|e| ImageError::Config(format!("unpack task for layer {}: {e}", blob.digest)))??;
+        self.metrics
+            .unpack_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.layer(true);
+        self.progress.layer_done(&blob.digest);
+        Ok(fetched)
+    }
+}
+
+/// Unpacks a layer into `tmp/`, then renames blob and layer dir to their final names. The
+/// blob comes from `downloaded` (a verified temp file) or, if `None`, from the store. A
+/// refused layer leaves neither blob nor layer dir behind.
+fn unpack_into_store(
+    store: &Store,
+    blob: &BlobRef,
+    compression: Compression,
+    diff_id: &Digest,
+    limits: &Limits,
+    downloaded: Option<tempfile::NamedTempFile>,
+) -> Result<(), ImageError> {
+    if store.has_layer(diff_id) {
+        if let Some(tmp) = downloaded {
+            store.commit_blob(tmp, &blob.digest)?;
+        }
+        return Ok(());
+    }
+    if downloaded.is_none() {
+        // A blob left by an earlier pull: re-check it before trusting it.
+        let path = store.blob_path(&blob.digest);
+        let mut f = unpack::open_blob(&path)?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf).map_err(ImageError::io(&path))?;
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+        }
+        let seen = hex::encode(ctx.finish());
+        if seen != blob.digest.hex() {
+            let _ = std::fs::remove_file(&path);
+            return Err(ImageError::Corrupt {
+                path,
+                reason: format!(
+                    "layer {} on disk hashes to sha256:{seen}; removed it, pull again",
+                    blob.digest
+                ),
+            });
+        }
+    }
+    let dir = store.temp_dir(diff_id)?;
+    let source = match &downloaded {
+        Some(tmp) => tmp.path().to_path_buf(),
+        None => store.blob_path(&blob.digest),
+    };
+    let file = unpack::open_blob(&source)?;
+    unpack::unpack_layer(file, compression, &blob.digest, diff_id, dir.path(), limits)?;
+    if let Some(tmp) = downloaded {
+        store.commit_blob(tmp, &blob.digest)?;
+    }
+    store.commit_layer(dir, diff_id)
+}
