@@ -5,10 +5,10 @@ use crate::defaults;
 use crate::error::BundleError;
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 use slipway_proto::AppSpec;
 use std::collections::HashSet;
@@ -44,7 +44,12 @@ impl EtcFiles for RootfsEtc<'_> {
     fn read(&self, name: &str) -> Option<String> {
         use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
         use std::io::Read;
-        let root = rustix::fs::open(self.0, OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::PATH, Mode::empty()).ok()?;
+        let root = rustix::fs::open(
+            self.0,
+            OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::PATH,
+            Mode::empty(),
+        )
+        .ok()?;
         let fd = openat2(
             &root,
             format!("etc/{name}"),
@@ -165,10 +170,20 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
             .access("rwm")
             .build()
             .map_err(err)?])
-        .pids(LinuxPidsBuilder::default().limit(PIDS_MAX).build().map_err(err)?);
+        .pids(
+            LinuxPidsBuilder::default()
+                .limit(PIDS_MAX)
+                .build()
+                .map_err(err)?,
+        );
     if let Some(mb) = spec.resources.memory_mb {
         let bytes = (mb as i64).saturating_mul(1024 * 1024);
-        resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes).build().map_err(err)?);
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes)
+                .build()
+                .map_err(err)?,
+        );
     }
     if let Some(cpus) = spec.resources.cpus {
         let quota = (cpus * defaults::CPU_PERIOD_US as f64).round() as i64;
@@ -182,7 +197,11 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
     }
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .cgroups_path(PathBuf::from(format!("{}/{}", defaults::CGROUP_PARENT, input.id)))
+        .cgroups_path(PathBuf::from(format!(
+            "{}/{}",
+            defaults::CGROUP_PARENT,
+            input.id
+        )))
         .resources(resources.build().map_err(err)?)
         .masked_paths(oci_spec::runtime::get_default_maskedpaths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
@@ -246,7 +265,11 @@ pub fn working_dir(image: &str, dir: Option<&str>) -> Result<PathBuf, BundleErro
 
 /// Resolves the image's `User` (`uid`, `uid:gid`, `name`, `name:group`, ...) to numeric ids,
 /// reading names from the image's own `/etc/passwd` and `/etc/group`.
-pub fn user(image: &str, spec: &str, etc: &dyn EtcFiles) -> Result<(u32, u32, Vec<u32>), BundleError> {
+pub fn user(
+    image: &str,
+    spec: &str,
+    etc: &dyn EtcFiles,
+) -> Result<(u32, u32, Vec<u32>), BundleError> {
     let bad = |reason: String| BundleError::User {
         image: image.to_string(),
         user: spec.escape_debug().to_string(),
@@ -279,12 +302,15 @@ pub fn user(image: &str, spec: &str, etc: &dyn EtcFiles) -> Result<(u32, u32, Ve
             (uid, gid)
         }
         None => {
-            let f = entries
-                .iter()
-                .find(|f| f[0] == u)
-                .ok_or_else(|| bad(format!("names user `{u}`, which is not in the image's /etc/passwd")))?;
-            let uid = parse_id(f[2]).map_err(|e| bad(format!("resolves to uid `{}`: {e}", f[2])))?;
-            let gid = parse_id(f[3]).map_err(|e| bad(format!("resolves to gid `{}`: {e}", f[3])))?;
+            let f = entries.iter().find(|f| f[0] == u).ok_or_else(|| {
+                bad(format!(
+                    "names user `{u}`, which is not in the image's /etc/passwd"
+                ))
+            })?;
+            let uid =
+                parse_id(f[2]).map_err(|e| bad(format!("resolves to uid `{}`: {e}", f[2])))?;
+            let gid =
+                parse_id(f[3]).map_err(|e| bad(format!("resolves to gid `{}`: {e}", f[3])))?;
             (uid, Some(gid))
         }
     };
@@ -298,7 +324,11 @@ pub fn user(image: &str, spec: &str, etc: &dyn EtcFiles) -> Result<(u32, u32, Ve
                     .lines()
                     .map(|l| l.split(':').collect::<Vec<_>>())
                     .find(|f| f.len() >= 3 && f[0] == g)
-                    .ok_or_else(|| bad(format!("names group `{g}`, which is not in the image's /etc/group")))?;
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "names group `{g}`, which is not in the image's /etc/group"
+                        ))
+                    })?;
                 parse_id(f[2]).map_err(|e| bad(format!("group resolves to `{}`: {e}", f[2])))?
             }
         },
@@ -355,7 +385,11 @@ fn command(
 }
 
 /// Image env first, then the spec's env replaces variables of the same name.
-fn environment(image: &str, image_env: &[String], spec: &AppSpec) -> Result<Vec<String>, BundleError> {
+fn environment(
+    image: &str,
+    image_env: &[String],
+    spec: &AppSpec,
+) -> Result<Vec<String>, BundleError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for e in image_env {
         let Some((k, v)) = e.split_once('=').filter(|(k, _)| !k.is_empty()) else {

@@ -492,7 +492,7 @@ impl Runtime {
                 (r.app == app && r.phase == Phase::Discarded).then_some((r.seq, d))
             })
             .collect();
-        gone.sort_by(|a, b| b.0.cmp(&a.0));
+        gone.sort_by_key(|g| std::cmp::Reverse(g.0));
         for (_, d) in gone.into_iter().skip(defaults::DISCARDED_LOGS_KEPT) {
             logs::remove(&d);
         }

@@ -39,7 +39,10 @@ pub fn rotate(path: &Path, max: u64) -> std::io::Result<bool> {
     let tmp = path.with_extension("log.1.tmp");
     std::fs::copy(path, &tmp)?;
     std::fs::rename(&tmp, &old)?;
-    std::fs::OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(0)?;
     Ok(true)
 }
 
@@ -66,7 +69,12 @@ mod tests {
         f.write_all(b"b").unwrap();
         assert!(rotate(&out, 100).unwrap());
         assert_eq!(std::fs::metadata(&out).unwrap().len(), 0);
-        assert_eq!(std::fs::read(dir.path().join("stdout.log.1")).unwrap().len(), 101);
+        assert_eq!(
+            std::fs::read(dir.path().join("stdout.log.1"))
+                .unwrap()
+                .len(),
+            101
+        );
         // The writer keeps appending at the (new) end, not at its old offset.
         f.write_all(b"after").unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"after");

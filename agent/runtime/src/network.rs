@@ -79,7 +79,9 @@ impl Network {
             let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
             let v: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
             if v.get("type").is_none() && v.get("plugins").is_none() {
-                return Err(bad("needs `type` (a network config) or `plugins` (a config list)".into()));
+                return Err(bad(
+                    "needs `type` (a network config) or `plugins` (a config list)".into(),
+                ));
             }
             return Ok(v);
         }
@@ -114,7 +116,10 @@ impl Network {
             if let Some(prev) = &prev {
                 p["prevResult"] = prev.clone();
             }
-            prev = Some(self.exec("ADD", id, netns, defaults::CNI_IFNAME, &p).await?);
+            prev = Some(
+                self.exec("ADD", id, netns, defaults::CNI_IFNAME, &p)
+                    .await?,
+            );
         }
         let result = prev.unwrap_or(Value::Null);
         address(&result).ok_or_else(|| NetworkError::NoAddress {
@@ -126,7 +131,8 @@ impl Network {
     /// DEL: each plugin in reverse order. Plugins tolerate a netns that is already gone.
     pub async fn del(&self, id: &str, netns: &Path, conf: &Value) -> Result<(), NetworkError> {
         for p in plugins(conf).into_iter().rev() {
-            self.exec("DEL", id, netns, defaults::CNI_IFNAME, &p).await?;
+            self.exec("DEL", id, netns, defaults::CNI_IFNAME, &p)
+                .await?;
         }
         Ok(())
     }
@@ -173,7 +179,12 @@ impl Network {
         drop(stdin);
         let out = tokio::time::timeout(defaults::CNI_TIMEOUT, child.wait_with_output())
             .await
-            .map_err(|_| fail(format!("no answer within {} s", defaults::CNI_TIMEOUT.as_secs())))?
+            .map_err(|_| {
+                fail(format!(
+                    "no answer within {} s",
+                    defaults::CNI_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|e| fail(e.to_string()))?;
         if !out.status.success() {
             // CNI errors are JSON on stdout: {"code":..,"msg":..,"details":..}.
@@ -286,6 +297,9 @@ mod tests {
             ipam_dir: "/x".into(),
         };
         let e = n.netconf().unwrap_err().to_string();
-        assert!(e.contains(&f.display().to_string()) && e.contains("plugins"), "{e}");
+        assert!(
+            e.contains(&f.display().to_string()) && e.contains("plugins"),
+            "{e}"
+        );
     }
 }

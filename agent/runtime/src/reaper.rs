@@ -70,10 +70,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    #[allow(clippy::zombie_processes)] // reaped by wait_exit, which is the point
     async fn reaps_own_child_with_exit_code_and_signal() {
-        let c = std::process::Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
-        assert_eq!(wait_exit(c.id() as i32).await.unwrap(), Exit { code: Some(7) });
-        let c = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let c = std::process::Command::new("sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .unwrap();
+        assert_eq!(
+            wait_exit(c.id() as i32).await.unwrap(),
+            Exit { code: Some(7) }
+        );
+        let c = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let pid = c.id() as i32;
         let w = tokio::spawn(wait_exit(pid));
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();

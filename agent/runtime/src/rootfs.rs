@@ -171,12 +171,18 @@ mod tests {
     impl Mounter for Recorder {
         fn mount_overlay(&self, target: &Path, data: &str) -> std::io::Result<()> {
             *self.mounted.lock().unwrap() += 1;
-            self.calls.lock().unwrap().push(format!("mount {} {data}", target.display()));
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("mount {} {data}", target.display()));
             Ok(())
         }
         fn unmount(&self, target: &Path) -> std::io::Result<bool> {
             let mut m = self.mounted.lock().unwrap();
-            self.calls.lock().unwrap().push(format!("umount {}", target.display()));
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("umount {}", target.display()));
             if *m == 0 {
                 return Ok(false);
             }
@@ -229,8 +235,16 @@ mod tests {
         let e = overlay_data("a", &[PathBuf::from("/l,upperdir=/etc")], &paths).unwrap_err();
         assert!(e.to_string().contains("overlay option syntax"), "{e}");
         assert!(overlay_data("a", &[], &paths).is_err());
-        let e = mount(&Recorder::default(), "a", &[PathBuf::from("/nonexistent-layer")], &paths)
-            .unwrap_err();
-        assert!(e.to_string().contains("/nonexistent-layer does not exist"), "{e}");
+        let e = mount(
+            &Recorder::default(),
+            "a",
+            &[PathBuf::from("/nonexistent-layer")],
+            &paths,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("/nonexistent-layer does not exist"),
+            "{e}"
+        );
     }
 }

@@ -181,7 +181,10 @@ impl Runc {
 
     /// `runc delete --force`; succeeds when the container is already gone.
     pub async fn delete(&self, id: &str) -> Result<(), RuncError> {
-        match self.run(&["delete".into(), "--force".into(), id.into()]).await {
+        match self
+            .run(&["delete".into(), "--force".into(), id.into()])
+            .await
+        {
             Ok(_) => Ok(()),
             Err(RuncError::Failed { message, .. }) if not_exist(&message) => Ok(()),
             Err(e) => Err(e),
@@ -209,7 +212,12 @@ impl Runc {
         pid_file: &Path,
         timeout: Duration,
     ) -> Result<Option<ExecOutput>, RuncError> {
-        let mut args: Vec<OsString> = vec!["exec".into(), "--pid-file".into(), pid_file.into(), id.into()];
+        let mut args: Vec<OsString> = vec![
+            "exec".into(),
+            "--pid-file".into(),
+            pid_file.into(),
+            id.into(),
+        ];
         args.extend(argv.iter().map(OsString::from));
         let shown = show(&args);
         let child = self

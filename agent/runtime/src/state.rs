@@ -77,12 +77,14 @@ impl Record {
     pub fn load(dir: &Path) -> Result<Option<Self>, RuntimeError> {
         let path = Self::path(dir);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| RuntimeError::CorruptState {
-                    path,
-                    reason: e.to_string(),
-                }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| RuntimeError::CorruptState {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(path, "read")(e)),
         }
@@ -153,6 +155,9 @@ mod tests {
         assert_eq!(Record::load(dir.path()).unwrap(), None);
         std::fs::write(dir.path().join(RECORD), b"{\"id\":").unwrap();
         let err = Record::load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("state.json") && err.contains("corrupt"), "{err}");
+        assert!(
+            err.contains("state.json") && err.contains("corrupt"),
+            "{err}"
+        );
     }
 }

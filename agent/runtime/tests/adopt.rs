@@ -28,12 +28,23 @@ struct Plan {
 #[tokio::test]
 #[ignore = "run by the crash tests as a child process"]
 async fn crash_helper() {
-    let Ok(plan) = std::env::var(PLAN) else { return };
+    let Ok(plan) = std::env::var(PLAN) else {
+        return;
+    };
     let plan: Plan = serde_json::from_str(&plan).unwrap();
     let rt = slipway_runtime::Runtime::new(plan.cfg).unwrap();
     let image = image_config(|c| c);
-    for (r, crash) in [(&plan.healthy, None), (&plan.doomed, Some(plan.after_start))] {
-        rt.crash_at(crash.map(|s| if s { CrashPoint::AfterStart } else { CrashPoint::AfterCreate }));
+    for (r, crash) in [
+        (&plan.healthy, None),
+        (&plan.doomed, Some(plan.after_start)),
+    ] {
+        rt.crash_at(crash.map(|s| {
+            if s {
+                CrashPoint::AfterStart
+            } else {
+                CrashPoint::AfterCreate
+            }
+        }));
         rt.start(ContainerSpec {
             id: r.container_id().unwrap(),
             release: r,
@@ -61,8 +72,15 @@ fn crash(fx: &Fixture, after_start: bool) -> (String, String) {
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
-    assert_eq!(status.signal(), Some(9), "the agent must die by SIGKILL: {status:?}");
-    (plan.healthy.container_id().unwrap(), plan.doomed.container_id().unwrap())
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the agent must die by SIGKILL: {status:?}"
+    );
+    (
+        plan.healthy.container_id().unwrap(),
+        plan.doomed.container_id().unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -71,11 +89,18 @@ async fn crash_between_create_and_start_is_cleaned_and_healthy_containers_keep_r
     // The restarted agent: created first so it is the subreaper the orphans go to.
     let rt = fx.runtime();
     let (healthy, doomed) = crash(&fx, false);
-    assert_eq!(fx.runc_list().len(), 2, "both exist in runc after the crash");
+    assert_eq!(
+        fx.runc_list().len(),
+        2,
+        "both exist in runc after the crash"
+    );
     let before = rt.list().await.unwrap();
     let h = before.iter().find(|c| c.id == healthy).unwrap().clone();
     assert_eq!(h.status, Status::Running);
-    assert_eq!(before.iter().find(|c| c.id == doomed).unwrap().status, Status::Created);
+    assert_eq!(
+        before.iter().find(|c| c.id == doomed).unwrap().status,
+        Status::Created
+    );
 
     let report = rt.adopt(&|c| c.app == "web").await.unwrap();
     assert_eq!(report.adopted, vec![healthy.clone()]);
@@ -94,7 +119,10 @@ async fn crash_between_create_and_start_is_cleaned_and_healthy_containers_keep_r
 
     // Adopting again changes nothing.
     let again = rt.adopt(&|_| true).await.unwrap();
-    assert_eq!((again.adopted, again.cleaned), (vec![healthy.clone()], vec![]));
+    assert_eq!(
+        (again.adopted, again.cleaned),
+        (vec![healthy.clone()], vec![])
+    );
 
     // The adopted container is supervised: discard reaps it and records its exit.
     rt.discard(&healthy, Duration::ZERO).await.unwrap();
@@ -113,15 +141,25 @@ async fn crash_between_start_and_recording_it_is_adopted_not_restarted() {
     let rt = fx.runtime();
     let (healthy, started) = crash(&fx, true);
     let rec = |id: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(fx.cfg.state_dir.join(id).join("state.json")).unwrap()).unwrap()
+        serde_json::from_slice(
+            &std::fs::read(fx.cfg.state_dir.join(id).join("state.json")).unwrap(),
+        )
+        .unwrap()
     };
-    assert_eq!(rec(&started)["phase"], "created", "the crash came before recording the start");
+    assert_eq!(
+        rec(&started)["phase"],
+        "created",
+        "the crash came before recording the start"
+    );
 
     let report = rt.adopt(&|_| true).await.unwrap();
     let mut adopted = report.adopted.clone();
     adopted.sort();
     assert_eq!(adopted, vec![healthy.clone(), started.clone()]);
-    assert!(report.cleaned.is_empty() && report.failed.is_empty(), "{report:?}");
+    assert!(
+        report.cleaned.is_empty() && report.failed.is_empty(),
+        "{report:?}"
+    );
     assert_eq!(rec(&started)["phase"], "started");
     for c in rt.list().await.unwrap() {
         assert_eq!(c.status, Status::Running);

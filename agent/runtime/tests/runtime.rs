@@ -26,10 +26,17 @@ async fn serves_its_page_with_limits_in_its_cgroup_and_leaves_nothing_after_disc
     let info = rt.start(spec()).await.unwrap();
     assert_eq!((info.app.as_str(), info.seq), ("web", 1));
     assert_eq!(info.status, Status::Running);
-    assert!(info.address.to_string().starts_with("10.213."), "{}", info.address);
+    assert!(
+        info.address.to_string().starts_with("10.213."),
+        "{}",
+        info.address
+    );
     assert_eq!(get(info.address, SECS_5).unwrap(), "hello from seq 1");
 
-    assert_eq!(read_cgroup("memory", &id, "memory.limit_in_bytes"), (64u64 << 20).to_string());
+    assert_eq!(
+        read_cgroup("memory", &id, "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
     assert_eq!(read_cgroup("cpu", &id, "cpu.cfs_quota_us"), "50000");
     assert_eq!(read_cgroup("cpu", &id, "cpu.cfs_period_us"), "100000");
 
@@ -42,9 +49,15 @@ async fn serves_its_page_with_limits_in_its_cgroup_and_leaves_nothing_after_disc
 
     // Read-only root, writable /tmp.
     let argv = |s: &str| vec!["/bin/sh".to_string(), "-c".into(), s.into()];
-    let out = rt.exec(&id, &argv("echo x > /www/f"), SECS_5).await.unwrap();
+    let out = rt
+        .exec(&id, &argv("echo x > /www/f"), SECS_5)
+        .await
+        .unwrap();
     assert_ne!(out.code, 0, "root must be read-only");
-    let out = rt.exec(&id, &argv("echo ok > /tmp/f && cat /tmp/f"), SECS_5).await.unwrap();
+    let out = rt
+        .exec(&id, &argv("echo ok > /tmp/f && cat /tmp/f"), SECS_5)
+        .await
+        .unwrap();
     assert_eq!((out.code, out.stdout.as_slice()), (0, b"ok\n".as_slice()));
 
     // The same release cannot run twice.
@@ -54,7 +67,10 @@ async fn serves_its_page_with_limits_in_its_cgroup_and_leaves_nothing_after_disc
     rt.discard(&id, Duration::from_secs(1)).await.unwrap();
     fx.assert_clean(&id);
     assert!(rt.list().await.unwrap().is_empty());
-    assert!(std::path::Path::new(&format!("/sys/fs/cgroup/memory/slipway/{id}")).exists() == false);
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/memory/slipway/{id}")).exists(),
+        "cgroup removed"
+    );
     // Idempotent, and still refused after discard.
     rt.discard(&id, Duration::from_secs(1)).await.unwrap();
     let e = rt.start(spec()).await.unwrap_err();
@@ -69,11 +85,21 @@ async fn two_containers_of_one_app_run_side_by_side_on_the_same_port() {
     let (r1, r2) = (fx.release("web", 1, ""), fx.release("web", 2, ""));
     let (l1, l2) = (fx.layers("blue"), fx.layers("green"));
     let a = rt
-        .start(ContainerSpec { id: r1.container_id().unwrap(), release: &r1, image_config: &image, layer_dirs: &l1 })
+        .start(ContainerSpec {
+            id: r1.container_id().unwrap(),
+            release: &r1,
+            image_config: &image,
+            layer_dirs: &l1,
+        })
         .await
         .unwrap();
     let b = rt
-        .start(ContainerSpec { id: r2.container_id().unwrap(), release: &r2, image_config: &image, layer_dirs: &l2 })
+        .start(ContainerSpec {
+            id: r2.container_id().unwrap(),
+            release: &r2,
+            image_config: &image,
+            layer_dirs: &l2,
+        })
         .await
         .unwrap();
     assert_ne!(a.address, b.address);
@@ -97,15 +123,32 @@ async fn hostile_image_configs_are_refused_with_a_clear_error_and_leave_nothing(
     let rt = fx.runtime();
     let layers = fx.layers("x");
     for (seq, image, expect) in [
-        (1, image_config(|c| c.working_dir("/proc/self/fd/7")), "WorkingDir `/proc/self/fd/7`"),
-        (2, image_config(|c| c.user("4294967295")), "User `4294967295`"),
+        (
+            1,
+            image_config(|c| c.working_dir("/proc/self/fd/7")),
+            "WorkingDir `/proc/self/fd/7`",
+        ),
+        (
+            2,
+            image_config(|c| c.user("4294967295")),
+            "User `4294967295`",
+        ),
         (3, image_config(|c| c.user("99999999999:0")), "out of range"),
-        (4, image_config(|c| c.user("nobody")), "not in the image's /etc/passwd"),
+        (
+            4,
+            image_config(|c| c.user("nobody")),
+            "not in the image's /etc/passwd",
+        ),
     ] {
         let r = fx.release("evil", seq, "");
         let id = r.container_id().unwrap();
         let e = rt
-            .start(ContainerSpec { id: id.clone(), release: &r, image_config: &image, layer_dirs: &layers })
+            .start(ContainerSpec {
+                id: id.clone(),
+                release: &r,
+                image_config: &image,
+                layer_dirs: &layers,
+            })
             .await
             .unwrap_err();
         assert!(matches!(e, RuntimeError::Bundle(_)), "{e:?}");
@@ -120,13 +163,22 @@ async fn hostile_image_configs_are_refused_with_a_clear_error_and_leave_nothing(
 async fn a_command_that_exits_at_once_is_reported_stopped_with_its_code_and_output() {
     let fx = Fixture::new();
     let rt = fx.runtime();
-    let r = fx.release("oneshot", 1, "command = [\"/bin/sh\", \"-c\", \"echo bye; echo oops >&2; exit 3\"]\n");
+    let r = fx.release(
+        "oneshot",
+        1,
+        "command = [\"/bin/sh\", \"-c\", \"echo bye; echo oops >&2; exit 3\"]\n",
+    );
     let id = r.container_id().unwrap();
     let layers = fx.layers("x");
     let image = image_config(|c| c);
-    rt.start(ContainerSpec { id: id.clone(), release: &r, image_config: &image, layer_dirs: &layers })
-        .await
-        .unwrap();
+    rt.start(ContainerSpec {
+        id: id.clone(),
+        release: &r,
+        image_config: &image,
+        layer_dirs: &layers,
+    })
+    .await
+    .unwrap();
     let deadline = Instant::now() + SECS_5;
     let info = loop {
         let c = rt.list().await.unwrap().pop().unwrap();
@@ -140,7 +192,10 @@ async fn a_command_that_exits_at_once_is_reported_stopped_with_its_code_and_outp
     let (out, err) = rt.log_paths(&id);
     assert_eq!(std::fs::read_to_string(out).unwrap(), "bye\n");
     assert_eq!(std::fs::read_to_string(err).unwrap(), "oops\n");
-    let e = rt.exec(&id, &["/bin/true".into()], SECS_5).await.unwrap_err();
+    let e = rt
+        .exec(&id, &["/bin/true".into()], SECS_5)
+        .await
+        .unwrap_err();
     assert!(matches!(e, RuntimeError::NotRunning { .. }), "{e}");
     rt.discard(&id, SECS_5).await.unwrap();
     fx.assert_clean(&id);
@@ -152,28 +207,59 @@ async fn a_container_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let rt = fx.runtime();
     let layers = fx.layers("x");
     let image = image_config(|c| c);
-    let stubborn = fx.release("stubborn", 1, "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while :; do sleep 1; done\"]\n");
-    let polite = fx.release("polite", 1, "command = [\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 0.05; done\"]\n");
-    let (s, p) = (stubborn.container_id().unwrap(), polite.container_id().unwrap());
-    rt.start(ContainerSpec { id: s.clone(), release: &stubborn, image_config: &image, layer_dirs: &layers })
-        .await
-        .unwrap();
-    rt.start(ContainerSpec { id: p.clone(), release: &polite, image_config: &image, layer_dirs: &layers })
-        .await
-        .unwrap();
+    let stubborn = fx.release(
+        "stubborn",
+        1,
+        "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while :; do sleep 1; done\"]\n",
+    );
+    let polite = fx.release(
+        "polite",
+        1,
+        "command = [\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 0.05; done\"]\n",
+    );
+    let (s, p) = (
+        stubborn.container_id().unwrap(),
+        polite.container_id().unwrap(),
+    );
+    rt.start(ContainerSpec {
+        id: s.clone(),
+        release: &stubborn,
+        image_config: &image,
+        layer_dirs: &layers,
+    })
+    .await
+    .unwrap();
+    rt.start(ContainerSpec {
+        id: p.clone(),
+        release: &polite,
+        image_config: &image,
+        layer_dirs: &layers,
+    })
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let t = Instant::now();
     rt.discard(&p, Duration::from_secs(5)).await.unwrap();
-    assert!(t.elapsed() < Duration::from_secs(2), "polite took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "polite took {:?}",
+        t.elapsed()
+    );
 
     let t = Instant::now();
     rt.discard(&s, Duration::from_millis(800)).await.unwrap();
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(800) && took < Duration::from_secs(4), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
 
     let rec = |id: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(fx.cfg.state_dir.join(id).join("state.json")).unwrap()).unwrap()
+        serde_json::from_slice(
+            &std::fs::read(fx.cfg.state_dir.join(id).join("state.json")).unwrap(),
+        )
+        .unwrap()
     };
     assert_eq!(rec(&p)["exit_code"], 0);
     assert_eq!(rec(&s)["exit_code"], 137, "SIGKILL is 128+9");

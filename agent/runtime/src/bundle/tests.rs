@@ -57,10 +57,21 @@ fn config_has_limits_netns_readonly_root_and_safe_defaults() {
     assert!(!env.contains(&"MODE=dev".to_string()));
     assert!(env.iter().any(|e| e.starts_with("PATH=")));
     assert_eq!(p.no_new_privileges(), Some(true));
-    let caps = p.capabilities().as_ref().unwrap().bounding().as_ref().unwrap();
+    let caps = p
+        .capabilities()
+        .as_ref()
+        .unwrap()
+        .bounding()
+        .as_ref()
+        .unwrap();
     assert!(!caps.contains(&Capability::SysAdmin) && caps.contains(&Capability::NetBindService));
     assert_eq!(s.root().as_ref().unwrap().readonly(), Some(true));
-    assert!(s.mounts().as_ref().unwrap().iter().any(|m| m.destination() == Path::new("/tmp")));
+    assert!(s
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m.destination() == Path::new("/tmp")));
     let l = s.linux().as_ref().unwrap();
     let net = l
         .namespaces()
@@ -69,12 +80,20 @@ fn config_has_limits_netns_readonly_root_and_safe_defaults() {
         .iter()
         .find(|n| n.typ() == LinuxNamespaceType::Network)
         .unwrap();
-    assert_eq!(net.path().as_deref(), Some(Path::new("/run/netns/slipway-web-1-0123456789ab")));
+    assert_eq!(
+        net.path().as_deref(),
+        Some(Path::new("/run/netns/slipway-web-1-0123456789ab"))
+    );
     let r = l.resources().as_ref().unwrap();
     assert_eq!(r.memory().as_ref().unwrap().limit(), Some(64 << 20));
     assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(50_000));
     assert_eq!(r.cpu().as_ref().unwrap().period(), Some(100_000));
-    assert!(l.masked_paths().as_ref().unwrap().iter().any(|m| m == "/proc/kcore"));
+    assert!(l
+        .masked_paths()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m == "/proc/kcore"));
 }
 
 #[test]
@@ -82,11 +101,17 @@ fn spec_command_and_entrypoint_override_the_image() {
     let mut spec = app();
     spec.command = Some(vec!["/bin/sh".into(), "-c".into(), "true".into()]);
     let s = build_with(&spec, &image(|c| c.entrypoint(vec!["/init".to_string()]))).unwrap();
-    assert_eq!(s.process().as_ref().unwrap().args().as_ref().unwrap(), &["/init", "/bin/sh", "-c", "true"]);
+    assert_eq!(
+        s.process().as_ref().unwrap().args().as_ref().unwrap(),
+        &["/init", "/bin/sh", "-c", "true"]
+    );
     let mut spec = app();
     spec.entrypoint = Some(vec!["/other".into()]);
     let s = build_with(&spec, &image(|c| c)).unwrap();
-    assert_eq!(s.process().as_ref().unwrap().args().as_ref().unwrap(), &["/other"]);
+    assert_eq!(
+        s.process().as_ref().unwrap().args().as_ref().unwrap(),
+        &["/other"]
+    );
     let e = build_with(&app(), &image(|c| c.cmd(Vec::<String>::new()))).unwrap_err();
     assert!(e.to_string().contains("nothing to run"), "{e}");
 }
@@ -99,8 +124,13 @@ fn hostile_working_dirs_are_refused() {
         ("relative/dir", "absolute"),
         ("/www/../proc/self/fd/7", "`..`"),
     ] {
-        let e = build_with(&app(), &image(|c| c.working_dir(dir))).unwrap_err().to_string();
-        assert!(e.contains(dir) && e.contains(why) && e.contains("sha256:01"), "{e}");
+        let e = build_with(&app(), &image(|c| c.working_dir(dir)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(dir) && e.contains(why) && e.contains("sha256:01"),
+            "{e}"
+        );
     }
     let s = build_with(&app(), &image(|c| c.working_dir("/www"))).unwrap();
     assert_eq!(s.process().as_ref().unwrap().cwd(), Path::new("/www"));
@@ -113,7 +143,15 @@ fn users_resolve_through_the_images_etc_and_out_of_range_ids_are_refused() {
     assert_eq!(user("i", "33", &ETC).unwrap(), (33, 34, vec![]));
     assert_eq!(user("i", "1000:1000", &ETC).unwrap(), (1000, 1000, vec![]));
     assert_eq!(user("i", "www:web", &ETC).unwrap(), (33, 99, vec![]));
-    for bad in ["4294967295", "99999999999", "-1", "1000:4294967296", "huge", "nobody", "www:nogroup"] {
+    for bad in [
+        "4294967295",
+        "99999999999",
+        "-1",
+        "1000:4294967296",
+        "huge",
+        "nobody",
+        "www:nogroup",
+    ] {
         let e = user("img@sha256:01", bad, &ETC).unwrap_err().to_string();
         assert!(e.contains(bad) && e.contains("img@sha256:01"), "{e}");
     }
@@ -125,7 +163,11 @@ fn rootfs_etc_does_not_follow_symlinks_out_of_the_root() {
     std::fs::create_dir(root.path().join("etc")).unwrap();
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("passwd"), "evil:x:0:0::/:/\n").unwrap();
-    std::os::unix::fs::symlink(outside.path().join("passwd"), root.path().join("etc/passwd")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("passwd"),
+        root.path().join("etc/passwd"),
+    )
+    .unwrap();
     std::fs::write(root.path().join("etc/group"), "web:x:99:\n").unwrap();
     let etc = RootfsEtc(root.path());
     assert_eq!(etc.read("passwd"), None);

@@ -93,7 +93,9 @@ impl Fixture {
     }
 
     pub fn netns_exists(&self, id: &str) -> bool {
-        Path::new("/run/netns").join(format!("slipway-{id}")).exists()
+        Path::new("/run/netns")
+            .join(format!("slipway-{id}"))
+            .exists()
     }
 
     /// veths attached to this fixture's bridge.
@@ -147,7 +149,10 @@ impl Fixture {
             "mount of {id} leaked: {:?}",
             self.mounts()
         );
-        assert!(!self.runc_list().contains(&id.to_string()), "runc entry {id} leaked");
+        assert!(
+            !self.runc_list().contains(&id.to_string()),
+            "runc entry {id} leaked"
+        );
         let dir = self.cfg.state_dir.join(id);
         for d in ["rootfs", "upper", "work", "config.json", "netconf.json"] {
             assert!(!dir.join(d).exists(), "{d} of {id} leaked");
@@ -216,7 +221,9 @@ pub fn get(addr: IpAddr, timeout: Duration) -> Result<String, String> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    Err(format!("no answer from {addr}:80 within {timeout:?}: {last}"))
+    Err(format!(
+        "no answer from {addr}:80 within {timeout:?}: {last}"
+    ))
 }
 
 pub fn try_get(addr: IpAddr) -> std::io::Result<String> {
