@@ -1,0 +1,195 @@
+//! Test support: an in-process controller on 127.0.0.1 with its own key, data dir and tokens,
+//! a real `docker-registry`, and a small HTTP client.
+#![allow(dead_code)]
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use slipway_controller::auth;
+use slipway_controller::config::Config;
+use slipway_controller::server::{self, Running};
+use slipway_proto::api::Role;
+use slipway_proto::{SigningKey, TrustFile};
+use slipway_tests::image::{ImageBuilder, Pushed};
+use slipway_tests::registry::Registry;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub config: Config,
+    pub controller: Option<Running>,
+    pub url: String,
+    pub admin: String,
+    pub trust: TrustFile,
+    pub http: reqwest::Client,
+}
+
+/// Extra `controller.toml` lines a test wants.
+pub fn base_config(dir: &std::path::Path, extra: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nsigning_key = \"{}\"\n{extra}\n",
+        dir.join("data").display(),
+        dir.join("keys/release.key").display()
+    )
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with("").await
+    }
+
+    pub async fn start_with(extra: &str) -> Harness {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-controller-test-")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        let key = SigningKey::generate().unwrap();
+        let key_path = dir.path().join("keys/release.key");
+        std::fs::write(&key_path, key.to_pem()).unwrap();
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(
+            dir.path().join("keys/release.pub"),
+            key.public_key().to_pem(),
+        )
+        .unwrap();
+        let trust = TrustFile::new(vec![key.public_key()], 1, 1).unwrap();
+        std::fs::write(dir.path().join("trust.toml"), trust.to_toml()).unwrap();
+        let config_path = dir.path().join("controller.toml");
+        std::fs::write(&config_path, base_config(dir.path(), extra)).unwrap();
+        let config = Config::load(&config_path).unwrap();
+        let controller = server::start(&config).await.unwrap();
+        let url = controller.url();
+        let (admin, _) =
+            auth::create_token(controller.state.store.as_ref(), "admin", Role::Admin, None)
+                .await
+                .unwrap();
+        Harness {
+            dir,
+            config_path,
+            config,
+            controller: Some(controller),
+            url,
+            admin,
+            trust,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.controller.as_ref().expect("controller running")
+    }
+
+    /// Stops the controller (graceful) and starts it again on the same data dir and port.
+    pub async fn restart(&mut self) {
+        let addr = self.running().addr;
+        self.stop().await;
+        let mut cfg = self.config.clone();
+        cfg.listen = addr;
+        self.controller = Some(server::start(&cfg).await.unwrap());
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(c) = self.controller.take() {
+            c.shutdown().await;
+        }
+    }
+
+    pub async fn token(&self, name: &str, role: Role, host: Option<&str>) -> String {
+        auth::create_token(self.running().state.store.as_ref(), name, role, host)
+            .await
+            .unwrap()
+            .0
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        decode(req.send().await.unwrap()).await
+    }
+
+    /// Applies an app spec (TOML) as admin; panics unless accepted.
+    pub async fn apply(&self, toml: &str) -> Value {
+        let (s, v) = self
+            .post_raw("/v1/apps", Some(&self.admin), "application/toml", toml)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+
+    pub async fn audit_len(&self) -> usize {
+        let (s, v) = self.get("/v1/audit?limit=10000", &self.admin).await;
+        assert_eq!(s, StatusCode::OK);
+        v.as_array().unwrap().len()
+    }
+}
+
+pub async fn decode(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let bytes = r.bytes().await.unwrap();
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    (status, v)
+}
+
+/// An app spec for `web` from `repository`.
+pub fn app_toml(repository: &str) -> String {
+    format!("name = \"web\"\nimage = \"{repository}\"\nlisten = 8080\ncontainer_port = 80\n")
+}
+
+/// Pushes a one-file image whose page says `text`, as `demo/web:tag`.
+pub fn push_image(registry: &Registry, tag: &str, text: &str) -> Pushed {
+    ImageBuilder::new()
+        .layer_from_files(&[("www/index.html", text.as_bytes())])
+        .build()
+        .push(registry.addr(), "demo/web", tag)
+        .unwrap()
+}
+
+/// Verifies a signed envelope (JSON value) against the harness's trust file.
+pub fn verify(h: &Harness, envelope: &Value) -> slipway_proto::VerifiedRelease {
+    let env = slipway_proto::Envelope::from_json(envelope.to_string().as_bytes()).unwrap();
+    env.verify_release(&h.trust, std::time::SystemTime::now())
+        .unwrap()
+}
