@@ -42,9 +42,9 @@ pub struct UpstreamStats {
     pub connect_errors: u64,
     /// Requests/connections cut at a drain timeout.
     pub cut: u64,
-    /// Bytes from clients (TCP: counted when a connection ends).
+    /// Body bytes from clients (TCP and upgrades: all bytes).
     pub bytes_in: u64,
-    /// Bytes to clients (TCP: counted when a connection ends).
+    /// Body bytes to clients (TCP and upgrades: all bytes).
     pub bytes_out: u64,
     /// HTTP only.
     pub latency: LatencySummary,

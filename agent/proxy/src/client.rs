@@ -18,6 +18,7 @@ use crate::api::{
 };
 use crate::drain::DrainReport;
 use crate::error::ProxyError;
+use crate::router::validate_name;
 use crate::upstream::Upstream;
 
 /// Client of the proxy's control socket. Cheap to clone; one connection per call.
@@ -62,7 +63,11 @@ impl ProxyClient {
             .header(HOST, "slipway-proxy")
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .expect("control request is well-formed");
+            .map_err(|e| ProxyError::Invalid {
+                what: "control request path",
+                value: path.to_owned(),
+                reason: e.to_string(),
+            })?;
         let resp = send.send_request(req).await.map_err(transport)?;
         let status = resp.status();
         let bytes = resp
@@ -112,6 +117,8 @@ impl ProxyClient {
         protocol: Protocol,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError> {
+        validate_name("app", app)?;
+        validate_name("upstream id", &upstream.id)?;
         let op = format!("set upstream of {app} to {}", upstream.id);
         let body = Self::body(&SetUpstreamRequest {
             listen,
@@ -126,6 +133,7 @@ impl ProxyClient {
 
     /// Removes the app and closes its listener. Succeeds if the app is already gone.
     pub async fn remove_app(&self, app: &str) -> Result<(), ProxyError> {
+        validate_name("app", app)?;
         self.call(
             &format!("remove {app}"),
             Method::DELETE,
@@ -144,6 +152,8 @@ impl ProxyClient {
         upstream_id: &str,
         timeout: Duration,
     ) -> Result<DrainReport, ProxyError> {
+        validate_name("app", app)?;
+        validate_name("upstream id", upstream_id)?;
         let body = Self::body(&DrainRequest {
             upstream_id: upstream_id.to_owned(),
             timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
@@ -159,6 +169,7 @@ impl ProxyClient {
 
     /// Per-upstream counters of `app` (current and retired upstreams).
     pub async fn stats(&self, app: &str) -> Result<AppStats, ProxyError> {
+        validate_name("app", app)?;
         self.call(
             &format!("stats of {app}"),
             Method::GET,
@@ -176,6 +187,8 @@ impl ProxyClient {
     /// Drops a retired upstream's counters (after its container is discarded). Retired
     /// upstreams are also dropped automatically beyond the newest few.
     pub async fn forget_upstream(&self, app: &str, upstream_id: &str) -> Result<(), ProxyError> {
+        validate_name("app", app)?;
+        validate_name("upstream id", upstream_id)?;
         self.call(
             &format!("forget {upstream_id} of {app}"),
             Method::DELETE,

@@ -253,13 +253,12 @@ async fn tunnel(
             return;
         }
     };
-    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+    let mut c = crate::tcp::Counted::new(TokioIo::new(c), flight.upstream().clone());
+    let mut u = TokioIo::new(u);
     tokio::select! {
         r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
-            if let Ok((to_up, to_client)) = r {
-                let m = &flight.upstream().metrics;
-                m.bytes_in.fetch_add(to_up, Relaxed);
-                m.bytes_out.fetch_add(to_client, Relaxed);
+            if let Err(e) = r {
+                debug!(error = %e, "upgraded connection ended with an error");
             }
         }
         _ = flight.cut() => {}

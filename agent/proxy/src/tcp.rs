@@ -1,14 +1,19 @@
 //! L4: raw TCP, routed per connection to the app's current upstream, bytes copied both ways.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::defaults;
 use crate::drain::Tracker;
 use crate::router::App;
+use crate::upstream::UpstreamState;
 
 /// Copy buffer per direction; large enough for bulk transfers without many syscalls.
 const COPY_BUF: usize = 64 * 1024;
@@ -28,7 +33,60 @@ pub(crate) async fn accept_loop(listener: TcpListener, app: Arc<App>, conns: Arc
     }
 }
 
-async fn serve_conn(mut client: TcpStream, app: Arc<App>, conns: Arc<Tracker>) {
+/// The client side of a tunnel; counts bytes as they pass (so cut connections count too).
+pub(crate) struct Counted<S> {
+    inner: S,
+    upstream: Arc<UpstreamState>,
+}
+
+impl<S> Counted<S> {
+    pub(crate) fn new(inner: S, upstream: Arc<UpstreamState>) -> Self {
+        Counted { inner, upstream }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.upstream.metrics.bytes_in.fetch_add(n, Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.upstream
+                .metrics
+                .bytes_out
+                .fetch_add(*n as u64, Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn serve_conn(client: TcpStream, app: Arc<App>, conns: Arc<Tracker>) {
     let _open = conns.enter();
     let Some(up) = app.current.load_full() else {
         debug!(app = %app.name, "no upstream; connection closed");
@@ -62,14 +120,11 @@ async fn serve_conn(mut client: TcpStream, app: Arc<App>, conns: Arc<Tracker>) {
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
+    let mut client = Counted::new(client, up.clone());
     tokio::select! {
         r = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, COPY_BUF, COPY_BUF) => {
-            match r {
-                Ok((to_up, to_client)) => {
-                    m.bytes_in.fetch_add(to_up, Relaxed);
-                    m.bytes_out.fetch_add(to_client, Relaxed);
-                }
-                Err(e) => debug!(app = %app.name, error = %e, "tcp connection ended with an error"),
+            if let Err(e) = r {
+                debug!(app = %app.name, error = %e, "tcp connection ended with an error");
             }
         }
         _ = flight.cut() => {
