@@ -181,6 +181,9 @@ impl UpstreamMetrics {
 #[derive(Debug)]
 pub(crate) struct ProxyCollector(pub(crate) Arc<Router>);
 
+/// Picks one counter out of an upstream's metrics.
+type CounterOf = fn(&UpstreamMetrics) -> &AtomicU64;
+
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 impl Collector for ProxyCollector {
@@ -213,7 +216,7 @@ impl Collector for ProxyCollector {
             }
         }
 
-        let counters: [(&str, &str, fn(&UpstreamMetrics) -> &AtomicU64); 5] = [
+        let counters: [(&str, &str, CounterOf); 5] = [
             (
                 "slipway_proxy_connections",
                 "Client connections accepted (TCP apps)",
