@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// Slipway controller: signs digest-pinned releases and serves them to agents over an
 /// authenticated HTTP API.
 #[derive(Parser)]
-#[command(name = "slipway-controller", version, about, long_about = None)]
+#[command(name = "slipway-controller", version)]
 struct Cli {
     /// Log as JSON lines (also `SLIPWAY_LOG_FORMAT=json`); filter with `SLIPWAY_LOG`.
     #[arg(long, global = true)]

@@ -2,45 +2,79 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use slipway_controller::cli;
+use slipway_controller::cli::{self, client::Client, client::ConnectArgs};
 
-/// Slipway operator CLI: keys, trust files, signed releases.
+/// Slipway operator CLI. Offline: keys, trust files, signing releases by hand. Online: apps,
+/// releases, rollbacks, fleet status and tokens on a controller (URL and token from --url /
+/// --token, SLIPWAY_URL / SLIPWAY_TOKEN, or ~/.config/slipway/cli.toml).
 #[derive(Parser)]
-#[command(name = "slipway", version, about, long_about = None)]
+#[command(name = "slipway", version)]
 struct Cli {
     /// Log as JSON lines (also `SLIPWAY_LOG_FORMAT=json`); filter with `SLIPWAY_LOG`.
     #[arg(long, global = true)]
     log_json: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate an Ed25519 release-signing key pair.
+    /// Generate an Ed25519 release-signing key pair (offline).
     Keygen(cli::keygen::Args),
-    /// Manage trust files (which keys agents accept).
+    /// Manage trust files: which keys agents accept (offline).
     #[command(subcommand)]
     Trust(cli::trust::Command),
-    /// Sign releases offline.
+    /// Release an app: `slipway release <APP> --image REF` on the controller, or
+    /// `slipway release sign ...` offline.
+    Release(cli::release::Args),
+    /// App specs on the controller: apply, list, show.
     #[command(subcommand)]
-    Release(cli::release::Command),
+    App(cli::app::Command),
+    /// Make a new release of an older release's image (a higher seq).
+    Rollback(cli::status::RollbackArgs),
+    /// Which host runs which release, in which phase.
+    Status(cli::status::StatusArgs),
+    /// Registered hosts and their labels.
+    Hosts,
+    /// Releases of an app, newest first.
+    History(cli::status::HistoryArgs),
+    /// Operator and agent tokens (admin only).
+    #[command(subcommand)]
+    Token(cli::token::Command),
+    /// Who changed what, and when.
+    Audit(cli::status::AuditArgs),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     slipway_telemetry::init(cli.log_json);
-    let result = match cli.command {
-        Command::Keygen(a) => cli::keygen::run(a),
-        Command::Trust(c) => cli::trust::run(c),
-        Command::Release(c) => cli::release::run(c).await,
-    };
-    match result {
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let connect = || Client::from_args(&cli.connect);
+    match cli.command {
+        Command::Keygen(a) => cli::keygen::run(a),
+        Command::Trust(c) => cli::trust::run(c),
+        Command::Release(a) => match a.offline {
+            Some(c) => cli::release::run(c).await,
+            None => cli::release::run_online(&connect()?, a).await,
+        },
+        Command::App(c) => cli::app::run(&connect()?, c).await,
+        Command::Rollback(a) => cli::status::rollback(&connect()?, a).await,
+        Command::Status(a) => cli::status::status(&connect()?, a).await,
+        Command::Hosts => cli::status::hosts(&connect()?).await,
+        Command::History(a) => cli::status::history(&connect()?, a).await,
+        Command::Token(c) => cli::token::run(&connect()?, c).await,
+        Command::Audit(a) => cli::status::audit(&connect()?, a).await,
     }
 }

@@ -1,4 +1,10 @@
-//! `slipway` subcommands, one module each.
+//! `slipway` subcommands, one module each. Offline: `keygen`, `trust`, `release sign`.
+//! Online (against a controller, see [`client`]): `app`, `release`, `rollback`, `status`,
+//! `hosts`, `history`, `token`, `audit`.
+pub mod app;
+pub mod client;
 pub mod keygen;
 pub mod release;
+pub mod status;
+pub mod token;
 pub mod trust;

@@ -1,4 +1,5 @@
-//! `slipway release sign`: offline signing of a release, for air-gapped keys and tests.
+//! `slipway release <app> --image REF`: ask the controller to resolve, sign and publish a
+//! release. `slipway release sign ...`: offline signing, for air-gapped keys and tests.
 
 use crate::signer::{self, ReleaseParams, DEFAULT_VALIDITY};
 use anyhow::Context;
@@ -6,6 +7,57 @@ use slipway_proto::{AppSpec, ImageRef};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// `slipway release`: online (`<APP> --image REF`) or offline (`sign ...`).
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub offline: Option<Command>,
+    /// App to release: the controller resolves the image to a digest, signs release
+    /// seq N+1 and publishes it to the app's hosts.
+    #[arg(required = true)]
+    pub app: Option<String>,
+    /// `REPOSITORY:TAG`, `REPOSITORY` (tag `latest`) or `REPOSITORY@sha256:<64 hex>`; the
+    /// repository must be the app spec's `image`.
+    #[arg(long, required = true)]
+    pub image: Option<String>,
+    /// Provenance annotation `KEY=VALUE` (repeatable), e.g. `commit=abc123`.
+    #[arg(long = "annotation")]
+    pub annotations: Vec<String>,
+}
+
+/// `slipway release <app> --image REF` against the controller.
+pub async fn run_online(client: &super::client::Client, a: Args) -> anyhow::Result<()> {
+    let (Some(app), Some(image)) = (a.app, a.image) else {
+        anyhow::bail!("usage: slipway release <APP> --image REF, or slipway release sign ...");
+    };
+    let req = slipway_proto::api::CreateReleaseRequest {
+        image: image.clone(),
+        annotations: parse_annotations(&a.annotations)?,
+    };
+    let r: slipway_proto::api::ReleaseInfo = client
+        .post(&format!("/v1/apps/{app}/releases"), &req)
+        .await
+        .with_context(|| format!("releasing {app} with {image}"))?;
+    if client.json {
+        super::client::print_json(&r);
+    } else {
+        println!("released {} seq {}: {}", r.app, r.seq, r.image);
+    }
+    Ok(())
+}
+
+fn parse_annotations(kvs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut annotations = BTreeMap::new();
+    for kv in kvs {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("annotation `{kv}` is not KEY=VALUE"))?;
+        annotations.insert(k.to_string(), v.to_string());
+    }
+    Ok(annotations)
+}
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -53,13 +105,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         .iter()
         .map(|p| signer::load_key(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut annotations = BTreeMap::new();
-    for kv in &a.annotations {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("annotation `{kv}` is not KEY=VALUE"))?;
-        annotations.insert(k.to_string(), v.to_string());
-    }
+    let annotations = parse_annotations(&a.annotations)?;
     let params = ReleaseParams {
         seq: a.seq,
         image,

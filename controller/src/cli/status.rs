@@ -1,0 +1,147 @@
+//! `slipway status`, `slipway hosts`, `slipway history`, `slipway rollback`, `slipway audit`:
+//! reading the fleet and going back.
+
+use super::client::{print_json, table, Client};
+use slipway_proto::api::{AuditEntry, HostInfo, ReleaseInfo, RollbackRequest, StatusRow};
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Only this app.
+    pub app: Option<String>,
+}
+
+/// Table of hosts x release x phase.
+pub async fn status(client: &Client, a: StatusArgs) -> anyhow::Result<()> {
+    let path = match &a.app {
+        Some(app) => format!("/v1/status?app={app}"),
+        None => "/v1/status".to_string(),
+    };
+    let rows: Vec<StatusRow> = client.get(&path).await?;
+    if client.json {
+        return Ok(print_json(&rows));
+    }
+    if rows.is_empty() {
+        println!("no host has reported yet");
+        return Ok(());
+    }
+    table(
+        &["HOST", "APP", "SEQ", "PHASE", "IMAGE", "UPDATED"],
+        rows.into_iter()
+            .map(|r| {
+                vec![
+                    r.host,
+                    r.app,
+                    r.seq.to_string(),
+                    r.phase.to_string(),
+                    r.image.unwrap_or_default(),
+                    r.updated_at,
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+pub async fn hosts(client: &Client) -> anyhow::Result<()> {
+    let hosts: Vec<HostInfo> = client.get("/v1/hosts").await?;
+    if client.json {
+        return Ok(print_json(&hosts));
+    }
+    table(
+        &["HOST", "LABELS", "AGENT", "LAST SEEN"],
+        hosts
+            .into_iter()
+            .map(|h| {
+                let labels: Vec<String> =
+                    h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                vec![
+                    h.host,
+                    labels.join(","),
+                    h.agent_version.unwrap_or_default(),
+                    h.last_seen,
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct HistoryArgs {
+    /// App name.
+    pub app: String,
+}
+
+pub async fn history(client: &Client, a: HistoryArgs) -> anyhow::Result<()> {
+    let rels: Vec<ReleaseInfo> = client.get(&format!("/v1/apps/{}/releases", a.app)).await?;
+    if client.json {
+        return Ok(print_json(&rels));
+    }
+    table(
+        &["SEQ", "IMAGE", "REQUESTED", "BY", "CREATED", "EXPIRES"],
+        rels.into_iter()
+            .rev()
+            .map(|r| {
+                vec![
+                    r.seq.to_string(),
+                    r.image,
+                    r.requested,
+                    r.created_by,
+                    r.created_at,
+                    r.expires,
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct RollbackArgs {
+    /// App name.
+    pub app: String,
+    /// Release seq to go back to [default: the one before the latest].
+    #[arg(long = "to", visible_alias = "to-seq", value_name = "SEQ")]
+    pub to: Option<u64>,
+}
+
+pub async fn rollback(client: &Client, a: RollbackArgs) -> anyhow::Result<()> {
+    let r: ReleaseInfo = client
+        .post(
+            &format!("/v1/apps/{}/rollback", a.app),
+            &RollbackRequest { to_seq: a.to },
+        )
+        .await?;
+    if client.json {
+        return Ok(print_json(&r));
+    }
+    println!(
+        "released {} seq {}: {} (rollback to seq {})",
+        r.app,
+        r.seq,
+        r.image,
+        r.rollback_of.unwrap_or_default()
+    );
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// Newest entries to show.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+pub async fn audit(client: &Client, a: AuditArgs) -> anyhow::Result<()> {
+    let rows: Vec<AuditEntry> = client.get(&format!("/v1/audit?limit={}", a.limit)).await?;
+    if client.json {
+        return Ok(print_json(&rows));
+    }
+    table(
+        &["AT", "ACTOR", "ACTION", "OBJECT", "DETAIL"],
+        rows.into_iter()
+            .map(|e| vec![e.at, e.actor, e.action, e.object, e.detail])
+            .collect(),
+    );
+    Ok(())
+}
