@@ -32,7 +32,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("applying {}", file.display()))?;
             if client.json {
-                print_json(&info);
+                print_json(&info)?;
             } else {
                 println!("app {} spec version {}", info.name, info.version);
             }
@@ -40,7 +40,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
         Command::List => {
             let apps: Vec<AppInfo> = client.get("/v1/apps").await?;
             if client.json {
-                return Ok(print_json(&apps));
+                return print_json(&apps);
             }
             table(
                 &["APP", "VERSION", "IMAGE", "LISTEN", "UPDATED"],
@@ -60,7 +60,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
         Command::Show { app } => {
             let info: AppInfo = client.get(&format!("/v1/apps/{app}")).await?;
             if client.json {
-                return Ok(print_json(&info));
+                return print_json(&info);
             }
             println!(
                 "# app {} spec version {} ({})",

@@ -203,6 +203,7 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
 }
 
 /// Prints `v` as pretty JSON.
-pub fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }

@@ -41,7 +41,7 @@ pub async fn run_online(client: &super::client::Client, a: Args) -> anyhow::Resu
         .await
         .with_context(|| format!("releasing {app} with {image}"))?;
     if client.json {
-        super::client::print_json(&r);
+        super::client::print_json(&r)?;
     } else {
         println!("released {} seq {}: {}", r.app, r.seq, r.image);
     }

@@ -18,7 +18,7 @@ pub async fn status(client: &Client, a: StatusArgs) -> anyhow::Result<()> {
     };
     let rows: Vec<StatusRow> = client.get(&path).await?;
     if client.json {
-        return Ok(print_json(&rows));
+        return print_json(&rows);
     }
     if rows.is_empty() {
         println!("no host has reported yet");
@@ -45,7 +45,7 @@ pub async fn status(client: &Client, a: StatusArgs) -> anyhow::Result<()> {
 pub async fn hosts(client: &Client) -> anyhow::Result<()> {
     let hosts: Vec<HostInfo> = client.get("/v1/hosts").await?;
     if client.json {
-        return Ok(print_json(&hosts));
+        return print_json(&hosts);
     }
     table(
         &["HOST", "LABELS", "AGENT", "LAST SEEN"],
@@ -75,7 +75,7 @@ pub struct HistoryArgs {
 pub async fn history(client: &Client, a: HistoryArgs) -> anyhow::Result<()> {
     let rels: Vec<ReleaseInfo> = client.get(&format!("/v1/apps/{}/releases", a.app)).await?;
     if client.json {
-        return Ok(print_json(&rels));
+        return print_json(&rels);
     }
     table(
         &["SEQ", "IMAGE", "REQUESTED", "BY", "CREATED", "EXPIRES"],
@@ -113,7 +113,7 @@ pub async fn rollback(client: &Client, a: RollbackArgs) -> anyhow::Result<()> {
         )
         .await?;
     if client.json {
-        return Ok(print_json(&r));
+        return print_json(&r);
     }
     println!(
         "released {} seq {}: {} (rollback to seq {})",
@@ -135,7 +135,7 @@ pub struct AuditArgs {
 pub async fn audit(client: &Client, a: AuditArgs) -> anyhow::Result<()> {
     let rows: Vec<AuditEntry> = client.get(&format!("/v1/audit?limit={}", a.limit)).await?;
     if client.json {
-        return Ok(print_json(&rows));
+        return print_json(&rows);
     }
     table(
         &["AT", "ACTOR", "ACTION", "OBJECT", "DETAIL"],

@@ -33,7 +33,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 .post("/v1/tokens", &CreateTokenRequest { name, role, host })
                 .await?;
             if client.json {
-                print_json(&t);
+                print_json(&t)?;
             } else {
                 println!("{}", t.token);
             }
@@ -41,7 +41,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
         Command::List => {
             let ts: Vec<TokenInfo> = client.get("/v1/tokens").await?;
             if client.json {
-                return Ok(print_json(&ts));
+                return print_json(&ts);
             }
             table(
                 &["NAME", "ROLE", "HOST", "CREATED"],

@@ -20,6 +20,7 @@ pub struct Harness {
     pub config: Config,
     pub controller: Option<Running>,
     pub url: String,
+    pub addr: std::net::SocketAddr,
     pub admin: String,
     pub trust: TrustFile,
     pub http: reqwest::Client,
@@ -62,6 +63,7 @@ impl Harness {
         let config = Config::load(&config_path).unwrap();
         let controller = server::start(&config).await.unwrap();
         let url = controller.url();
+        let addr = controller.addr;
         let (admin, _) =
             auth::create_token(controller.state.store.as_ref(), "admin", Role::Admin, None)
                 .await
@@ -72,6 +74,7 @@ impl Harness {
             config,
             controller: Some(controller),
             url,
+            addr,
             admin,
             trust,
             http: reqwest::Client::new(),
@@ -82,12 +85,12 @@ impl Harness {
         self.controller.as_ref().expect("controller running")
     }
 
-    /// Stops the controller (graceful) and starts it again on the same data dir and port.
+    /// Stops the controller (graceful, when running) and starts it again on the same data dir
+    /// and port.
     pub async fn restart(&mut self) {
-        let addr = self.running().addr;
         self.stop().await;
         let mut cfg = self.config.clone();
-        cfg.listen = addr;
+        cfg.listen = self.addr;
         self.controller = Some(server::start(&cfg).await.unwrap());
     }
 

@@ -1,0 +1,409 @@
+//! Controller source: the host registers with the controller, long-polls
+//! `GET /v1/hosts/{host}/desired` for the signed releases aimed at it, and reports each deploy
+//! phase. The last set received is kept on disk (temp + fsync + rename) and served whenever
+//! the controller cannot be reached, so the data plane outlives the control plane.
+//!
+//! Config (the agent's `[source.controller]` table):
+//! ```toml
+//! url = "https://controller.example:7440"
+//! host_id = "web-1"
+//! token_file = "/etc/slipway/agent.token"   # an agent token bound to host_id
+//! cache_dir = "/var/lib/slipway/controller"
+//! [labels]
+//! role = "web"
+//! ```
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use slipway_proto::api::{DesiredSetBody, ErrorBody, HostStatus, RegisterRequest};
+use slipway_proto::TrustFile;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// How long one long-poll asks the controller to wait for a change.
+pub const POLL_WAIT: Duration = Duration::from_secs(30);
+/// Extra time over [`POLL_WAIT`] before the agent gives up on an answer.
+pub const POLL_SLACK: Duration = Duration::from_secs(15);
+/// First retry delay after a failure; doubles up to [`BACKOFF_MAX`].
+pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest pause between attempts while the controller is unreachable.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Connecting to the controller takes longer than this only when something is wrong.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Name of the cached desired set under `cache_dir`.
+pub const CACHE_FILE: &str = "desired.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSourceConfig {
+    /// Controller base URL, e.g. `https://controller.example:7440`.
+    pub url: String,
+    /// This host's id; the token must be an agent token for it.
+    pub host_id: String,
+    /// Labels the controller's selectors match against.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// File holding the agent token (re-read when the controller answers 401).
+    pub token_file: PathBuf,
+    /// Where the last received desired set is kept.
+    pub cache_dir: PathBuf,
+}
+
+/// A desired set: app name -> signed release envelope bytes (JSON), unverified unless the
+/// source was given a trust file ([`ControllerSource::with_trust`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredSet {
+    /// Opaque; changes whenever any release in the set changes (including a re-signature).
+    pub version: String,
+    pub releases: BTreeMap<String, Vec<u8>>,
+    /// True when the controller could not be reached and this came from the on-disk cache.
+    pub from_cache: bool,
+}
+
+impl DesiredSet {
+    fn from_body(body: &DesiredSetBody, from_cache: bool) -> Self {
+        Self {
+            version: body.version.clone(),
+            releases: body
+                .releases
+                .iter()
+                .map(|(app, env)| {
+                    (
+                        app.clone(),
+                        serde_json::to_vec_pretty(env).expect("envelope serializes"),
+                    )
+                })
+                .collect(),
+            from_cache,
+        }
+    }
+}
+
+pub struct ControllerSource {
+    cfg: ControllerSourceConfig,
+    http: reqwest::Client,
+    token: String,
+    trust: Option<TrustFile>,
+    registered: bool,
+    /// The last set received (or loaded from the cache at start).
+    current: Option<DesiredSetBody>,
+    /// Consecutive failures, for the backoff.
+    failures: u32,
+    poll_wait: Duration,
+}
+
+impl ControllerSource {
+    /// Reads the token and the cached set (a corrupt cache is moved aside, not trusted).
+    pub fn new(cfg: ControllerSourceConfig) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = cfg.url.trim_end_matches('/').to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!(
+                "controller url `{}` must start with http:// or https://",
+                cfg.url
+            );
+        }
+        if cfg.host_id.is_empty() {
+            bail!("controller source: host_id must not be empty");
+        }
+        let token = read_token(&cfg.token_file)?;
+        std::fs::create_dir_all(&cfg.cache_dir)
+            .with_context(|| format!("creating cache dir {}", cfg.cache_dir.display()))?;
+        let current = load_cache(&cfg.cache_dir.join(CACHE_FILE));
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            cfg: ControllerSourceConfig { url, ..cfg },
+            http,
+            token,
+            trust: None,
+            registered: false,
+            current,
+            failures: 0,
+            poll_wait: POLL_WAIT,
+        })
+    }
+
+    /// Refuse (and never cache) a set whose envelopes do not verify against `trust`.
+    pub fn with_trust(mut self, trust: TrustFile) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
+    /// Shorter long-polls, for tests.
+    pub fn with_poll_wait(mut self, wait: Duration) -> Self {
+        self.poll_wait = wait;
+        self
+    }
+
+    /// The set held now (from the last answer or the cache), if any.
+    pub fn current(&self) -> Option<DesiredSet> {
+        self.current
+            .as_ref()
+            .map(|b| DesiredSet::from_body(b, false))
+    }
+
+    /// Long-polls once; returns the desired set and its version. When the controller cannot
+    /// be reached (or answers badly) this waits a backoff with jitter and returns the cached
+    /// set with `from_cache = true`; it errs only when there is no cached set at all.
+    pub async fn next(&mut self) -> anyhow::Result<DesiredSet> {
+        match self.poll().await {
+            Ok(set) => {
+                self.failures = 0;
+                Ok(set)
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay = backoff(self.failures);
+                tracing::warn!(
+                    controller = %self.cfg.url,
+                    error = %format!("{e:#}"),
+                    retry_in = %humantime::format_duration(delay),
+                    "controller unreachable; serving the last desired set"
+                );
+                tokio::time::sleep(delay).await;
+                match &self.current {
+                    Some(b) => Ok(DesiredSet::from_body(b, true)),
+                    None => Err(e.context("no desired set cached yet")),
+                }
+            }
+        }
+    }
+
+    async fn poll(&mut self) -> anyhow::Result<DesiredSet> {
+        if !self.registered {
+            self.register().await?;
+        }
+        let mut url = format!(
+            "{}/v1/hosts/{}/desired?wait={}ms",
+            self.cfg.url,
+            self.cfg.host_id,
+            self.poll_wait.as_millis()
+        );
+        if let Some(cur) = &self.current {
+            url.push_str(&format!("&version={}", cur.version));
+        }
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .timeout(self.poll_wait + POLL_SLACK)
+            .send()
+            .await
+            .with_context(|| format!("long-polling {}", self.cfg.url))?;
+        match resp.status().as_u16() {
+            304 => Ok(self
+                .current
+                .as_ref()
+                .map(|b| DesiredSet::from_body(b, false))
+                .context("controller answered 304 but no set is held")?),
+            200 => {
+                let bytes = resp.bytes().await.context("reading the desired set")?;
+                let body: DesiredSetBody = serde_json::from_slice(&bytes)
+                    .context("the controller's desired set is malformed")?;
+                self.check(&body)?;
+                save_cache(&self.cfg.cache_dir, &body)?;
+                let set = DesiredSet::from_body(&body, false);
+                tracing::info!(version = %body.version, apps = body.releases.len(), "desired set received");
+                self.current = Some(body);
+                Ok(set)
+            }
+            404 => {
+                // The controller forgot us (new database?): register again next time.
+                self.registered = false;
+                Err(api_error(resp).await)
+            }
+            401 => {
+                self.token = read_token(&self.cfg.token_file)?;
+                Err(api_error(resp).await)
+            }
+            _ => Err(api_error(resp).await),
+        }
+    }
+
+    /// Every envelope parses, names its app, and (with a trust file) verifies.
+    fn check(&self, body: &DesiredSetBody) -> anyhow::Result<()> {
+        let Some(trust) = &self.trust else {
+            return Ok(());
+        };
+        for (app, env) in &body.releases {
+            let v = env
+                .verify_release(trust, SystemTime::now())
+                .with_context(|| format!("release of {app} from the controller refused"))?;
+            if v.release.app != *app {
+                bail!(
+                    "controller sent release of `{}` under app `{app}`: refused",
+                    v.release.app
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn register(&mut self) -> anyhow::Result<()> {
+        let req = RegisterRequest {
+            labels: self.cfg.labels.clone(),
+            agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        };
+        let resp = self
+            .http
+            .post(format!(
+                "{}/v1/hosts/{}/register",
+                self.cfg.url, self.cfg.host_id
+            ))
+            .bearer_auth(&self.token)
+            .timeout(CONNECT_TIMEOUT * 2)
+            .json(&req)
+            .send()
+            .await
+            .with_context(|| format!("registering with {}", self.cfg.url))?;
+        if !resp.status().is_success() {
+            if resp.status().as_u16() == 401 {
+                self.token = read_token(&self.cfg.token_file)?;
+            }
+            return Err(api_error(resp).await.context(format!(
+                "registering host {} with {}",
+                self.cfg.host_id, self.cfg.url
+            )));
+        }
+        tracing::info!(host = %self.cfg.host_id, controller = %self.cfg.url, "registered");
+        self.registered = true;
+        Ok(())
+    }
+
+    /// Posts one phase of one deploy. Errors (controller down, refused) are returned; the
+    /// caller decides whether a missed report matters.
+    pub async fn report(&self, status: &HostStatus) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(format!(
+                "{}/v1/hosts/{}/status",
+                self.cfg.url, self.cfg.host_id
+            ))
+            .bearer_auth(&self.token)
+            .timeout(CONNECT_TIMEOUT * 2)
+            .json(status)
+            .send()
+            .await
+            .with_context(|| format!("reporting status to {}", self.cfg.url))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(api_error(resp).await.context(format!(
+                "reporting {} seq {} {}",
+                status.app,
+                status.seq,
+                status.phase.name()
+            )))
+        }
+    }
+}
+
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let t = std::fs::read_to_string(path)
+        .with_context(|| format!("reading agent token file {}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        bail!("agent token file {} is empty", path.display());
+    }
+    Ok(t)
+}
+
+async fn api_error(resp: reqwest::Response) -> anyhow::Error {
+    let status = resp.status();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let msg = serde_json::from_slice::<ErrorBody>(&bytes)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+    anyhow::anyhow!("controller answered {}: {msg}", status.as_u16())
+}
+
+/// Exponential backoff with jitter: between half and all of min * 2^(failures-1), capped.
+fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_MIN.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    let full = exp.min(BACKOFF_MAX);
+    let jitter = rand::random::<f64>() * 0.5 + 0.5;
+    full.mul_f64(jitter)
+}
+
+/// Loads the cached set; a cache that does not parse is moved aside and ignored (loudly).
+fn load_cache(path: &Path) -> Option<DesiredSetBody> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the cached desired set");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<DesiredSetBody>(&bytes) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            let aside = path.with_extension(format!(
+                "corrupt-{}",
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            ));
+            let _ = std::fs::rename(path, &aside);
+            tracing::error!(
+                path = %path.display(),
+                moved_to = %aside.display(),
+                error = %e,
+                "cached desired set is corrupt; moved aside, waiting for the controller"
+            );
+            None
+        }
+    }
+}
+
+/// Writes the set atomically: temp file, fsync, rename, fsync of the directory.
+fn save_cache(dir: &Path, body: &DesiredSetBody) -> anyhow::Result<()> {
+    let path = dir.join(CACHE_FILE);
+    let tmp = dir.join(format!(".{CACHE_FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(body).expect("desired set serializes");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().with_context(|| format!("writing the desired set cache {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        for n in 1..40 {
+            let d = backoff(n);
+            assert!(d <= BACKOFF_MAX, "{n}: {d:?}");
+            assert!(d >= BACKOFF_MIN / 2, "{n}: {d:?}");
+        }
+        assert!(backoff(20) >= BACKOFF_MAX / 2);
+    }
+
+    #[test]
+    fn corrupt_cache_is_moved_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(CACHE_FILE);
+        std::fs::write(&p, b"{not json").unwrap();
+        assert!(load_cache(&p).is_none());
+        assert!(!p.exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        let body = DesiredSetBody {
+            version: "v".into(),
+            releases: BTreeMap::new(),
+        };
+        save_cache(d.path(), &body).unwrap();
+        assert_eq!(load_cache(&p), Some(body));
+    }
+}
