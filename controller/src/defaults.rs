@@ -29,3 +29,5 @@ pub const SEQ_RETRIES: u32 = 8;
 pub const AUDIT_LIMIT: u32 = 100;
 /// Request bodies above this are refused: an app spec or release request is a few KiB.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// `last_seen` of a host is rewritten at most this often, so polls do not queue on the writer.
+pub const LAST_SEEN_GRAIN: Duration = Duration::from_secs(10);

@@ -87,7 +87,11 @@ pub async fn desired(
             "host `{host}` is not registered: the agent registers first (POST /v1/hosts/{host}/register)"
         ))
     })?;
-    state.store.touch_host(&host, SystemTime::now()).await?;
+    let now = SystemTime::now();
+    // Polls come every few seconds per host; `last_seen` needs no finer grain than this.
+    if now.duration_since(rec.last_seen).unwrap_or_default() > defaults::LAST_SEEN_GRAIN {
+        state.store.touch_host(&host, now).await?;
+    }
     let mut rx = state.publisher.subscribe();
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
