@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Proxy overhead: throughput and p99 through `slipway-agent proxy` vs haproxy, both in front
+# of the same nginx upstream on 127.0.0.1, same wrk settings, one run each, HTTP and TCP.
+# Loopback only; each run lasts DURATION (default 5s). Prints a table and slipway/haproxy ratios.
+#
+#   deploy/bench/proxy.sh                 # builds target/release/slipway-agent if missing
+#   SLIPWAY_AGENT=/path/to/slipway-agent DURATION=5s CONNECTIONS=32 WRK_THREADS=1 deploy/bench/proxy.sh
+#   PROXY_THREADS=2 sets both proxies' worker threads (haproxy nbthread, tokio workers).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DURATION=${DURATION:-5s}
+CONNECTIONS=${CONNECTIONS:-32}
+WRK_THREADS=${WRK_THREADS:-1}
+PROXY_THREADS=${PROXY_THREADS:-2}
+BIN=${SLIPWAY_AGENT:-${CARGO_TARGET_DIR:-$ROOT/target}/release/slipway-agent}
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx-light)
+if ((${#need[@]})); then
+  [[ $(id -u) == 0 ]] || die "missing ${need[*]}; install them (apt-get install -y ${need[*]})"
+  say "Installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [[ ! -x $BIN ]]; then
+  say "Building slipway-agent (release)"
+  (cd "$ROOT" && cargo build --release -p slipway-agent)
+fi
+
+WORK=$(mktemp -d /tmp/slipway-bench-proxy.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Five free ports on 127.0.0.1.
+read -r UP HA_HTTP HA_TCP SW_HTTP SW_TCP < <(python3 - <<'PY'
+import socket
+socks = [socket.socket() for _ in range(5)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+PY
+)
+
+say "Upstream: nginx on 127.0.0.1:$UP (1 worker, keep-alive)"
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx;
+  proxy_temp_path $WORK/nginx;
+  fastcgi_temp_path $WORK/nginx;
+  uwsgi_temp_path $WORK/nginx;
+  scgi_temp_path $WORK/nginx;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  server {
+    listen 127.0.0.1:$UP;
+    location / { default_type text/plain; return 200 "hello from the upstream\n"; }
+  }
+}
+CONF
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+PIDS+=($!)
+
+say "haproxy: HTTP on :$HA_HTTP, TCP on :$HA_TCP ($PROXY_THREADS threads)"
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+  nbthread $PROXY_THREADS
+  maxconn 4096
+defaults
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend fe_http
+  mode http
+  bind 127.0.0.1:$HA_HTTP
+  option forwardfor
+  default_backend be_http
+backend be_http
+  mode http
+  http-reuse always
+  server up 127.0.0.1:$UP
+frontend fe_tcp
+  mode tcp
+  bind 127.0.0.1:$HA_TCP
+  default_backend be_tcp
+backend be_tcp
+  mode tcp
+  server up 127.0.0.1:$UP
+CONF
+haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+
+say "slipway-agent proxy: HTTP on :$SW_HTTP, TCP on :$SW_TCP ($PROXY_THREADS threads; routes from its state file)"
+cat >"$WORK/routes.json" <<JSON
+{"version": 1, "routes": [
+  {"app": "bench-http", "listen": $SW_HTTP, "protocol": "http", "upstream": {"id": "nginx", "addr": "127.0.0.1:$UP"}},
+  {"app": "bench-tcp", "listen": $SW_TCP, "protocol": "tcp", "upstream": {"id": "nginx", "addr": "127.0.0.1:$UP"}}
+]}
+JSON
+TOKIO_WORKER_THREADS=$PROXY_THREADS SLIPWAY_LOG=warn "$BIN" proxy --control-socket "$WORK/proxy.sock" \
+  --state "$WORK/routes.json" --bind 127.0.0.1 >"$WORK/proxy.log" 2>&1 &
+PIDS+=($!)
+
+for port in $UP $HA_HTTP $HA_TCP $SW_HTTP $SW_TCP; do
+  for _ in $(seq 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && continue 2
+    sleep 0.05
+  done
+  cat "$WORK/proxy.log" "$WORK/haproxy.log" >&2
+  die "nothing answers on 127.0.0.1:$port"
+done
+
+# run NAME PORT -> "rps p99_ms non2xx errors"
+run() {
+  local out rps p99 non2xx errs
+  wrk -t1 -c4 -d1s "http://127.0.0.1:$2/" >/dev/null 2>&1 || true # warm-up, pools filled
+  out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$2/")
+  echo "$out" >"$WORK/wrk-$1.txt"
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f", v}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); non2xx=${non2xx:-0}
+  errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out"); errs=${errs:-0}
+  echo "$rps $p99 $non2xx $errs"
+}
+
+say "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, one run each"
+declare -A R
+for target in "upstream-direct:$UP" "haproxy-http:$HA_HTTP" "slipway-http:$SW_HTTP" \
+  "haproxy-tcp:$HA_TCP" "slipway-tcp:$SW_TCP"; do
+  R[${target%%:*}]=$(run "${target%%:*}" "${target##*:}")
+done
+
+printf '\n%-16s %12s %10s %8s %8s\n' target req/s p99_ms non2xx errors
+for t in upstream-direct haproxy-http slipway-http haproxy-tcp slipway-tcp; do
+  read -r rps p99 non2xx errs <<<"${R[$t]}"
+  printf '%-16s %12s %10s %8s %8s\n' "$t" "$rps" "$p99" "$non2xx" "$errs"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo
+for proto in http tcp; do
+  read -r s_rps s_p99 _ _ <<<"${R[slipway-$proto]}"
+  read -r h_rps h_p99 _ _ <<<"${R[haproxy-$proto]}"
+  printf '%s: slipway/haproxy throughput %sx (goal >= 0.90), p99 %sx\n' \
+    "${proto^^}" "$(ratio "$s_rps" "$h_rps")" "$(ratio "$s_p99" "$h_p99")"
+done
