@@ -6,62 +6,13 @@ mod support;
 use serde_json::{json, Value};
 use slipway_proto::{SigningKey, TrustFile};
 use slipway_tests::registry::Registry;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use support::{app_toml, base_config, push_image};
+use support::{app_toml, base_config, push_image, ControllerProcess, CONTROLLER};
 
 const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
-const CONTROLLER: &str = env!("CARGO_BIN_EXE_slipway-controller");
-
-/// A `slipway-controller serve` process, SIGTERMed on drop.
-struct ControllerProcess {
-    child: Child,
-    url: String,
-}
-
-impl ControllerProcess {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(CONTROLLER)
-            .args(["serve", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Self { child, url }
-    }
-
-    /// SIGTERM; returns the exit status and how long the shutdown took.
-    fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
-        let t = Instant::now();
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        (self.child.wait().unwrap(), t.elapsed())
-    }
-}
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn setup(dir: &Path) -> (PathBuf, TrustFile) {
     std::fs::create_dir(dir.join("keys")).unwrap();

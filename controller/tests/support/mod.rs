@@ -11,8 +11,13 @@ use slipway_proto::api::Role;
 use slipway_proto::{SigningKey, TrustFile};
 use slipway_tests::image::{ImageBuilder, Pushed};
 use slipway_tests::registry::Registry;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CONTROLLER: &str = env!("CARGO_BIN_EXE_slipway-controller");
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -195,4 +200,105 @@ pub fn verify(h: &Harness, envelope: &Value) -> slipway_proto::VerifiedRelease {
     let env = slipway_proto::Envelope::from_json(envelope.to_string().as_bytes()).unwrap();
     env.verify_release(&h.trust, std::time::SystemTime::now())
         .unwrap()
+}
+
+/// A `slipway-controller serve` process, SIGTERMed on drop.
+pub struct ControllerProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl ControllerProcess {
+    pub fn start(config: &Path) -> Self {
+        let mut child = Command::new(CONTROLLER)
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Self { child, url }
+    }
+
+    /// SIGTERM; returns the exit status and how long the shutdown took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let t = Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        (self.child.wait().unwrap(), t.elapsed())
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Writes a signing key (0600) and a `controller.toml` under `dir`; returns the config path
+/// and the trust file agents would use.
+pub fn setup_process_dir(dir: &Path, extra: &str) -> (PathBuf, TrustFile) {
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    let key = SigningKey::generate().unwrap();
+    let key_path = dir.join("keys/release.key");
+    std::fs::write(&key_path, key.to_pem()).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.join("controller.toml");
+    std::fs::write(&config, base_config(dir, extra)).unwrap();
+    (
+        config,
+        TrustFile::new(vec![key.public_key()], 1, 1).unwrap(),
+    )
+}
+
+/// `slipway-controller token-create`: the secret of a new token.
+pub fn offline_token(config: &Path, name: &str, role: &str) -> String {
+    let out = Command::new(CONTROLLER)
+        .args(["token-create", "--name", name, "--role", role, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Resident set size of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `f` holds or `timeout` passes.
+pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
 }
