@@ -6,7 +6,7 @@ use crate::network::{netns_add, netns_del, netns_name, netns_path};
 use crate::reaper::{self, Exit};
 use crate::rootfs::{self, RootfsPaths};
 use crate::runc::{ExecOutput, RuncState};
-use crate::state::{write_atomic, Phase, Record};
+use crate::state::{write_atomic, Durability, Phase, Record};
 use crate::{defaults, logs, Runtime, Shared};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 const CONFIG: &str = "config.json";
-const NETCONF: &str = "netconf.json";
 const PID_FILE: &str = "container.pid";
 const RUNC_LOG: &str = "runc.log";
 
@@ -159,7 +158,8 @@ impl Runtime {
             }
             Err(e) => return Err(io(&dir, "create container dir")(e)),
         }
-        if self.runc.state(&id).await?.is_some() {
+        // runc keeps each container's state in `<root>/<id>`: a stat, not a runc process.
+        if self.cfg.runc_root.join(&id).exists() {
             return Err(RuntimeError::Exists { id });
         }
         let mut rec = Record {
@@ -175,8 +175,10 @@ impl Runtime {
             created_at: SystemTime::now(),
             started_at: None,
             exit_code: None,
+            // Recorded before ADD so that DEL after a crash uses the very same config.
+            netconf: Some(self.net.netconf()?),
         };
-        rec.save(&dir)?;
+        rec.save_new(&dir)?;
         match self.create_and_start(&spec, &dir, &mut rec).await {
             Ok(info) => Ok(info),
             Err(e) => {
@@ -198,11 +200,9 @@ impl Runtime {
         let id = rec.id.as_str();
         let ns = netns_path(&rec.netns);
         netns_add(&rec.netns).await?;
-        let netconf = self.net.netconf()?;
-        // Saved before ADD so that DEL after a crash uses the very same config.
-        write_atomic(&dir.join(NETCONF), netconf.to_string().as_bytes())?;
+        let netconf = rec.netconf.clone().unwrap_or_default();
+        // The address reaches the record with the next save (after `runc create`).
         rec.address = Some(self.net.add(id, &ns, &netconf).await?);
-        rec.save(dir)?;
 
         let paths = RootfsPaths::new(dir);
         rootfs::mount(self.mounter.as_ref(), id, spec.layer_dirs, &paths)?;
@@ -224,7 +224,7 @@ impl Runtime {
             }
         }
         let json = serde_json::to_vec_pretty(&oci).expect("spec serializes");
-        write_atomic(&dir.join(CONFIG), &json)?;
+        write_atomic(&dir.join(CONFIG), &json, Durability::Atomic)?;
 
         let (out, err) = logs::paths(dir);
         let stdout = logs::open_append(&out).map_err(io(&out, "open log"))?;
@@ -248,9 +248,12 @@ impl Runtime {
         rec.phase = Phase::Started;
         rec.started_at = Some(SystemTime::now());
         rec.save(dir)?;
-        let state = self.runc.state(id).await?;
         tracing::info!(container = %id, address = ?rec.address, "started");
-        Ok(rec.info(state.as_ref()))
+        // Reported as running without asking runc again (a process spawn): an instant exit
+        // shows up in the next `list`.
+        let mut info = rec.info(None);
+        info.status = Status::Running;
+        Ok(info)
     }
 
     fn maybe_crash(&self, at: CrashPoint) {
@@ -410,14 +413,9 @@ impl Runtime {
             self.runc.delete(&id).await?;
         }
         let exit = self.wait_exit(&id, Duration::ZERO).await;
-        let netconf = dir.join(NETCONF);
-        if let Ok(text) = std::fs::read_to_string(&netconf) {
-            let conf = serde_json::from_str(&text).map_err(|e| RuntimeError::CorruptState {
-                path: netconf.clone(),
-                reason: e.to_string(),
-            })?;
-            self.net.del(&id, &netns_path(&rec.netns), &conf).await?;
-            std::fs::remove_file(&netconf).map_err(io(&netconf, "remove"))?;
+        if let Some(conf) = &rec.netconf {
+            // CNI DEL is idempotent: repeating it after a crash here is fine.
+            self.net.del(&id, &netns_path(&rec.netns), conf).await?;
         }
         netns_del(&rec.netns).await?;
         rootfs::remove(self.mounter.as_ref(), &id, &RootfsPaths::new(dir))?;
@@ -425,6 +423,7 @@ impl Runtime {
             let _ = std::fs::remove_file(dir.join(name));
         }
         rec.phase = Phase::Discarded;
+        rec.netconf = None;
         if rec.exit_code.is_none() {
             rec.exit_code = exit.and_then(|e| e.code);
         }

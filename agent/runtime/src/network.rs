@@ -106,22 +106,31 @@ impl Network {
 
     /// ADD: `lo` up, then each plugin of the list in order; returns the container's address.
     pub async fn add(&self, id: &str, netns: &Path, conf: &Value) -> Result<IpAddr, NetworkError> {
-        if self.cni.plugin_dir.join("loopback").exists() {
-            let lo = json!({"cniVersion": defaults::CNI_VERSION, "name": "lo", "type": "loopback"});
-            self.exec("ADD", id, netns, "lo", &lo).await?;
-        }
-        let mut prev: Option<Value> = None;
-        for p in plugins(conf) {
-            let mut p = p;
-            if let Some(prev) = &prev {
-                p["prevResult"] = prev.clone();
+        // `lo` and `eth0` are independent: wire them concurrently.
+        let lo = async {
+            if self.cni.plugin_dir.join("loopback").exists() {
+                let lo =
+                    json!({"cniVersion": defaults::CNI_VERSION, "name": "lo", "type": "loopback"});
+                self.exec("ADD", id, netns, "lo", &lo).await?;
             }
-            prev = Some(
-                self.exec("ADD", id, netns, defaults::CNI_IFNAME, &p)
-                    .await?,
-            );
-        }
-        let result = prev.unwrap_or(Value::Null);
+            Ok::<_, NetworkError>(())
+        };
+        let eth = async {
+            let mut prev: Option<Value> = None;
+            for mut p in plugins(conf) {
+                if let Some(prev) = &prev {
+                    p["prevResult"] = prev.clone();
+                }
+                prev = Some(
+                    self.exec("ADD", id, netns, defaults::CNI_IFNAME, &p)
+                        .await?,
+                );
+            }
+            Ok::<_, NetworkError>(prev.unwrap_or(Value::Null))
+        };
+        let (lo, result) = tokio::join!(lo, eth);
+        lo?;
+        let result = result?;
         address(&result).ok_or_else(|| NetworkError::NoAddress {
             id: id.into(),
             result: result.to_string(),

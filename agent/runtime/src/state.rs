@@ -45,21 +45,42 @@ pub struct Record {
     pub created_at: SystemTime,
     pub started_at: Option<SystemTime>,
     pub exit_code: Option<i32>,
+    /// The CNI network config ADD was (or is about to be) called with; DEL gets the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netconf: Option<serde_json::Value>,
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+/// How hard [`write_atomic`] works to make a write survive a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Temp file + rename: atomic against process crashes, nothing more (for files that die
+    /// with the container anyway, like `config.json`).
+    Atomic,
+    /// Also fsyncs the file before the rename: the new content or the old one, never a torn
+    /// file. Losing the rename itself leaves the previous record, an older valid state.
+    Synced,
+    /// Also fsyncs the directory: the rename itself is durable (a new file in a new dir).
+    SyncedDir,
+}
+
+/// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename (fsync dir).
+pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), RuntimeError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(io(&tmp, "create"))?;
     f.write_all(bytes).map_err(io(&tmp, "write"))?;
-    f.sync_all().map_err(io(&tmp, "fsync"))?;
+    if durability != Durability::Atomic {
+        f.sync_data().map_err(io(&tmp, "fsync"))?;
+    }
     drop(f);
     std::fs::rename(&tmp, path).map_err(io(path, "rename into place"))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir, "fsync dir"))
+    if durability == Durability::SyncedDir {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir, "fsync dir"))?;
+    }
+    Ok(())
 }
 
 impl Record {
@@ -67,10 +88,16 @@ impl Record {
         dir.join(RECORD)
     }
 
-    /// Saves the record into `dir/state.json`.
+    /// Replaces the record in `dir/state.json` (fsynced; see [`Durability::Synced`]).
     pub fn save(&self, dir: &Path) -> Result<(), RuntimeError> {
         let bytes = serde_json::to_vec_pretty(self).expect("record serializes");
-        write_atomic(&Self::path(dir), &bytes)
+        write_atomic(&Self::path(dir), &bytes, Durability::Synced)
+    }
+
+    /// Writes the first record of a new container dir, durably.
+    pub fn save_new(&self, dir: &Path) -> Result<(), RuntimeError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("record serializes");
+        write_atomic(&Self::path(dir), &bytes, Durability::SyncedDir)
     }
 
     /// Loads `dir/state.json`; `Ok(None)` when there is none.
@@ -130,6 +157,7 @@ mod tests {
             created_at: SystemTime::UNIX_EPOCH,
             started_at: None,
             exit_code: None,
+            netconf: None,
         }
     }
 
@@ -137,7 +165,7 @@ mod tests {
     fn record_round_trips_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = record();
-        r.save(dir.path()).unwrap();
+        r.save_new(dir.path()).unwrap();
         r.phase = Phase::Started;
         r.pid = Some(42);
         r.save(dir.path()).unwrap();
