@@ -32,9 +32,23 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// What the proxy answers with: an upstream's streamed body or a short local one.
 pub(crate) type ProxyBody = Either<ResponseBody, Full<Bytes>>;
 
-/// Shared by every HTTP listener: the pooled upstream client and the connection count.
+/// Client of one upstream with its own connection pool (no lock shared across upstreams;
+/// dropping a retired upstream closes its idle connections).
+pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+pub(crate) fn upstream_client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(defaults::UPSTREAM_CONNECT_TIMEOUT));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(defaults::UPSTREAM_POOL_IDLE)
+        .pool_max_idle_per_host(defaults::UPSTREAM_POOL_MAX_IDLE)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// Shared by every HTTP listener: request ids and the connection count.
 pub(crate) struct HttpCtx {
-    client: Client<HttpConnector, RequestBody>,
     pub(crate) conns: Arc<Tracker>,
     ids: RequestIds,
 }
@@ -49,16 +63,7 @@ impl std::fmt::Debug for HttpCtx {
 
 impl HttpCtx {
     pub(crate) fn new(conns: Arc<Tracker>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(defaults::UPSTREAM_CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(defaults::UPSTREAM_POOL_IDLE)
-            .pool_max_idle_per_host(defaults::UPSTREAM_POOL_MAX_IDLE)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         HttpCtx {
-            client,
             conns,
             ids: RequestIds::new(),
         }
@@ -182,7 +187,7 @@ async fn proxy(
         inner: body,
         upstream: up.clone(),
     };
-    let call = conn.ctx.client.request(Request::from_parts(parts, body));
+    let call = up.client.request(Request::from_parts(parts, body));
     let result = tokio::select! {
         biased;
         r = call => Some(r),

@@ -32,6 +32,8 @@ pub(crate) struct UpstreamState {
     /// `addr` as a URI authority, built once for every proxied request.
     pub(crate) authority: Authority,
     pub(crate) metrics: UpstreamMetrics,
+    /// HTTP client with this upstream's connection pool.
+    pub(crate) client: crate::http::UpstreamClient,
     in_flight: Arc<Tracker>,
     cut: Arc<Notify>,
 }
@@ -44,6 +46,7 @@ impl UpstreamState {
             upstream,
             authority,
             metrics: UpstreamMetrics::default(),
+            client: crate::http::upstream_client(),
             in_flight: Arc::new(Tracker::default()),
             cut: Arc::new(Notify::new()),
         }
