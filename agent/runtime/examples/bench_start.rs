@@ -62,7 +62,11 @@ async fn main() {
         .await
         .unwrap();
 
-    let mut ours = Vec::new();
+    // Interleaved rounds, so load from elsewhere hits all three alike.
+    let plain = Plain::new(tmp.path(), &layers);
+    plain.prepared(0).await; // warm-up
+    plain.with_net(0).await;
+    let (mut ours, mut bare, mut by_hand) = (Vec::new(), Vec::new(), Vec::new());
     for i in 1..=rounds {
         let r = release(i as u64);
         let t = Instant::now();
@@ -72,9 +76,10 @@ async fn main() {
         rt.discard(&r.container_id().unwrap(), Duration::ZERO)
             .await
             .unwrap();
+        bare.push(plain.prepared(i).await);
+        by_hand.push(plain.with_net(i).await);
     }
-
-    let plain = plain_runc(tmp.path(), &layers, rounds).await;
+    plain.unwire(&plain.prepared.0);
 
     // RSS while supervising `many` containers.
     let rss_idle = rss_kb();
@@ -94,7 +99,7 @@ async fn main() {
     }
     let _ = Command::new("ip").args(["link", "delete", BRIDGE]).status();
 
-    let (o, p, n) = (stats(&ours), stats(&plain.0), stats(&plain.1));
+    let (o, p, n) = (stats(&ours), stats(&bare), stats(&by_hand));
     println!("start to answering, {rounds} rounds (ms): median / p90 / min");
     println!(
         "  slipway Runtime::start (overlay+netns+CNI+bundle+create+start): {:.1} / {:.1} / {:.1}",
@@ -178,42 +183,80 @@ fn get(addr: IpAddr) -> std::io::Result<String> {
     Ok(out)
 }
 
-/// `runc run -d` of a bundle made by hand from `runc spec`: rootfs is a merged copy of the
-/// layers, the netns is made and wired by CNI beforehand; only run -> answering is timed.
-async fn plain_runc(
-    root: &Path,
-    layers: &[PathBuf],
-    rounds: usize,
-) -> (Vec<Duration>, Vec<Duration>) {
-    let bundle = root.join("plain");
-    let rootfs = bundle.join("rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    for l in layers {
-        assert!(Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", l.display()))
-            .arg(&rootfs)
+/// `runc run -d` of a bundle made by hand from `runc spec` (rootfs: a merged copy of the
+/// layers; process: the same httpd).
+struct Plain {
+    bundle: PathBuf,
+    runc_root: PathBuf,
+    ipam: PathBuf,
+    /// A netns wired in advance, for the "runc run alone" variant.
+    prepared: (String, IpAddr),
+}
+
+impl Plain {
+    fn new(root: &Path, layers: &[PathBuf]) -> Plain {
+        let bundle = root.join("plain");
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        for l in layers {
+            let src = format!("{}/.", l.display());
+            assert!(Command::new("cp")
+                .arg("-a")
+                .arg(src)
+                .arg(&rootfs)
+                .status()
+                .unwrap()
+                .success());
+        }
+        assert!(Command::new("runc")
+            .arg("spec")
+            .current_dir(&bundle)
             .status()
             .unwrap()
             .success());
+        let mut spec = Spec::load(bundle.join("config.json")).unwrap();
+        let mut process = spec.process().clone().unwrap();
+        process.set_terminal(Some(false));
+        process.set_args(Some(
+            ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]
+                .map(String::from)
+                .to_vec(),
+        ));
+        spec.set_process(Some(process));
+        spec.save(bundle.join("config.json")).unwrap();
+        let mut p = Plain {
+            bundle,
+            runc_root: root.join("runc-plain"),
+            ipam: root.join("ipam-plain"),
+            prepared: (String::new(), IpAddr::from([0, 0, 0, 0])),
+        };
+        let ns = format!("slipway-bench-plain-{}", std::process::id());
+        let addr = p.wire(&ns);
+        p.prepared = (ns, addr);
+        p
     }
-    assert!(Command::new("runc")
-        .args(["spec"])
-        .current_dir(&bundle)
-        .status()
-        .unwrap()
-        .success());
-    let ns = format!("slipway-bench-plain-{}", std::process::id());
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns])
-        .status()
-        .unwrap()
-        .success());
-    let netconf = format!(
-        r#"{{"cniVersion":"1.0.0","name":"benchplain","type":"bridge","bridge":"{BRIDGE}","isGateway":true,"ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{SUBNET}","rangeStart":"10.213.250.200","rangeEnd":"10.213.250.250"}}]]}}}}"#,
-        root.join("ipam-plain").display()
-    );
-    let cni = |cmd: &str, ns: &str| {
+
+    /// ip netns add + CNI bridge ADD, by hand.
+    fn wire(&self, ns: &str) -> IpAddr {
+        assert!(Command::new("ip")
+            .args(["netns", "add", ns])
+            .status()
+            .unwrap()
+            .success());
+        let result: serde_json::Value = serde_json::from_str(&self.cni("ADD", ns)).unwrap();
+        slipway_runtime::network::address(&result).unwrap()
+    }
+
+    fn unwire(&self, ns: &str) {
+        self.cni("DEL", ns);
+        let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+    }
+
+    fn cni(&self, cmd: &str, ns: &str) -> String {
+        let netconf = format!(
+            r#"{{"cniVersion":"1.0.0","name":"benchplain","type":"bridge","bridge":"{BRIDGE}","isGateway":true,"ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{SUBNET}","rangeStart":"10.213.250.200","rangeEnd":"10.213.250.250"}}]]}}}}"#,
+            self.ipam.display()
+        );
         let mut c = Command::new("/usr/lib/cni/bridge")
             .env("CNI_COMMAND", cmd)
             .env("CNI_CONTAINERID", ns)
@@ -236,71 +279,10 @@ async fn plain_runc(
             String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    let result: serde_json::Value = serde_json::from_str(&cni("ADD", &ns)).unwrap();
-    let addr: IpAddr = slipway_runtime::network::address(&result).unwrap();
-
-    let mut spec = Spec::load(bundle.join("config.json")).unwrap();
-    let mut process = spec.process().clone().unwrap();
-    process.set_terminal(Some(false));
-    process.set_args(Some(
-        ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]
-            .map(String::from)
-            .to_vec(),
-    ));
-    spec.set_process(Some(process));
-    let mut linux = spec.linux().clone().unwrap();
-    let mut nss = linux.namespaces().clone().unwrap();
-    nss.retain(|n| n.typ() != LinuxNamespaceType::Network);
-    nss.push(
-        LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::Network)
-            .path(format!("/run/netns/{ns}"))
-            .build()
-            .unwrap(),
-    );
-    linux.set_namespaces(Some(nss));
-    spec.set_linux(Some(linux));
-    spec.save(bundle.join("config.json")).unwrap();
-
-    let runc_root = root.join("runc-plain");
-    let mut times = Vec::new();
-    for i in 0..=rounds {
-        let id = format!("plain-{i}");
-        let t = Instant::now();
-        let ok = Command::new("runc")
-            .arg("--root")
-            .arg(&runc_root)
-            .args(["run", "-d", "--bundle"])
-            .arg(&bundle)
-            .arg(&id)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "runc run failed");
-        wait_answer(addr).await;
-        if i > 0 {
-            times.push(t.elapsed()); // round 0 is the warm-up
-        }
-        Command::new("runc")
-            .arg("--root")
-            .arg(&runc_root)
-            .args(["delete", "--force", &id])
-            .status()
-            .unwrap();
     }
-    cni("DEL", &ns);
-    let _ = Command::new("ip").args(["netns", "delete", &ns]).status();
 
-    // Variant B: the same network work done by hand, timed: ip netns add + CNI ADD + runc run.
-    let mut with_net = Vec::new();
-    for i in 0..=rounds {
-        let id = format!("plainnet-{i}");
-        let ns = format!("slipway-bench-pn-{}-{i}", std::process::id());
-        let mut spec = Spec::load(bundle.join("config.json")).unwrap();
+    fn set_netns(&self, ns: &str) {
+        let mut spec = Spec::load(self.bundle.join("config.json")).unwrap();
         let mut linux = spec.linux().clone().unwrap();
         let mut nss = linux.namespaces().clone().unwrap();
         nss.retain(|n| n.typ() != LinuxNamespaceType::Network);
@@ -313,21 +295,16 @@ async fn plain_runc(
         );
         linux.set_namespaces(Some(nss));
         spec.set_linux(Some(linux));
-        spec.save(bundle.join("config.json")).unwrap();
-        let t = Instant::now();
-        assert!(Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .unwrap()
-            .success());
-        let result: serde_json::Value = serde_json::from_str(&cni("ADD", &ns)).unwrap();
-        let addr: IpAddr = slipway_runtime::network::address(&result).unwrap();
+        spec.save(self.bundle.join("config.json")).unwrap();
+    }
+
+    fn run(&self, id: &str) {
         let ok = Command::new("runc")
             .arg("--root")
-            .arg(&runc_root)
+            .arg(&self.runc_root)
             .args(["run", "-d", "--bundle"])
-            .arg(&bundle)
-            .arg(&id)
+            .arg(&self.bundle)
+            .arg(id)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -335,20 +312,43 @@ async fn plain_runc(
             .unwrap()
             .success();
         assert!(ok, "runc run failed");
-        wait_answer(addr).await;
-        if i > 0 {
-            with_net.push(t.elapsed());
-        }
+    }
+
+    fn delete(&self, id: &str) {
         Command::new("runc")
             .arg("--root")
-            .arg(&runc_root)
-            .args(["delete", "--force", &id])
+            .arg(&self.runc_root)
+            .args(["delete", "--force", id])
             .status()
             .unwrap();
-        cni("DEL", &ns);
-        let _ = Command::new("ip").args(["netns", "delete", &ns]).status();
     }
-    (times, with_net)
+
+    /// `runc run -d` -> answering, netns and address made in advance.
+    async fn prepared(&self, i: usize) -> Duration {
+        let id = format!("plain-{i}");
+        self.set_netns(&self.prepared.0);
+        let t = Instant::now();
+        self.run(&id);
+        wait_answer(self.prepared.1).await;
+        let d = t.elapsed();
+        self.delete(&id);
+        d
+    }
+
+    /// ip netns add + CNI ADD + `runc run -d` -> answering.
+    async fn with_net(&self, i: usize) -> Duration {
+        let id = format!("plainnet-{i}");
+        let ns = format!("slipway-bench-pn-{}-{i}", std::process::id());
+        self.set_netns(&ns);
+        let t = Instant::now();
+        let addr = self.wire(&ns);
+        self.run(&id);
+        wait_answer(addr).await;
+        let d = t.elapsed();
+        self.delete(&id);
+        self.unwire(&ns);
+        d
+    }
 }
 
 fn stats(v: &[Duration]) -> (f64, f64, f64) {
