@@ -22,6 +22,8 @@ pub struct TestHost {
     pub subnet: String,
     proxy: Option<Child>,
     agent: Option<Child>,
+    /// Apps released on this host, to find their leftovers on drop.
+    apps: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A free loopback port (bound and released; fine for tests).
@@ -56,6 +58,7 @@ impl TestHost {
             subnet,
             proxy: None,
             agent: None,
+            apps: Default::default(),
         };
         host.start_proxy()?;
         host.start_agent()?;
@@ -80,7 +83,7 @@ impl TestHost {
             .arg("--state")
             .arg(self.path().join("routes.json"))
             .args(["--bind", "127.0.0.1"])
-            .env("SLIPWAY_LOG", "debug")
+            .env("SLIPWAY_LOG", "debug,hyper=info,hyper_util=info,reqwest=info,oci_client=info,h2=info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -96,7 +99,7 @@ impl TestHost {
             .arg("run")
             .arg("--config")
             .arg(self.agent_config())
-            .env("SLIPWAY_LOG", "debug")
+            .env("SLIPWAY_LOG", "debug,hyper=info,hyper_util=info,reqwest=info,oci_client=info,h2=info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -153,6 +156,7 @@ impl TestHost {
 
     /// Writes raw bytes as the app's release file (temp + rename).
     pub fn write_release(&self, app: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        self.apps.lock().unwrap().insert(app.to_string());
         let dir = self.path().join("releases");
         let tmp = dir.join(format!(".{app}.json.tmp"));
         std::fs::write(&tmp, bytes)?;
@@ -228,6 +232,19 @@ pub fn get(port: u16) -> anyhow::Result<(u16, String)> {
     Ok((code, body))
 }
 
+/// Network namespaces under /run/netns that belong to containers of `app`.
+pub fn netns_of(app: &str) -> Vec<String> {
+    let prefix = format!("slipway-{app}-");
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix) && n[prefix.len()..].chars().next().is_some_and(|c| c.is_ascii_digit()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -263,6 +280,11 @@ impl Drop for TestHost {
             targets.sort_by(|a, b| b.len().cmp(&a.len()));
             for t in targets {
                 let _ = Command::new("umount").args(["-l", t]).output();
+            }
+        }
+        for app in self.apps.lock().unwrap().iter() {
+            for ns in netns_of(app) {
+                let _ = Command::new("ip").args(["netns", "del", &ns]).output();
             }
         }
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();

@@ -2,7 +2,7 @@
 //! and `slipway-agent run` as separate processes, runc containers in CNI network namespaces,
 //! and a client that keeps requesting during swaps and counts every failure.
 
-use slipway_tests::host::{free_port, get, wait_until, TestHost};
+use slipway_tests::host::{free_port, get, netns_of, wait_until, TestHost};
 use slipway_tests::image::busybox_httpd_image;
 use slipway_tests::load::Load;
 use slipway_tests::registry::Registry;
@@ -201,12 +201,11 @@ fn proxy_restart_restores_routes_and_removal_leaves_nothing() {
     bed.host.start_proxy().unwrap();
     bed.host.wait_for_body(bed.listen, "routed v1", Duration::from_secs(10)).expect("route restored from the proxy's state file");
 
-    let netns_before = std::fs::read_dir("/run/netns").map(|d| d.count()).unwrap_or(0);
+    assert_eq!(netns_of("bgproxy").len(), 1, "one netns for the one container");
     bed.host.remove_release("bgproxy");
     wait_until(Duration::from_secs(30), || bed.host.runc_list().is_empty()).expect("containers discarded on removal");
     wait_until(Duration::from_secs(5), || get(bed.listen).is_err()).expect("listener closed on removal");
-    let netns_after = std::fs::read_dir("/run/netns").map(|d| d.count()).unwrap_or(0);
-    assert!(netns_after < netns_before, "netns removed ({netns_before} -> {netns_after})");
+    wait_until(Duration::from_secs(10), || netns_of("bgproxy").is_empty()).expect("netns removed with the container");
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(!mounts.contains(&bed.host.path().to_string_lossy().to_string()), "no mounts left under the host dir");
 }
