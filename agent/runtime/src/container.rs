@@ -66,6 +66,8 @@ pub struct ContainerInfo {
 /// Points of [`Runtime::start`] where a test can simulate an agent crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
+    /// After the netns is wired by CNI, before the rootfs and `runc create`.
+    AfterNetwork,
     /// After `runc create`, before `runc start`.
     AfterCreate,
     /// After `runc start`, before the record says so.
@@ -95,6 +97,21 @@ pub fn check_id(id: &str) -> Result<(), RuntimeError> {
 }
 
 impl Shared {
+    /// Reaps exec'd processes orphaned to the agent (see [`reaper::reap_container_orphans`]).
+    pub(crate) fn reap_orphans(&self) {
+        let inits: Vec<i32> = self
+            .exits
+            .lock()
+            .unwrap()
+            .values()
+            .map(|(p, _)| *p)
+            .collect();
+        let n = reaper::reap_container_orphans(&inits);
+        if n > 0 {
+            tracing::info!(count = n, "reaped orphaned exec processes");
+        }
+    }
+
     pub(crate) fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
@@ -203,6 +220,7 @@ impl Runtime {
         let netconf = rec.netconf.clone().unwrap_or_default();
         // The address reaches the record with the next save (after `runc create`).
         rec.address = Some(self.net.add(id, &ns, &netconf).await?);
+        self.maybe_crash(CrashPoint::AfterNetwork);
 
         let paths = RootfsPaths::new(dir);
         rootfs::mount(self.mounter.as_ref(), id, spec.layer_dirs, &paths)?;
@@ -267,10 +285,10 @@ impl Runtime {
         let (tx, rx) = watch::channel(None);
         {
             let mut exits = self.shared.exits.lock().unwrap();
-            if exits.get(id).is_some_and(|rx| rx.borrow().is_none()) {
+            if exits.get(id).is_some_and(|(_, rx)| rx.borrow().is_none()) {
                 return; // already supervised
             }
-            exits.insert(id.to_string(), rx);
+            exits.insert(id.to_string(), (pid, rx));
         }
         let shared = self.shared.clone();
         let id = id.to_string();
@@ -283,6 +301,7 @@ impl Runtime {
                 tokio::select! {
                     r = &mut wait => break r.unwrap_or(Exit { code: None }),
                     _ = tick.tick() => {
+                        shared.reap_orphans();
                         let (out, err) = logs::paths(&dir);
                         for p in [out, err] {
                             if let Err(e) = logs::rotate(&p, defaults::LOG_MAX_BYTES) {
@@ -307,7 +326,13 @@ impl Runtime {
 
     /// Waits up to `timeout` for the supervised container `id` to exit.
     async fn wait_exit(&self, id: &str, timeout: Duration) -> Option<Exit> {
-        let rx = self.shared.exits.lock().unwrap().get(id).cloned();
+        let rx = self
+            .shared
+            .exits
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|(_, rx)| rx.clone());
         let mut rx = rx?;
         let exit = tokio::time::timeout(timeout, async {
             rx.wait_for(|e| e.is_some()).await.ok().and_then(|e| *e)
@@ -447,11 +472,21 @@ impl Runtime {
             }
         }
         self.runc.kill(id, "KILL").await?;
-        let gone = if supervised {
-            self.wait_exit(id, defaults::KILL_WAIT).await.is_some()
-        } else {
-            self.poll_stopped(id, defaults::KILL_WAIT).await?
-        };
+        let deadline = tokio::time::Instant::now() + defaults::KILL_WAIT;
+        let mut gone = false;
+        while !gone && tokio::time::Instant::now() < deadline {
+            let step = Duration::from_millis(200);
+            gone = if supervised {
+                self.wait_exit(id, step).await.is_some()
+            } else {
+                self.poll_stopped(id, step).await?
+            };
+            if !gone {
+                // An init cannot finish exiting while an orphaned exec'd process of its pid
+                // namespace waits, as a zombie, to be reaped by the agent.
+                self.shared.reap_orphans();
+            }
+        }
         if gone {
             Ok(())
         } else {

@@ -43,6 +43,8 @@ pub const LOG_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 pub const DISCARDED_LOGS_KEPT: usize = 3;
 /// A runc command (other than exec) that takes longer than this is stuck.
 pub const RUNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// After killing a timed-out exec'd process, runc exec gets this long to reap it and exit.
+pub const EXEC_KILL_WAIT: Duration = Duration::from_secs(2);
 /// After SIGKILL a process dies at once; wait this long before calling it stuck.
 pub const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Open files per container: a server needs more than the kernel's 1024.

@@ -40,11 +40,14 @@ pub struct Runtime {
     shared: Arc<Shared>,
 }
 
+/// Becomes `Some` when a supervised container's init has exited and been reaped.
+type ExitWatch = watch::Receiver<Option<reaper::Exit>>;
+
 /// State shared with the per-container supervisor tasks.
 #[derive(Default)]
 struct Shared {
-    /// Exit of each supervised container; the supervisor is its only reaper.
-    exits: Mutex<HashMap<String, watch::Receiver<Option<reaper::Exit>>>>,
+    /// Init pid and exit of each supervised container; the supervisor is its only reaper.
+    exits: Mutex<HashMap<String, (i32, ExitWatch)>>,
     /// One lock per container id: start, discard and the supervisor's record update never
     /// interleave on one container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,

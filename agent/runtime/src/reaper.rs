@@ -60,6 +60,63 @@ pub async fn wait_exit(pid: i32) -> std::io::Result<Exit> {
     }
 }
 
+/// Reaps zombie children of this process that live in a nested pid namespace and are not in
+/// `supervised` (container inits, reaped by their own supervisor). These are processes started
+/// by a `runc exec` that was killed before its process exited: the kernel re-parents them to
+/// the agent (the subreaper), and until they are reaped their container's init cannot finish
+/// exiting. Children in the agent's own pid namespace (runc, CNI plugins, anything tokio or
+/// std spawned) are never touched, so this never races another waiter. Returns how many.
+pub fn reap_container_orphans(supervised: &[i32]) -> usize {
+    let mut reaped = 0;
+    for pid in children() {
+        if supervised.contains(&pid) || !is_nested_zombie(pid) {
+            continue;
+        }
+        let Some(p) = Pid::from_raw(pid) else {
+            continue;
+        };
+        if let Ok(Some(_)) = waitid(
+            WaitId::Pid(p),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+        ) {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+/// Pids of this process's children (all threads).
+fn children() -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// A zombie whose `NSpid` shows it lives in a pid namespace below ours.
+fn is_nested_zombie(pid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let zombie = status
+        .lines()
+        .any(|l| l.starts_with("State:") && l.contains('Z'));
+    let nested = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .is_some_and(|ids| ids.split_whitespace().count() > 1);
+    zombie && nested
+}
+
 /// True while `pid` exists (a zombie counts as gone for our purposes only after reaping).
 pub fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()

@@ -10,6 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 /// The runc binary and its private state root.
@@ -230,28 +231,47 @@ impl Runc {
                 args: shown.clone(),
                 source,
             })?;
-        match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(out) => {
-                let out = out.map_err(|source| RuncError::Spawn {
-                    bin: self.bin.clone(),
-                    args: shown,
-                    source,
-                })?;
-                Ok(Some(ExecOutput {
-                    code: exit_code(out.status),
-                    stdout: out.stdout,
-                    stderr: out.stderr,
-                }))
-            }
+        let mut child = child;
+        let (so, se) = (child.stdout.take(), child.stderr.take());
+        let run = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let read_out = async {
+                if let Some(mut r) = so {
+                    let _ = r.read_to_end(&mut out).await;
+                }
+            };
+            let read_err = async {
+                if let Some(mut r) = se {
+                    let _ = r.read_to_end(&mut err).await;
+                }
+            };
+            let (_, _, status) = tokio::join!(read_out, read_err, child.wait());
+            (out, err, status)
+        };
+        tokio::pin!(run);
+        let spawn_err = |source| RuncError::Spawn {
+            bin: self.bin.clone(),
+            args: shown.clone(),
+            source,
+        };
+        match tokio::time::timeout(timeout, &mut run).await {
+            Ok((stdout, stderr, status)) => Ok(Some(ExecOutput {
+                code: exit_code(status.map_err(spawn_err)?),
+                stdout,
+                stderr,
+            })),
             Err(_) => {
-                // The future (and with it runc, kill_on_drop) is gone; the exec'd process is
-                // in the container's pid namespace and would live on: kill it by its pid.
+                // Kill the exec'd process first so that runc reaps it and exits by itself: if
+                // runc died first, its process would be orphaned to the agent.
                 if let Some(pid) = read_pid(pid_file) {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
                         nix::sys::signal::Signal::SIGKILL,
                     );
                 }
+                // Whatever happens, `run` (and runc, kill_on_drop) is dropped after this.
+                let _ = tokio::time::timeout(defaults::EXEC_KILL_WAIT, &mut run).await;
                 Ok(None)
             }
         }

@@ -21,7 +21,7 @@ struct Plan {
     layers: Vec<PathBuf>,
     healthy: Release,
     doomed: Release,
-    after_start: bool,
+    crash: String,
 }
 
 /// The crashing agent: starts `healthy`, then dies by SIGKILL in the middle of `doomed`.
@@ -34,17 +34,13 @@ async fn crash_helper() {
     let plan: Plan = serde_json::from_str(&plan).unwrap();
     let rt = slipway_runtime::Runtime::new(plan.cfg).unwrap();
     let image = image_config(|c| c);
-    for (r, crash) in [
-        (&plan.healthy, None),
-        (&plan.doomed, Some(plan.after_start)),
-    ] {
-        rt.crash_at(crash.map(|s| {
-            if s {
-                CrashPoint::AfterStart
-            } else {
-                CrashPoint::AfterCreate
-            }
-        }));
+    let point = match plan.crash.as_str() {
+        "network" => CrashPoint::AfterNetwork,
+        "create" => CrashPoint::AfterCreate,
+        _ => CrashPoint::AfterStart,
+    };
+    for (r, crash) in [(&plan.healthy, None), (&plan.doomed, Some(point))] {
+        rt.crash_at(crash);
         rt.start(ContainerSpec {
             id: r.container_id().unwrap(),
             release: r,
@@ -58,13 +54,13 @@ async fn crash_helper() {
 }
 
 /// Runs the crashing agent and returns (fixture, healthy id, doomed id).
-fn crash(fx: &Fixture, after_start: bool) -> (String, String) {
+fn crash(fx: &Fixture, at: &str) -> (String, String) {
     let plan = Plan {
         cfg: fx.cfg.clone(),
         layers: fx.layers("still here"),
         healthy: fx.release("web", 1, ""),
         doomed: fx.release("web", 2, ""),
-        after_start,
+        crash: at.into(),
     };
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "crash_helper", "--test-threads=1"])
@@ -88,7 +84,7 @@ async fn crash_between_create_and_start_is_cleaned_and_healthy_containers_keep_r
     let fx = Fixture::new();
     // The restarted agent: created first so it is the subreaper the orphans go to.
     let rt = fx.runtime();
-    let (healthy, doomed) = crash(&fx, false);
+    let (healthy, doomed) = crash(&fx, "create");
     assert_eq!(
         fx.runc_list().len(),
         2,
@@ -139,7 +135,7 @@ async fn crash_between_create_and_start_is_cleaned_and_healthy_containers_keep_r
 async fn crash_between_start_and_recording_it_is_adopted_not_restarted() {
     let fx = Fixture::new();
     let rt = fx.runtime();
-    let (healthy, started) = crash(&fx, true);
+    let (healthy, started) = crash(&fx, "start");
     let rec = |id: &str| -> serde_json::Value {
         serde_json::from_slice(
             &std::fs::read(fx.cfg.state_dir.join(id).join("state.json")).unwrap(),
@@ -177,7 +173,7 @@ async fn crash_between_start_and_recording_it_is_adopted_not_restarted() {
 async fn unknown_running_containers_are_left_running_for_the_caller() {
     let fx = Fixture::new();
     let rt = fx.runtime();
-    let (healthy, started) = crash(&fx, true);
+    let (healthy, started) = crash(&fx, "start");
     let report = rt.adopt(&|c| c.seq == 2).await.unwrap();
     assert_eq!(report.adopted, vec![started.clone()]);
     assert_eq!(report.unknown, vec![healthy.clone()]);
@@ -186,4 +182,45 @@ async fn unknown_running_containers_are_left_running_for_the_caller() {
         rt.discard(id, Duration::ZERO).await.unwrap();
     }
     fx.assert_clean(&healthy);
+}
+
+#[tokio::test]
+async fn crash_after_wiring_the_network_releases_netns_veth_and_address() {
+    let fx = Fixture::new();
+    let rt = fx.runtime();
+    let (healthy, doomed) = crash(&fx, "network");
+    assert!(
+        fx.netns_exists(&doomed),
+        "the crash left a wired netns without a container"
+    );
+    assert_eq!(fx.veth_count(), 2);
+    assert!(!fx.runc_list().contains(&doomed));
+    let ipam = fx.cfg.state_dir.join("_ipam/slipway");
+    let allocated = || {
+        std::fs::read_dir(&ipam)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("10.")
+            })
+            .count()
+    };
+    assert_eq!(allocated(), 2);
+
+    let report = rt.adopt(&|_| true).await.unwrap();
+    assert_eq!(report.adopted, vec![healthy.clone()]);
+    assert_eq!(report.cleaned, vec![doomed.clone()]);
+    fx.assert_gone(&doomed);
+    assert_eq!(fx.veth_count(), 1);
+    assert_eq!(
+        allocated(),
+        1,
+        "the CNI address of the half-made container is released"
+    );
+    rt.discard(&healthy, Duration::ZERO).await.unwrap();
+    fx.assert_clean(&healthy);
+    assert_eq!(allocated(), 0);
 }

@@ -60,6 +60,25 @@ async fn serves_its_page_with_limits_in_its_cgroup_and_leaves_nothing_after_disc
         .unwrap();
     assert_eq!((out.code, out.stdout.as_slice()), (0, b"ok\n".as_slice()));
 
+    // An exec that outlives its timeout is killed, inside the container too.
+    let t = Instant::now();
+    let e = rt
+        .exec(&id, &argv("sleep 30"), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::ExecTimeout { .. }), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(3));
+    let ps = rt
+        .exec(&id, &argv("ps -o pid,stat,comm"), SECS_5)
+        .await
+        .unwrap();
+    let procs = String::from_utf8_lossy(&ps.stdout).to_string();
+    eprintln!("{procs}");
+    let alive = procs
+        .lines()
+        .any(|l| l.contains("sleep") && !l.contains(" Z "));
+    assert!(!alive, "exec'd process survived its timeout: {procs}");
+
     // The same release cannot run twice.
     let e = rt.start(spec()).await.unwrap_err();
     assert!(matches!(e, RuntimeError::Exists { .. }), "{e}");
@@ -265,4 +284,41 @@ async fn a_container_that_ignores_sigterm_is_killed_after_the_grace_period() {
     assert_eq!(rec(&s)["exit_code"], 137, "SIGKILL is 128+9");
     fx.assert_clean(&s);
     fx.assert_clean(&p);
+}
+
+#[tokio::test]
+async fn discard_is_not_blocked_by_an_exec_orphaned_when_runc_exec_died() {
+    let fx = Fixture::new();
+    let rt = fx.runtime();
+    let r = fx.release("orphans", 1, "");
+    let id = r.container_id().unwrap();
+    let layers = fx.layers("x");
+    let image = image_config(|c| c);
+    rt.start(ContainerSpec {
+        id: id.clone(),
+        release: &r,
+        image_config: &image,
+        layer_dirs: &layers,
+    })
+    .await
+    .unwrap();
+    // A `runc exec` killed before its process: the process is re-parented to us (the
+    // subreaper) and, once killed with its container, waits as a zombie for us to reap it.
+    let mut exec = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&fx.cfg.runc_root)
+        .args(["exec", &id, "/bin/sleep", "30"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+    let t = Instant::now();
+    rt.discard(&id, Duration::ZERO).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    fx.assert_clean(&id);
 }
