@@ -1,4 +1,5 @@
 //! `controller.toml`: where the controller listens, keeps its data and finds its key.
+//! A commented example: `controller/examples/controller.toml`.
 //!
 //! ```toml
 //! listen = "127.0.0.1:7440"                 # plain HTTP only on loopback unless [tls] is set
@@ -158,5 +159,12 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("not a loopback address"), "{e}");
         assert!(Config::parse("data_dir = \"/x\"\nsigning_key = \"/k\"\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let c = Config::parse(include_str!("../examples/controller.toml")).unwrap();
+        assert_eq!(c.release_validity, defaults::RELEASE_VALIDITY);
+        assert_eq!(c.resign_before, defaults::RESIGN_BEFORE);
     }
 }

@@ -114,21 +114,32 @@ pub async fn rollback(
     if state.store.app(app).await?.is_none() {
         return Err(unknown_app(app));
     }
-    let latest = state.store.latest_seq(app).await?;
-    let target_seq = match to_seq {
-        Some(s) => s,
-        None if latest >= 2 => latest - 1,
-        None => {
-            return Err(ApiError::Conflict(format!(
-                "app {app} has {latest} release(s): nothing earlier to roll back to"
-            )))
-        }
+    let releases = state.store.releases(app).await?;
+    let Some(latest) = releases.last() else {
+        return Err(ApiError::Conflict(format!(
+            "app {app} has no release yet: nothing to roll back to"
+        )));
     };
-    let target = state.store.release(app, target_seq).await?.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "app {app} has no release seq {target_seq} (latest is {latest})"
-        ))
-    })?;
+    let target = match to_seq {
+        Some(s) => releases.iter().find(|r| r.seq == s).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "app {app} has no release seq {s} (latest is {})",
+                latest.seq
+            ))
+        })?,
+        // The newest earlier release that runs a different image than the latest.
+        None => releases
+            .iter()
+            .rev()
+            .find(|r| r.image != latest.image)
+            .ok_or_else(|| {
+                ApiError::Conflict(format!(
+                    "app {app}: no earlier release has an image other than {}; nothing to roll back to",
+                    latest.image
+                ))
+            })?,
+    };
+    let target_seq = target.seq;
     let image: ImageRef = target
         .image
         .parse()

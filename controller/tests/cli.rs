@@ -9,7 +9,7 @@ use slipway_tests::registry::Registry;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{app_toml, base_config, push_image, ControllerProcess, CONTROLLER};
 
 const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
