@@ -141,7 +141,8 @@ pub struct CreateReleaseRequest {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
-    /// Release to go back to; the one before the latest when absent.
+    /// Release to go back to; when absent, the newest earlier release whose image differs
+    /// from the latest one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_seq: Option<u64>,
 }

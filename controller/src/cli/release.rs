@@ -15,7 +15,7 @@ pub struct Args {
     #[command(subcommand)]
     pub offline: Option<Command>,
     /// App to release: the controller resolves the image to a digest, signs release
-    /// seq N+1 and publishes it to the app's hosts.
+    /// seq N+1 and publishes it to the app's hosts. (An app named `sign`: put it after `--`.)
     #[arg(required = true)]
     pub app: Option<String>,
     /// `REPOSITORY:TAG`, `REPOSITORY` (tag `latest`) or `REPOSITORY@sha256:<64 hex>`; the

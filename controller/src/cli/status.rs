@@ -100,7 +100,7 @@ pub async fn history(client: &Client, a: HistoryArgs) -> anyhow::Result<()> {
 pub struct RollbackArgs {
     /// App name.
     pub app: String,
-    /// Release seq to go back to [default: the one before the latest].
+    /// Release seq to go back to [default: the newest earlier release with a different image].
     #[arg(long = "to", visible_alias = "to-seq", value_name = "SEQ")]
     pub to: Option<u64>,
 }
