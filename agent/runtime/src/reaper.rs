@@ -1,8 +1,10 @@
-//! The one reaper of container processes. The agent is a child subreaper, so when
+//! The reaping of container processes. The agent is a child subreaper, so when
 //! `runc create` exits its container init is re-parented to the agent; each init is then
 //! waited for through its own pidfd by exactly one task ([`wait_exit`]). Nobody in the agent
-//! calls `waitpid(-1)`: tokio waits for the runc processes it spawned by pid, and this module
-//! for container inits by pidfd, so no two waiters ever race for one exit status.
+//! calls `waitpid(-1)`: tokio waits for the runc and CNI processes it spawned by pid, this
+//! module for container inits by pidfd, and [`reap_container_orphans`] only for zombies that
+//! live in a container's pid namespace (which nothing else can be waiting for), so no two
+//! waiters ever race for one exit status.
 
 use rustix::process::{pidfd_open, waitid, Pid, PidfdFlags, WaitId, WaitIdOptions};
 use std::os::fd::AsFd;
