@@ -447,6 +447,7 @@ impl Runtime {
         for name in [CONFIG, PID_FILE, RUNC_LOG] {
             let _ = std::fs::remove_file(dir.join(name));
         }
+        remove_cgroups(&id);
         rec.phase = Phase::Discarded;
         rec.netconf = None;
         if rec.exit_code.is_none() {
@@ -531,6 +532,20 @@ impl Runtime {
             logs::remove(&d);
         }
     }
+}
+
+/// Removes the container's (empty) cgroups, in case runc could not: `runc delete` normally
+/// does, but not for a container it no longer knows. A cgroup with processes stays.
+fn remove_cgroups(id: &str) {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let rel = format!("{}/{id}", defaults::CGROUP_PARENT.trim_start_matches('/'));
+    for c in controllers.flatten() {
+        let _ = std::fs::remove_dir(c.path().join(&rel));
+    }
+    // cgroup v2: one hierarchy.
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&rel));
 }
 
 #[cfg(test)]

@@ -134,7 +134,7 @@ impl Fixture {
         self.veths().lines().count()
     }
 
-    /// Nothing of container `id` is left: no netns, veth, mount or runc entry.
+    /// Nothing of container `id` is left: no netns, veth, mount, cgroup or runc entry.
     pub fn assert_clean(&self, id: &str) {
         assert!(!self.netns_exists(id), "netns of {id} leaked");
         assert_eq!(self.veths(), "", "veth leaked on {}", self.cfg.cni.bridge);
@@ -153,6 +153,10 @@ impl Fixture {
             !self.runc_list().contains(&id.to_string()),
             "runc entry {id} leaked"
         );
+        for c in ["memory", "cpu", "pids"] {
+            let cg = format!("/sys/fs/cgroup/{c}/slipway/{id}");
+            assert!(!Path::new(&cg).exists(), "cgroup {cg} leaked");
+        }
         let dir = self.cfg.state_dir.join(id);
         for d in ["rootfs", "upper", "work", "config.json", "netconf.json"] {
             assert!(!dir.join(d).exists(), "{d} of {id} leaked");
