@@ -34,10 +34,15 @@ pub fn free_port() -> u16 {
 impl TestHost {
     /// Starts a proxy and an agent that trust a fresh key and pull from `registry`.
     pub fn start(registry: &str) -> anyhow::Result<TestHost> {
+        Self::start_with(registry, SigningKey::generate()?, "")
+    }
+
+    /// Like [`TestHost::start`], trusting `key`, with extra TOML appended to `agent.toml`
+    /// (e.g. a `[controller]` section).
+    pub fn start_with(registry: &str, key: SigningKey, extra_agent_toml: &str) -> anyhow::Result<TestHost> {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let dir = tempfile::Builder::new().prefix("slipway-host-").tempdir()?;
-        let key = SigningKey::generate()?;
         let trust = TrustFile::new(vec![key.public_key()], 1, 1)?;
         std::fs::write(dir.path().join("trust.toml"), trust.to_toml())?;
         std::fs::create_dir_all(dir.path().join("releases"))?;
@@ -47,7 +52,7 @@ impl TestHost {
         std::fs::write(
             dir.path().join("agent.toml"),
             format!(
-                "state_dir = \"{d}/state\"\ntrust = \"{d}/trust.toml\"\nreleases_dir = \"{d}/releases\"\nproxy_socket = \"{d}/proxy.sock\"\n\n[registry]\ninsecure = [\"{registry}\"]\n\n[runtime]\nstate_dir = \"{d}/state/containers\"\nrunc_root = \"{d}/runc\"\n\n[runtime.cni]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n"
+                "state_dir = \"{d}/state\"\ntrust = \"{d}/trust.toml\"\nreleases_dir = \"{d}/releases\"\nproxy_socket = \"{d}/proxy.sock\"\n\n[registry]\ninsecure = [\"{registry}\"]\n\n[runtime]\nstate_dir = \"{d}/state/containers\"\nrunc_root = \"{d}/runc\"\n\n[runtime.cni]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n{extra_agent_toml}"
             ),
         )?;
         let mut host = TestHost {
