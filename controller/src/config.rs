@@ -1,5 +1,5 @@
 //! `controller.toml`: where the controller listens, keeps its data and finds its key.
-//! A commented example: `controller/examples/controller.toml`.
+//! A commented example: `deploy/examples/controller.toml`.
 //!
 //! ```toml
 //! listen = "127.0.0.1:7440"                 # plain HTTP only on loopback unless [tls] is set
