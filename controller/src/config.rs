@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let c = Config::parse(include_str!("../examples/controller.toml")).unwrap();
+        let c = Config::parse(include_str!("../../deploy/examples/controller.toml")).unwrap();
         assert_eq!(c.release_validity, defaults::RELEASE_VALIDITY);
         assert_eq!(c.resign_before, defaults::RESIGN_BEFORE);
     }
