@@ -99,14 +99,7 @@ pub fn check_id(id: &str) -> Result<(), RuntimeError> {
 impl Shared {
     /// Reaps exec'd processes orphaned to the agent (see [`reaper::reap_container_orphans`]).
     pub(crate) fn reap_orphans(&self) {
-        let inits: Vec<i32> = self
-            .exits
-            .lock()
-            .unwrap()
-            .values()
-            .map(|(p, _)| *p)
-            .collect();
-        let n = reaper::reap_container_orphans(&inits);
+        let n = reaper::reap_container_orphans();
         if n > 0 {
             tracing::info!(count = n, "reaped orphaned exec processes");
         }
@@ -151,7 +144,9 @@ impl Runtime {
         self.cfg.state_dir.join(id)
     }
 
-    /// Creates and starts a container for a release. Refuses an id that exists or existed.
+    /// Creates and starts a container for a release. Refuses an id that exists or whose
+    /// process ever ran; a discarded container that never ran (failed or crashed start) may
+    /// be started again.
     /// On failure everything made so far is torn down and the error says what failed.
     pub async fn start(&self, spec: ContainerSpec<'_>) -> Result<ContainerInfo, RuntimeError> {
         let id = spec.id.clone();
@@ -171,7 +166,15 @@ impl Runtime {
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(RuntimeError::Exists { id })
+                // A discarded container whose process never ran (a failed start, or one a
+                // crash left half-made) may be tried again; anything that ran may not.
+                match Record::load(&dir) {
+                    Ok(Some(r)) if r.phase == Phase::Discarded && r.started_at.is_none() => {
+                        std::fs::remove_dir_all(&dir).map_err(io(&dir, "remove"))?;
+                        std::fs::create_dir(&dir).map_err(io(&dir, "create container dir"))?;
+                    }
+                    _ => return Err(RuntimeError::Exists { id }),
+                }
             }
             Err(e) => return Err(io(&dir, "create container dir")(e)),
         }
@@ -293,8 +296,8 @@ impl Runtime {
         let shared = self.shared.clone();
         let id = id.to_string();
         let dir = self.dir(&id);
+        let wait = reaper::wait_exit(pid);
         tokio::spawn(async move {
-            let wait = reaper::wait_exit(pid);
             tokio::pin!(wait);
             let mut tick = tokio::time::interval(defaults::LOG_CHECK_INTERVAL);
             let exit = loop {
@@ -428,6 +431,10 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         let id = rec.id.clone();
         if let Some(state) = self.runc.state(&id).await? {
+            if state.status != "created" && rec.started_at.is_none() {
+                // It ran (a crash hid the start from the record): its id is spent.
+                rec.started_at = Some(rec.created_at);
+            }
             if state.pid > 0 && reaper::alive(state.pid) {
                 // Make sure exactly one task reaps it (a no-op when already supervised).
                 self.supervise(&id, state.pid);

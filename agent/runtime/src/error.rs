@@ -87,7 +87,7 @@ pub enum RuntimeError {
         action: &'static str,
         source: std::io::Error,
     },
-    #[error("container {id} already exists or existed: a release never runs twice under one id")]
+    #[error("container {id} exists or has run before: a release never runs twice under one id; release a new seq")]
     Exists { id: String },
     #[error("no container {id} in {state_dir}")]
     NotFound { id: String, state_dir: PathBuf },

@@ -26,7 +26,17 @@ pub struct Exit {
 
 /// Waits until `pid` has exited and reaps it if it is our child. The pid must be known to
 /// be the container's init (read from runc's pid file or state) and alive or a zombie.
-pub async fn wait_exit(pid: i32) -> std::io::Result<Exit> {
+/// The pid is registered as waited-for at the call, before the future first runs, so the
+/// orphan sweep of another task can never take it in between.
+pub fn wait_exit(pid: i32) -> impl std::future::Future<Output = std::io::Result<Exit>> {
+    let waiting = Waiting::register(pid);
+    async move {
+        let _waiting = waiting;
+        wait_registered(pid).await
+    }
+}
+
+async fn wait_registered(pid: i32) -> std::io::Result<Exit> {
     let Some(p) = Pid::from_raw(pid) else {
         return Ok(Exit { code: None });
     };
@@ -62,16 +72,41 @@ pub async fn wait_exit(pid: i32) -> std::io::Result<Exit> {
     }
 }
 
-/// Reaps zombie children of this process that live in a nested pid namespace and are not in
-/// `supervised` (container inits, reaped by their own supervisor). These are processes started
+/// Pids [`wait_exit`] is waiting for, process-wide (the subreaper role is process-wide too,
+/// and tests run several runtimes in one process): the orphan sweep leaves them alone.
+static WAITING: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Registration of one waited-for pid, removed on drop.
+struct Waiting(i32);
+
+impl Waiting {
+    fn register(pid: i32) -> Waiting {
+        WAITING.lock().unwrap().push(pid);
+        Waiting(pid)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut w = WAITING.lock().unwrap();
+        if let Some(i) = w.iter().position(|p| *p == self.0) {
+            w.swap_remove(i);
+        }
+    }
+}
+
+/// Reaps zombie children of this process that live in a nested pid namespace and that no
+/// [`wait_exit`] is waiting for (container inits have their own waiter). These are processes started
 /// by a `runc exec` that was killed before its process exited: the kernel re-parents them to
 /// the agent (the subreaper), and until they are reaped their container's init cannot finish
 /// exiting. Children in the agent's own pid namespace (runc, CNI plugins, anything tokio or
 /// std spawned) are never touched, so this never races another waiter. Returns how many.
-pub fn reap_container_orphans(supervised: &[i32]) -> usize {
+pub fn reap_container_orphans() -> usize {
     let mut reaped = 0;
     for pid in children() {
-        if supervised.contains(&pid) || !is_nested_zombie(pid) {
+        // Held while reaping, so a waiter registering now cannot lose its child to us.
+        let waiting = WAITING.lock().unwrap();
+        if waiting.contains(&pid) || !is_nested_zombie(pid) {
             continue;
         }
         let Some(p) = Pid::from_raw(pid) else {

@@ -220,6 +220,24 @@ async fn crash_after_wiring_the_network_releases_netns_veth_and_address() {
         1,
         "the CNI address of the half-made container is released"
     );
+
+    // Nothing ran under the doomed id, so its release may be started again (a retry after
+    // the crash), and it serves.
+    let again = fx.release("web", 2, "");
+    let layers = fx.layers("retried");
+    let image = image_config(|c| c);
+    let info = rt
+        .start(ContainerSpec {
+            id: doomed.clone(),
+            release: &again,
+            image_config: &image,
+            layer_dirs: &layers,
+        })
+        .await
+        .unwrap();
+    assert_eq!(get(info.address, SECS_5).unwrap(), "retried");
+    rt.discard(&doomed, Duration::ZERO).await.unwrap();
+    fx.assert_gone(&doomed);
     rt.discard(&healthy, Duration::ZERO).await.unwrap();
     fx.assert_clean(&healthy);
     assert_eq!(allocated(), 0);
