@@ -29,6 +29,10 @@ enum Command {
     Logs(cmd::logs::Args),
     /// Run the data plane: public listeners, atomic upstream swap, verified drain.
     Proxy(cmd::proxy::Args),
+    /// Run the agent: deploy the signed releases of the release directory blue-green.
+    Run(cmd::run::Args),
+    /// Show each app's live release, phase, last error and recent deploys.
+    Status(cmd::status::Args),
 }
 
 #[tokio::main]
@@ -41,6 +45,8 @@ async fn main() -> std::process::ExitCode {
         Command::Ps(a) => cmd::ps::run(a).await,
         Command::Logs(a) => cmd::logs::run(a).await,
         Command::Proxy(a) => cmd::proxy::run(a).await,
+        Command::Run(a) => cmd::run::run(a).await,
+        Command::Status(a) => cmd::status::run(a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

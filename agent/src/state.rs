@@ -26,7 +26,10 @@ pub enum Phase {
 
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
         f.write_str(&s)
     }
 }
@@ -89,7 +92,10 @@ impl StateFile {
     /// reported as an error, since rollback protection depends on it.
     pub fn load(dir: &Path) -> Result<Self, StateError> {
         let path = dir.join("apps.json");
-        let io = |e: std::io::Error| StateError::Io { path: path.clone(), reason: e.to_string() };
+        let io = |e: std::io::Error| StateError::Io {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
         let apps = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
@@ -173,6 +179,9 @@ mod tests {
         let e = StateFile::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("corrupt"), "{e}");
         // The corrupt bytes are still there for the operator.
-        assert_eq!(std::fs::read(dir.path().join("apps.json")).unwrap(), b"{not json");
+        assert_eq!(
+            std::fs::read(dir.path().join("apps.json")).unwrap(),
+            b"{not json"
+        );
     }
 }

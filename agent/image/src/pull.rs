@@ -242,10 +242,13 @@ impl Puller {
                 report.layers[i].fetched = true;
             }
         }
-        let fetched: Vec<u64> = stream::iter(
-            todo.iter()
-                .map(|(b, c, d)| self.layer(&child_ref, b, *c, d)),
-        )
+        // Futures collected first: a closure in the stream's type defeats `Send` inference for
+        // callers that spawn the pull (higher-ranked lifetime error).
+        let layer_futures: Vec<_> = todo
+            .iter()
+            .map(|(b, c, d)| self.layer(&child_ref, b, *c, d))
+            .collect();
+        let fetched: Vec<u64> = stream::iter(layer_futures)
         .buffer_unordered(self.concurrency)
         .try_collect()
         .await?;

@@ -3,4 +3,6 @@ pub mod logs;
 pub mod proxy;
 pub mod ps;
 pub mod pull;
+pub mod run;
+pub mod status;
 pub mod verify;

@@ -30,7 +30,9 @@ impl DirSource {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(app) = name.strip_suffix(".json") else { continue };
+            let Some(app) = name.strip_suffix(".json") else {
+                continue;
+            };
             if name.starts_with('.') || app.is_empty() {
                 continue;
             }
@@ -40,7 +42,13 @@ impl DirSource {
             }
             let bytes = if meta.len() > MAX_RELEASE_FILE {
                 // Oversized: keep the app present (nothing removed) with bytes that fail verification.
-                format!("release file {} is {} bytes, over the {} limit", name, meta.len(), MAX_RELEASE_FILE).into_bytes()
+                format!(
+                    "release file {} is {} bytes, over the {} limit",
+                    name,
+                    meta.len(),
+                    MAX_RELEASE_FILE
+                )
+                .into_bytes()
             } else {
                 match std::fs::read(entry.path()) {
                     Ok(b) => b,

@@ -2,6 +2,7 @@
 //! Either way the result is the same shape — app name -> signed envelope bytes — and nothing
 //! in it is trusted until the reconciler has verified it.
 
+pub mod controller;
 pub mod dir;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,68 @@
+//! The agent's shared context: configuration, trust, state file, and handles on the image
+//! store, the runtime and the proxy. One per process, shared by the per-app tasks.
+
+use crate::config::AgentConfig;
+use crate::state::{AppState, StateFile};
+use slipway_proto::TrustFile;
+use std::sync::Mutex;
+
+pub struct Agent {
+    pub cfg: AgentConfig,
+    pub trust: TrustFile,
+    pub state: Mutex<StateFile>,
+    pub puller: slipway_image::Puller,
+    pub store: slipway_image::Store,
+    pub runtime: slipway_runtime::Runtime,
+    pub proxy: slipway_proxy::ProxyClient,
+}
+
+impl Agent {
+    pub fn open(cfg: AgentConfig) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let trust_text = std::fs::read_to_string(&cfg.trust)
+            .with_context(|| format!("reading trust file {}", cfg.trust.display()))?;
+        let trust = TrustFile::from_toml(&trust_text)
+            .with_context(|| format!("trust file {}", cfg.trust.display()))?;
+        let state = StateFile::load(&cfg.state_dir)?;
+        let store = slipway_image::Store::open(&cfg.images_dir())
+            .with_context(|| format!("image store {}", cfg.images_dir().display()))?;
+        let puller = slipway_image::Puller::new(
+            slipway_image::Store::open(&cfg.images_dir())?,
+            cfg.registry.clone(),
+        );
+        let runtime =
+            slipway_runtime::Runtime::new(cfg.runtime_config()).context("container runtime")?;
+        let proxy = slipway_proxy::ProxyClient::new(cfg.proxy_socket.clone());
+        Ok(Self {
+            cfg,
+            trust,
+            state: Mutex::new(state),
+            puller,
+            store,
+            runtime,
+            proxy,
+        })
+    }
+
+    /// Reads an app's state (a copy).
+    pub fn app_state(&self, app: &str) -> AppState {
+        self.state
+            .lock()
+            .expect("state lock")
+            .apps
+            .get(app)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Changes an app's state and persists it at once. A failed write is logged loudly: the
+    /// in-memory state stays authoritative until the next successful write.
+    pub fn update<R>(&self, app: &str, f: impl FnOnce(&mut AppState) -> R) -> R {
+        let mut st = self.state.lock().expect("state lock");
+        let r = f(st.app(app));
+        if let Err(e) = st.save() {
+            tracing::error!(app, error = %e, "could not persist agent state");
+        }
+        r
+    }
+}

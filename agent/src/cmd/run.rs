@@ -1,0 +1,52 @@
+//! `slipway-agent run`: the agent daemon.
+
+use anyhow::Context;
+use slipway_agent::agent::Agent;
+use slipway_agent::config::AgentConfig;
+use slipway_agent::reconcile::Source;
+use slipway_agent::source::controller::ControllerSource;
+use slipway_agent::source::dir::DirSource;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Agent configuration (TOML); see deploy/examples/agent.toml.
+    #[arg(long, short, default_value = "/etc/slipway/agent.toml")]
+    config: PathBuf,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = AgentConfig::load(&args.config)?;
+    let controller = cfg.controller.clone();
+    let agent = Arc::new(Agent::open(cfg).context("starting the agent")?);
+    let source = match controller {
+        Some(c) => {
+            tracing::info!(config = %args.config.display(), controller = %c.url, host = %c.host_id, "agent starting; desired state from the controller");
+            let reporter = ControllerSource::new(c.clone()).context("controller source")?;
+            tokio::spawn(slipway_agent::report::run(agent.clone(), reporter));
+            Source::Controller(Box::new(
+                ControllerSource::new(c)
+                    .context("controller source")?
+                    .with_trust(agent.trust.clone()),
+            ))
+        }
+        None => {
+            tracing::info!(config = %args.config.display(), releases = %agent.cfg.releases_dir.display(), "agent starting; desired state from the release directory");
+            Source::Dir(DirSource::new(agent.cfg.releases_dir.clone()))
+        }
+    };
+    slipway_agent::reconcile::run(agent, source, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

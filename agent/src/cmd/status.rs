@@ -1,0 +1,73 @@
+//! `slipway-agent status`: per app, the live release, phase, last error and recent deploys.
+
+use slipway_agent::config::AgentConfig;
+use slipway_agent::state::StateFile;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Agent configuration (TOML), to find the state directory.
+    #[arg(long, short, default_value = "/etc/slipway/agent.toml")]
+    config: PathBuf,
+    /// Print the raw state as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = AgentConfig::load(&args.config)?;
+    let st = StateFile::load(&cfg.state_dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&st.apps)?);
+        return Ok(());
+    }
+    if st.apps.is_empty() {
+        println!("no apps");
+    }
+    for (app, s) in &st.apps {
+        let phase = s.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let live = match (&s.live_seq, &s.live_container) {
+            (Some(seq), Some(c)) => format!("seq {seq} ({c})"),
+            _ => "none".into(),
+        };
+        println!(
+            "{app}: {phase}, live {live}, accepted seq {}",
+            s.accepted_seq
+        );
+        if let Some(img) = &s.live_image {
+            println!("  image {img}");
+        }
+        if let Some(e) = &s.last_error {
+            println!("  last error: {e}");
+        }
+        for r in &s.history {
+            let took = r
+                .finished
+                .and_then(|f| f.duration_since(r.started).ok())
+                .map(|d| format!("{} ms", d.as_millis()))
+                .unwrap_or_else(|| "in progress".into());
+            let ago = SystemTime::now()
+                .duration_since(r.started)
+                .map(|d| {
+                    humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
+                        .to_string()
+                })
+                .unwrap_or_default();
+            let swap = r
+                .swap_ms
+                .map(|m| format!(", switched after {m} ms"))
+                .unwrap_or_default();
+            println!(
+                "  seq {:>4} {:<12} {took}{swap}, {ago} ago{}",
+                r.seq,
+                r.outcome.to_string(),
+                r.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! The reconcile loop: read the desired set, verify every release before anything else,
+//! enforce strictly increasing seq per app, and hand each app's work to its own task.
+
+use crate::agent::Agent;
+use crate::defaults;
+use crate::source::controller::ControllerSource;
+use crate::source::dir::DirSource;
+use crate::source::Desired;
+use crate::swap::{self, Cmd};
+use slipway_proto::{Digest, Envelope, Release};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::mpsc;
+
+/// Why a release in the desired set was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum RefusedRelease {
+    #[error("release for app `{app}` refused: {source}")]
+    Verify {
+        app: String,
+        source: slipway_proto::VerifyError,
+    },
+    #[error("release file for app `{file_app}` holds a release of app `{body_app}`")]
+    WrongApp { file_app: String, body_app: String },
+    #[error(transparent)]
+    Replay(#[from] slipway_proto::ReplayError),
+    #[error("release {app} seq {seq} was already accepted with different content (replay of a reused seq)")]
+    Conflict { app: String, seq: u64 },
+}
+
+/// Verifies one desired entry and checks it against the app's accepted seq. Returns the release
+/// when it should be (or stay) deployed.
+pub fn accept(agent: &Agent, app: &str, bytes: &[u8]) -> Result<Release, RefusedRelease> {
+    let verified = Envelope::from_json(bytes)
+        .and_then(|env| env.verify_release(&agent.trust, SystemTime::now()))
+        .map_err(|source| RefusedRelease::Verify {
+            app: app.to_string(),
+            source,
+        })?;
+    let rel = verified.release;
+    if rel.app != app {
+        return Err(RefusedRelease::WrongApp {
+            file_app: app.to_string(),
+            body_app: rel.app,
+        });
+    }
+    let hash = Digest::of(bytes).to_string();
+    let st = agent.app_state(app);
+    if rel.seq == st.accepted_seq && st.accepted_seq > 0 {
+        if st.accepted_envelope == hash {
+            return Ok(rel);
+        }
+        // The same release re-signed with a later expiry: keep the fresh signature, same deploy.
+        let same = st.releases.get(&rel.seq).is_some_and(|old| {
+            old.image == rel.image && old.spec == rel.spec && old.expires <= rel.expires
+        });
+        if !same {
+            return Err(RefusedRelease::Conflict {
+                app: app.to_string(),
+                seq: rel.seq,
+            });
+        }
+        agent.update(app, |s| {
+            s.accepted_envelope = hash;
+            s.releases.insert(rel.seq, rel.clone());
+        });
+        tracing::info!(app, seq = rel.seq, expires = %humantime::format_rfc3339_seconds(rel.expires), "release re-signed; signature refreshed");
+        return Ok(rel);
+    }
+    slipway_proto::check_seq(
+        app,
+        rel.seq,
+        (st.accepted_seq > 0).then_some(st.accepted_seq),
+    )?;
+    let keep = agent.cfg.keep_releases;
+    agent.update(app, |s| {
+        s.accepted_seq = rel.seq;
+        s.accepted_envelope = hash;
+        s.releases.insert(rel.seq, rel.clone());
+        s.prune_releases(keep);
+    });
+    tracing::info!(app, seq = rel.seq, image = %rel.image, signers = verified.signers.len(), "release accepted");
+    Ok(rel)
+}
+
+/// Per-app tasks, created on first use.
+struct Apps {
+    agent: Arc<Agent>,
+    tasks: BTreeMap<String, mpsc::Sender<Cmd>>,
+}
+
+impl Apps {
+    async fn send(&mut self, app: &str, cmd: Cmd) {
+        let agent = self.agent.clone();
+        let tx = self.tasks.entry(app.to_string()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(16);
+            tokio::spawn(app_task(agent, app.to_string(), rx));
+            tx
+        });
+        if tx.send(cmd).await.is_err() {
+            tracing::error!(app, "app task ended unexpectedly");
+        }
+    }
+}
+
+/// One app's task: recover what a previous agent left, then run commands one at a time; a
+/// newer command that arrives mid-deploy supersedes the deploy in flight.
+async fn app_task(agent: Arc<Agent>, app: String, mut rx: mpsc::Receiver<Cmd>) {
+    crate::recover::recover_app(&agent, &app).await;
+    let mut next: Option<Cmd> = None;
+    loop {
+        let mut cmd = match next.take() {
+            Some(c) => c,
+            None => match rx.recv().await {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        while let Ok(newer) = rx.try_recv() {
+            cmd = newer;
+        }
+        next = match cmd {
+            Cmd::Deploy(rel) => swap::deploy(&agent, *rel, &mut rx).await,
+            Cmd::Remove => {
+                swap::remove(&agent, &app).await;
+                None
+            }
+        };
+    }
+}
+
+/// Where desired state comes from.
+pub enum Source {
+    Dir(DirSource),
+    Controller(Box<ControllerSource>),
+}
+
+impl Source {
+    async fn next(&mut self) -> Result<Desired, String> {
+        match self {
+            Source::Dir(d) => d.read().map_err(|e| {
+                format!(
+                    "cannot read the release directory {}: {e}",
+                    d.dir().display()
+                )
+            }),
+            Source::Controller(c) => c
+                .next()
+                .await
+                .map(|set| Desired {
+                    releases: set.releases,
+                })
+                .map_err(|e| format!("no desired set from the controller: {e:#}")),
+        }
+    }
+}
+
+/// Runs the reconcile loop until `shutdown` resolves. Containers and the proxy are left
+/// running on shutdown: the data plane outlives the agent.
+pub async fn run(
+    agent: Arc<Agent>,
+    mut source: Source,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    crate::recover::adopt(&agent).await;
+    let mut apps = Apps {
+        agent: agent.clone(),
+        tasks: BTreeMap::new(),
+    };
+    let mut seen: BTreeMap<String, Digest> = BTreeMap::new();
+    // Apps that were live before the restart but are no longer desired get removed.
+    let known: Vec<String> = agent
+        .state
+        .lock()
+        .expect("state lock")
+        .apps
+        .iter()
+        .filter(|(_, s)| s.live_seq.is_some())
+        .map(|(a, _)| a.clone())
+        .collect();
+    let mut first = true;
+    tokio::pin!(shutdown);
+    loop {
+        let desired = tokio::select! {
+            _ = &mut shutdown => break,
+            d = source.next() => d,
+        };
+        match desired {
+            Ok(desired) => {
+                apply(
+                    &agent,
+                    &mut apps,
+                    &mut seen,
+                    &desired,
+                    first.then_some(&known[..]),
+                )
+                .await;
+                first = false;
+            }
+            Err(e) => tracing::error!("{e}; changing nothing"),
+        }
+        if matches!(source, Source::Dir(_)) {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(defaults::DIR_POLL) => {}
+            }
+        }
+    }
+    tracing::info!("agent stopping; containers and proxy keep serving");
+}
+
+/// Applies one reading of the desired set: new or changed entries are verified and sent to
+/// their app; apps that disappeared are removed.
+async fn apply(
+    agent: &Agent,
+    apps: &mut Apps,
+    seen: &mut BTreeMap<String, Digest>,
+    desired: &Desired,
+    known: Option<&[String]>,
+) {
+    for (app, bytes) in &desired.releases {
+        let hash = Digest::of(bytes);
+        if seen.get(app) == Some(&hash) {
+            continue;
+        }
+        seen.insert(app.clone(), hash);
+        match accept(agent, app, bytes) {
+            Ok(rel) => apps.send(app, Cmd::Deploy(Box::new(rel))).await,
+            Err(e) => {
+                tracing::error!("{e}; nothing changes");
+                agent.update(app, |s| s.last_error = Some(e.to_string()));
+            }
+        }
+    }
+    let gone: Vec<String> = seen
+        .keys()
+        .filter(|a| !desired.releases.contains_key(*a))
+        .cloned()
+        .collect();
+    for app in gone {
+        seen.remove(&app);
+        tracing::info!(app, "release file removed; removing the app");
+        apps.send(&app, Cmd::Remove).await;
+    }
+    for app in known.unwrap_or_default() {
+        if !desired.releases.contains_key(app) {
+            tracing::info!(app, "app no longer desired; removing it");
+            apps.send(app, Cmd::Remove).await;
+        }
+    }
+}

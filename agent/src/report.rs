@@ -1,0 +1,80 @@
+//! Reports each app's deploy phase to the controller whenever it changes.
+
+use crate::agent::Agent;
+use crate::source::controller::ControllerSource;
+use crate::state::{AppState, Phase};
+use slipway_proto::api::{HostStatus, Phase as WirePhase};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the state is compared with what was last reported.
+pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What the controller should hear about an app now: the release in question and its phase.
+pub fn status_of(app: &str, s: &AppState) -> Option<HostStatus> {
+    let seq = s.accepted_seq;
+    if seq == 0 {
+        return None;
+    }
+    let last = s.history.iter().find(|h| h.seq == seq);
+    let reason = || {
+        last.and_then(|h| h.error.clone())
+            .or_else(|| s.last_error.clone())
+            .unwrap_or_default()
+    };
+    let phase = if s.failed_seq == Some(seq) {
+        match last.map(|h| h.outcome) {
+            Some(Phase::RolledBack) => WirePhase::RolledBack { reason: reason() },
+            _ => WirePhase::Failed { reason: reason() },
+        }
+    } else {
+        match s.phase? {
+            Phase::Pulling => WirePhase::Pulling,
+            Phase::Starting => WirePhase::Starting,
+            Phase::HealthChecking => WirePhase::HealthChecking,
+            Phase::Switching | Phase::Draining | Phase::Baking => WirePhase::Baking,
+            Phase::Live if s.live_seq == Some(seq) => WirePhase::Live,
+            Phase::Live | Phase::Superseded | Phase::Removing => return None,
+            Phase::Failed => WirePhase::Failed { reason: reason() },
+            Phase::RolledBack => WirePhase::RolledBack { reason: reason() },
+        }
+    };
+    let image = s.releases.get(&seq).map(|r| r.image.clone());
+    Some(HostStatus {
+        app: app.to_string(),
+        seq,
+        image,
+        phase,
+    })
+}
+
+/// Runs until the process ends: every change of an app's (seq, phase) is posted once; a
+/// failed post is retried at the next tick.
+pub async fn run(agent: Arc<Agent>, source: ControllerSource) {
+    let mut sent: BTreeMap<String, HostStatus> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(REPORT_INTERVAL).await;
+        let now: Vec<HostStatus> = {
+            let st = agent.state.lock().expect("state lock");
+            st.apps
+                .iter()
+                .filter_map(|(app, s)| status_of(app, s))
+                .collect()
+        };
+        for status in now {
+            if sent.get(&status.app) == Some(&status) {
+                continue;
+            }
+            match source.report(&status).await {
+                Ok(()) => {
+                    tracing::debug!(app = status.app, seq = status.seq, phase = %status.phase, "reported to the controller");
+                    sent.insert(status.app.clone(), status);
+                }
+                Err(e) => {
+                    tracing::debug!(app = status.app, error = %e, "status report failed; will retry")
+                }
+            }
+        }
+    }
+}
