@@ -203,6 +203,18 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
             input.id
         )))
         .resources(resources.build().map_err(err)?)
+        // As Docker does: the netns is the container's own, so a non-root app may bind
+        // port 80 and ping without any capability.
+        .sysctl(std::collections::HashMap::from([
+            (
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "0".to_string(),
+            ),
+            (
+                "net.ipv4.ping_group_range".to_string(),
+                "0 2147483647".to_string(),
+            ),
+        ]))
         .masked_paths(oci_spec::runtime::get_default_maskedpaths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
         .build()

@@ -322,3 +322,88 @@ async fn discard_is_not_blocked_by_an_exec_orphaned_when_runc_exec_died() {
     );
     fx.assert_clean(&id);
 }
+
+#[tokio::test]
+async fn image_user_spec_env_and_volumes_reach_the_process() {
+    let fx = Fixture::new();
+    let rt = fx.runtime();
+    let data = fx.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("index.html"), "from the volume").unwrap();
+    let r = fx.release(
+        "vol",
+        1,
+        &format!(
+            "command = [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/data\"]\n\
+             [env]\nMODE = \"prod\"\n\
+             [[volumes]]\nhost = \"{}\"\ncontainer = \"/data\"\nread_only = true\n",
+            data.display()
+        ),
+    );
+    let id = r.container_id().unwrap();
+    let layers = fx.layers("x");
+    // The image asks for user `www` (uid 33) by name and a working dir.
+    let image = image_config(|c| c.user("www").working_dir("/www"));
+    let info = rt
+        .start(ContainerSpec {
+            id: id.clone(),
+            release: &r,
+            image_config: &image,
+            layer_dirs: &layers,
+        })
+        .await
+        .unwrap();
+    assert_eq!(get(info.address, SECS_5).unwrap(), "from the volume");
+    let sh = |s: &str| vec!["/bin/sh".to_string(), "-c".into(), s.into()];
+    let out = rt
+        .exec(
+            &id,
+            &sh("echo $(id -u) $MODE $(pwd); echo x > /data/y"),
+            SECS_5,
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(text.lines().next(), Some("33 prod /www"), "{text}");
+    assert_ne!(out.code, 0, "a read-only volume is not writable");
+    assert!(!data.join("y").exists());
+    rt.discard(&id, Duration::ZERO).await.unwrap();
+    fx.assert_clean(&id);
+    assert!(
+        data.join("index.html").exists(),
+        "volumes outlive the container"
+    );
+}
+
+#[tokio::test]
+async fn logs_of_only_the_newest_discarded_containers_are_kept() {
+    let fx = Fixture::new();
+    let rt = fx.runtime();
+    let layers = fx.layers("x");
+    let image = image_config(|c| c);
+    let mut ids = Vec::new();
+    for seq in 1..=5 {
+        let r = fx.release(
+            "logs",
+            seq,
+            "command = [\"/bin/sh\", \"-c\", \"echo run\"]\n",
+        );
+        let id = r.container_id().unwrap();
+        rt.start(ContainerSpec {
+            id: id.clone(),
+            release: &r,
+            image_config: &image,
+            layer_dirs: &layers,
+        })
+        .await
+        .unwrap();
+        rt.discard(&id, Duration::ZERO).await.unwrap();
+        ids.push(id);
+    }
+    let kept: Vec<bool> = ids.iter().map(|id| rt.log_paths(id).0.exists()).collect();
+    assert_eq!(kept, [false, false, true, true, true]);
+    // Tombstones remain: none of them can run again.
+    for id in &ids {
+        assert!(fx.cfg.state_dir.join(id).join("state.json").exists());
+    }
+}

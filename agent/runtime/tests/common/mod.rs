@@ -59,7 +59,7 @@ impl Fixture {
             std::fs::create_dir_all(base.join(d)).unwrap();
         }
         std::fs::copy("/bin/busybox", base.join("bin/busybox")).unwrap();
-        for l in ["sh", "sleep", "cat", "echo", "ps"] {
+        for l in ["sh", "sleep", "cat", "echo", "ps", "id", "pwd"] {
             std::os::unix::fs::symlink("busybox", base.join("bin").join(l)).unwrap();
         }
         std::fs::write(
