@@ -2,7 +2,7 @@
 
 use crate::bundle::{self, BundleInput, RootfsEtc};
 use crate::error::{io, RuntimeError};
-use crate::network::{netns_add, netns_del, netns_name, netns_path};
+use crate::network::{netns_add, netns_name, netns_path};
 use crate::reaper::{self, Exit};
 use crate::rootfs::{self, RootfsPaths};
 use crate::runc::{ExecOutput, RuncState};
@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
-const CONFIG: &str = "config.json";
-const PID_FILE: &str = "container.pid";
-const RUNC_LOG: &str = "runc.log";
+pub(crate) const CONFIG: &str = "config.json";
+pub(crate) const PID_FILE: &str = "container.pid";
+pub(crate) const RUNC_LOG: &str = "runc.log";
 
 /// What to run: one release, its image config and its unpacked layers.
 pub struct ContainerSpec<'a> {
@@ -140,7 +140,7 @@ impl Record {
 }
 
 impl Runtime {
-    fn dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn dir(&self, id: &str) -> PathBuf {
         self.cfg.state_dir.join(id)
     }
 
@@ -180,6 +180,7 @@ impl Runtime {
         }
         // runc keeps each container's state in `<root>/<id>`: a stat, not a runc process.
         if self.cfg.runc_root.join(&id).exists() {
+            let _ = std::fs::remove_dir(&dir);
             return Err(RuntimeError::Exists { id });
         }
         let mut rec = Record {
@@ -328,7 +329,7 @@ impl Runtime {
     }
 
     /// Waits up to `timeout` for the supervised container `id` to exit.
-    async fn wait_exit(&self, id: &str, timeout: Duration) -> Option<Exit> {
+    pub(crate) async fn wait_exit(&self, id: &str, timeout: Duration) -> Option<Exit> {
         let rx = self
             .shared
             .exits
@@ -394,165 +395,6 @@ impl Runtime {
             ms: timeout.as_millis(),
         })
     }
-
-    /// Stops and removes container `id`: SIGTERM, `grace`, SIGKILL, `runc delete`, CNI DEL,
-    /// netns, rootfs and upper dir. Idempotent; finishes a discard a crash interrupted. The
-    /// record and recent logs stay behind as a tombstone.
-    pub async fn discard(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
-        check_id(id)?;
-        let lock = self.shared.lock(id);
-        let _guard = lock.lock().await;
-        let dir = self.dir(id);
-        let Some(mut rec) = Record::load(&dir)? else {
-            // Unknown, or a dir a crash left before its first record: nothing ran from it.
-            if self.runc.state(id).await?.is_some() {
-                self.runc.delete(id).await?;
-            }
-            if dir.exists() {
-                crate::adopt::remove_bare_dir(self.mounter.as_ref(), id, &dir)?;
-            }
-            return Ok(());
-        };
-        if rec.phase == Phase::Discarded {
-            return Ok(());
-        }
-        rec.phase = Phase::Discarding;
-        rec.save(&dir)?;
-        self.teardown(&dir, &mut rec, grace).await
-    }
-
-    /// The body of discard (also used to undo a failed start). Every step tolerates having
-    /// been done already.
-    pub(crate) async fn teardown(
-        &self,
-        dir: &Path,
-        rec: &mut Record,
-        grace: Duration,
-    ) -> Result<(), RuntimeError> {
-        let id = rec.id.clone();
-        if let Some(state) = self.runc.state(&id).await? {
-            if state.status != "created" && rec.started_at.is_none() {
-                // It ran (a crash hid the start from the record): its id is spent.
-                rec.started_at = Some(rec.created_at);
-            }
-            if state.pid > 0 && reaper::alive(state.pid) {
-                // Make sure exactly one task reaps it (a no-op when already supervised).
-                self.supervise(&id, state.pid);
-            }
-            if state.status == "running" || state.status == "paused" {
-                self.stop(&id, grace).await?;
-            }
-            self.runc.delete(&id).await?;
-        }
-        let exit = self.wait_exit(&id, Duration::ZERO).await;
-        if let Some(conf) = &rec.netconf {
-            // CNI DEL is idempotent: repeating it after a crash here is fine.
-            self.net.del(&id, &netns_path(&rec.netns), conf).await?;
-        }
-        netns_del(&rec.netns).await?;
-        rootfs::remove(self.mounter.as_ref(), &id, &RootfsPaths::new(dir))?;
-        for name in [CONFIG, PID_FILE, RUNC_LOG] {
-            let _ = std::fs::remove_file(dir.join(name));
-        }
-        remove_cgroups(&id);
-        rec.phase = Phase::Discarded;
-        rec.netconf = None;
-        if rec.exit_code.is_none() {
-            rec.exit_code = exit.and_then(|e| e.code);
-        }
-        rec.save(dir)?;
-        self.shared.exits.lock().unwrap().remove(&id);
-        self.prune_logs(&rec.app);
-        tracing::info!(container = %id, "discarded");
-        Ok(())
-    }
-
-    /// SIGTERM, up to `grace` for the process to go, then SIGKILL.
-    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
-        let supervised = self.shared.exits.lock().unwrap().contains_key(id);
-        if !grace.is_zero() && self.runc.kill(id, "TERM").await? {
-            if supervised {
-                if self.wait_exit(id, grace).await.is_some() {
-                    return Ok(());
-                }
-            } else if self.poll_stopped(id, grace).await? {
-                return Ok(());
-            }
-        }
-        self.runc.kill(id, "KILL").await?;
-        let deadline = tokio::time::Instant::now() + defaults::KILL_WAIT;
-        let mut gone = false;
-        while !gone && tokio::time::Instant::now() < deadline {
-            let step = Duration::from_millis(200);
-            gone = if supervised {
-                self.wait_exit(id, step).await.is_some()
-            } else {
-                self.poll_stopped(id, step).await?
-            };
-            if !gone {
-                // An init cannot finish exiting while an orphaned exec'd process of its pid
-                // namespace waits, as a zombie, to be reaped by the agent.
-                self.shared.reap_orphans();
-            }
-        }
-        if gone {
-            Ok(())
-        } else {
-            Err(RuntimeError::Stuck {
-                id: id.into(),
-                secs: defaults::KILL_WAIT.as_secs(),
-            })
-        }
-    }
-
-    /// For a container we cannot reap (not our child): polls runc until it is stopped.
-    async fn poll_stopped(&self, id: &str, timeout: Duration) -> Result<bool, RuntimeError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match self.runc.state(id).await? {
-                None => return Ok(true),
-                Some(s) if s.status == "stopped" => return Ok(true),
-                _ => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Keeps the logs of the newest [`defaults::DISCARDED_LOGS_KEPT`] discarded containers
-    /// of `app`; older ones keep only their record (the tombstone).
-    fn prune_logs(&self, app: &str) {
-        let Ok(dirs) = crate::state::container_dirs(&self.cfg.state_dir) else {
-            return;
-        };
-        let mut gone: Vec<(u64, PathBuf)> = dirs
-            .into_iter()
-            .filter_map(|(_, d)| {
-                let r = Record::load(&d).ok()??;
-                (r.app == app && r.phase == Phase::Discarded).then_some((r.seq, d))
-            })
-            .collect();
-        gone.sort_by_key(|g| std::cmp::Reverse(g.0));
-        for (_, d) in gone.into_iter().skip(defaults::DISCARDED_LOGS_KEPT) {
-            logs::remove(&d);
-        }
-    }
-}
-
-/// Removes the container's (empty) cgroups, in case runc could not: `runc delete` normally
-/// does, but not for a container it no longer knows. A cgroup with processes stays.
-fn remove_cgroups(id: &str) {
-    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    let rel = format!("{}/{id}", defaults::CGROUP_PARENT.trim_start_matches('/'));
-    for c in controllers.flatten() {
-        let _ = std::fs::remove_dir(c.path().join(&rel));
-    }
-    // cgroup v2: one hierarchy.
-    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&rel));
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! ([`rootfs`]), a `config.json` from the image config and app spec ([`bundle`]), its own
 //! network namespace on the CNI bridge ([`network`]), and a runc container under a private
 //! root ([`runc`]) whose init the agent reaps ([`reaper`]). Every step is recorded first
-//! ([`state`]) so [`Runtime::adopt`] can find and finish or clean up anything after a crash.
+//! ([`state`]) so [`Runtime::adopt`] ([`adopt`]) can find and finish or clean up anything
+//! after a crash; [`discard`] removes a container without a trace.
 #![deny(unsafe_code)] // one audited exception: registering a pidfd with tokio (reaper.rs)
 
 pub mod adopt;
@@ -12,6 +13,7 @@ pub mod bundle;
 pub mod config;
 pub mod container;
 pub mod defaults;
+pub mod discard;
 pub mod error;
 pub mod logs;
 pub mod network;
