@@ -15,37 +15,21 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{PathAndQuery, Scheme};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::defaults;
 use crate::drain::Tracker;
+use crate::pool::{ForwardError, UpstreamConn};
 use crate::router::App;
 use crate::upstream::{InFlight, UpstreamState};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 /// What the proxy answers with: an upstream's streamed body or a short local one.
 pub(crate) type ProxyBody = Either<ResponseBody, Full<Bytes>>;
-
-/// Client of one upstream with its own connection pool (no lock shared across upstreams;
-/// dropping a retired upstream closes its idle connections).
-pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;
-
-pub(crate) fn upstream_client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(defaults::UPSTREAM_CONNECT_TIMEOUT));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(defaults::UPSTREAM_POOL_IDLE)
-        .pool_max_idle_per_host(defaults::UPSTREAM_POOL_MAX_IDLE)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
-}
 
 /// Shared by every HTTP listener: request ids and the connection count.
 pub(crate) struct HttpCtx {
@@ -181,23 +165,26 @@ async fn proxy(
 
     let (mut parts, body) = req.into_parts();
     prepare_request_headers(&mut parts.headers, client_upgrade.is_some(), &conn);
-    parts.uri = upstream_uri(&up, std::mem::take(&mut parts.uri));
+    to_origin_form(&mut parts.uri);
+    if !parts.headers.contains_key(header::HOST) {
+        parts.headers.insert(header::HOST, up.host.clone());
+    }
     parts.version = Version::HTTP_11;
     let body = RequestBody {
         inner: body,
         upstream: up.clone(),
     };
-    let call = up.client.request(Request::from_parts(parts, body));
+    let call = up.pool.forward(Request::from_parts(parts, body));
     let result = tokio::select! {
         biased;
         r = call => Some(r),
         _ = flight.cut() => None,
     };
-    let mut resp = match result {
+    let (mut resp, upstream_conn) = match result {
         Some(Ok(r)) => r,
         Some(Err(e)) => {
             let m = &up.metrics;
-            if e.is_connect() {
+            if matches!(e, ForwardError::Connect(_)) {
                 m.connect_errors.fetch_add(1, Relaxed);
             }
             m.status(502);
@@ -229,6 +216,7 @@ async fn proxy(
         if let Some(client_upgrade) = client_upgrade {
             up.metrics.latency.observe(start.elapsed());
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            crate::pool::finish_upgrade(upstream_conn);
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, flight));
             return Ok(resp.map(|_| Either::Right(Full::default())));
         }
@@ -238,6 +226,7 @@ async fn proxy(
     Ok(resp.map(|inner| {
         Either::Left(ResponseBody {
             inner,
+            conn: Some(upstream_conn),
             flight: Some(flight),
             start,
         })
@@ -281,14 +270,16 @@ fn error_chain(e: &dyn StdError) -> String {
     s
 }
 
-fn upstream_uri(up: &UpstreamState, uri: Uri) -> Uri {
-    let mut p = uri.into_parts();
-    p.scheme = Some(Scheme::HTTP);
-    p.authority = Some(up.authority.clone());
-    if p.path_and_query.is_none() {
-        p.path_and_query = Some(PathAndQuery::from_static("/"));
+/// Upstreams get the origin form (`/path?query`), also when the client sent an absolute URI.
+fn to_origin_form(uri: &mut Uri) {
+    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+        return;
     }
-    Uri::from_parts(p).expect("scheme, authority and path make a valid URI")
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *uri = Uri::from(path);
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -402,24 +393,34 @@ impl Body for RequestBody {
 }
 
 /// An upstream's response body on its way to the client. Holds the request in flight until
-/// the last byte is sent (or the client goes away); records latency and bytes.
+/// the last byte is sent (or the client goes away); records latency and bytes. Drives the
+/// upstream connection while it streams, and gives it back to the pool once complete.
 pub(crate) struct ResponseBody {
     inner: Incoming,
+    conn: Option<UpstreamConn>,
     flight: Option<InFlight>,
     start: Instant,
 }
 
 impl ResponseBody {
-    fn finish(&mut self) {
+    /// Records the request as done; `complete` when the whole body went through.
+    fn finish(&mut self, complete: bool) {
+        let conn = self.conn.take();
         if let Some(f) = self.flight.take() {
-            f.upstream().metrics.latency.observe(self.start.elapsed());
+            let up = f.upstream();
+            up.metrics.latency.observe(self.start.elapsed());
+            if let (true, Some(c)) = (complete, conn) {
+                up.pool.put(c);
+            }
         }
     }
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        self.finish();
+        // A body hyper never polled (HEAD, 204, 304, empty) is complete already.
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
     }
 }
 
@@ -432,6 +433,9 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(c) = &mut this.conn {
+            c.poll_io(cx);
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
                 if let (Some(d), Some(fl)) = (f.data_ref(), &this.flight) {
@@ -439,16 +443,16 @@ impl Body for ResponseBody {
                     m.bytes_out.fetch_add(d.len() as u64, Relaxed);
                 }
                 if this.inner.is_end_stream() {
-                    this.finish();
+                    this.finish(true);
                 }
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(None) => {
-                this.finish();
+                this.finish(true);
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
-                this.finish();
+                this.finish(false);
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Pending => {
@@ -456,6 +460,7 @@ impl Body for ResponseBody {
                 if let Some(fl) = &mut this.flight {
                     if fl.poll_cut(cx).is_ready() {
                         this.flight = None;
+                        this.conn = None;
                         return Poll::Ready(Some(Err("response cut: drain timed out".into())));
                     }
                 }

@@ -12,6 +12,7 @@ mod drain;
 mod error;
 mod http;
 mod metrics;
+mod pool;
 mod router;
 mod table;
 mod tcp;

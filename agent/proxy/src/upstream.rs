@@ -8,13 +8,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hyper::http::uri::Authority;
+use hyper::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 use crate::drain::{Tracked, Tracker};
 use crate::metrics::UpstreamMetrics;
+use crate::pool::Pool;
 
 /// Where an app's traffic goes: a container (by id) at an address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,24 +30,24 @@ pub struct Upstream {
 #[derive(Debug)]
 pub(crate) struct UpstreamState {
     pub(crate) upstream: Upstream,
-    /// `addr` as a URI authority, built once for every proxied request.
-    pub(crate) authority: Authority,
+    /// `addr` as a Host header, for requests that come without one.
+    pub(crate) host: HeaderValue,
     pub(crate) metrics: UpstreamMetrics,
-    /// HTTP client with this upstream's connection pool.
-    pub(crate) client: crate::http::UpstreamClient,
+    /// HTTP connections to this upstream (its own: no lock shared across upstreams).
+    pub(crate) pool: Pool,
     in_flight: Arc<Tracker>,
     cut: Arc<Notify>,
 }
 
 impl UpstreamState {
     pub(crate) fn new(upstream: Upstream) -> Self {
-        let authority = Authority::try_from(upstream.addr.to_string())
-            .expect("a socket address is a valid URI authority");
+        let host = HeaderValue::try_from(upstream.addr.to_string())
+            .expect("a socket address is a valid header value");
         UpstreamState {
+            pool: Pool::new(upstream.addr),
             upstream,
-            authority,
+            host,
             metrics: UpstreamMetrics::default(),
-            client: crate::http::upstream_client(),
             in_flight: Arc::new(Tracker::default()),
             cut: Arc::new(Notify::new()),
         }

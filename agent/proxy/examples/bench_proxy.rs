@@ -1,0 +1,45 @@
+//! Minimal stand-in for `slipway-agent proxy` for benchmarks (deploy/bench/proxy.sh) when the
+//! agent binary is not at hand: same runtime (`#[tokio::main]`, TOKIO_WORKER_THREADS honoured)
+//! and same flags. Usage: bench_proxy [proxy] --control-socket S --state F --bind IP
+
+use std::path::PathBuf;
+
+use slipway_proxy::{defaults, ProxyConfig};
+
+#[tokio::main]
+async fn main() {
+    let mut cfg = ProxyConfig {
+        control_socket: defaults::CONTROL_SOCKET.into(),
+        state_file: defaults::STATE_FILE.into(),
+        bind: defaults::BIND.parse().expect("default bind address parses"),
+        metrics_listen: None,
+    };
+    let mut args = std::env::args().skip(1).filter(|a| a != "proxy");
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--control-socket" => cfg.control_socket = PathBuf::from(value),
+            "--state" => cfg.state_file = PathBuf::from(value),
+            "--bind" => cfg.bind = value.parse().expect("--bind takes an IP address"),
+            "--metrics-listen" => {
+                cfg.metrics_listen = Some(value.parse().expect("--metrics-listen takes ip:port"))
+            }
+            _ => panic!("unknown flag {flag}"),
+        }
+    }
+    let shutdown = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    if let Err(e) = slipway_proxy::serve(cfg, shutdown).await {
+        eprintln!("bench_proxy: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,221 @@
+//! Connections to one upstream. Each is an HTTP/1.1 sender plus its connection future, driven
+//! by whichever client-connection task uses it (no task per upstream connection, no wakeups
+//! across threads per request). Idle ones wait un-polled in a LIFO stack behind a short
+//! mutex; one whose upstream hung up is noticed (and dropped) before anything is sent on it.
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, TrySendError};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::defaults;
+use crate::http::RequestBody;
+
+/// The connection future (hyper's upgradeable connection, whose type cannot be named).
+type Connection = dyn Future<Output = hyper::Result<()>> + Send;
+
+/// Why no connection to an upstream could be opened (answered with a 502).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("cannot connect to {addr}: {source}")]
+    Tcp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to {addr}: no answer within {timeout:?}")]
+    Timeout {
+        addr: SocketAddr,
+        timeout: std::time::Duration,
+    },
+    #[error("HTTP/1.1 handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+/// One connection to an upstream: the sender and the connection future that does its I/O.
+pub(crate) struct UpstreamConn {
+    send: http1::SendRequest<RequestBody>,
+    conn: Pin<Box<Connection>>,
+    /// The connection future has finished (closed, failed or upgraded).
+    ended: bool,
+    /// When it last went idle; stale ones are not reused.
+    idle_since: Instant,
+}
+
+impl UpstreamConn {
+    /// Drives the connection's I/O (reads, writes, keep-alive bookkeeping).
+    pub(crate) fn poll_io(&mut self, cx: &mut Context<'_>) {
+        if self.ended {
+            return;
+        }
+        if let Poll::Ready(r) = self.conn.as_mut().poll(cx) {
+            self.ended = true;
+            if let Err(e) = r {
+                debug!(error = %e, "upstream connection ended with an error");
+            }
+        }
+    }
+
+    /// Waits until the connection can take a request; false if it has closed meanwhile.
+    async fn ready(&mut self) -> bool {
+        poll_fn(|cx| {
+            self.poll_io(cx);
+            match self.send.poll_ready(cx) {
+                Poll::Ready(r) => Poll::Ready(r.is_ok()),
+                Poll::Pending if self.ended => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Sends `req` and waits for the response head, driving the connection meanwhile.
+    /// If the request was never written, hyper hands it back in the error.
+    async fn send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        let mut response = pin!(self.send.try_send_request(req));
+        poll_fn(|cx| {
+            self.poll_io(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Can carry another request right now (its last exchange is complete).
+    fn reusable(&self) -> bool {
+        !self.ended && self.send.is_ready()
+    }
+}
+
+/// Why a request got no response from its upstream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ForwardError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("request to the upstream failed: {0}")]
+    Request(#[source] hyper::Error),
+}
+
+/// Connections to one upstream. Dropping the pool closes its idle connections.
+pub(crate) struct Pool {
+    addr: SocketAddr,
+    idle: Mutex<Vec<UpstreamConn>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("addr", &self.addr).finish()
+    }
+}
+
+impl Pool {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        Pool {
+            addr,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends `req` on an idle connection, or a new one if none is idle; answers the response
+    /// head and the connection, which must go back with [`Pool::put`] once the response body
+    /// is through.
+    ///
+    /// Retry rule: a request is resent only when hyper hands it back unwritten (the pooled
+    /// connection turned out closed before a byte of it went out). Once any byte may have
+    /// reached the upstream, a failure is final — no method is replayed.
+    pub(crate) async fn forward(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, UpstreamConn), ForwardError> {
+        loop {
+            let (mut conn, fresh) = match self.take() {
+                Some(c) => (c, false),
+                None => (self.connect().await?, true),
+            };
+            if !fresh && !conn.ready().await {
+                continue; // hung up while idle; nothing was sent on it
+            }
+            match conn.send(req).await {
+                Ok(resp) => return Ok((resp, conn)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !fresh => req = unsent,
+                    _ => return Err(ForwardError::Request(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Returns a connection whose exchange is complete; others (and extras) are closed.
+    pub(crate) fn put(&self, mut conn: UpstreamConn) {
+        if !conn.reusable() {
+            return;
+        }
+        conn.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < defaults::UPSTREAM_POOL_MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    /// The most recently used idle connection, unless it (and so every older one) is stale.
+    fn take(&self) -> Option<UpstreamConn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = idle.pop()?;
+        if conn.idle_since.elapsed() < defaults::UPSTREAM_POOL_IDLE {
+            return Some(conn);
+        }
+        let stale = std::mem::take(&mut *idle);
+        drop(idle);
+        drop((conn, stale));
+        None
+    }
+
+    async fn connect(&self) -> Result<UpstreamConn, ConnectError> {
+        let addr = self.addr;
+        let timeout = defaults::UPSTREAM_CONNECT_TIMEOUT;
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(ConnectError::Tcp { addr, source }),
+            Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
+        };
+        let _ = stream.set_nodelay(true);
+        let (send, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        Ok(UpstreamConn {
+            send,
+            conn: Box::pin(conn.with_upgrades()),
+            ended: false,
+            idle_since: Instant::now(),
+        })
+    }
+}
+
+/// Keeps driving an upgraded exchange's connection until it hands its socket over.
+pub(crate) fn finish_upgrade(mut conn: UpstreamConn) {
+    tokio::spawn(async move {
+        poll_fn(|cx| {
+            conn.poll_io(cx);
+            if conn.ended {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    });
+}
