@@ -58,6 +58,7 @@ name = "$APP"
 image = "$REG/demo/$APP"
 listen = $PORT
 container_port = 80
+stop_grace = "${STOP_GRACE:-2s}"   # busybox httpd as PID 1 ignores SIGTERM: do not wait 10 s for it
 ${APP_EXTRA:-}
 TOML
   cat > "$WORK/agent.toml" <<TOML

@@ -8,7 +8,8 @@ use slipway_tests::load::Load;
 use slipway_tests::registry::Registry;
 use std::time::Duration;
 
-const FAST_BAKE: &str = "[swap]\ndrain_timeout = \"5s\"\nbake = \"1s\"\n";
+/// busybox httpd as PID 1 ignores SIGTERM: a short grace keeps discards quick.
+const FAST_BAKE: &str = "stop_grace = \"1s\"\n[swap]\ndrain_timeout = \"5s\"\nbake = \"1s\"\n";
 
 struct Bed {
     host: TestHost,
