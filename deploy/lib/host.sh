@@ -6,7 +6,7 @@
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 PORT=${PORT:-18080}
 APP=${APP:-web}
-BIN=$ROOT/target/release
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 HOST_PIDS=()
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
