@@ -8,7 +8,6 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 APP=bench
-PORT=${PORT:-18090}
 SUBNET=10.232.0.0/24
 SWAPS=${SWAPS:-20}
 STEADY_SECONDS=${STEADY_SECONDS:-10}

@@ -4,7 +4,13 @@
 # Settings (env): PORT (proxy listen port for the app), APP (app name), APP_EXTRA (extra app.toml).
 
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-PORT=${PORT:-18080}
+# free_port FROM: the first TCP port at or above FROM that nothing listens on.
+free_port() {
+  local p=$1
+  while ss -Hltn "sport = :$p" | grep -q .; do p=$((p + 1)); done
+  echo "$p"
+}
+PORT=${PORT:-$(free_port 18080)}
 APP=${APP:-web}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 HOST_PIDS=()
