@@ -232,3 +232,45 @@ fn newer_release_supersedes_one_in_flight() {
     let outcomes: Vec<_> = st["history"].as_array().unwrap().iter().map(|h| (h["seq"].as_u64().unwrap(), h["outcome"].as_str().unwrap().to_string())).collect();
     assert!(outcomes.contains(&(2, "superseded".into())), "{outcomes:?}");
 }
+
+#[test]
+fn server_errors_during_bake_switch_back_at_once() {
+    use slipway_tests::image::{busybox_layer, ImageBuilder, TarBuilder};
+    let bed = bed();
+    let spec = bed.host.spec("bg5xx", bed.listen, FAST_BAKE);
+    let v1 = push(&bed, "bg5xx", "calm v1");
+    bed.host.release(&spec, 1, &v1).unwrap();
+    bed.host.wait_for_body(bed.listen, "calm v1", Duration::from_secs(60)).unwrap();
+
+    // v2 passes its health check (/health.html) but answers 500 on / (an index CGI).
+    let cgi = b"#!/bin/sh\necho 'Status: 500 Internal Server Error'\necho 'Content-Type: text/plain'\necho\necho boom\n";
+    let www = TarBuilder::new()
+        .dir("www", 0o755)
+        .file("www/health.html", b"ok", 0o644)
+        .dir("www/cgi-bin", 0o755)
+        .file("www/cgi-bin/index.cgi", cgi, 0o755);
+    let v2 = ImageBuilder::new()
+        .layer(busybox_layer())
+        .layer_from_tar(www)
+        .cmd(&["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"])
+        .build()
+        .push(&bed.host.registry, "bg5xx", "v2")
+        .unwrap()
+        .image_ref();
+    let erring = bed.host.spec(
+        "bg5xx",
+        bed.listen,
+        "stop_grace = \"1s\"\n[health]\npath = \"/health.html\"\n[swap]\ndrain_timeout = \"5s\"\nbake = \"20s\"\nmax_error_rate = 0.05\n",
+    );
+    let load = Load::start(TestHost::addr(bed.listen), 2);
+    bed.host.release(&erring, 2, &v2).unwrap();
+    wait_until(Duration::from_secs(40), || app_status(&bed, "bg5xx")["history"][0]["outcome"] == "rolled-back")
+        .expect("5xx rate during bake rolled back");
+    let report = load.finish();
+    assert!(report.errors.iter().any(|e| e.contains("HTTP 500")), "v2 did take traffic: {:?}", report.errors);
+    assert_eq!(get(bed.listen).unwrap().1, "calm v1");
+    let st = app_status(&bed, "bg5xx");
+    assert!(st["last_error"].as_str().unwrap_or_default().contains("5xx"), "{st}");
+    assert_eq!(st["live_seq"], 1);
+    wait_until(Duration::from_secs(15), || bed.host.runc_list().len() == 1).expect("v2 discarded");
+}
