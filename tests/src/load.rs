@@ -152,6 +152,7 @@ fn request(c: &mut BufReader<TcpStream>, addr: SocketAddr) -> Result<(u16, Strin
     let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| Failed(format!("bad status line {line:?}")))?;
     let mut len = 0usize;
     let mut keep = true;
+    let mut chunked = false;
     loop {
         let mut h = String::new();
         c.read_line(&mut h).map_err(|e| Failed(format!("reading headers: {e}")))?;
@@ -164,11 +165,31 @@ fn request(c: &mut BufReader<TcpStream>, addr: SocketAddr) -> Result<(u16, Strin
             len = v.trim().parse().map_err(|_| Failed(format!("bad {h}")))?;
         } else if lower.starts_with("connection:") && lower.contains("close") {
             keep = false;
-        } else if lower.starts_with("transfer-encoding:") {
-            return Err(Failed(format!("unexpected {h}")));
+        } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
         }
     }
-    let mut body = vec![0u8; len];
-    c.read_exact(&mut body).map_err(|e| Failed(format!("reading body: {e}")))?;
+    let body = if chunked {
+        read_chunked(c)?
+    } else {
+        let mut body = vec![0u8; len];
+        c.read_exact(&mut body).map_err(|e| Failed(format!("reading body: {e}")))?;
+        body
+    };
     Ok((status, String::from_utf8_lossy(&body).trim().to_string(), keep))
+}
+
+fn read_chunked(c: &mut BufReader<TcpStream>) -> Result<Vec<u8>, Error> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        c.read_line(&mut size).map_err(|e| Failed(format!("reading chunk size: {e}")))?;
+        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).map_err(|_| Failed(format!("bad chunk size {size:?}")))?;
+        let mut chunk = vec![0u8; n + 2];
+        c.read_exact(&mut chunk).map_err(|e| Failed(format!("reading chunk: {e}")))?;
+        if n == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
 }
