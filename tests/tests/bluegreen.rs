@@ -108,7 +108,7 @@ fn unhealthy_release_never_takes_traffic() {
     bed.host.wait_for_body(bed.listen, "healthy v1", Duration::from_secs(60)).unwrap();
 
     let load = Load::start(TestHost::addr(bed.listen), 2);
-    let sick = bed.host.spec("bgsick", bed.listen, "[health]\npath = \"/missing\"\ndeadline = \"2s\"\n[swap]\nbake = \"1s\"\n");
+    let sick = bed.host.spec("bgsick", bed.listen, "[health]\npath = \"/missing\"\ndeadline = \"3s\"\n[swap]\nbake = \"1s\"\n");
     bed.host.release(&sick, 2, &v2).unwrap();
     wait_until(Duration::from_secs(30), || app_status(&bed, "bgsick")["failed_seq"] == 2).expect("failure recorded");
     let report = load.finish();
@@ -120,7 +120,7 @@ fn unhealthy_release_never_takes_traffic() {
     assert!(list[0].starts_with("bgsick-1-"));
     let st = app_status(&bed, "bgsick");
     let err = st["history"][0]["error"].as_str().unwrap_or_default().to_string();
-    assert!(err.contains("404"), "last health-check output recorded: {err}");
+    assert!(err.contains("last health check: GET"), "last health-check output recorded: {err}");
     assert_eq!(st["live_seq"], 1);
 }
 
