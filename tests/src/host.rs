@@ -28,7 +28,11 @@ pub struct TestHost {
 
 /// A free loopback port (bound and released; fine for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl TestHost {
@@ -39,7 +43,11 @@ impl TestHost {
 
     /// Like [`TestHost::start`], trusting `key`, with extra TOML appended to `agent.toml`
     /// (e.g. a `[controller]` section).
-    pub fn start_with(registry: &str, key: SigningKey, extra_agent_toml: &str) -> anyhow::Result<TestHost> {
+    pub fn start_with(
+        registry: &str,
+        key: SigningKey,
+        extra_agent_toml: &str,
+    ) -> anyhow::Result<TestHost> {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let dir = tempfile::Builder::new().prefix("slipway-host-").tempdir()?;
@@ -47,7 +55,11 @@ impl TestHost {
         std::fs::write(dir.path().join("trust.toml"), trust.to_toml())?;
         std::fs::create_dir_all(dir.path().join("releases"))?;
         let bridge = format!("swt{}x{}", pid % 100000, n);
-        let subnet = format!("10.{}.{}.0/24", 100 + (pid % 100), (n * 7 + pid / 100) % 250);
+        let subnet = format!(
+            "10.{}.{}.0/24",
+            100 + (pid % 100),
+            (n * 7 + pid / 100) % 250
+        );
         let d = dir.path().display();
         std::fs::write(
             dir.path().join("agent.toml"),
@@ -81,30 +93,43 @@ impl TestHost {
     pub fn start_proxy(&mut self) -> anyhow::Result<()> {
         let sock = self.path().join("proxy.sock");
         let _ = std::fs::remove_file(&sock);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path().join("proxy.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("proxy.log"))?;
         let child = Command::new(bin("slipway-agent"))
             .args(["proxy", "--control-socket"])
             .arg(&sock)
             .arg("--state")
             .arg(self.path().join("routes.json"))
             .args(["--bind", "127.0.0.1"])
-            .env("SLIPWAY_LOG", "debug,hyper=info,hyper_util=info,reqwest=info,oci_client=info,h2=info")
+            .env(
+                "SLIPWAY_LOG",
+                "debug,hyper=info,hyper_util=info,reqwest=info,oci_client=info,h2=info",
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("starting slipway-agent proxy")?;
         self.proxy = Some(child);
-        wait_until(Duration::from_secs(10), || sock.exists()).context("proxy control socket never appeared")?;
+        wait_until(Duration::from_secs(10), || sock.exists())
+            .context("proxy control socket never appeared")?;
         Ok(())
     }
 
     pub fn start_agent(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path().join("agent.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("agent.log"))?;
         let child = Command::new(bin("slipway-agent"))
             .arg("run")
             .arg("--config")
             .arg(self.agent_config())
-            .env("SLIPWAY_LOG", "debug,hyper=info,hyper_util=info,reqwest=info,oci_client=info,h2=info")
+            .env(
+                "SLIPWAY_LOG",
+                "debug,hyper=info,hyper_util=info,reqwest=info,oci_client=info,h2=info",
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -191,11 +216,20 @@ impl TestHost {
             .args(["list", "-q"])
             .output()
             .expect("runc list");
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
     }
 
     /// Waits until GET / on the app's listen port answers 2xx with `text` in the body.
-    pub fn wait_for_body(&self, listen: u16, text: &str, timeout: Duration) -> anyhow::Result<Duration> {
+    pub fn wait_for_body(
+        &self,
+        listen: u16,
+        text: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
         let start = Instant::now();
         let mut last = String::new();
         while start.elapsed() < timeout {
@@ -226,14 +260,26 @@ impl TestHost {
 /// One GET / on 127.0.0.1:`port` with a fresh connection: (status, body).
 pub fn get(port: u16) -> anyhow::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&TestHost::addr(port), Duration::from_secs(1))?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&TestHost::addr(port), Duration::from_secs(1))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    s.write_all(
+        format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string();
     Ok((code, body))
 }
 
@@ -244,7 +290,13 @@ pub fn netns_of(app: &str) -> Vec<String> {
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix) && n[prefix.len()..].chars().next().is_some_and(|c| c.is_ascii_digit()))
+                .filter(|n| {
+                    n.starts_with(&prefix)
+                        && n[prefix.len()..]
+                            .chars()
+                            .next()
+                            .is_some_and(|c| c.is_ascii_digit())
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -277,12 +329,20 @@ impl Drop for TestHost {
         // Whatever is left (a failed test): force it away.
         let root = self.path().join("runc");
         for id in self.runc_list() {
-            let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", &id]).output();
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force", &id])
+                .output();
         }
         if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
             let base = self.path().to_string_lossy().to_string();
-            let mut targets: Vec<&str> = mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&base)).collect();
-            targets.sort_by(|a, b| b.len().cmp(&a.len()));
+            let mut targets: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|m| m.starts_with(&base))
+                .collect();
+            targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
             for t in targets {
                 let _ = Command::new("umount").args(["-l", t]).output();
             }
@@ -292,6 +352,8 @@ impl Drop for TestHost {
                 let _ = Command::new("ip").args(["netns", "del", &ns]).output();
             }
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
     }
 }

@@ -54,7 +54,11 @@ impl Load {
                 std::thread::spawn(move || client(addr, &stop, &report))
             })
             .collect();
-        Load { stop, report, threads }
+        Load {
+            stop,
+            report,
+            threads,
+        }
     }
 
     /// A snapshot of the counts so far.
@@ -149,13 +153,18 @@ fn request(c: &mut BufReader<TcpStream>, addr: SocketAddr) -> Result<(u16, Strin
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Err(Closed),
         Err(e) => return Err(Failed(format!("reading status: {e}"))),
     }
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| Failed(format!("bad status line {line:?}")))?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Failed(format!("bad status line {line:?}")))?;
     let mut len = 0usize;
     let mut keep = true;
     let mut chunked = false;
     loop {
         let mut h = String::new();
-        c.read_line(&mut h).map_err(|e| Failed(format!("reading headers: {e}")))?;
+        c.read_line(&mut h)
+            .map_err(|e| Failed(format!("reading headers: {e}")))?;
         let h = h.trim_end();
         if h.is_empty() {
             break;
@@ -173,20 +182,28 @@ fn request(c: &mut BufReader<TcpStream>, addr: SocketAddr) -> Result<(u16, Strin
         read_chunked(c)?
     } else {
         let mut body = vec![0u8; len];
-        c.read_exact(&mut body).map_err(|e| Failed(format!("reading body: {e}")))?;
+        c.read_exact(&mut body)
+            .map_err(|e| Failed(format!("reading body: {e}")))?;
         body
     };
-    Ok((status, String::from_utf8_lossy(&body).trim().to_string(), keep))
+    Ok((
+        status,
+        String::from_utf8_lossy(&body).trim().to_string(),
+        keep,
+    ))
 }
 
 fn read_chunked(c: &mut BufReader<TcpStream>) -> Result<Vec<u8>, Error> {
     let mut body = Vec::new();
     loop {
         let mut size = String::new();
-        c.read_line(&mut size).map_err(|e| Failed(format!("reading chunk size: {e}")))?;
-        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).map_err(|_| Failed(format!("bad chunk size {size:?}")))?;
+        c.read_line(&mut size)
+            .map_err(|e| Failed(format!("reading chunk size: {e}")))?;
+        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|_| Failed(format!("bad chunk size {size:?}")))?;
         let mut chunk = vec![0u8; n + 2];
-        c.read_exact(&mut chunk).map_err(|e| Failed(format!("reading chunk: {e}")))?;
+        c.read_exact(&mut chunk)
+            .map_err(|e| Failed(format!("reading chunk: {e}")))?;
         if n == 0 {
             return Ok(body);
         }

@@ -20,11 +20,18 @@ struct Bed {
 fn bed() -> Bed {
     let registry = Registry::start().expect("registry");
     let host = TestHost::start(registry.addr()).expect("host");
-    Bed { host, _registry: registry, listen: free_port() }
+    Bed {
+        host,
+        _registry: registry,
+        listen: free_port(),
+    }
 }
 
 fn push(bed: &Bed, app: &str, text: &str) -> String {
-    busybox_httpd_image(text).push(&bed.host.registry, app, "latest").expect("push").image_ref()
+    busybox_httpd_image(text)
+        .push(&bed.host.registry, app, "latest")
+        .expect("push")
+        .image_ref()
 }
 
 fn app_status(bed: &Bed, app: &str) -> serde_json::Value {
@@ -38,20 +45,36 @@ fn first_deploy_then_swap_under_load_fails_nothing() {
     let v1 = push(&bed, "bgswap", "Hello from v1");
     let v2 = push(&bed, "bgswap", "Hello from v2");
     bed.host.release(&spec, 1, &v1).unwrap();
-    bed.host.wait_for_body(bed.listen, "Hello from v1", Duration::from_secs(60)).unwrap();
+    bed.host
+        .wait_for_body(bed.listen, "Hello from v1", Duration::from_secs(60))
+        .unwrap();
     assert_eq!(bed.host.runc_list().len(), 1, "one container for v1");
 
     let load = Load::start(TestHost::addr(bed.listen), 4);
     std::thread::sleep(Duration::from_millis(300));
     bed.host.release(&spec, 2, &v2).unwrap();
-    let took = bed.host.wait_for_body(bed.listen, "Hello from v2", Duration::from_secs(30)).unwrap();
+    let took = bed
+        .host
+        .wait_for_body(bed.listen, "Hello from v2", Duration::from_secs(30))
+        .unwrap();
     // Past the bake window the old container is discarded.
-    wait_until(Duration::from_secs(20), || bed.host.runc_list().len() == 1).expect("old container discarded after bake");
+    wait_until(Duration::from_secs(20), || bed.host.runc_list().len() == 1)
+        .expect("old container discarded after bake");
     std::thread::sleep(Duration::from_millis(300));
     let report = load.finish();
-    eprintln!("swap seen after {took:?}; load: {} ok, {} failed, {} retried, bodies {:?}", report.ok, report.failed, report.retried, report.bodies);
-    assert_eq!(report.failed, 0, "failed requests during the swap: {:?}", report.errors);
-    assert_eq!(report.retried, 0, "connections closed under clients during the swap");
+    eprintln!(
+        "swap seen after {took:?}; load: {} ok, {} failed, {} retried, bodies {:?}",
+        report.ok, report.failed, report.retried, report.bodies
+    );
+    assert_eq!(
+        report.failed, 0,
+        "failed requests during the swap: {:?}",
+        report.errors
+    );
+    assert_eq!(
+        report.retried, 0,
+        "connections closed under clients during the swap"
+    );
     assert!(report.bodies.get("Hello from v1").copied().unwrap_or(0) > 0);
     assert!(report.bodies.get("Hello from v2").copied().unwrap_or(0) > 0);
     // Keep-alive clients moved: the last answers are all v2.
@@ -71,7 +94,9 @@ fn bad_signature_and_replay_change_nothing() {
     let v1 = push(&bed, "bgbad", "v1 here");
     let v2 = push(&bed, "bgbad", "v2 here");
     bed.host.release(&spec, 5, &v1).unwrap();
-    bed.host.wait_for_body(bed.listen, "v1 here", Duration::from_secs(60)).unwrap();
+    bed.host
+        .wait_for_body(bed.listen, "v1 here", Duration::from_secs(60))
+        .unwrap();
     let before = bed.host.runc_list();
 
     // Tampered: a validly signed v2 release whose signature is then altered.
@@ -79,9 +104,13 @@ fn bad_signature_and_replay_change_nothing() {
     let mut sig = env.signatures[0].sig.clone().into_bytes();
     sig[3] = if sig[3] == b'A' { b'B' } else { b'A' };
     env.signatures[0].sig = String::from_utf8(sig).unwrap();
-    bed.host.write_release("bgbad", env.to_json().as_bytes()).unwrap();
+    bed.host
+        .write_release("bgbad", env.to_json().as_bytes())
+        .unwrap();
     wait_until(Duration::from_secs(10), || {
-        app_status(&bed, "bgbad")["last_error"].as_str().is_some_and(|e| e.contains("bad signature"))
+        app_status(&bed, "bgbad")["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bad signature"))
     })
     .expect("bad signature reported in status");
     assert_eq!(get(bed.listen).unwrap().1, "v1 here");
@@ -90,7 +119,9 @@ fn bad_signature_and_replay_change_nothing() {
     // Replay: an older seq, validly signed.
     bed.host.release(&spec, 4, &v2).unwrap();
     wait_until(Duration::from_secs(10), || {
-        app_status(&bed, "bgbad")["last_error"].as_str().is_some_and(|e| e.contains("seq must be greater than 5"))
+        app_status(&bed, "bgbad")["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("seq must be greater than 5"))
     })
     .expect("replay reported in status");
     assert_eq!(get(bed.listen).unwrap().1, "v1 here");
@@ -105,22 +136,40 @@ fn unhealthy_release_never_takes_traffic() {
     let v1 = push(&bed, "bgsick", "healthy v1");
     let v2 = push(&bed, "bgsick", "sick v2");
     bed.host.release(&spec, 1, &v1).unwrap();
-    bed.host.wait_for_body(bed.listen, "healthy v1", Duration::from_secs(60)).unwrap();
+    bed.host
+        .wait_for_body(bed.listen, "healthy v1", Duration::from_secs(60))
+        .unwrap();
 
     let load = Load::start(TestHost::addr(bed.listen), 2);
-    let sick = bed.host.spec("bgsick", bed.listen, "[health]\npath = \"/missing\"\ndeadline = \"3s\"\n[swap]\nbake = \"1s\"\n");
+    let sick = bed.host.spec(
+        "bgsick",
+        bed.listen,
+        "[health]\npath = \"/missing\"\ndeadline = \"3s\"\n[swap]\nbake = \"1s\"\n",
+    );
     bed.host.release(&sick, 2, &v2).unwrap();
-    wait_until(Duration::from_secs(30), || app_status(&bed, "bgsick")["failed_seq"] == 2).expect("failure recorded");
+    wait_until(Duration::from_secs(30), || {
+        app_status(&bed, "bgsick")["failed_seq"] == 2
+    })
+    .expect("failure recorded");
     let report = load.finish();
     assert_eq!(report.failed, 0, "{:?}", report.errors);
-    assert!(!report.bodies.contains_key("sick v2"), "unhealthy release served traffic");
+    assert!(
+        !report.bodies.contains_key("sick v2"),
+        "unhealthy release served traffic"
+    );
     assert_eq!(get(bed.listen).unwrap().1, "healthy v1");
     let list = bed.host.runc_list();
     assert_eq!(list.len(), 1, "new container discarded: {list:?}");
     assert!(list[0].starts_with("bgsick-1-"));
     let st = app_status(&bed, "bgsick");
-    let err = st["history"][0]["error"].as_str().unwrap_or_default().to_string();
-    assert!(err.contains("last health check: GET"), "last health-check output recorded: {err}");
+    let err = st["history"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        err.contains("last health check: GET"),
+        "last health-check output recorded: {err}"
+    );
     assert_eq!(st["live_seq"], 1);
 }
 
@@ -131,7 +180,9 @@ fn crash_after_switch_is_rolled_back_by_bake() {
     let v1 = push(&bed, "bgcrash", "steady v1");
     let v2 = push(&bed, "bgcrash", "flaky v2");
     bed.host.release(&spec, 1, &v1).unwrap();
-    bed.host.wait_for_body(bed.listen, "steady v1", Duration::from_secs(60)).unwrap();
+    bed.host
+        .wait_for_body(bed.listen, "steady v1", Duration::from_secs(60))
+        .unwrap();
 
     // v2 serves for a moment, then its web server dies while the container lives on.
     let flaky = bed.host.spec(
@@ -140,15 +191,26 @@ fn crash_after_switch_is_rolled_back_by_bake() {
         "command = [\"/bin/sh\", \"-c\", \"httpd -f -p 80 -h /www & sleep 2; kill $!; sleep 3600\"]\n[swap]\ndrain_timeout = \"5s\"\nbake = \"6s\"\n",
     );
     bed.host.release(&flaky, 2, &v2).unwrap();
-    bed.host.wait_for_body(bed.listen, "flaky v2", Duration::from_secs(30)).unwrap();
-    wait_until(Duration::from_secs(20), || app_status(&bed, "bgcrash")["history"][0]["outcome"] == "rolled-back")
-        .expect("bake failure rolled back");
+    bed.host
+        .wait_for_body(bed.listen, "flaky v2", Duration::from_secs(30))
+        .unwrap();
+    wait_until(Duration::from_secs(20), || {
+        app_status(&bed, "bgcrash")["history"][0]["outcome"] == "rolled-back"
+    })
+    .expect("bake failure rolled back");
     assert_eq!(get(bed.listen).unwrap().1, "steady v1");
-    wait_until(Duration::from_secs(15), || bed.host.runc_list().len() == 1).expect("flaky container discarded");
+    wait_until(Duration::from_secs(15), || bed.host.runc_list().len() == 1)
+        .expect("flaky container discarded");
     assert!(bed.host.runc_list()[0].starts_with("bgcrash-1-"));
     let st = app_status(&bed, "bgcrash");
     assert_eq!(st["live_seq"], 1);
-    assert!(st["last_error"].as_str().unwrap_or_default().contains("rolled back"), "{st}");
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rolled back"),
+        "{st}"
+    );
 }
 
 #[test]
@@ -158,7 +220,9 @@ fn agent_killed_mid_deploy_and_restarted_never_drops_traffic() {
     let v1 = push(&bed, "bgkill", "before kill");
     let v2 = push(&bed, "bgkill", "after kill");
     bed.host.release(&spec, 1, &v1).unwrap();
-    bed.host.wait_for_body(bed.listen, "before kill", Duration::from_secs(60)).unwrap();
+    bed.host
+        .wait_for_body(bed.listen, "before kill", Duration::from_secs(60))
+        .unwrap();
 
     let load = Load::start(TestHost::addr(bed.listen), 2);
     // SIGKILL with nothing in flight: no request may fail.
@@ -173,16 +237,26 @@ fn agent_killed_mid_deploy_and_restarted_never_drops_traffic() {
         "command = [\"/bin/sh\", \"-c\", \"sleep 2; exec httpd -f -p 80 -h /www\"]\n[swap]\ndrain_timeout = \"5s\"\nbake = \"1s\"\n",
     );
     bed.host.release(&slow, 2, &v2).unwrap();
-    wait_until(Duration::from_secs(30), || app_status(&bed, "bgkill")["phase"] == "health-checking").expect("reached health-checking");
+    wait_until(Duration::from_secs(30), || {
+        app_status(&bed, "bgkill")["phase"] == "health-checking"
+    })
+    .expect("reached health-checking");
     bed.host.kill_agent();
-    assert_eq!(get(bed.listen).unwrap().1, "before kill", "old container keeps serving with the agent dead");
+    assert_eq!(
+        get(bed.listen).unwrap().1,
+        "before kill",
+        "old container keeps serving with the agent dead"
+    );
     bed.host.start_agent().unwrap();
-    bed.host.wait_for_body(bed.listen, "after kill", Duration::from_secs(30)).unwrap();
+    bed.host
+        .wait_for_body(bed.listen, "after kill", Duration::from_secs(30))
+        .unwrap();
 
     // Kill again during bake; after restart exactly one container remains and it is v2.
     bed.host.kill_agent();
     bed.host.start_agent().unwrap();
-    wait_until(Duration::from_secs(20), || bed.host.runc_list().len() == 1).expect("one container after recovery");
+    wait_until(Duration::from_secs(20), || bed.host.runc_list().len() == 1)
+        .expect("one container after recovery");
     std::thread::sleep(Duration::from_millis(300));
     let report = load.finish();
     assert_eq!(report.failed, 0, "{:?}", report.errors);
@@ -196,19 +270,33 @@ fn proxy_restart_restores_routes_and_removal_leaves_nothing() {
     let spec = bed.host.spec("bgproxy", bed.listen, FAST_BAKE);
     let v1 = push(&bed, "bgproxy", "routed v1");
     bed.host.release(&spec, 1, &v1).unwrap();
-    bed.host.wait_for_body(bed.listen, "routed v1", Duration::from_secs(60)).unwrap();
+    bed.host
+        .wait_for_body(bed.listen, "routed v1", Duration::from_secs(60))
+        .unwrap();
 
     bed.host.kill_proxy();
     bed.host.start_proxy().unwrap();
-    bed.host.wait_for_body(bed.listen, "routed v1", Duration::from_secs(10)).expect("route restored from the proxy's state file");
+    bed.host
+        .wait_for_body(bed.listen, "routed v1", Duration::from_secs(10))
+        .expect("route restored from the proxy's state file");
 
-    assert_eq!(netns_of("bgproxy").len(), 1, "one netns for the one container");
+    assert_eq!(
+        netns_of("bgproxy").len(),
+        1,
+        "one netns for the one container"
+    );
     bed.host.remove_release("bgproxy");
-    wait_until(Duration::from_secs(30), || bed.host.runc_list().is_empty()).expect("containers discarded on removal");
-    wait_until(Duration::from_secs(5), || get(bed.listen).is_err()).expect("listener closed on removal");
-    wait_until(Duration::from_secs(10), || netns_of("bgproxy").is_empty()).expect("netns removed with the container");
+    wait_until(Duration::from_secs(30), || bed.host.runc_list().is_empty())
+        .expect("containers discarded on removal");
+    wait_until(Duration::from_secs(5), || get(bed.listen).is_err())
+        .expect("listener closed on removal");
+    wait_until(Duration::from_secs(10), || netns_of("bgproxy").is_empty())
+        .expect("netns removed with the container");
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    assert!(!mounts.contains(&bed.host.path().to_string_lossy().to_string()), "no mounts left under the host dir");
+    assert!(
+        !mounts.contains(&bed.host.path().to_string_lossy().to_string()),
+        "no mounts left under the host dir"
+    );
 }
 
 #[test]
@@ -219,17 +307,35 @@ fn newer_release_supersedes_one_in_flight() {
     let v3 = push(&bed, "bgsuper", "super v3");
     let spec = bed.host.spec("bgsuper", bed.listen, FAST_BAKE);
     bed.host.release(&spec, 1, &v1).unwrap();
-    bed.host.wait_for_body(bed.listen, "super v1", Duration::from_secs(60)).unwrap();
+    bed.host
+        .wait_for_body(bed.listen, "super v1", Duration::from_secs(60))
+        .unwrap();
     // v2 never gets healthy in time for anyone to care: v3 arrives while it is checked.
     let slow = bed.host.spec("bgsuper", bed.listen, "command = [\"/bin/sh\", \"-c\", \"sleep 30; exec httpd -f -p 80 -h /www\"]\n[health]\ndeadline = \"60s\"\n");
     bed.host.release(&slow, 2, &v2).unwrap();
-    wait_until(Duration::from_secs(30), || app_status(&bed, "bgsuper")["phase"] == "health-checking").expect("v2 health-checking");
+    wait_until(Duration::from_secs(30), || {
+        app_status(&bed, "bgsuper")["phase"] == "health-checking"
+    })
+    .expect("v2 health-checking");
     bed.host.release(&spec, 3, &v3).unwrap();
-    bed.host.wait_for_body(bed.listen, "super v3", Duration::from_secs(30)).unwrap();
-    wait_until(Duration::from_secs(20), || bed.host.runc_list().len() == 1).expect("v1 and v2 discarded");
+    bed.host
+        .wait_for_body(bed.listen, "super v3", Duration::from_secs(30))
+        .unwrap();
+    wait_until(Duration::from_secs(20), || bed.host.runc_list().len() == 1)
+        .expect("v1 and v2 discarded");
     assert!(bed.host.runc_list()[0].starts_with("bgsuper-3-"));
     let st = app_status(&bed, "bgsuper");
-    let outcomes: Vec<_> = st["history"].as_array().unwrap().iter().map(|h| (h["seq"].as_u64().unwrap(), h["outcome"].as_str().unwrap().to_string())).collect();
+    let outcomes: Vec<_> = st["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["seq"].as_u64().unwrap(),
+                h["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
     assert!(outcomes.contains(&(2, "superseded".into())), "{outcomes:?}");
 }
 
@@ -240,7 +346,9 @@ fn server_errors_during_bake_switch_back_at_once() {
     let spec = bed.host.spec("bg5xx", bed.listen, FAST_BAKE);
     let v1 = push(&bed, "bg5xx", "calm v1");
     bed.host.release(&spec, 1, &v1).unwrap();
-    bed.host.wait_for_body(bed.listen, "calm v1", Duration::from_secs(60)).unwrap();
+    bed.host
+        .wait_for_body(bed.listen, "calm v1", Duration::from_secs(60))
+        .unwrap();
 
     // v2 passes its health check (/health.html) but answers 500 on / (an index CGI).
     let cgi = b"#!/bin/sh\necho 'Status: 500 Internal Server Error'\necho 'Content-Type: text/plain'\necho\necho boom\n";
@@ -264,13 +372,25 @@ fn server_errors_during_bake_switch_back_at_once() {
     );
     let load = Load::start(TestHost::addr(bed.listen), 2);
     bed.host.release(&erring, 2, &v2).unwrap();
-    wait_until(Duration::from_secs(40), || app_status(&bed, "bg5xx")["history"][0]["outcome"] == "rolled-back")
-        .expect("5xx rate during bake rolled back");
+    wait_until(Duration::from_secs(40), || {
+        app_status(&bed, "bg5xx")["history"][0]["outcome"] == "rolled-back"
+    })
+    .expect("5xx rate during bake rolled back");
     let report = load.finish();
-    assert!(report.errors.iter().any(|e| e.contains("HTTP 500")), "v2 did take traffic: {:?}", report.errors);
+    assert!(
+        report.errors.iter().any(|e| e.contains("HTTP 500")),
+        "v2 did take traffic: {:?}",
+        report.errors
+    );
     assert_eq!(get(bed.listen).unwrap().1, "calm v1");
     let st = app_status(&bed, "bg5xx");
-    assert!(st["last_error"].as_str().unwrap_or_default().contains("5xx"), "{st}");
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("5xx"),
+        "{st}"
+    );
     assert_eq!(st["live_seq"], 1);
     wait_until(Duration::from_secs(15), || bed.host.runc_list().len() == 1).expect("v2 discarded");
 }

@@ -53,13 +53,20 @@ impl Drop for Controller {
 }
 
 fn ok(out: Output) -> String {
-    assert!(out.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn token(config: &Path, name: &str, role: &str, host: Option<&str>) -> String {
     let mut cmd = Command::new(bin("slipway-controller"));
-    cmd.args(["token-create", "--name", name, "--role", role, "--config"]).arg(config);
+    cmd.args(["token-create", "--name", name, "--role", role, "--config"])
+        .arg(config);
     if let Some(h) = host {
         cmd.args(["--host", h]);
     }
@@ -69,8 +76,12 @@ fn token(config: &Path, name: &str, role: &str, host: Option<&str>) -> String {
 #[test]
 fn release_through_the_controller_reaches_the_host_and_survives_its_absence() {
     let registry = Registry::start().unwrap();
-    let v1 = busybox_httpd_image("controller v1").push(registry.addr(), "ctlweb", "v1").unwrap();
-    let v2 = busybox_httpd_image("controller v2").push(registry.addr(), "ctlweb", "v2").unwrap();
+    let v1 = busybox_httpd_image("controller v1")
+        .push(registry.addr(), "ctlweb", "v1")
+        .unwrap();
+    let v2 = busybox_httpd_image("controller v2")
+        .push(registry.addr(), "ctlweb", "v2")
+        .unwrap();
 
     let cdir = tempfile::tempdir().unwrap();
     let key = SigningKey::generate().unwrap();
@@ -92,7 +103,11 @@ fn release_through_the_controller_reaches_the_host_and_survives_its_absence() {
     let agent_token = token(&config, "host-a", "agent", Some("host-a"));
     let token_file = cdir.path().join("agent.token");
     std::fs::write(&token_file, &agent_token).unwrap();
-    let mut controller = Controller { child: None, config: config.clone(), url: format!("http://127.0.0.1:{port}") };
+    let mut controller = Controller {
+        child: None,
+        config: config.clone(),
+        url: format!("http://127.0.0.1:{port}"),
+    };
     controller.start();
 
     let cache = cdir.path().join("agent-cache");
@@ -129,16 +144,31 @@ fn release_through_the_controller_reaches_the_host_and_survives_its_absence() {
             .unwrap()
     };
     ok(slipway(&["app", "apply", "-f", app_toml.to_str().unwrap()]));
-    ok(slipway(&["release", "ctlweb", "--image", &format!("{}:v1", v1.repository)]));
-    host.wait_for_body(listen, "controller v1", Duration::from_secs(60)).unwrap();
+    ok(slipway(&[
+        "release",
+        "ctlweb",
+        "--image",
+        &format!("{}:v1", v1.repository),
+    ]));
+    host.wait_for_body(listen, "controller v1", Duration::from_secs(60))
+        .unwrap();
 
-    ok(slipway(&["release", "ctlweb", "--image", &format!("{}:v2", v2.repository)]));
-    host.wait_for_body(listen, "controller v2", Duration::from_secs(60)).unwrap();
+    ok(slipway(&[
+        "release",
+        "ctlweb",
+        "--image",
+        &format!("{}:v2", v2.repository),
+    ]));
+    host.wait_for_body(listen, "controller v2", Duration::from_secs(60))
+        .unwrap();
     // The agent reported the phases; the controller shows this host live on seq 2.
     wait_until(Duration::from_secs(15), || {
         let out = slipway(&["--json", "status", "ctlweb"]);
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        rows.as_array().is_some_and(|rows| rows.iter().any(|r| r["host"] == "host-a" && r["seq"] == 2 && r["phase"] == "live"))
+        rows.as_array().is_some_and(|rows| {
+            rows.iter()
+                .any(|r| r["host"] == "host-a" && r["seq"] == 2 && r["phase"] == "live")
+        })
     })
     .expect("controller status shows host-a live on seq 2");
 
@@ -154,7 +184,8 @@ fn release_through_the_controller_reaches_the_host_and_survives_its_absence() {
     // Back up: a rollback is a new, higher seq pointing at v1's digest.
     controller.start();
     ok(slipway(&["rollback", "ctlweb", "--to-seq", "1"]));
-    host.wait_for_body(listen, "controller v1", Duration::from_secs(60)).unwrap();
+    host.wait_for_body(listen, "controller v1", Duration::from_secs(60))
+        .unwrap();
     let st = host.status();
     assert_eq!(st["ctlweb"]["live_seq"], 3);
     assert_eq!(st["ctlweb"]["live_image"].as_str().unwrap(), v1.image_ref());
