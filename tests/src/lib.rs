@@ -1,6 +1,6 @@
 //! Test support for end-to-end tests.
 pub mod bins;
-pub mod image;
-pub mod registry;
-pub mod load;
 pub mod host;
+pub mod image;
+pub mod load;
+pub mod registry;
