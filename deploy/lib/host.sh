@@ -10,7 +10,7 @@ free_port() {
   while ss -Hltn "sport = :$p" | grep -q .; do p=$((p + 1)); done
   echo "$p"
 }
-PORT=${PORT:-$(free_port 18080)}
+PORT=${PORT:-$(free_port $((20000 + RANDOM % 20000)))}
 APP=${APP:-web}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 HOST_PIDS=()
