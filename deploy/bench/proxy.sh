@@ -5,7 +5,10 @@
 #
 #   deploy/bench/proxy.sh                 # builds target/release/slipway-agent if missing
 #   SLIPWAY_AGENT=/path/to/slipway-agent DURATION=5s CONNECTIONS=32 WRK_THREADS=1 deploy/bench/proxy.sh
-#   PROXY_THREADS=2 sets both proxies' worker threads (haproxy nbthread, tokio workers).
+#   PROXY_THREADS=2 sets both proxies' worker threads (haproxy nbthread; slipway's tokio
+#   workers and --http-workers).
+#   SLIPWAY_AGENT may also be the stand-in runner built by
+#   `cargo build --release -p slipway-proxy --example bench_proxy` (same flags).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -113,7 +116,7 @@ cat >"$WORK/routes.json" <<JSON
 ]}
 JSON
 TOKIO_WORKER_THREADS=$PROXY_THREADS SLIPWAY_LOG=warn "$BIN" proxy --control-socket "$WORK/proxy.sock" \
-  --state "$WORK/routes.json" --bind 127.0.0.1 >"$WORK/proxy.log" 2>&1 &
+  --state "$WORK/routes.json" --bind 127.0.0.1 --http-workers "$PROXY_THREADS" >"$WORK/proxy.log" 2>&1 &
 PIDS+=($!)
 
 for port in $UP $HA_HTTP $HA_TCP $SW_HTTP $SW_TCP; do

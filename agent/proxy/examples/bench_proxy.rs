@@ -1,6 +1,7 @@
 //! Minimal stand-in for `slipway-agent proxy` for benchmarks (deploy/bench/proxy.sh) when the
 //! agent binary is not at hand: same runtime (`#[tokio::main]`, TOKIO_WORKER_THREADS honoured)
 //! and same flags. Usage: bench_proxy [proxy] --control-socket S --state F --bind IP
+//! [--http-workers N] [--metrics-listen ADDR]
 
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ async fn main() {
         state_file: defaults::STATE_FILE.into(),
         bind: defaults::BIND.parse().expect("default bind address parses"),
         metrics_listen: None,
+        http_workers: 0,
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "proxy");
     while let Some(flag) = args.next() {
@@ -23,6 +25,9 @@ async fn main() {
             "--control-socket" => cfg.control_socket = PathBuf::from(value),
             "--state" => cfg.state_file = PathBuf::from(value),
             "--bind" => cfg.bind = value.parse().expect("--bind takes an IP address"),
+            "--http-workers" => {
+                cfg.http_workers = value.parse().expect("--http-workers takes a count")
+            }
             "--metrics-listen" => {
                 cfg.metrics_listen = Some(value.parse().expect("--metrics-listen takes ip:port"))
             }

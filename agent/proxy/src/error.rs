@@ -12,6 +12,8 @@ pub enum ProxyError {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error("HTTP worker thread {index}: cannot start: {source}")]
+    Workers { index: usize, source: io::Error },
     #[error("metrics listener {addr}: {source}")]
     MetricsBind { addr: SocketAddr, source: io::Error },
     #[error("control socket {}: {reason}", path.display())]

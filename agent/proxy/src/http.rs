@@ -21,11 +21,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+use crate::client_io::{ClientIo, Unflushed};
 use crate::defaults;
 use crate::drain::Tracker;
 use crate::pool::{ForwardError, UpstreamConn};
 use crate::router::App;
 use crate::upstream::{InFlight, UpstreamState};
+use crate::workers::Workers;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 /// What the proxy answers with: an upstream's streamed body or a short local one.
@@ -35,6 +37,7 @@ pub(crate) type ProxyBody = Either<ResponseBody, Full<Bytes>>;
 pub(crate) struct HttpCtx {
     pub(crate) conns: Arc<Tracker>,
     ids: RequestIds,
+    workers: Workers,
 }
 
 impl std::fmt::Debug for HttpCtx {
@@ -46,10 +49,11 @@ impl std::fmt::Debug for HttpCtx {
 }
 
 impl HttpCtx {
-    pub(crate) fn new(conns: Arc<Tracker>) -> Self {
+    pub(crate) fn new(conns: Arc<Tracker>, workers: Workers) -> Self {
         HttpCtx {
             conns,
             ids: RequestIds::new(),
+            workers,
         }
     }
 }
@@ -83,7 +87,17 @@ pub(crate) async fn accept_loop(listener: TcpListener, app: Arc<App>, ctx: Arc<H
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(serve_conn(stream, peer, app.clone(), ctx.clone()));
+                // Re-registered on the worker's own reactor (into_std deregisters it here).
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(app = %app.name, %peer, error = %e, "cannot hand connection to a worker");
+                        continue;
+                    }
+                };
+                let ctx2 = ctx.clone();
+                ctx.workers
+                    .spawn(serve_conn(stream, peer, app.clone(), ctx2));
             }
             Err(e) => {
                 warn!(app = %app.name, error = %e, "accept failed");
@@ -98,23 +112,38 @@ struct Conn {
     app: Arc<App>,
     ctx: Arc<HttpCtx>,
     peer_ip: HeaderValue,
+    unflushed: Arc<Unflushed>,
 }
 
-async fn serve_conn(stream: TcpStream, peer: SocketAddr, app: Arc<App>, ctx: Arc<HttpCtx>) {
+async fn serve_conn(
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+    ctx: Arc<HttpCtx>,
+) {
     let _open = ctx.conns.enter();
+    let stream = match TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(app = %app.name, %peer, error = %e, "cannot register client connection");
+            return;
+        }
+    };
     let _ = stream.set_nodelay(true);
     let mut closing = app.closing.subscribe();
     let conn = Arc::new(Conn {
         peer_ip: HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a header value"),
         app,
         ctx,
+        unflushed: Arc::default(),
     });
+    let io = ClientIo::new(stream, conn.unflushed.clone());
     let svc = hyper::service::service_fn(move |req| proxy(req, conn.clone()));
     let http = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(defaults::CLIENT_HEADER_TIMEOUT)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), svc)
+        .serve_connection(io, svc)
         .with_upgrades();
     tokio::pin!(http);
     let closed = async move {
@@ -229,6 +258,7 @@ async fn proxy(
             conn: Some(upstream_conn),
             flight: Some(flight),
             start,
+            client: conn,
         })
     }))
 }
@@ -400,6 +430,7 @@ pub(crate) struct ResponseBody {
     conn: Option<UpstreamConn>,
     flight: Option<InFlight>,
     start: Instant,
+    client: Arc<Conn>,
 }
 
 impl ResponseBody {
@@ -412,6 +443,8 @@ impl ResponseBody {
             if let (true, Some(c)) = (complete, conn) {
                 up.pool.put(c);
             }
+            // In flight until hyper has written the last bytes to the client.
+            self.client.unflushed.push(f);
         }
     }
 }

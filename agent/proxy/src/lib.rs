@@ -6,6 +6,7 @@
 
 mod api;
 mod client;
+mod client_io;
 mod control;
 pub mod defaults;
 mod drain;
@@ -17,6 +18,7 @@ mod router;
 mod table;
 mod tcp;
 mod upstream;
+mod workers;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +46,8 @@ pub struct ProxyConfig {
     pub bind: IpAddr,
     /// Optional TCP address serving only GET /metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// HTTP worker threads (each client connection stays on one); 0 = one per CPU.
+    pub http_workers: usize,
 }
 
 /// Runs the proxy until `shutdown` resolves, then stops accepting, lets open connections
@@ -51,7 +55,12 @@ pub struct ProxyConfig {
 pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
     // Refuse early if another proxy serves this socket, before touching its ports.
     control::check_not_running(&cfg.control_socket)?;
-    let router = Arc::new(router::Router::new(cfg.bind, cfg.state_file.clone()));
+    let workers = workers::Workers::start(cfg.http_workers)?;
+    let router = Arc::new(router::Router::new(
+        cfg.bind,
+        cfg.state_file.clone(),
+        workers,
+    ));
     match table::load(&cfg.state_file)? {
         table::Loaded::Missing => {
             info!(state = %cfg.state_file.display(), "no routing table yet; starting with no routes")

@@ -112,7 +112,15 @@ pub(crate) enum ForwardError {
 /// Connections to one upstream. Dropping the pool closes its idle connections.
 pub(crate) struct Pool {
     addr: SocketAddr,
-    idle: Mutex<Vec<UpstreamConn>>,
+    /// Idle connections, one stack per worker thread: a connection is registered with its
+    /// worker's reactor, so it is only reused there.
+    idle: Box<[Mutex<Vec<UpstreamConn>>]>,
+}
+
+/// Pool shards: one per CPU (the default worker count); more workers share shards.
+fn shards() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 impl std::fmt::Debug for Pool {
@@ -125,7 +133,7 @@ impl Pool {
     pub(crate) fn new(addr: SocketAddr) -> Self {
         Pool {
             addr,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..shards()).map(|_| Mutex::new(Vec::new())).collect(),
         }
     }
 
@@ -164,7 +172,7 @@ impl Pool {
             return;
         }
         conn.idle_since = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < defaults::UPSTREAM_POOL_MAX_IDLE {
             idle.push(conn);
         }
@@ -172,7 +180,7 @@ impl Pool {
 
     /// The most recently used idle connection, unless it (and so every older one) is stale.
     fn take(&self) -> Option<UpstreamConn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
         let conn = idle.pop()?;
         if conn.idle_since.elapsed() < defaults::UPSTREAM_POOL_IDLE {
             return Some(conn);
@@ -181,6 +189,10 @@ impl Pool {
         drop(idle);
         drop((conn, stale));
         None
+    }
+
+    fn shard(&self) -> &Mutex<Vec<UpstreamConn>> {
+        &self.idle[crate::workers::current() % self.idle.len()]
     }
 
     async fn connect(&self) -> Result<UpstreamConn, ConnectError> {

@@ -23,6 +23,7 @@ use crate::error::ProxyError;
 use crate::http::HttpCtx;
 use crate::table::{self, RouteEntry, RouteTable};
 use crate::upstream::{Upstream, UpstreamState};
+use crate::workers::Workers;
 
 /// Upstream ids are container ids; they become metric labels and URL path segments.
 pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), ProxyError> {
@@ -178,14 +179,14 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(bind: IpAddr, state_file: PathBuf) -> Self {
+    pub(crate) fn new(bind: IpAddr, state_file: PathBuf, workers: Workers) -> Self {
         let conns = Arc::new(Tracker::default());
         Router {
             bind,
             state_file,
             apps: RwLock::new(HashMap::new()),
             ops: tokio::sync::Mutex::new(()),
-            ctx: Arc::new(HttpCtx::new(conns.clone())),
+            ctx: Arc::new(HttpCtx::new(conns.clone(), workers)),
             conns,
         }
     }

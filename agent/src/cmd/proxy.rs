@@ -20,6 +20,9 @@ pub struct Args {
     /// Also serve GET /metrics (Prometheus) on this TCP address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// HTTP worker threads, each with its own event loop; 0 = one per CPU.
+    #[arg(long, default_value_t = 0)]
+    http_workers: usize,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -28,6 +31,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         state_file: args.state,
         bind: args.bind,
         metrics_listen: args.metrics_listen,
+        http_workers: args.http_workers,
     };
     let socket = cfg.control_socket.clone();
     slipway_proxy::serve(cfg, shutdown_signal())

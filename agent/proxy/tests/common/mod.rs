@@ -39,6 +39,7 @@ impl Proxy {
             state_file: state.clone(),
             bind: "127.0.0.1".parse().unwrap(),
             metrics_listen: None,
+            http_workers: 2,
         };
         let task = tokio::spawn(slipway_proxy::serve(cfg, async move {
             let _ = rx.await;
