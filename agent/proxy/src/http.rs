@@ -341,50 +341,66 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers, those named in `Connection` included. For an upgrade,
 /// `Upgrade` is kept and `Connection` reduced to `upgrade`.
 fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    if h.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(upgrade && n == header::UPGRADE))
-            .collect();
-        for n in named {
-            h.remove(n);
+    // One scan over the (few) names present instead of a hashed removal per hop-by-hop name.
+    let mut present = 0u16;
+    for name in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == name) {
+            present |= 1 << i;
         }
     }
-    for n in HOP_BY_HOP {
-        if upgrade && n == header::UPGRADE {
-            continue;
+    if present & 1 != 0 {
+        // HOP_BY_HOP[0] is `Connection`; usually one value, cloned cheaply (shared bytes).
+        let mut values = h.get_all(header::CONNECTION).iter();
+        match (values.next().cloned(), values.next().is_some()) {
+            (Some(v), false) => remove_named(h, &v, upgrade),
+            _ => {
+                let all: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().cloned().collect();
+                for v in &all {
+                    remove_named(h, v, upgrade);
+                }
+            }
         }
-        h.remove(n);
+    }
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 && !(upgrade && n == header::UPGRADE) {
+            h.remove(n);
+        }
     }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
+/// Removes the headers a `Connection` value names (by name, without allocating).
+fn remove_named(h: &mut HeaderMap, connection: &HeaderValue, upgrade: bool) {
+    let Ok(s) = connection.to_str() else { return };
+    for t in s.split(',').map(str::trim) {
+        if !t.is_empty() && !(upgrade && t.eq_ignore_ascii_case("upgrade")) {
+            h.remove(t);
+        }
+    }
+}
+
 fn prepare_request_headers(h: &mut HeaderMap, upgrade: bool, conn: &Conn) {
     strip_hop_by_hop(h, upgrade);
-    let xff = match h.get(X_FORWARDED_FOR) {
-        Some(prev) => {
+    match h.entry(X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut e) => {
+            let prev = e.get();
             let mut v = Vec::with_capacity(prev.len() + 2 + conn.peer_ip.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(conn.peer_ip.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.peer_ip.clone())
+            e.insert(HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.peer_ip.clone()));
         }
-        None => conn.peer_ip.clone(),
-    };
-    h.insert(X_FORWARDED_FOR, xff);
+        header::Entry::Vacant(e) => {
+            e.insert(conn.peer_ip.clone());
+        }
+    }
     h.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(defaults::FORWARDED_PROTO),
     );
-    if !h.contains_key(X_REQUEST_ID) {
-        h.insert(X_REQUEST_ID, conn.ctx.ids.next());
-    }
+    h.entry(X_REQUEST_ID).or_insert_with(|| conn.ctx.ids.next());
 }
 
 /// A client's request body on its way upstream; counts bytes.
@@ -532,6 +548,28 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn every_connection_line_is_honoured_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("X-One"));
+        h.append(header::CONNECTION, HeaderValue::from_static(" x-two ,close"));
+        h.insert("x-one", HeaderValue::from_static("1"));
+        h.insert("x-two", HeaderValue::from_static("2"));
+        h.insert("x-three", HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-three"]);
+    }
+
+    #[test]
+    fn plain_request_headers_are_left_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]
