@@ -375,7 +375,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 fn remove_named(h: &mut HeaderMap, connection: &HeaderValue, upgrade: bool) {
     let Ok(s) = connection.to_str() else { return };
     for t in s.split(',').map(str::trim) {
-        if !t.is_empty() && !(upgrade && t.eq_ignore_ascii_case("upgrade")) {
+        let keep = t.is_empty() || (upgrade && t.eq_ignore_ascii_case("upgrade"));
+        if !keep {
             h.remove(t);
         }
     }
@@ -554,7 +555,10 @@ mod tests {
     fn every_connection_line_is_honoured_in_any_case() {
         let mut h = HeaderMap::new();
         h.append(header::CONNECTION, HeaderValue::from_static("X-One"));
-        h.append(header::CONNECTION, HeaderValue::from_static(" x-two ,close"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" x-two ,close"),
+        );
         h.insert("x-one", HeaderValue::from_static("1"));
         h.insert("x-two", HeaderValue::from_static("2"));
         h.insert("x-three", HeaderValue::from_static("3"));
