@@ -55,15 +55,14 @@ fn classify(e: OciDistributionError, what: &str, reference: &Reference) -> Attem
         OciDistributionError::UnauthorizedError { .. } => fatal(
             "unauthorized: check the credentials for this registry in the agent config".into(),
         ),
-        OciDistributionError::RegistryError { envelope, .. } => fatal(format!(
-            "{}",
+        OciDistributionError::RegistryError { envelope, .. } => fatal(
             envelope
                 .errors
                 .iter()
                 .map(|e| format!("{:?}: {}", e.code, e.message))
                 .collect::<Vec<_>>()
-                .join("; ")
-        )),
+                .join("; "),
+        ),
         other => fatal(other.to_string()),
     }
 }

@@ -9,7 +9,7 @@ use crate::registry::{RegistryConfig, DEFAULT_REGISTRY};
 use crate::store::Store;
 use crate::unpack::{self, Limits};
 use crate::{defaults, fetch};
-use futures_util::{stream, StreamExt, TryStreamExt};
+use futures_util::{stream, StreamExt};
 use oci_client::Reference;
 use oci_spec::image::ImageConfiguration;
 use serde::Serialize;
@@ -248,10 +248,13 @@ impl Puller {
             .iter()
             .map(|(b, c, d)| self.layer(&child_ref, b, *c, d))
             .collect();
-        let fetched: Vec<u64> = stream::iter(layer_futures)
-        .buffer_unordered(self.concurrency)
-        .try_collect()
-        .await?;
+        // Every started layer task is awaited, even after a failure, so that a failed pull
+        // returns only once its temp files and dirs are gone.
+        let results: Vec<Result<u64, ImageError>> = stream::iter(layer_futures)
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let fetched = results.into_iter().collect::<Result<Vec<u64>, _>>()?;
         report.layers_fetched = todo.len();
         report.bytes_fetched = bytes_fetched + fetched.iter().sum::<u64>();
 

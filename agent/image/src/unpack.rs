@@ -81,16 +81,14 @@ pub fn unpack_layer(
     };
     {
         let mut archive = tar::Archive::new(&mut hashed);
-        let entries = archive
-            .entries()
-            .map_err(|e| fail(stream_reason(&e, limits)))?;
+        let entries = archive.entries().map_err(|e| fail(stream_reason(&e)))?;
         for entry in entries {
-            let entry = entry.map_err(|e| fail(stream_reason(&e, limits)))?;
+            let entry = entry.map_err(|e| fail(stream_reason(&e)))?;
             ex.entry(entry).map_err(|r| fail(r.0))?;
         }
     }
     // The tar end marker may come before the end of the stream: hash the rest too.
-    io::copy(&mut hashed, &mut io::sink()).map_err(|e| fail(stream_reason(&e, limits)))?;
+    io::copy(&mut hashed, &mut io::sink()).map_err(|e| fail(stream_reason(&e)))?;
     let (seen, total) = hashed.finish();
     if &seen != diff_id {
         return Err(fail(format!(
@@ -104,14 +102,10 @@ pub fn unpack_layer(
     })
 }
 
-fn stream_reason(e: &io::Error, limits: &Limits) -> String {
-    if e.get_ref().is_some_and(|i| i.is::<CapExceeded>()) {
-        format!(
-            "expands beyond {} uncompressed bytes (a decompression bomb?)",
-            limits.max_unpacked_bytes
-        )
-    } else {
-        format!("reading the layer stream: {e}")
+fn stream_reason(e: &io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<CapExceeded>()) {
+        Some(cap) => cap.to_string(),
+        None => format!("reading the layer stream: {e}"),
     }
 }
 
@@ -445,11 +439,15 @@ fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
 
 /// Marker inside the io::Error when the uncompressed cap is hit.
 #[derive(Debug)]
-struct CapExceeded;
+struct CapExceeded(u64);
 
 impl std::fmt::Display for CapExceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("uncompressed size cap exceeded")
+        write!(
+            f,
+            "expands beyond {} uncompressed bytes (a decompression bomb?)",
+            self.0
+        )
     }
 }
 
@@ -484,7 +482,7 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;
         if self.count > self.cap {
-            return Err(io::Error::other(CapExceeded));
+            return Err(io::Error::other(CapExceeded(self.cap)));
         }
         self.ctx.update(&buf[..n]);
         Ok(n)

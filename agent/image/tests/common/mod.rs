@@ -1,0 +1,248 @@
+//! A fake registry for fault injection only (tampered bytes, wrong sizes, truncation, 500s,
+//! dropped connections). Everything else is tested against the real `docker-registry`.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How the fake registry misbehaves for one path.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Serve these bytes instead of the real ones (same status, honest Content-Length).
+    Replace(Vec<u8>),
+    /// Answer HTTP 500 to the first `n` requests, then serve normally.
+    Status500(usize),
+    /// Declare the full length, send `n` bytes and close, on every request without a Range.
+    Truncate(usize),
+    /// Like `Truncate`, but only for the first request; ranges are honoured afterwards.
+    DropOnce(usize),
+}
+
+#[derive(Default)]
+struct State {
+    content: HashMap<String, (String, Vec<u8>)>,
+    faults: HashMap<String, Fault>,
+    hits: HashMap<String, usize>,
+    ranges: Vec<String>,
+}
+
+pub struct FakeRegistry {
+    pub addr: String,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl Drop for FakeRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeRegistry {
+    pub async fn start() -> FakeRegistry {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = Arc::new(Mutex::new(State::default()));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (s, r) = (state.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (s, r) = (s.clone(), r.clone());
+                tokio::spawn(async move {
+                    let _ = serve(conn, s, r).await;
+                });
+            }
+        });
+        FakeRegistry {
+            addr,
+            state,
+            task,
+            requests,
+        }
+    }
+
+    /// Serves an image as built by slipway-tests (manifest by digest, blobs).
+    pub fn add_image(&self, repo: &str, image: &slipway_tests::image::Image) {
+        let mut s = self.state.lock().unwrap();
+        s.content.insert(
+            format!("/v2/{repo}/manifests/{}", image.manifest_digest),
+            (
+                slipway_tests::image::MEDIA_MANIFEST.into(),
+                image.manifest.clone(),
+            ),
+        );
+        s.content.insert(
+            format!("/v2/{repo}/blobs/{}", image.config_digest),
+            ("application/octet-stream".into(), image.config.clone()),
+        );
+        for l in &image.layers {
+            s.content.insert(
+                format!("/v2/{repo}/blobs/{}", l.digest),
+                ("application/octet-stream".into(), l.bytes.clone()),
+            );
+        }
+    }
+
+    pub fn fault(&self, path: &str, fault: Fault) {
+        self.state.lock().unwrap().faults.insert(path.into(), fault);
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .hits
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `Range` headers seen, as `path bytes=N-`.
+    pub fn ranges(&self) -> Vec<String> {
+        self.state.lock().unwrap().ranges.clone()
+    }
+}
+
+async fn serve(
+    mut conn: TcpStream,
+    state: Arc<Mutex<State>>,
+    requests: Arc<AtomicUsize>,
+) -> std::io::Result<()> {
+    loop {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if conn.read(&mut byte).await? == 0 {
+                return Ok(());
+            }
+            head.push(byte[0]);
+        }
+        requests.fetch_add(1, Ordering::SeqCst);
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let mut lines = head.split("\r\n");
+        let first: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+        let (method, path) = (
+            first.first().copied().unwrap_or(""),
+            first.get(1).copied().unwrap_or(""),
+        );
+        let range = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("range"))
+            .map(|(_, v)| v.trim().to_string());
+        if path == "/v2/" || path == "/v2" {
+            conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}",
+            )
+            .await?;
+            continue;
+        }
+        let (entry, fault, hit) = {
+            let mut s = state.lock().unwrap();
+            let hit = {
+                let h = s.hits.entry(path.to_string()).or_default();
+                *h += 1;
+                *h
+            };
+            if let Some(r) = &range {
+                s.ranges.push(format!("{path} {r}"));
+            }
+            (
+                s.content.get(path).cloned(),
+                s.faults.get(path).cloned(),
+                hit,
+            )
+        };
+        let Some((ctype, mut body)) = entry else {
+            let msg = br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"not found"}]}"#;
+            conn.write_all(format!("HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", msg.len()).as_bytes()).await?;
+            conn.write_all(msg).await?;
+            continue;
+        };
+        match fault {
+            Some(Fault::Status500(n)) if hit <= n => {
+                conn.write_all(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops",
+                )
+                .await?;
+                continue;
+            }
+            Some(Fault::Replace(b)) => body = b,
+            Some(Fault::Truncate(n)) if range.is_none() => {
+                conn.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await?;
+                conn.write_all(&body[..n.min(body.len())]).await?;
+                return Ok(()); // drop the connection mid-body
+            }
+            Some(Fault::Truncate(_)) => {
+                // A truncating registry that also refuses ranges: answer 500.
+                conn.write_all(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops",
+                )
+                .await?;
+                continue;
+            }
+            Some(Fault::DropOnce(n)) if hit == 1 => {
+                conn.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await?;
+                conn.write_all(&body[..n.min(body.len())]).await?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let digest_header = if path.contains("/manifests/") {
+            path.rsplit('/').next().unwrap_or("").to_string()
+        } else {
+            String::new()
+        };
+        let dh = if digest_header.is_empty() {
+            String::new()
+        } else {
+            format!("Docker-Content-Digest: {digest_header}\r\n")
+        };
+        if let (Some(r), "GET") = (&range, method) {
+            let start: usize = r
+                .trim_start_matches("bytes=")
+                .trim_end_matches('-')
+                .split('-')
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            let part = &body[start.min(body.len())..];
+            conn.write_all(format!("HTTP/1.1 206 Partial Content\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\n\r\n", part.len(), body.len().saturating_sub(1), body.len()).as_bytes()).await?;
+            conn.write_all(part).await?;
+            continue;
+        }
+        conn.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n{dh}Content-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await?;
+        if method != "HEAD" {
+            conn.write_all(&body).await?;
+        }
+    }
+}
