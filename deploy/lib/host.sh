@@ -39,7 +39,7 @@ host_cleanup() {
   wait 2>/dev/null
   # Belt and braces: nothing of ours survives the script.
   for c in $(runc --root "$WORK/runc" list -q 2>/dev/null); do runc --root "$WORK/runc" delete --force "$c"; done
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$APP-"); do ip netns del "$ns"; done
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^slipway-[0-9a-f]{6}-$APP-[0-9]"); do ip netns del "$ns"; done
   ip link del "$BRIDGE" 2>/dev/null
   grep " $WORK" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   [ -f "$WORK/registry/registry.pid" ] && kill "$(cat "$WORK/registry/registry.pid")" 2>/dev/null

@@ -285,17 +285,17 @@ pub fn get(port: u16) -> anyhow::Result<(u16, String)> {
 
 /// Network namespaces under /run/netns that belong to containers of `app`.
 pub fn netns_of(app: &str) -> Vec<String> {
-    let prefix = format!("slipway-{app}-");
+    // `slipway-<6 hex runtime tag>-<app>-<seq>-<short digest>`
+    let prefix = format!("{app}-");
     std::fs::read_dir("/run/netns")
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
                 .filter(|n| {
-                    n.starts_with(&prefix)
-                        && n[prefix.len()..]
-                            .chars()
-                            .next()
-                            .is_some_and(|c| c.is_ascii_digit())
+                    n.strip_prefix("slipway-")
+                        .and_then(|rest| rest.get(7..))
+                        .and_then(|rest| rest.strip_prefix(&prefix))
+                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
                 })
                 .collect()
         })

@@ -28,6 +28,8 @@ pub struct BundleInput<'a> {
     pub etc: &'a dyn EtcFiles,
     /// Path of the named network namespace to join.
     pub netns: &'a Path,
+    /// Name of the container's cgroup under the Slipway parent (unique on the machine).
+    pub cgroup: &'a str,
 }
 
 /// Read access to the image's `/etc/passwd` and `/etc/group`, confined to its root.
@@ -200,7 +202,7 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
         .cgroups_path(PathBuf::from(format!(
             "{}/{}",
             defaults::CGROUP_PARENT,
-            input.id
+            input.cgroup
         )))
         .resources(resources.build().map_err(err)?)
         // As Docker does: the netns is the container's own, so a non-root app may bind

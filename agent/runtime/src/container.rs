@@ -189,7 +189,7 @@ impl Runtime {
             seq: release.seq,
             image: release.image.clone(),
             phase: Phase::Preparing,
-            netns: netns_name(&id),
+            netns: netns_name(&format!("{}-{id}", self.tag)),
             address: None,
             pid: None,
             stop_grace_ms: release.spec.stop_grace.as_millis() as u64,
@@ -220,6 +220,9 @@ impl Runtime {
     ) -> Result<ContainerInfo, RuntimeError> {
         let id = rec.id.as_str();
         let ns = netns_path(&rec.netns);
+        // A namespace of this name can only be a leftover of a crash before this id ever ran
+        // (the id check above refuses ids that ran): remove it rather than fail.
+        crate::network::netns_del(&rec.netns).await?;
         netns_add(&rec.netns).await?;
         let netconf = rec.netconf.clone().unwrap_or_default();
         // The address reaches the record with the next save (after `runc create`).
@@ -235,6 +238,10 @@ impl Runtime {
             config: spec.image_config,
             etc: &RootfsEtc(&paths.target),
             netns: &ns,
+            cgroup: rec
+                .netns
+                .strip_prefix(crate::defaults::NETNS_PREFIX)
+                .unwrap_or(id),
         })?;
         for v in &spec.release.spec.volumes {
             if !v.host.exists() {

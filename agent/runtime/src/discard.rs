@@ -71,7 +71,11 @@ impl Runtime {
         for name in [CONFIG, PID_FILE, RUNC_LOG] {
             let _ = std::fs::remove_file(dir.join(name));
         }
-        remove_cgroups(&id);
+        remove_cgroups(
+            rec.netns
+                .strip_prefix(defaults::NETNS_PREFIX)
+                .unwrap_or(&id),
+        );
         rec.phase = Phase::Discarded;
         rec.netconf = None;
         if rec.exit_code.is_none() {

@@ -87,7 +87,7 @@ async fn serves_its_page_with_limits_in_its_cgroup_and_leaves_nothing_after_disc
     fx.assert_clean(&id);
     assert!(rt.list().await.unwrap().is_empty());
     assert!(
-        !std::path::Path::new(&format!("/sys/fs/cgroup/memory/slipway/{id}")).exists(),
+        common::cgroup_dir("memory", &id).is_none(),
         "cgroup removed"
     );
     // Idempotent, and still refused after discard.

@@ -44,6 +44,7 @@ fn build_with(spec: &AppSpec, img: &ImageConfiguration) -> Result<Spec, BundleEr
         config: img,
         etc: &ETC,
         netns: Path::new("/run/netns/slipway-web-1-0123456789ab"),
+        cgroup: "web-1-0123456789ab",
     })
 }
 

@@ -93,9 +93,7 @@ impl Fixture {
     }
 
     pub fn netns_exists(&self, id: &str) -> bool {
-        Path::new("/run/netns")
-            .join(format!("slipway-{id}"))
-            .exists()
+        netns_of_id(id).is_some()
     }
 
     /// veths attached to this fixture's bridge.
@@ -154,8 +152,10 @@ impl Fixture {
             "runc entry {id} leaked"
         );
         for c in ["memory", "cpu", "pids"] {
-            let cg = format!("/sys/fs/cgroup/{c}/slipway/{id}");
-            assert!(!Path::new(&cg).exists(), "cgroup {cg} leaked");
+            assert!(
+                cgroup_dir(c, id).is_none(),
+                "cgroup {c}/slipway/*-{id} leaked"
+            );
         }
         let dir = self.cfg.state_dir.join(id);
         for d in ["rootfs", "upper", "work", "config.json", "netconf.json"] {
@@ -180,8 +180,7 @@ impl Drop for Fixture {
         }
         if let Ok(rd) = std::fs::read_dir(&self.cfg.state_dir) {
             for e in rd.flatten() {
-                let name = format!("slipway-{}", e.file_name().to_string_lossy());
-                if Path::new("/run/netns").join(&name).exists() {
+                if let Some(name) = netns_of_id(&e.file_name().to_string_lossy()) {
                     let _ = Command::new("ip").args(["netns", "delete", &name]).output();
                 }
             }
@@ -249,8 +248,39 @@ pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bo
 }
 
 pub fn read_cgroup(controller: &str, id: &str, file: &str) -> String {
-    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}/slipway/{id}/{file}"))
-        .unwrap_or_else(|e| panic!("cgroup {controller}/slipway/{id}/{file}: {e}"))
+    let dir = cgroup_dir(controller, id)
+        .unwrap_or_else(|| panic!("no cgroup {controller}/slipway/*-{id}"));
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("cgroup {}/{file}: {e}", dir.display()))
         .trim()
         .to_string()
+}
+
+/// The cgroup dir of container `id`: `/sys/fs/cgroup/<controller>/slipway/<runtime tag>-<id>`.
+pub fn cgroup_dir(controller: &str, id: &str) -> Option<std::path::PathBuf> {
+    let parent = Path::new("/sys/fs/cgroup").join(controller).join("slipway");
+    let suffix = format!("-{id}");
+    std::fs::read_dir(&parent)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(&suffix) && n.len() == 6 + suffix.len())
+        })
+}
+
+/// The netns of container `id`: `slipway-<runtime tag>-<id>` under /run/netns.
+pub fn netns_of_id(id: &str) -> Option<String> {
+    let suffix = format!("-{id}");
+    std::fs::read_dir("/run/netns")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .find(|n| {
+            n.starts_with("slipway-")
+                && n.ends_with(&suffix)
+                && n.len() == "slipway-".len() + 6 + suffix.len()
+        })
 }
