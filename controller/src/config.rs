@@ -59,6 +59,12 @@ pub struct Config {
     pub allow_plain_http: bool,
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// Longest a long-poll waits before answering "not modified" (agents may ask for less).
+    #[serde(default = "d_long_poll_max_wait", with = "humantime_serde")]
+    pub long_poll_max_wait: Duration,
+    /// Rollout deadlines: `silent_after`, `deploy_margin`, `tick`.
+    #[serde(default)]
+    pub rollout: crate::rollout::RolloutConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +104,9 @@ fn d_resign_before() -> Duration {
 fn d_resign_interval() -> Duration {
     defaults::RESIGN_INTERVAL
 }
+fn d_long_poll_max_wait() -> Duration {
+    defaults::LONG_POLL_MAX_WAIT
+}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -135,6 +144,17 @@ impl Config {
         }
         if self.resign_interval.is_zero() {
             return Err("resign_interval must be above zero".into());
+        }
+        if self.long_poll_max_wait.is_zero() || self.rollout.tick.is_zero() {
+            return Err("long_poll_max_wait and rollout.tick must be above zero".into());
+        }
+        if self.rollout.silent_after <= self.long_poll_max_wait * 5 / 4 {
+            return Err(format!(
+                "rollout.silent_after ({}) must exceed long_poll_max_wait ({}) by a quarter: a \
+                 host waiting in a long-poll would otherwise count as silent",
+                humantime::format_duration(self.rollout.silent_after),
+                humantime::format_duration(self.long_poll_max_wait)
+            ));
         }
         Ok(())
     }

@@ -31,3 +31,14 @@ pub const AUDIT_LIMIT: u32 = 100;
 pub const MAX_BODY: usize = 1024 * 1024;
 /// `last_seen` of a host is rewritten at most this often, so polls do not queue on the writer.
 pub const LAST_SEEN_GRAIN: Duration = Duration::from_secs(10);
+/// A host of a started wave that has not polled or reported for this long counts as failed:
+/// well above the longest long-poll (55 s) plus the `last_seen` grain.
+pub const ROLLOUT_SILENT_AFTER: Duration = Duration::from_secs(90);
+/// Added to a release's health deadline, drain and bake before a host of a started wave that
+/// is not live counts as failed: time to pull the image.
+pub const ROLLOUT_DEPLOY_MARGIN: Duration = Duration::from_secs(120);
+/// How often the driving controller looks at the rollouts in progress.
+pub const ROLLOUT_TICK: Duration = Duration::from_millis(500);
+/// A long-poll waits at most this long for its view of the rollouts to catch up with a release
+/// just published on this controller.
+pub const ROLLOUT_VIEW_CATCH_UP: Duration = Duration::from_secs(2);

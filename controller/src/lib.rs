@@ -13,6 +13,7 @@ pub mod publish;
 pub mod release;
 pub mod resign;
 pub mod resolve;
+pub mod rollout;
 pub mod server;
 pub mod signer;
 pub mod store;

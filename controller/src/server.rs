@@ -29,6 +29,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Key(String),
+    #[error("rollouts: {0}")]
+    Rollout(String),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("binding {addr}: {source}")]
@@ -47,6 +49,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     resigner: JoinHandle<()>,
+    rollout_tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -60,6 +63,9 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.resigner.await;
+        for t in self.rollout_tasks {
+            let _ = tokio::time::timeout(defaults::SHUTDOWN_GRACE, t).await;
+        }
         match tokio::time::timeout(defaults::SHUTDOWN_GRACE, self.server).await {
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),
             Ok(_) => {}
@@ -99,8 +105,15 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         }),
         locks: Arc::new(AppLocks::default()),
         metrics: Arc::new(Metrics::default()),
+        rollouts: Arc::new(crate::rollout::Rollouts::new(
+            cfg.rollout.clone(),
+            cfg.long_poll_max_wait,
+        )),
         shutdown: shutdown_rx.clone(),
     };
+    crate::rollout::init(&state)
+        .await
+        .map_err(|e| ServeError::Rollout(e.to_string()))?;
     let tcp = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -132,6 +145,8 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
             })
         }
     };
+    let (rollout_view, rollout_driver) =
+        crate::rollout::spawn(state.clone(), shutdown_rx.clone());
     let resigner = tokio::spawn(resign::run(
         state.clone(),
         cfg.resign_before,
@@ -146,6 +161,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         shutdown,
         server,
         resigner,
+        rollout_tasks: vec![rollout_view, rollout_driver],
     })
 }
 

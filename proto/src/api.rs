@@ -263,6 +263,105 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// Where a rollout stands (`GET /v1/apps/{app}/rollout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutState {
+    /// Waves start as the previous ones go live.
+    Running,
+    /// Operator paused: no new wave starts; started hosts carry on.
+    Paused,
+    /// The canary is live; the next wave waits for `slipway rollout promote`.
+    AwaitingPromotion,
+    /// Too many hosts failed (or an operator aborted): no further host gets the release.
+    Halted,
+    /// Every wave is live.
+    Done,
+    /// A newer release took over before this one finished.
+    Superseded,
+}
+
+impl RolloutState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::AwaitingPromotion => "awaiting-promotion",
+            RolloutState::Halted => "halted",
+            RolloutState::Done => "done",
+            RolloutState::Superseded => "superseded",
+        }
+    }
+}
+
+impl fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One host of a rollout plan and what it reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutHost {
+    pub host: String,
+    /// Index into `waves` (0 is the canary when the spec has one).
+    pub wave: usize,
+    /// Seq this host is told to run now for the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_seq: Option<u64>,
+    /// Last phase the host reported for the app, with its seq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Set when the rollout counted this host as failed, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// `GET /v1/apps/{app}/rollout`: the plan of the newest release and each host's phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutInfo {
+    pub app: String,
+    pub seq: u64,
+    /// `release` for an ordinary release, `rollback` for the automatic rollback of a halt.
+    pub kind: String,
+    pub state: RolloutState,
+    /// Waves: host ids in order; wave 0 is the canary when the spec has one.
+    pub waves: Vec<Vec<String>>,
+    /// Waves started so far.
+    pub started: usize,
+    /// Hosts counted as failed / tolerated.
+    pub failures: u32,
+    pub max_failures: u32,
+    /// Why it halted, or what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The release hosts outside the started waves keep, and new hosts get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_seq: Option<u64>,
+    /// The automatic rollback release made when it halted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_seq: Option<u64>,
+    pub hosts: Vec<RolloutHost>,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// `POST /v1/apps/{app}/rollout/{action}`: promote, pause, resume or abort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutAction {
+    /// Start the next wave now: past a manual-promotion gate or a pause.
+    Promote,
+    Pause,
+    Resume,
+    /// Halt and roll the hosts that got the release back to the last good one.
+    Abort,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,7 +385,8 @@ mod tests {
             r#"{"app":"web","seq":3,"phase":"live","extra":1}"#
         )
         .is_err());
-        assert!(serde_json::from_str::<HostStatus>(r#"{"app":"web","seq":3,"phase":"nope"}"#)
-            .is_err());
+        assert!(
+            serde_json::from_str::<HostStatus>(r#"{"app":"web","seq":3,"phase":"nope"}"#).is_err()
+        );
     }
 }

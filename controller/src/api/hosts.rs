@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use slipway_proto::api::{HostInfo, HostStatus, RegisterRequest, StatusRow};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 fn info(h: HostRecord) -> HostInfo {
@@ -81,7 +82,7 @@ pub async fn desired(
         Some(w) => humantime::parse_duration(w)
             .map_err(|e| ApiError::BadRequest(format!("wait `{w}`: {e}")))?,
     }
-    .min(defaults::LONG_POLL_MAX_WAIT);
+    .min(state.rollouts.long_poll_max_wait);
     let rec = state.store.host(&host).await?.ok_or_else(|| {
         ApiError::NotFound(format!(
             "host `{host}` is not registered: the agent registers first (POST /v1/hosts/{host}/register)"
@@ -89,16 +90,23 @@ pub async fn desired(
     })?;
     let now = SystemTime::now();
     // Polls come every few seconds per host; `last_seen` needs no finer grain than this.
-    if now.duration_since(rec.last_seen).unwrap_or_default() > defaults::LAST_SEEN_GRAIN {
+    if now.duration_since(rec.last_seen).unwrap_or_default() > state.rollouts.last_seen_grain() {
         state.store.touch_host(&host, now).await?;
     }
-    let mut rx = state.publisher.subscribe();
+    let mut rx = state.rollouts.subscribe();
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
     let _waiting = GaugeGuard::new(&state);
+    // A release just published here shows in the rollout view a moment later: wait for it.
+    let published = state.publisher.current();
+    let _ = tokio::time::timeout(
+        defaults::ROLLOUT_VIEW_CATCH_UP,
+        rx.wait_for(|v| v.from.as_ref().is_some_and(|f| Arc::ptr_eq(f, &published))),
+    )
+    .await;
     loop {
-        let snap = rx.borrow_and_update().clone();
-        let body = snap.desired_for(&rec.labels);
+        let view = rx.borrow_and_update().clone();
+        let body = view.desired_for(&host, &rec.labels);
         if q.version.as_deref() != Some(body.version.as_str()) {
             return Ok(Json(body).into_response());
         }

@@ -4,6 +4,7 @@
 mod apps;
 mod hosts;
 mod releases;
+mod rollout;
 mod tokens;
 
 use crate::error::{ApiError, ApiResult};
@@ -69,6 +70,8 @@ pub struct AppState {
     pub signer: Arc<ReleaseSigner>,
     pub locks: Arc<AppLocks>,
     pub metrics: Arc<Metrics>,
+    /// Rollout plans and the per-host view long-polls answer from.
+    pub rollouts: Arc<crate::rollout::Rollouts>,
     /// Turns true when the controller shuts down: long-polls answer at once.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -85,6 +88,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/apps/{app}/releases/{seq}", get(releases::show))
         .route("/v1/apps/{app}/rollback", post(releases::rollback))
+        .route("/v1/apps/{app}/rollout", get(rollout::show))
+        .route("/v1/apps/{app}/rollout/{action}", post(rollout::act))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{host}/register", post(hosts::register))
         .route("/v1/hosts/{host}/desired", get(hosts::desired))

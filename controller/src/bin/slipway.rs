@@ -32,6 +32,9 @@ enum Command {
     /// App specs on the controller: apply, list, show.
     #[command(subcommand)]
     App(cli::app::Command),
+    /// Show a rollout (waves, host phases, why it halted) or steer it:
+    /// `slipway rollout <APP>`, `slipway rollout promote|pause|resume|abort <APP>`.
+    Rollout(cli::rollout::Args),
     /// Make a new release of an older release's image (a higher seq).
     Rollback(cli::status::RollbackArgs),
     /// Which host runs which release, in which phase.
@@ -70,6 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             None => cli::release::run_online(&connect()?, a).await,
         },
         Command::App(c) => cli::app::run(&connect()?, c).await,
+        Command::Rollout(a) => cli::rollout::run(&connect()?, a).await,
         Command::Rollback(a) => cli::status::rollback(&connect()?, a).await,
         Command::Status(a) => cli::status::status(&connect()?, a).await,
         Command::Hosts => cli::status::hosts(&connect()?).await,

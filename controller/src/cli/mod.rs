@@ -5,6 +5,7 @@ pub mod app;
 pub mod client;
 pub mod keygen;
 pub mod release;
+pub mod rollout;
 pub mod status;
 pub mod token;
 pub mod trust;

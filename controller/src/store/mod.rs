@@ -111,6 +111,17 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// A stored rollout document (`crate::rollout::Rollout` as JSON) with its revision, so
+/// concurrent writers (the driving replica, operators on any replica) compare-and-set.
+#[derive(Debug, Clone)]
+pub struct RolloutRecord {
+    pub app: String,
+    pub seq: u64,
+    pub rev: u64,
+    pub doc: String,
+    pub updated_at: SystemTime,
+}
+
 /// Everything the controller keeps. Implementations must make `insert_release` fail with
 /// [`StoreError::SeqTaken`] when the seq exists, so concurrent releases get unique seqs.
 #[async_trait::async_trait]
@@ -168,6 +179,36 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    /// Stores the rollout of a release unless one exists; returns whether this call stored it.
+    async fn insert_rollout(&self, app: &str, seq: u64, doc: &str, now: SystemTime)
+        -> Result<bool>;
+    async fn rollout(&self, app: &str, seq: u64) -> Result<Option<RolloutRecord>>;
+    /// The rollout of the highest seq of `app` that has one.
+    async fn latest_rollout(&self, app: &str) -> Result<Option<RolloutRecord>>;
+    /// Replaces the document when its revision is still `rev`; returns false otherwise.
+    async fn update_rollout(
+        &self,
+        app: &str,
+        seq: u64,
+        rev: u64,
+        doc: &str,
+        now: SystemTime,
+    ) -> Result<bool>;
+
+    /// Whether this replica drives rollouts now (and keeps doing so while it lives). A store
+    /// that only one controller can open always says yes.
+    async fn try_lead(&self) -> Result<bool> {
+        Ok(true)
+    }
+    /// Tells every other replica that something changed (releases, signatures, rollouts).
+    async fn notify_changed(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Ticks whenever another replica said something changed; `None` when there are none.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (created when missing).

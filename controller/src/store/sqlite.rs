@@ -10,11 +10,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Schema migrations, embedded in the binary; applied in order on open.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "rollouts",
+        include_str!("../../migrations/sqlite/0002_rollouts.sql"),
+    ),
+];
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -125,6 +132,16 @@ fn token_row(r: &SqliteRow) -> Result<TokenRecord> {
         hash: r.try_get("hash")?,
         created_at: from_ms(r.try_get("created_at")?),
         name,
+    })
+}
+
+fn rollout_row(r: &SqliteRow) -> Result<RolloutRecord> {
+    Ok(RolloutRecord {
+        app: r.try_get("app")?,
+        seq: r.try_get::<i64, _>("seq")? as u64,
+        rev: r.try_get::<i64, _>("rev")? as u64,
+        doc: r.try_get("doc")?,
+        updated_at: from_ms(r.try_get("updated_at")?),
     })
 }
 
@@ -486,5 +503,66 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn insert_rollout(
+        &self,
+        app: &str,
+        seq: u64,
+        doc: &str,
+        now: SystemTime,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO rollouts (app, seq, rev, doc, updated_at) VALUES (?, ?, 1, ?, ?) \
+             ON CONFLICT (app, seq) DO NOTHING",
+        )
+        .bind(app)
+        .bind(seq as i64)
+        .bind(doc)
+        .bind(to_ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn rollout(&self, app: &str, seq: u64) -> Result<Option<RolloutRecord>> {
+        sqlx::query("SELECT * FROM rollouts WHERE app = ? AND seq = ?")
+            .bind(app)
+            .bind(seq as i64)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| rollout_row(&r))
+            .transpose()
+    }
+
+    async fn latest_rollout(&self, app: &str) -> Result<Option<RolloutRecord>> {
+        sqlx::query("SELECT * FROM rollouts WHERE app = ? ORDER BY seq DESC LIMIT 1")
+            .bind(app)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| rollout_row(&r))
+            .transpose()
+    }
+
+    async fn update_rollout(
+        &self,
+        app: &str,
+        seq: u64,
+        rev: u64,
+        doc: &str,
+        now: SystemTime,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE rollouts SET rev = rev + 1, doc = ?, updated_at = ? \
+             WHERE app = ? AND seq = ? AND rev = ?",
+        )
+        .bind(doc)
+        .bind(to_ms(now))
+        .bind(app)
+        .bind(seq as i64)
+        .bind(rev as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 }

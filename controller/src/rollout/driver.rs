@@ -1,0 +1,164 @@
+//! The rollout driver: on the replica that holds the lead, every tick, read what each host of
+//! each rollout in progress reported, move the rollout on, and when it halted make the
+//! rollback release (a higher seq of the last good release's image).
+
+use super::plan::{Rollout, Seen};
+use super::{now_ms, parse, to_doc, RolloutError};
+use crate::api::AppState;
+use crate::auth::Caller;
+use crate::store::RolloutRecord;
+use slipway_proto::api::{Role, RolloutState};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// Runs until `shutdown`; acts only while this replica leads.
+pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut leading = false;
+    loop {
+        match state.store.try_lead().await {
+            Ok(now) => {
+                if now != leading {
+                    tracing::info!(leading = now, "rollout driver lead changed");
+                    leading = now;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check the rollout lead");
+                leading = false;
+            }
+        }
+        if leading {
+            match tick(&state).await {
+                Ok(true) => state.rollouts.changed(&state).await,
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "rollout tick failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(state.rollouts.cfg.tick) => {}
+        }
+    }
+}
+
+/// One pass over every app's newest rollout; true when any changed.
+pub async fn tick(state: &AppState) -> Result<bool, RolloutError> {
+    let mut changed = false;
+    let apps = state.store.apps().await?;
+    if apps.is_empty() {
+        return Ok(false);
+    }
+    let hosts = state.store.hosts().await?;
+    let now = SystemTime::now();
+    for app in apps {
+        let Some(rec) = state.store.latest_rollout(&app.name).await? else {
+            continue;
+        };
+        let mut doc = parse(&rec.app, rec.seq, &rec.doc)?;
+        if doc.is_active() {
+            let reports: BTreeMap<String, _> = state
+                .store
+                .statuses(Some(&app.name))
+                .await?
+                .into_iter()
+                .map(|s| (s.host, (s.seq, s.phase)))
+                .collect();
+            let seen: BTreeMap<String, Seen> = hosts
+                .iter()
+                .map(|h| {
+                    let silent = now.duration_since(h.last_seen).unwrap_or_default();
+                    (
+                        h.host.clone(),
+                        Seen {
+                            report: reports.get(&h.host).cloned(),
+                            silent_ms: Some(silent.as_millis() as u64),
+                        },
+                    )
+                })
+                .collect();
+            let was = doc.state;
+            if doc.evaluate(&seen, now_ms(), state.rollouts.cfg.silent_after) {
+                if !save(state, &rec, &doc).await? {
+                    continue; // an operator changed it meanwhile: next tick
+                }
+                changed = true;
+                if doc.state != was {
+                    tracing::info!(app = %doc.app, seq = doc.seq, state = %doc.state, reason = doc.reason.as_deref().unwrap_or(""), "rollout state changed");
+                    let _ = state
+                        .store
+                        .audit(
+                            "controller",
+                            &format!("rollout.{}", doc.state),
+                            &format!("rollout/{}/{}", doc.app, doc.seq),
+                            doc.reason.as_deref().unwrap_or(""),
+                            now,
+                        )
+                        .await;
+                }
+                if doc.state == RolloutState::Halted {
+                    // Saved under a new revision: re-read before the next write.
+                    continue;
+                }
+            }
+        }
+        if doc.state == RolloutState::Halted && doc.rollback_wanted && doc.rollback_seq.is_none() {
+            changed |= roll_back(state, &rec, doc).await?;
+        }
+    }
+    Ok(changed)
+}
+
+async fn save(state: &AppState, rec: &RolloutRecord, doc: &Rollout) -> Result<bool, RolloutError> {
+    Ok(state
+        .store
+        .update_rollout(&rec.app, rec.seq, rec.rev, &to_doc(doc), SystemTime::now())
+        .await?)
+}
+
+/// Makes the rollback release of a halted rollout and records its seq.
+async fn roll_back(
+    state: &AppState,
+    rec: &RolloutRecord,
+    mut doc: Rollout,
+) -> Result<bool, RolloutError> {
+    let latest = state.store.latest_seq(&doc.app).await?;
+    let err = |reason: String| RolloutError::Release {
+        app: doc.app.clone(),
+        seq: doc.seq,
+        reason,
+    };
+    if latest > doc.seq {
+        // Made before a crash, or an operator released since: do not make another.
+        let newer = state.store.release(&doc.app, latest).await?;
+        doc.rollback_seq = newer.and_then(|r| r.rollback_of.map(|_| r.seq));
+        doc.rollback_wanted = doc.rollback_seq.is_some();
+        return save(state, rec, &doc).await;
+    }
+    let Some(stable) = doc.stable else {
+        doc.rollback_wanted = false;
+        doc.reason = Some(format!(
+            "{}; no earlier release went out completely, so there is nothing to roll back to \
+             (hosts keep what they run)",
+            doc.reason.as_deref().unwrap_or("halted")
+        ));
+        return save(state, rec, &doc).await;
+    };
+    let caller = Caller {
+        name: "controller".into(),
+        role: Role::Admin,
+        host: None,
+    };
+    let made = crate::release::rollback(state, &caller, &doc.app, Some(stable))
+        .await
+        .map_err(|e| err(format!("automatic rollback to seq {stable}: {e}")))?;
+    tracing::warn!(app = %doc.app, halted = doc.seq, rollback = made.seq, to = stable, "rollout halted; rolled back");
+    // Re-read: the view builder may have touched nothing here, but be safe with the revision.
+    let Some(fresh) = state.store.rollout(&doc.app, doc.seq).await? else {
+        return Ok(true);
+    };
+    let mut cur = parse(&fresh.app, fresh.seq, &fresh.doc)?;
+    cur.rollback_seq = Some(made.seq);
+    save(state, &fresh, &cur).await?;
+    Ok(true)
+}

@@ -1,0 +1,152 @@
+//! Fleet rollouts: a release reaches its hosts in waves (canary, then batches), each wave only
+//! once the previous one is live and past its bake window; too many failures halt it and roll
+//! the hosts that got it back to the last good release.
+//!
+//! - [`plan`]: the stored rollout document and the pure rules that move it on.
+//! - [`view`]: which release each host is told to run, rebuilt whenever a release or rollout
+//!   changes; long-polls answer from it.
+//! - [`driver`]: the loop (on the one replica holding the lead) that reads host phases,
+//!   advances waves, halts and makes the rollback release.
+//! - [`actions`]: `promote`, `pause`, `resume`, `abort`, and the plan as operators see it.
+
+pub mod actions;
+pub mod driver;
+pub mod plan;
+pub mod view;
+
+pub use plan::{Kind, Rollout};
+pub use view::View;
+
+use crate::api::AppState;
+use crate::defaults;
+use crate::store::StoreError;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{watch, Notify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored rollout of {app} seq {seq} is corrupt: {reason}")]
+    Corrupt {
+        app: String,
+        seq: u64,
+        reason: String,
+    },
+    #[error("release {app} seq {seq}: {reason}")]
+    Release {
+        app: String,
+        seq: u64,
+        reason: String,
+    },
+}
+
+/// `[rollout]` in `controller.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// A host of a started wave silent (no poll, no report) this long counts as failed.
+    #[serde(default = "d_silent", with = "humantime_serde")]
+    pub silent_after: Duration,
+    /// Extra time over health deadline + drain + bake before a host that is not live fails.
+    #[serde(default = "d_margin", with = "humantime_serde")]
+    pub deploy_margin: Duration,
+    /// How often the driving replica evaluates rollouts.
+    #[serde(default = "d_tick", with = "humantime_serde")]
+    pub tick: Duration,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            silent_after: d_silent(),
+            deploy_margin: d_margin(),
+            tick: d_tick(),
+        }
+    }
+}
+
+fn d_silent() -> Duration {
+    defaults::ROLLOUT_SILENT_AFTER
+}
+fn d_margin() -> Duration {
+    defaults::ROLLOUT_DEPLOY_MARGIN
+}
+fn d_tick() -> Duration {
+    defaults::ROLLOUT_TICK
+}
+
+/// Shared by the API, the view builder and the driver.
+pub struct Rollouts {
+    pub cfg: RolloutConfig,
+    /// Longest long-poll wait (from the config).
+    pub long_poll_max_wait: Duration,
+    view: watch::Sender<Arc<View>>,
+    poke: Notify,
+}
+
+impl Rollouts {
+    pub fn new(cfg: RolloutConfig, long_poll_max_wait: Duration) -> Self {
+        let (view, _) = watch::channel(Arc::new(View::default()));
+        Self {
+            cfg,
+            long_poll_max_wait,
+            view,
+            poke: Notify::new(),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<View>> {
+        self.view.subscribe()
+    }
+
+    /// `last_seen` is rewritten at most this often: a quarter of the silence deadline, so a
+    /// live host is never mistaken for a silent one, and never more often than needed.
+    pub fn last_seen_grain(&self) -> Duration {
+        (self.cfg.silent_after / 4).min(defaults::LAST_SEEN_GRAIN)
+    }
+
+    /// A rollout changed here: rebuild the view and tell the other replicas.
+    pub async fn changed(&self, state: &AppState) {
+        self.poke.notify_one();
+        if let Err(e) = state.store.notify_changed().await {
+            tracing::warn!(error = %e, "could not notify the other controllers");
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    crate::store::to_ms(SystemTime::now())
+}
+
+pub(crate) fn parse(app: &str, seq: u64, doc: &str) -> Result<Rollout, RolloutError> {
+    serde_json::from_str(doc).map_err(|e| RolloutError::Corrupt {
+        app: app.to_string(),
+        seq,
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn to_doc(r: &Rollout) -> String {
+    serde_json::to_string(r).expect("rollout serializes")
+}
+
+/// Starts the view builder and the driver; both end when `shutdown` turns true.
+pub fn spawn(
+    state: AppState,
+    shutdown: watch::Receiver<bool>,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    (
+        tokio::spawn(view::run(state.clone(), shutdown.clone())),
+        tokio::spawn(driver::run(state, shutdown)),
+    )
+}
+
+/// Builds the first view before the API serves.
+pub async fn init(state: &AppState) -> Result<(), RolloutError> {
+    let v = View::build(state).await?;
+    state.rollouts.view.send_replace(Arc::new(v));
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Which release each host is told to run, per app: hosts in the started waves get the new
+//! release, the others keep what they had, hosts outside the plan (registered since) get the
+//! last release that went out completely. Rebuilt from the store whenever a release is
+//! published, a rollout moves, or another replica says something changed.
+
+use super::plan::{PlanParams, Rollout};
+use super::{now_ms, parse, to_doc, RolloutError};
+use crate::api::AppState;
+use crate::publish::{release_body, Snapshot};
+use crate::store::ReleaseRecord;
+use slipway_proto::api::{DesiredSetBody, RolloutState};
+use slipway_proto::Envelope;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// One app's assignment of releases to hosts.
+#[derive(Debug, Default)]
+pub struct AppView {
+    pub selector: BTreeMap<String, String>,
+    /// Hosts of the plan (or its base) -> the seq they run; `None`: nothing yet.
+    pub per_host: HashMap<String, Option<u64>>,
+    /// What every other selected host gets.
+    pub default: Option<u64>,
+    /// Seq -> signed envelope and its fingerprint (changes on every re-signature).
+    pub envelopes: HashMap<u64, (Envelope, String)>,
+}
+
+/// Every app's assignment, and the published snapshot it was built after.
+#[derive(Debug, Default)]
+pub struct View {
+    pub apps: BTreeMap<String, AppView>,
+    pub from: Option<Arc<Snapshot>>,
+}
+
+impl View {
+    /// The releases aimed at `host` (with `labels`) now, and the version token of that set.
+    pub fn desired_for(&self, host: &str, labels: &BTreeMap<String, String>) -> DesiredSetBody {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut releases = BTreeMap::new();
+        for (app, v) in &self.apps {
+            if !v.selector.iter().all(|(k, val)| labels.get(k) == Some(val)) {
+                continue;
+            }
+            let seq = v.per_host.get(host).copied().unwrap_or(v.default);
+            let Some((env, fp)) = seq.and_then(|s| v.envelopes.get(&s)) else {
+                continue;
+            };
+            ctx.update(app.as_bytes());
+            ctx.update(b"\0");
+            ctx.update(fp.as_bytes());
+            ctx.update(b"\n");
+            releases.insert(app.clone(), env.clone());
+        }
+        DesiredSetBody {
+            version: hex::encode(&ctx.finish().as_ref()[..12]),
+            releases,
+        }
+    }
+
+    /// Reads every app's newest release and its rollout (planning it when it has none yet).
+    pub async fn build(state: &AppState) -> Result<View, RolloutError> {
+        let from = state.publisher.current();
+        let mut apps = BTreeMap::new();
+        for rec in state.store.latest_releases().await? {
+            let (env, rel) = envelope(&rec)?;
+            let doc = ensure(state, &rec, &rel.spec).await?;
+            let mut v = AppView {
+                selector: rel.spec.rollout.selector.clone(),
+                default: doc.default_seq(),
+                ..Default::default()
+            };
+            for h in doc.waves.iter().flatten().chain(doc.base.keys()) {
+                v.per_host.insert(h.clone(), doc.assigned(h));
+            }
+            let mut seqs: Vec<u64> = v.per_host.values().flatten().copied().collect();
+            seqs.extend(v.default);
+            seqs.sort_unstable();
+            seqs.dedup();
+            for seq in seqs {
+                let env = if seq == rec.seq {
+                    (env.clone(), fingerprint(&rec.envelope))
+                } else {
+                    match state.store.release(&rec.app, seq).await? {
+                        Some(r) => (envelope(&r)?.0, fingerprint(&r.envelope)),
+                        None => continue,
+                    }
+                };
+                v.envelopes.insert(seq, env);
+            }
+            apps.insert(rec.app.clone(), v);
+        }
+        Ok(View {
+            apps,
+            from: Some(from),
+        })
+    }
+}
+
+fn fingerprint(envelope: &str) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        envelope.as_bytes(),
+    ))
+}
+
+fn envelope(rec: &ReleaseRecord) -> Result<(Envelope, slipway_proto::Release), RolloutError> {
+    let bad = |reason: String| RolloutError::Release {
+        app: rec.app.clone(),
+        seq: rec.seq,
+        reason,
+    };
+    let env = Envelope::from_json(rec.envelope.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let rel = release_body(&env).map_err(bad)?;
+    Ok((env, rel))
+}
+
+/// The rollout of release `rec`, planned and stored when it has none yet. Any replica may
+/// plan it; the first to store it wins and the others read that one.
+pub async fn ensure(
+    state: &AppState,
+    rec: &ReleaseRecord,
+    spec: &slipway_proto::AppSpec,
+) -> Result<Rollout, RolloutError> {
+    let store = &state.store;
+    if let Some(r) = store.rollout(&rec.app, rec.seq).await? {
+        return parse(&r.app, r.seq, &r.doc);
+    }
+    let now = now_ms();
+    let prev = match store.latest_rollout(&rec.app).await? {
+        Some(p) if p.seq < rec.seq => Some((p.rev, parse(&p.app, p.seq, &p.doc)?)),
+        _ => None,
+    };
+    let doc = match &prev {
+        Some((_, p))
+            if p.rollback_wanted
+                && rec.rollback_of.is_some()
+                && p.rollback_seq.is_none_or(|s| s == rec.seq) =>
+        {
+            Rollout::rollback_of(p, rec.seq, now)
+        }
+        _ => {
+            let selector = &spec.rollout.selector;
+            let hosts: Vec<String> = store
+                .hosts()
+                .await?
+                .into_iter()
+                .filter(|h| selector.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
+                .map(|h| h.host)
+                .collect();
+            let (base, stable) = match &prev {
+                Some((_, p)) => {
+                    let base = p
+                        .waves
+                        .iter()
+                        .flatten()
+                        .chain(p.base.keys())
+                        .chain(hosts.iter())
+                        .filter_map(|h| p.assigned(h).map(|s| (h.clone(), s)))
+                        .collect();
+                    (base, p.stable_after())
+                }
+                // The app's first rollout: an earlier release (made before rollouts existed)
+                // went out completely.
+                None => {
+                    let earlier = store
+                        .releases(&rec.app)
+                        .await?
+                        .iter()
+                        .filter(|r| r.seq < rec.seq)
+                        .map(|r| r.seq)
+                        .max();
+                    (BTreeMap::new(), earlier)
+                }
+            };
+            Rollout::plan(PlanParams {
+                app: &rec.app,
+                seq: rec.seq,
+                spec,
+                hosts,
+                base,
+                stable,
+                deploy_margin: state.rollouts.cfg.deploy_margin,
+                now_ms: now,
+            })
+        }
+    };
+    let wall = SystemTime::now();
+    if !store
+        .insert_rollout(&rec.app, rec.seq, &to_doc(&doc), wall)
+        .await?
+    {
+        let r = store
+            .rollout(&rec.app, rec.seq)
+            .await?
+            .ok_or_else(|| RolloutError::Release {
+                app: rec.app.clone(),
+                seq: rec.seq,
+                reason: "rollout vanished after it was stored".into(),
+            })?;
+        return parse(&r.app, r.seq, &r.doc);
+    }
+    tracing::info!(app = %rec.app, seq = rec.seq, kind = doc.kind.as_str(), waves = ?doc.waves, "rollout planned");
+    if let Some((rev, mut p)) = prev {
+        if p.is_active() {
+            p.state = RolloutState::Superseded;
+            p.reason = Some(format!("superseded by seq {}", rec.seq));
+            let _ = store
+                .update_rollout(&p.app, p.seq, rev, &to_doc(&p), wall)
+                .await;
+        }
+    }
+    let _ = store.notify_changed().await;
+    Ok(doc)
+}
+
+/// Rebuilds the view on every change until `shutdown`.
+pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut published = state.publisher.subscribe();
+    let mut remote = state.store.changes();
+    // The snapshot last published because another replica said so (not to be echoed back).
+    let mut from_remote: Option<Arc<Snapshot>> = None;
+    loop {
+        match View::build(&state).await {
+            Ok(v) => {
+                state.rollouts.view.send_replace(Arc::new(v));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rebuilding the rollout view failed; retrying");
+                tokio::time::sleep(state.rollouts.cfg.tick).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+            r = published.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let cur = published.borrow_and_update().clone();
+                if !from_remote.as_ref().is_some_and(|s| Arc::ptr_eq(s, &cur)) {
+                    // A release or signature made here: the other replicas must hear of it.
+                    let _ = state.store.notify_changed().await;
+                }
+            }
+            _ = state.rollouts.poke.notified() => {}
+            _ = async {
+                match remote.as_mut() {
+                    Some(rx) => { let _ = rx.changed().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                if let Err(e) = state.publisher.publish(state.store.as_ref()).await {
+                    tracing::warn!(error = %e, "refreshing published releases failed");
+                }
+                let cur = state.publisher.current();
+                published.borrow_and_update();
+                from_remote = Some(cur);
+            }
+        }
+    }
+}

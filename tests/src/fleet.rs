@@ -1,0 +1,503 @@
+//! A fleet on one machine: a controller (`slipway-controller serve`, a real process) and N
+//! hosts, each a real `slipway-agent proxy` + `slipway-agent run` pair with its own state dir,
+//! runc root, CNI bridge and subnet, and its own loopback address `127.0.K.1` for the app's
+//! public port (so every host serves the same `listen` port, as separate VMs would).
+//!
+//! Each agent runs in its own mount namespace with a private `/run/netns` (container network
+//! namespaces are named after app, seq and digest: the same on every host of a fleet). Hosts
+//! share the machine's network namespace: each proxy binds only its own 127.0.K.1 and
+//! containers sit on a per-host bridge and subnet, so every byte stays on loopback and a host
+//! starts in milliseconds. A killed agent loses its namespace view: restart is not supported
+//! here (the single-host tests cover agent restarts).
+
+use crate::bins::bin;
+use crate::host::wait_until;
+use anyhow::Context;
+use slipway_proto::{SigningKey, TrustFile};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+static NEXT_HOST: AtomicU32 = AtomicU32::new(0);
+
+const LOG: &str = "debug,hyper=info,hyper_util=info,reqwest=info,oci_client=info,h2=info,sqlx=warn";
+
+/// `slipway-controller serve` as a process, killed (SIGKILL) on drop.
+pub struct Controller {
+    pub config: PathBuf,
+    pub url: String,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Controller {
+    /// Writes `controller.toml` under `dir` (key at `key`); `extra` is appended.
+    pub fn new(dir: &Path, name: &str, key: &Path, extra: &str) -> Controller {
+        let port = crate::host::free_port();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nsigning_key = \"{}\"\n{extra}\n",
+                dir.join(format!("{name}-data")).display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        Controller {
+            config,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            child: None,
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.config.with_extension("log")
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        self.child = Some(
+            Command::new(bin("slipway-controller"))
+                .args(["serve", "--config"])
+                .arg(&self.config)
+                .env("SLIPWAY_LOG", LOG)
+                .stderr(log)
+                .spawn()
+                .expect("slipway-controller"),
+        );
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        })
+        .unwrap_or_else(|_| panic!("controller never listened:\n{}", self.log_tail(30)));
+    }
+
+    /// SIGKILL: no graceful anything, as when a machine dies.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// `slipway-controller token-create`; returns the secret.
+    pub fn token(&self, name: &str, role: &str, host: Option<&str>) -> String {
+        let mut cmd = Command::new(bin("slipway-controller"));
+        cmd.args(["token-create", "--name", name, "--role", role, "--config"])
+            .arg(&self.config);
+        if let Some(h) = host {
+            cmd.args(["--host", h]);
+        }
+        ok(cmd.output().unwrap()).trim().to_string()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `slipway ARGS` against `url` with `token`.
+pub fn slipway(url: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(bin("slipway"))
+        .args(args)
+        .env("SLIPWAY_URL", url)
+        .env("SLIPWAY_TOKEN", token)
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+/// One host: proxy + agent on its own address, state dir, runc root, bridge and subnet.
+pub struct FleetHost {
+    pub id: String,
+    /// Loopback address the proxy serves the app's `listen` port on.
+    pub ip: String,
+    pub dir: tempfile::TempDir,
+    bridge: String,
+    proxy: Option<Child>,
+    agent: Option<Child>,
+}
+
+impl FleetHost {
+    /// Starts a host registering as `id` with `labels` at the controller(s) `url`.
+    pub fn start(
+        insecure: &[&str],
+        trust: &TrustFile,
+        url: &str,
+        token: &str,
+        id: &str,
+        labels: &str,
+    ) -> anyhow::Result<FleetHost> {
+        let n = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-fleet-")
+            .tempdir()?;
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("trust.toml"), trust.to_toml())?;
+        std::fs::write(dir.path().join("agent.token"), token)?;
+        let bridge = format!("swf{}n{}", pid % 10000, n);
+        let subnet = format!("10.{}.{}.0/24", 200 + pid % 50, n % 250);
+        let ip = format!("127.0.{}.1", 10 + n % 240);
+        std::fs::write(
+            dir.path().join("agent.toml"),
+            format!(
+                "state_dir = \"{d}/state\"\ntrust = \"{d}/trust.toml\"\nreleases_dir = \"{d}/releases\"\n\
+                 proxy_socket = \"{d}/proxy.sock\"\n\n[registry]\ninsecure = {insecure:?}\n\n\
+                 [runtime]\nstate_dir = \"{d}/state/containers\"\nrunc_root = \"{d}/runc\"\n\n\
+                 [runtime.cni]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n\n\
+                 [controller]\nurl = \"{url}\"\nhost_id = \"{id}\"\nlabels = {labels}\n\
+                 token_file = \"{d}/agent.token\"\ncache_dir = \"{d}/controller-cache\"\n"
+            ),
+        )?;
+        let mut h = FleetHost {
+            id: id.to_string(),
+            ip,
+            dir,
+            bridge,
+            proxy: None,
+            agent: None,
+        };
+        h.start_proxy()?;
+        h.start_agent()?;
+        Ok(h)
+    }
+
+    fn log(&self, name: &str) -> anyhow::Result<std::fs::File> {
+        Ok(std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(name))?)
+    }
+
+    fn start_proxy(&mut self) -> anyhow::Result<()> {
+        let sock = self.dir.path().join("proxy.sock");
+        let child = Command::new(bin("slipway-agent"))
+            .args(["proxy", "--control-socket"])
+            .arg(&sock)
+            .arg("--state")
+            .arg(self.dir.path().join("routes.json"))
+            .args(["--bind", &self.ip])
+            .env("SLIPWAY_LOG", LOG)
+            .stdout(Stdio::null())
+            .stderr(self.log("proxy.log")?)
+            .spawn()
+            .context("starting slipway-agent proxy")?;
+        self.proxy = Some(child);
+        wait_until(Duration::from_secs(10), || sock.exists())
+            .context("proxy control socket never appeared")
+    }
+
+    pub fn start_agent(&mut self) -> anyhow::Result<()> {
+        // Its own mount namespace with a private /run/netns: container network namespaces
+        // are named after app, seq and digest, the same on every host of a fleet.
+        std::fs::create_dir_all("/run/netns")?;
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount -t tmpfs fleet-netns /run/netns && exec \"$0\" run --config \"$1\"")
+            .arg(bin("slipway-agent"))
+            .arg(self.dir.path().join("agent.toml"))
+            .env("SLIPWAY_LOG", LOG)
+            .stdout(Stdio::null())
+            .stderr(self.log("agent.log")?)
+            .spawn()
+            .context("starting slipway-agent run")?;
+        self.agent = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL the agent (the proxy and containers keep serving).
+    pub fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        format!("{}:{port}", self.ip).parse().unwrap()
+    }
+
+    /// One `GET /` on this host's app port: (status, body).
+    pub fn get(&self, port: u16) -> anyhow::Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&self.addr(port), Duration::from_secs(1))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(
+            format!(
+                "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.ip
+            )
+            .as_bytes(),
+        )?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf);
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        Ok((code, body))
+    }
+
+    /// The body this host serves on `port`, or an empty string.
+    pub fn body(&self, port: u16) -> String {
+        match self.get(port) {
+            Ok((200, b)) => b,
+            _ => String::new(),
+        }
+    }
+
+    pub fn log_tail(&self, name: &str, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn runc_list(&self) -> Vec<String> {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.dir.path().join("runc"))
+            .args(["list", "-q"])
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl Drop for FleetHost {
+    fn drop(&mut self) {
+        self.kill_agent();
+        if let Some(mut c) = self.proxy.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let root = self.dir.path().join("runc");
+        for id in self.runc_list() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force", &id])
+                .output();
+        }
+        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+            let base = self.dir.path().to_string_lossy().to_string();
+            let mut targets: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|m| m.starts_with(&base))
+                .collect();
+            targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+            for t in targets {
+                let _ = Command::new("umount").args(["-l", t]).output();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+/// A registry, one signing key, controllers sharing it, and hosts.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub key_path: PathBuf,
+    pub trust: TrustFile,
+    pub registry: crate::registry::Registry,
+    pub controllers: Vec<Controller>,
+    pub hosts: Vec<FleetHost>,
+    pub admin: String,
+    /// Apps whose container netns are removed on drop.
+    pub apps: Vec<String>,
+}
+
+impl Fleet {
+    /// A registry and `controllers` controller configs (started), all with `extra` config.
+    pub fn start(controllers: usize, extra: &str) -> Fleet {
+        let registry = crate::registry::Registry::start().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-fleet-ctl-")
+            .tempdir()
+            .unwrap();
+        let key = SigningKey::generate().unwrap();
+        let key_path = dir.path().join("release.key");
+        std::fs::write(&key_path, key.to_pem()).unwrap();
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let trust = TrustFile::new(vec![key.public_key()], 1, 1).unwrap();
+        let mut cs: Vec<Controller> = (0..controllers)
+            .map(|i| Controller::new(dir.path(), &format!("controller{i}"), &key_path, extra))
+            .collect();
+        let admin = cs[0].token("admin", "admin", None);
+        for c in &mut cs {
+            c.start();
+        }
+        Fleet {
+            dir,
+            key_path,
+            trust,
+            registry,
+            controllers: cs,
+            hosts: Vec::new(),
+            admin,
+            apps: Vec::new(),
+        }
+    }
+
+    /// Starts `n` hosts `{prefix}-00`.. with `labels` (a TOML inline table), polling
+    /// controller `via`.
+    pub fn add_hosts(&mut self, prefix: &str, n: usize, labels: &str, via: usize) {
+        let registry = self.registry.addr().to_string();
+        self.add_hosts_with(prefix, 0..n, labels, via, &[&registry]);
+    }
+
+    /// Like [`Fleet::add_hosts`] for host numbers `range`, trusting only the `insecure`
+    /// (plain-HTTP) registries: a host left without one cannot pull from it.
+    pub fn add_hosts_with(
+        &mut self,
+        prefix: &str,
+        range: std::ops::Range<usize>,
+        labels: &str,
+        via: usize,
+        insecure: &[&str],
+    ) {
+        for i in range {
+            let id = format!("{prefix}-{i:02}");
+            let token = self.controllers[0].token(&format!("agent-{id}"), "agent", Some(&id));
+            let h = FleetHost::start(
+                insecure,
+                &self.trust,
+                &self.controllers[via].url,
+                &token,
+                &id,
+                labels,
+            )
+            .unwrap();
+            self.hosts.push(h);
+        }
+    }
+
+    /// Waits until every started host has registered with the controllers.
+    pub fn wait_registered(&self) {
+        let want = self.hosts.len();
+        wait_until(Duration::from_secs(30), || {
+            let out = self.slipway(0, &["--json", "hosts"]);
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v.as_array().map(Vec::len))
+                == Some(want)
+        })
+        .expect("every host registers");
+    }
+
+    pub fn host(&self, id: &str) -> &FleetHost {
+        self.hosts.iter().find(|h| h.id == id).unwrap()
+    }
+
+    pub fn host_mut(&mut self, id: &str) -> &mut FleetHost {
+        self.hosts.iter_mut().find(|h| h.id == id).unwrap()
+    }
+
+    /// `slipway ARGS` as admin against controller `i`.
+    pub fn slipway(&self, i: usize, args: &[&str]) -> Output {
+        slipway(&self.controllers[i].url, &self.admin, args)
+    }
+
+    /// Applies an app spec (TOML) through controller 0.
+    pub fn apply(&mut self, name: &str, toml: &str) {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        ok(self.slipway(0, &["app", "apply", "-f", path.to_str().unwrap()]));
+        self.apps.push(name.to_string());
+    }
+
+    /// `slipway --json rollout APP` through controller `i`.
+    pub fn rollout(&self, i: usize, app: &str) -> serde_json::Value {
+        let out = self.slipway(i, &["--json", "rollout", app]);
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits until the rollout of `app` satisfies `f`; panics with the rollout and logs.
+    pub fn wait_rollout(
+        &self,
+        app: &str,
+        timeout: Duration,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let ok = wait_until(timeout, || {
+            for i in 0..self.controllers.len() {
+                if self.controllers[i].child.is_some() {
+                    last = self.rollout(i, app);
+                    return f(&last);
+                }
+            }
+            false
+        });
+        if ok.is_err() {
+            let logs: Vec<String> = self
+                .hosts
+                .iter()
+                .map(|h| format!("--- {} agent.log:\n{}", h.id, h.log_tail("agent.log", 15)))
+                .collect();
+            panic!(
+                "rollout of {app} never got there in {timeout:?}; last:\n{}\n{}\n--- controller:\n{}",
+                serde_json::to_string_pretty(&last).unwrap(),
+                logs.join("\n"),
+                self.controllers[0].log_tail(30)
+            );
+        }
+        last
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.hosts.clear();
+        for app in &self.apps {
+            for ns in crate::host::netns_of(app) {
+                let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+            }
+        }
+    }
+}

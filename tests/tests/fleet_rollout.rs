@@ -1,0 +1,300 @@
+//! Fleet rollouts end to end: a real controller, a real registry, and several hosts (proxy +
+//! agent processes, each with its own address, state, runc root and bridge). Releases go out
+//! in waves; failures halt and roll back by themselves.
+
+use serde_json::Value;
+use slipway_tests::fleet::{ok, Fleet};
+use slipway_tests::host::{free_port, wait_until};
+use slipway_tests::image::{busybox_httpd_image, busybox_layer, ImageBuilder, Pushed, TarBuilder};
+use slipway_tests::load::Load;
+use slipway_tests::registry::Registry;
+use std::time::Duration;
+
+/// Fast health and bake, so a wave is live within a couple of seconds.
+const FAST: &str = "[health]\ndeadline = \"5s\"\n[swap]\nbake = \"1s\"\ndrain_timeout = \"2s\"\n";
+/// Short silence deadline: agents' long-polls are cut at 1 s so live hosts are heard often.
+const CONTROLLER: &str =
+    "long_poll_max_wait = \"1s\"\n[rollout]\nsilent_after = \"4s\"\ntick = \"200ms\"\n";
+
+fn app_toml(name: &str, image: &str, listen: u16, rollout: &str) -> String {
+    format!(
+        "name = \"{name}\"\nimage = \"{image}\"\nlisten = {listen}\ncontainer_port = 80\n{FAST}\
+         [rollout]\nselector = {{ fleet = \"{name}\" }}\n{rollout}\n"
+    )
+}
+
+/// An image whose httpd listens on the wrong port: it starts, and never passes health.
+fn broken_image(text: &str) -> slipway_tests::image::Image {
+    ImageBuilder::new()
+        .layer(busybox_layer())
+        .layer_from_tar(TarBuilder::new().dir("www", 0o755).file(
+            "www/index.html",
+            text.as_bytes(),
+            0o644,
+        ))
+        .cmd(&["/bin/busybox", "httpd", "-f", "-p", "81", "-h", "/www"])
+        .expose("80/tcp")
+        .build()
+}
+
+fn release(f: &Fleet, app: &str, image: &str) {
+    f.wait_registered();
+    ok(f.slipway(0, &["release", app, "--image", image]));
+}
+
+fn state(r: &Value) -> &str {
+    r["state"].as_str().unwrap_or("")
+}
+
+fn wait_bodies(f: &Fleet, hosts: &[&str], port: u16, text: &str) {
+    for h in hosts {
+        let host = f.host(h);
+        wait_until(Duration::from_secs(60), || host.body(port) == text).unwrap_or_else(|_| {
+            panic!(
+                "{h} never served `{text}` (serves `{}`)\n{}",
+                host.body(port),
+                host.log_tail("agent.log", 30)
+            )
+        });
+    }
+}
+
+fn host_row<'a>(r: &'a Value, host: &str) -> &'a Value {
+    r["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == host)
+        .unwrap_or(&Value::Null)
+}
+
+fn push(reg: &Registry, app: &str, tag: &str, text: &str) -> Pushed {
+    busybox_httpd_image(text)
+        .push(reg.addr(), app, tag)
+        .unwrap()
+}
+
+#[test]
+fn canary_failure_halts_rolls_back_and_touches_no_other_host() {
+    let app = "flcanary";
+    let mut f = Fleet::start(1, CONTROLLER);
+    let listen = free_port();
+    let v1 = push(&f.registry, app, "v1", "canary v1");
+    let v2 = broken_image("canary v2")
+        .push(f.registry.addr(), app, "v2")
+        .unwrap();
+    f.add_hosts(app, 3, &format!("{{ fleet = \"{app}\" }}"), 0);
+    f.apply(
+        app,
+        &app_toml(
+            app,
+            &v1.repository,
+            listen,
+            "canary = 1\nbatch_size = 2\nmanual_promotion = true\n",
+        ),
+    );
+
+    // v1: the canary goes first and waits for promotion; nobody else has it yet.
+    release(&f, app, &v1.image_ref());
+    let r = f.wait_rollout(app, Duration::from_secs(60), |r| {
+        state(r) == "awaiting-promotion"
+    });
+    assert_eq!(
+        r["waves"],
+        serde_json::json!([
+            [format!("{app}-00")],
+            [format!("{app}-01"), format!("{app}-02")]
+        ])
+    );
+    wait_bodies(&f, &[&format!("{app}-00")], listen, "canary v1");
+    assert_eq!(
+        f.host(&format!("{app}-01")).body(listen),
+        "",
+        "second wave waits"
+    );
+    ok(f.slipway(0, &["rollout", "promote", app]));
+    f.wait_rollout(app, Duration::from_secs(60), |r| state(r) == "done");
+    let all: Vec<String> = (0..3).map(|i| format!("{app}-{i:02}")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_bodies(&f, &all, listen, "canary v1");
+
+    // v2 never passes health: halted after the canary, which gets seq 3 (v1's digest).
+    let loads: Vec<Load> = f
+        .hosts
+        .iter()
+        .map(|h| Load::start(h.addr(listen), 1))
+        .collect();
+    release(&f, app, &v2.image_ref());
+    let r = f.wait_rollout(app, Duration::from_secs(90), |r| {
+        r["kind"] == "rollback" && state(r) == "done"
+    });
+    assert_eq!(r["seq"], 3);
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("canary") && reason.contains("failed"),
+        "{reason}"
+    );
+    assert_eq!(r["waves"], serde_json::json!([[format!("{app}-00")]]));
+    for (i, load) in loads.into_iter().enumerate() {
+        let rep = load.finish();
+        assert_eq!(rep.failed, 0, "host {i}: {:?}", rep.errors);
+        assert!(!rep.bodies.contains_key("canary v2"));
+    }
+    wait_bodies(&f, &all, listen, "canary v1");
+    let status: Value =
+        serde_json::from_str(&ok(f.slipway(0, &["--json", "status", app]))).unwrap();
+    let seq_of = |h: &str| {
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["host"] == h)
+            .map(|s| (s["seq"].clone(), s["phase"].clone()))
+    };
+    assert_eq!(seq_of(all[0]), Some((3.into(), "live".into())));
+    // No other host was touched: they still run seq 1.
+    assert_eq!(seq_of(all[1]), Some((1.into(), "live".into())));
+    assert_eq!(seq_of(all[2]), Some((1.into(), "live".into())));
+    let hist: Value = serde_json::from_str(&ok(f.slipway(0, &["--json", "history", app]))).unwrap();
+    let r3 = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["seq"] == 3)
+        .unwrap();
+    assert_eq!(r3["image"], v1.image_ref());
+    assert_eq!(r3["rollback_of"], 1);
+}
+
+#[test]
+fn a_later_batch_failure_continues_within_the_budget_and_halts_beyond_it() {
+    let app = "flbudget";
+    let mut f = Fleet::start(1, CONTROLLER);
+    // v2 and v3 live in a second registry that host 02 cannot reach (no plain HTTP to it).
+    let other = Registry::start().unwrap();
+    let listen = free_port();
+    let v1 = push(&f.registry, app, "v1", "budget v1");
+    let v2 = push(&other, app, "v2", "budget v2");
+    let v3 = push(&other, app, "v3", "budget v3");
+    let labels = format!("{{ fleet = \"{app}\" }}");
+    let (a, b) = (f.registry.addr().to_string(), other.addr().to_string());
+    f.add_hosts_with(app, 0..2, &labels, 0, &[&a, &b]);
+    f.add_hosts_with(app, 2..3, &labels, 0, &[&a]);
+    f.add_hosts_with(app, 3..4, &labels, 0, &[&a, &b]);
+    let rollout = |max| format!("canary = 1\nbatch_size = 1\nmax_failures = {max}\n");
+    f.apply(app, &app_toml(app, &v1.repository, listen, &rollout(1)));
+    release(&f, app, &v1.image_ref());
+    f.wait_rollout(app, Duration::from_secs(90), |r| state(r) == "done");
+    let all: Vec<String> = (0..4).map(|i| format!("{app}-{i:02}")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_bodies(&f, &all, listen, "budget v1");
+
+    // Within the budget (1): host 02 fails to pull, the rollout carries on to host 03.
+    f.apply(app, &app_toml(app, &v2.repository, listen, &rollout(1)));
+    release(&f, app, &v2.image_ref());
+    let r = f.wait_rollout(app, Duration::from_secs(90), |r| state(r) == "done");
+    assert_eq!(r["failures"], 1);
+    assert!(
+        host_row(&r, all[2])["failed"]
+            .as_str()
+            .unwrap()
+            .contains("pull"),
+        "{r}"
+    );
+    wait_bodies(&f, &[all[0], all[1], all[3]], listen, "budget v2");
+    assert_eq!(
+        f.host(all[2]).body(listen),
+        "budget v1",
+        "old container kept serving"
+    );
+
+    // Beyond the budget (0): halted at host 02; hosts 00..02 get a rollback to v2's digest,
+    // host 03 is never touched.
+    f.apply(app, &app_toml(app, &v3.repository, listen, &rollout(0)));
+    release(&f, app, &v3.image_ref());
+    let r = f.wait_rollout(app, Duration::from_secs(120), |r| r["kind"] == "rollback");
+    assert_eq!(r["seq"], 4);
+    let reason = r["reason"].as_str().unwrap();
+    assert!(reason.contains("more than max_failures = 0"), "{reason}");
+    assert_eq!(
+        r["waves"],
+        serde_json::json!([[all[0], all[1], all[2]]]),
+        "the rollback goes to the hosts that got seq 3"
+    );
+    wait_bodies(&f, &[all[0], all[1], all[3]], listen, "budget v2");
+    let hist: Value = serde_json::from_str(&ok(f.slipway(0, &["--json", "history", app]))).unwrap();
+    let r4 = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["seq"] == 4)
+        .unwrap();
+    assert_eq!(r4["image"], v2.image_ref());
+    let r = f.wait_rollout(app, Duration::from_secs(60), |r| state(r) == "done");
+    assert_eq!(host_row(&r, all[0])["reported_seq"], 4);
+    assert_eq!(host_row(&r, all[0])["desired_seq"], 4);
+    assert_eq!(
+        host_row(&r, all[3])["desired_seq"],
+        serde_json::Value::Null,
+        "host 03 is outside the rollback plan"
+    );
+    let status: Value =
+        serde_json::from_str(&ok(f.slipway(0, &["--json", "status", app]))).unwrap();
+    let h3 = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["host"] == all[3])
+        .unwrap();
+    assert_eq!(h3["seq"], 2, "host 03 never got seq 3 or 4");
+}
+
+#[test]
+fn a_silent_host_counts_as_failed_and_new_hosts_get_the_live_release() {
+    let app = "flsilent";
+    let mut f = Fleet::start(1, CONTROLLER);
+    let listen = free_port();
+    let v1 = push(&f.registry, app, "v1", "silent v1");
+    let v2 = push(&f.registry, app, "v2", "silent v2");
+    let labels = format!("{{ fleet = \"{app}\" }}");
+    f.add_hosts(app, 3, &labels, 0);
+    f.apply(
+        app,
+        &app_toml(
+            app,
+            &v1.repository,
+            listen,
+            "canary = 1\nbatch_size = 1\nmax_failures = 1\npause = \"1s\"\n",
+        ),
+    );
+    release(&f, app, &v1.image_ref());
+    f.wait_rollout(app, Duration::from_secs(90), |r| state(r) == "done");
+    let all: Vec<String> = (0..3).map(|i| format!("{app}-{i:02}")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_bodies(&f, &all, listen, "silent v1");
+
+    // Host 01's agent dies: its wave counts it as failed after the silence deadline and the
+    // rollout carries on (within the budget) instead of hanging.
+    f.host_mut(all[1]).kill_agent();
+    release(&f, app, &v2.image_ref());
+    let r = f.wait_rollout(app, Duration::from_secs(90), |r| state(r) == "done");
+    assert_eq!(r["failures"], 1);
+    assert!(
+        host_row(&r, all[1])["failed"]
+            .as_str()
+            .unwrap()
+            .contains("silent"),
+        "{r}"
+    );
+    wait_bodies(&f, &[all[0], all[2]], listen, "silent v2");
+    assert_eq!(
+        f.host(all[1]).body(listen),
+        "silent v1",
+        "its proxy keeps serving"
+    );
+
+    // Scale-out: a new host with matching labels gets the live release at once.
+    let reg = f.registry.addr().to_string();
+    f.add_hosts_with(app, 3..4, &labels, 0, &[&reg]);
+    wait_bodies(&f, &[&format!("{app}-03")], listen, "silent v2");
+}
