@@ -59,6 +59,9 @@ pub struct Config {
     pub allow_plain_http: bool,
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// Releases from a git repository; see [`crate::gitops::config`].
+    #[serde(default)]
+    pub gitops: Option<crate::gitops::GitopsConfig>,
     /// Longest a long-poll waits before answering "not modified" (agents may ask for less).
     #[serde(default = "d_long_poll_max_wait", with = "humantime_serde")]
     pub long_poll_max_wait: Duration,
@@ -144,6 +147,9 @@ impl Config {
         }
         if self.resign_interval.is_zero() {
             return Err("resign_interval must be above zero".into());
+        }
+        if let Some(g) = &self.gitops {
+            g.validate()?;
         }
         if self.long_poll_max_wait.is_zero() || self.rollout.tick.is_zero() {
             return Err("long_poll_max_wait and rollout.tick must be above zero".into());

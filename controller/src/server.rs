@@ -33,6 +33,8 @@ pub enum ServeError {
     Rollout(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Gitops(#[from] crate::gitops::GitopsError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -49,6 +51,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     resigner: JoinHandle<()>,
+    gitops: Option<JoinHandle<()>>,
     rollout_tasks: Vec<JoinHandle<()>>,
 }
 
@@ -63,6 +66,10 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.resigner.await;
+        if let Some(g) = self.gitops {
+            // A sync in progress finishes its current git command or release first.
+            let _ = tokio::time::timeout(defaults::SHUTDOWN_GRACE, g).await;
+        }
         for t in self.rollout_tasks {
             let _ = tokio::time::timeout(defaults::SHUTDOWN_GRACE, t).await;
         }
@@ -110,6 +117,10 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
             cfg.long_poll_max_wait,
         )),
         shutdown: shutdown_rx.clone(),
+        gitops: match &cfg.gitops {
+            Some(g) => Some(Arc::new(crate::gitops::GitOps::open(g, &cfg.data_dir)?)),
+            None => None,
+        },
     };
     crate::rollout::init(&state)
         .await
@@ -147,6 +158,10 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
     };
     let (rollout_view, rollout_driver) =
         crate::rollout::spawn(state.clone(), shutdown_rx.clone());
+    let gitops = state.gitops.clone().map(|g| {
+        tracing::info!(url = %g.cfg.url, branch = %g.cfg.branch, "GitOps sync enabled");
+        tokio::spawn(g.run(state.clone(), shutdown_rx.clone()))
+    });
     let resigner = tokio::spawn(resign::run(
         state.clone(),
         cfg.resign_before,
@@ -161,6 +176,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         shutdown,
         server,
         resigner,
+        gitops,
         rollout_tasks: vec![rollout_view, rollout_driver],
     })
 }

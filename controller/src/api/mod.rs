@@ -6,6 +6,9 @@ mod hosts;
 mod releases;
 mod rollout;
 mod tokens;
+mod webhooks;
+
+pub use webhooks::WebhookReply;
 
 use crate::error::{ApiError, ApiResult};
 use crate::publish::Publisher;
@@ -74,6 +77,8 @@ pub struct AppState {
     pub rollouts: Arc<crate::rollout::Rollouts>,
     /// Turns true when the controller shuts down: long-polls answer at once.
     pub shutdown: watch::Receiver<bool>,
+    /// The git sync, when `[gitops]` is configured.
+    pub gitops: Option<Arc<crate::gitops::GitOps>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -98,6 +103,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(tokens::audit))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{name}", delete(tokens::revoke))
+        .route("/v1/gitops", get(webhooks::status))
+        .route(
+            "/v1/webhooks/github",
+            post(webhooks::github).layer(DefaultBodyLimit::max(
+                crate::gitops::defaults::WEBHOOK_MAX_BODY,
+            )),
+        )
+        .route(
+            "/v1/webhooks/gitlab",
+            post(webhooks::gitlab).layer(DefaultBodyLimit::max(
+                crate::gitops::defaults::WEBHOOK_MAX_BODY,
+            )),
+        )
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(DefaultBodyLimit::max(crate::defaults::MAX_BODY))
         .with_state(state)

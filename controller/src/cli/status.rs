@@ -22,6 +22,7 @@ pub async fn status(client: &Client, a: StatusArgs) -> anyhow::Result<()> {
     }
     if rows.is_empty() {
         println!("no host has reported yet");
+        print_gitops(client, a.app.as_deref()).await;
         return Ok(());
     }
     table(
@@ -39,7 +40,44 @@ pub async fn status(client: &Client, a: StatusArgs) -> anyhow::Result<()> {
             })
             .collect(),
     );
+    print_gitops(client, a.app.as_deref()).await;
     Ok(())
+}
+
+/// The GitOps sync under the hosts table: the repository, and each app's outcome with the
+/// reason when its files are invalid or its release failed. Silent when GitOps is off.
+async fn print_gitops(client: &Client, app: Option<&str>) {
+    let Ok(st) = client.get::<crate::gitops::SyncStatus>("/v1/gitops").await else {
+        return;
+    };
+    let at = st
+        .commit
+        .as_deref()
+        .map_or("never synced", |c| &c[..c.len().min(12)]);
+    println!("\ngitops: {} {} ({}) at {at}", st.url, st.branch, st.path);
+    if let Some(e) = &st.error {
+        println!(
+            "  repository error ({} in a row, retrying): {e}",
+            st.failures
+        );
+    }
+    let rows: Vec<Vec<String>> = st
+        .apps
+        .into_iter()
+        .filter(|s| app.is_none_or(|a| a == s.app))
+        .map(|s| {
+            vec![
+                s.app,
+                s.state.to_string(),
+                s.seq.map(|n| n.to_string()).unwrap_or_default(),
+                s.commit[..s.commit.len().min(12)].to_string(),
+                s.error.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        table(&["APP", "SYNC", "SEQ", "COMMIT", "ERROR"], rows);
+    }
 }
 
 pub async fn hosts(client: &Client) -> anyhow::Result<()> {

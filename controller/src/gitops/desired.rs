@@ -1,0 +1,192 @@
+//! The desired state as the repository writes it: one directory per app below `path`, each
+//! with `app.toml` (the app spec) and `image` (what to run). Every app is parsed on its own,
+//! so a broken file only ever affects its app. Layout: `deploy/gitops-example/README.md`.
+
+use super::defaults::{APP_FILE, IMAGE_FILE, MAX_FILE};
+use super::repo::Entry;
+use slipway_proto::AppSpec;
+use std::collections::BTreeMap;
+
+/// One app as the repository wants it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredApp {
+    pub spec: AppSpec,
+    /// Full reference: `REPOSITORY:TAG` or `REPOSITORY@sha256:...`.
+    pub image: String,
+    /// Identifies spec + image: equal fingerprints mean nothing to release.
+    pub fingerprint: String,
+}
+
+/// Per app (directory name): what it wants, or why its files are unusable.
+pub type DesiredState = BTreeMap<String, Result<DesiredApp, String>>;
+
+/// Groups `entries` (from below `dir`) by app and names the blobs each app needs, in order:
+/// (app, file name, entry).
+pub fn files_by_app(dir: &str, entries: &[Entry]) -> BTreeMap<String, Vec<(String, Entry)>> {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let mut apps: BTreeMap<String, Vec<(String, Entry)>> = BTreeMap::new();
+    for e in entries {
+        let Some(rel) = e.path.strip_prefix(&prefix) else {
+            continue;
+        };
+        // Only `<app>/<file>`: files directly below `dir` (a README) and deeper ones are not ours.
+        let Some((app, file)) = rel.split_once('/') else {
+            continue;
+        };
+        let entry = apps.entry(app.to_string()).or_default();
+        if !file.contains('/') {
+            entry.push((file.to_string(), e.clone()));
+        }
+    }
+    apps
+}
+
+/// Parses one app's directory; `read` yields the contents of a blob already fetched.
+pub fn parse_app(
+    dir: &str,
+    app: &str,
+    files: &[(String, Entry)],
+    read: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> Result<DesiredApp, String> {
+    let shown = |file: &str| {
+        if dir.is_empty() {
+            format!("{app}/{file}")
+        } else {
+            format!("{dir}/{app}/{file}")
+        }
+    };
+    slipway_proto::spec::valid_app_name(app)
+        .map_err(|r| format!("directory {}: not an app name: {r}", shown("")))?;
+    let text = |file: &str| -> Result<String, String> {
+        let (_, e) = files
+            .iter()
+            .find(|(f, _)| f == file)
+            .ok_or_else(|| format!("{} is missing", shown(file)))?;
+        if e.mode != "100644" && e.mode != "100755" {
+            return Err(format!(
+                "{} must be a regular file (git mode {})",
+                shown(file),
+                e.mode
+            ));
+        }
+        if e.size.is_none_or(|s| s > MAX_FILE) {
+            return Err(format!("{} is larger than {MAX_FILE} bytes", shown(file)));
+        }
+        let bytes = read(&e.oid).ok_or_else(|| format!("{} could not be read", shown(file)))?;
+        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", shown(file)))
+    };
+    let spec =
+        AppSpec::from_toml(&text(APP_FILE)?).map_err(|e| format!("{}: {e}", shown(APP_FILE)))?;
+    if spec.name != app {
+        return Err(format!(
+            "{}: name `{}` differs from its directory `{app}`",
+            shown(APP_FILE),
+            spec.name
+        ));
+    }
+    let image = image_ref(&spec, &text(IMAGE_FILE)?)
+        .map_err(|reason| format!("{}: {reason}", shown(IMAGE_FILE)))?;
+    let fingerprint = fingerprint(&spec, &image);
+    Ok(DesiredApp {
+        spec,
+        image,
+        fingerprint,
+    })
+}
+
+/// The `image` file: one line (blank lines and `#` comments aside) holding a full reference
+/// from the spec's repository, a bare tag (`v2`) or a digest (`sha256:...`).
+pub fn image_ref(spec: &AppSpec, text: &str) -> Result<String, String> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let line = match lines[..] {
+        [one] => one,
+        [] => return Err("empty: expected a tag, `sha256:<digest>` or a full reference".into()),
+        _ => return Err(format!("{} lines; expected exactly one image", lines.len())),
+    };
+    let full = if line.starts_with("sha256:") {
+        format!("{}@{line}", spec.image)
+    } else if !line.contains(['/', ':', '@']) {
+        format!("{}:{line}", spec.image)
+    } else {
+        line.to_string()
+    };
+    let rest = full
+        .strip_prefix(spec.image.as_str())
+        .filter(|r| r.starts_with(':') || r.starts_with('@'))
+        .ok_or_else(|| {
+            format!(
+                "`{line}` is not from the app's repository `{}` (app.toml `image`)",
+                spec.image
+            )
+        })?;
+    if rest.len() < 2 || rest.contains(char::is_whitespace) {
+        return Err(format!("`{line}` has an empty or malformed tag or digest"));
+    }
+    Ok(full)
+}
+
+/// sha256 over the canonical spec (so comments and formatting do not count) and the image.
+pub fn fingerprint(spec: &AppSpec, image: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"slipway-gitops-v1\n");
+    ctx.update(&serde_json::to_vec(spec).expect("app spec serializes"));
+    ctx.update(b"\n");
+    ctx.update(image.as_bytes());
+    hex::encode(ctx.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> AppSpec {
+        AppSpec::from_toml(
+            "name = \"web\"\nimage = \"127.0.0.1:5000/web\"\nlisten = 8080\ncontainer_port = 80\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn image_file_forms() {
+        let s = spec();
+        assert_eq!(image_ref(&s, "v2\n").unwrap(), "127.0.0.1:5000/web:v2");
+        assert_eq!(
+            image_ref(&s, "# pinned\n127.0.0.1:5000/web:v3\n").unwrap(),
+            "127.0.0.1:5000/web:v3"
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            image_ref(&s, &d).unwrap(),
+            format!("127.0.0.1:5000/web@{d}")
+        );
+        for (bad, why) in [
+            ("", "empty"),
+            ("v1\nv2\n", "2 lines"),
+            ("127.0.0.1:5000/other:v1", "not from the app's repository"),
+            ("127.0.0.1:5000/webx:v1", "not from the app's repository"),
+            ("127.0.0.1:5000/web:", "malformed"),
+        ] {
+            let e = image_ref(&s, bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn fingerprint_ignores_formatting() {
+        let a = spec();
+        let b = AppSpec::from_toml(
+            "# comment\nname = \"web\"\ncontainer_port = 80\nimage = \"127.0.0.1:5000/web\"\nlisten = 8080\n",
+        )
+        .unwrap();
+        assert_eq!(fingerprint(&a, "x:1"), fingerprint(&b, "x:1"));
+        assert_ne!(fingerprint(&a, "x:1"), fingerprint(&a, "x:2"));
+    }
+}
