@@ -38,6 +38,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if let Some(img) = &s.live_image {
             println!("  image {img}");
         }
+        if let Some(rel) = s.live_seq.and_then(|q| s.releases.get(&q)) {
+            let when = humantime::format_rfc3339_seconds(rel.expires);
+            if rel.expires < SystemTime::now() {
+                println!("  signature EXPIRED at {when}: still serving (stale); no change is accepted until a freshly signed release arrives");
+            } else {
+                println!("  signature valid until {when}");
+            }
+        }
         if let Some(e) = &s.last_error {
             println!("  last error: {e}");
         }
