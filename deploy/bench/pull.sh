@@ -42,7 +42,7 @@ echo "registry on $reg" >&2
 
 # --- a realistic image: 6 layers, ~200 MB uncompressed, mixed file sizes and compressibility
 mklayer() { # DIR SEED MB_RANDOM MB_TEXT SMALL_FILES
-  local dir=$1 seed=$2 mbr=$3 mbt=$4 small=$5
+  local dir=$1 seed=$2 mbr=$3 mbt=$4 small=$5 i
   mkdir -p "$dir/data/$seed" "$dir/usr/share/doc/$seed" "$dir/etc/$seed"
   if [ "$mbr" -gt 0 ]; then
     head -c "$((mbr * 1024 * 1024))" /dev/urandom >"$dir/data/$seed/blob.bin"
@@ -50,7 +50,7 @@ mklayer() { # DIR SEED MB_RANDOM MB_TEXT SMALL_FILES
   if [ "$mbt" -gt 0 ]; then
     # Compressible text: repeated source-like lines with counters.
     awk -v n="$((mbt * 1024 * 1024 / 64))" -v s="$seed" 'BEGIN { for (i = 0; i < n; i++) printf "fn item_%s_%08d() -> u64 { return %d * 31 + 7; } //\n", s, i, i }' \
-      | head -c "$((mbt * 1024 * 1024))" >"$dir/usr/share/doc/$seed/big.txt"
+      | head -c "$((mbt * 1024 * 1024))" >"$dir/usr/share/doc/$seed/big.txt" || true # awk gets SIGPIPE
   fi
   for i in $(seq 1 "$small"); do
     head -c "$(( (i * 997) % 16384 + 64 ))" /dev/urandom | base64 >"$dir/etc/$seed/f$i.conf"
