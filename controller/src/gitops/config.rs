@@ -172,4 +172,18 @@ mod tests {
         }
         assert!(cfg("url = \"http://127.0.0.1:9/r.git\"").is_ok());
     }
+
+    #[test]
+    fn the_example_parses() {
+        #[derive(Deserialize)]
+        struct File {
+            gitops: GitopsConfig,
+        }
+        let f: File = toml::from_str(include_str!(
+            "../../../deploy/gitops-example/controller-gitops.toml"
+        ))
+        .unwrap();
+        f.gitops.validate().unwrap();
+        assert_eq!(f.gitops.poll_interval, defaults::POLL_INTERVAL);
+    }
 }

@@ -180,6 +180,27 @@ mod tests {
     }
 
     #[test]
+    fn the_example_repository_parses() {
+        for (app, toml, image) in [
+            (
+                "web",
+                include_str!("../../../deploy/gitops-example/apps/web/app.toml"),
+                include_str!("../../../deploy/gitops-example/apps/web/image"),
+            ),
+            (
+                "worker",
+                include_str!("../../../deploy/gitops-example/apps/worker/app.toml"),
+                include_str!("../../../deploy/gitops-example/apps/worker/image"),
+            ),
+        ] {
+            let spec = AppSpec::from_toml(toml).unwrap();
+            assert_eq!(spec.name, app);
+            let image = image_ref(&spec, image).unwrap();
+            assert!(image.starts_with(&spec.image), "{image}");
+        }
+    }
+
+    #[test]
     fn fingerprint_ignores_formatting() {
         let a = spec();
         let b = AppSpec::from_toml(
