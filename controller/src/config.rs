@@ -5,6 +5,7 @@
 //! listen = "127.0.0.1:7440"                 # plain HTTP only on loopback unless [tls] is set
 //! data_dir = "/var/lib/slipway-controller"  # holds controller.db (SQLite)
 //! # database_url = "sqlite:///var/lib/slipway-controller/controller.db"
+//! # database_url = "postgres://slipway:PASS@db.internal/slipway"  # several controllers
 //! signing_key = "/etc/slipway/keys/release.key"
 //! key_set_version = 1
 //! release_validity = "7d"                   # signature lifetime of a release
@@ -39,7 +40,8 @@ pub struct Config {
     #[serde(default = "d_listen")]
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// `sqlite://PATH`; defaults to `sqlite://<data_dir>/controller.db`.
+    /// `sqlite://PATH` (one controller) or `postgres://USER[:PASS]@HOST[:PORT]/DB` (several
+    /// controllers sharing it); defaults to `sqlite://<data_dir>/controller.db`.
     #[serde(default)]
     pub database_url: Option<String>,
     /// PEM PKCS#8 Ed25519 key from `slipway keygen` (mode 0600).

@@ -4,4 +4,5 @@ pub mod fleet;
 pub mod host;
 pub mod image;
 pub mod load;
+pub mod postgres;
 pub mod registry;

@@ -2,8 +2,10 @@
 //! hosts, status reports, tokens (hashed) and the audit log. One trait, one backend per
 //! database: SQLite embedded by default; PostgreSQL drops in beside it.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use slipway_proto::api::{HostStatus, Phase, Role};
@@ -211,15 +213,18 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Opens the store a database URL names: `sqlite://PATH` (created when missing).
+/// Opens the store a database URL names: `sqlite://PATH` (created when missing), or
+/// `postgres://USER[:PASS]@HOST[:PORT]/DB` (shared by several controllers).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::Open {
-            url: url.to_string(),
+            url: postgres::redact(url),
             source: sqlx::Error::Configuration(
-                "unsupported database URL: only sqlite://PATH is available in this build".into(),
+                "unsupported database URL: expected sqlite://PATH or postgres://...".into(),
             ),
         })
     }
