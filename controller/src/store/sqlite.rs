@@ -150,10 +150,13 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 #[async_trait::async_trait]
+// Write transactions start with BEGIN IMMEDIATE: a deferred one that reads first fails at once
+// with "database is locked" under WAL when another writer got in between (busy_timeout
+// cannot help an upgrade from read to write).
 impl Store for SqliteStore {
     async fn apply_app(&self, spec: &AppSpec, now: SystemTime) -> Result<(AppRecord, bool)> {
         let json = serde_json::to_string(spec).expect("app spec serializes");
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let current = sqlx::query(
             "SELECT name, version, spec, created_at FROM app_specs WHERE name = ? \
              ORDER BY version DESC LIMIT 1",
@@ -220,7 +223,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_release(&self, r: &NewRelease) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let inserted = sqlx::query(
             "INSERT INTO releases (app, seq, image, requested, spec_version, rollback_of, \
              created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -369,7 +372,7 @@ impl Store for SqliteStore {
 
     async fn put_status(&self, host: &str, s: &HostStatus, now: SystemTime) -> Result<()> {
         let phase = serde_json::to_string(&s.phase).expect("phase serializes");
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO host_status (host, app, seq, image, phase, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host, app) DO UPDATE SET seq = excluded.seq, \
