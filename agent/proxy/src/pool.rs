@@ -46,9 +46,9 @@ pub(crate) enum ConnectError {
 /// One connection to an upstream: the sender and the connection future that does its I/O.
 pub(crate) struct UpstreamConn {
     send: http1::SendRequest<RequestBody>,
-    conn: Pin<Box<Connection>>,
-    /// The connection future has finished (closed, failed or upgraded).
-    ended: bool,
+    /// The connection future; dropped as soon as it finishes (closed, failed or upgraded),
+    /// which fails or hands back (unsent) whatever was queued on `send`.
+    conn: Option<Pin<Box<Connection>>>,
     /// When it last went idle; stale ones are not reused.
     idle_since: Instant,
 }
@@ -56,11 +56,9 @@ pub(crate) struct UpstreamConn {
 impl UpstreamConn {
     /// Drives the connection's I/O (reads, writes, keep-alive bookkeeping).
     pub(crate) fn poll_io(&mut self, cx: &mut Context<'_>) {
-        if self.ended {
-            return;
-        }
-        if let Poll::Ready(r) = self.conn.as_mut().poll(cx) {
-            self.ended = true;
+        let Some(conn) = &mut self.conn else { return };
+        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            self.conn = None;
             if let Err(e) = r {
                 debug!(error = %e, "upstream connection ended with an error");
             }
@@ -71,11 +69,10 @@ impl UpstreamConn {
     async fn ready(&mut self) -> bool {
         poll_fn(|cx| {
             self.poll_io(cx);
-            match self.send.poll_ready(cx) {
-                Poll::Ready(r) => Poll::Ready(r.is_ok()),
-                Poll::Pending if self.ended => Poll::Ready(false),
-                Poll::Pending => Poll::Pending,
+            if self.ended() {
+                return Poll::Ready(false);
             }
+            self.send.poll_ready(cx).map(|r| r.is_ok())
         })
         .await
     }
@@ -94,9 +91,14 @@ impl UpstreamConn {
         .await
     }
 
+    /// The connection has finished; nothing more can be sent on it.
+    pub(crate) fn ended(&self) -> bool {
+        self.conn.is_none()
+    }
+
     /// Can carry another request right now (its last exchange is complete).
     fn reusable(&self) -> bool {
-        !self.ended && self.send.is_ready()
+        !self.ended() && self.send.is_ready()
     }
 }
 
@@ -210,8 +212,7 @@ impl Pool {
             .map_err(|source| ConnectError::Handshake { addr, source })?;
         Ok(UpstreamConn {
             send,
-            conn: Box::pin(conn.with_upgrades()),
-            ended: false,
+            conn: Some(Box::pin(conn.with_upgrades())),
             idle_since: Instant::now(),
         })
     }
@@ -222,7 +223,7 @@ pub(crate) fn finish_upgrade(mut conn: UpstreamConn) {
     tokio::spawn(async move {
         poll_fn(|cx| {
             conn.poll_io(cx);
-            if conn.ended {
+            if conn.ended() {
                 Poll::Ready(())
             } else {
                 Poll::Pending

@@ -184,3 +184,97 @@ async fn removed_app_closes_its_listener() {
     assert!(proxy.client.routes().await.unwrap().is_empty());
     proxy.stop().await;
 }
+
+/// An upstream that answers one request per connection with keep-alive, then hangs up while
+/// the connection is idle in the proxy's pool (as an upstream's idle timeout does). Echoes
+/// the request body; counts connections.
+async fn hang_up_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                let head_end = loop {
+                    let n = s.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "proxy closed before sending a request");
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                while buf.len() < head_end + len {
+                    let n = s.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let body = &buf[head_end..head_end + len];
+                let mut resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
+                    body.len() + 5
+                )
+                .into_bytes();
+                resp.extend_from_slice(b"echo:");
+                resp.extend_from_slice(body);
+                s.write_all(&resp).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_hanging_up_idle_connections_costs_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path()).await;
+    let (addr, accepted) = hang_up_upstream().await;
+    let up = Upstream {
+        id: "flaky".into(),
+        addr,
+    };
+    proxy
+        .client
+        .set_upstream("web", 0, Protocol::Http, up)
+        .await
+        .unwrap();
+    let s = TcpStream::connect(proxy.app_addr("web").await)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    use http_body_util::BodyExt;
+    for i in 0..5 {
+        // Let the upstream hang up the pooled connection before the next request.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let body = format!("request {i}");
+        let req = Request::post("/echo")
+            .header("host", "x")
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "request {i}");
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(got, format!("echo:{body}").as_bytes());
+    }
+    // Each request needed a fresh upstream connection: the closed ones were never used.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+    let stats = proxy.client.stats("web").await.unwrap();
+    let s = stats.upstream("flaky").unwrap();
+    assert_eq!((s.requests.success, s.requests.server_error), (5, 0));
+    proxy.stop().await;
+}
