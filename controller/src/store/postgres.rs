@@ -160,17 +160,6 @@ async fn listen(mut listener: PgListener, replica: String, tx: watch::Sender<u64
     }
 }
 
-/// Takes the lead connection and flag out of their slot (left empty).
-trait TakeState {
-    fn take_state(&mut self) -> (Option<PgConnection>, bool);
-}
-
-impl TakeState for (Option<PgConnection>, bool) {
-    fn take_state(&mut self) -> (Option<PgConnection>, bool) {
-        (self.0.take(), std::mem::replace(&mut self.1, false))
-    }
-}
-
 /// One lead check on an owned connection: a live connection that holds the lock still does
 /// (a session lock lasts as long as its session); otherwise (re)connect and try the lock.
 /// Returns the connection to keep and whether this replica leads. (Boxed: a plain `async fn`
@@ -744,7 +733,7 @@ impl Store for PostgresStore {
 
     async fn try_lead(&self) -> Result<bool> {
         let mut guard = self.lead.lock().await;
-        let (conn, was_leading) = guard.take_state();
+        let (conn, was_leading) = (guard.0.take(), guard.1);
         let (conn, leading) = lead_step(conn, was_leading, &self.connect).await;
         *guard = (conn, leading.as_ref().is_ok_and(|l| *l));
         leading
