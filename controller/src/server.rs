@@ -156,8 +156,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
             })
         }
     };
-    let (rollout_view, rollout_driver) =
-        crate::rollout::spawn(state.clone(), shutdown_rx.clone());
+    let (rollout_view, rollout_driver) = crate::rollout::spawn(state.clone(), shutdown_rx.clone());
     let gitops = state.gitops.clone().map(|g| {
         tracing::info!(url = %g.cfg.url, branch = %g.cfg.branch, "GitOps sync enabled");
         tokio::spawn(g.run(state.clone(), shutdown_rx.clone()))
