@@ -182,7 +182,7 @@ fn a_git_commit_becomes_a_new_container_serving_traffic() {
     .expect("controller listening");
 
     let cache = cdir.path().join("agent-cache");
-    let mut host = TestHost::start_with(
+    let host = TestHost::start_with(
         registry.addr(),
         key,
         &format!(

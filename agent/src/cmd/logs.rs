@@ -35,13 +35,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         s.print_rotated()?;
         s.pump()?;
     }
-    while args.follow {
+    if !args.follow {
+        return Ok(());
+    }
+    loop {
         tokio::time::sleep(FOLLOW_INTERVAL).await;
         for s in &mut streams {
             s.pump()?;
         }
     }
-    Ok(())
 }
 
 /// The container dir to show for `app`.
