@@ -50,23 +50,27 @@ fn the_driving_controller_killed_mid_rollout_the_other_replica_finishes_it() {
     let app = "flfailover";
     let pg = Postgres::start().unwrap();
     let url = pg.create_database("fleet").unwrap();
-    // Controller 0 starts first and takes the lead; hosts poll controller 1.
+    // Controller 0 starts first and normally takes the lead; hosts poll the other one.
     let mut f = Fleet::start(2, &format!("database_url = \"{url}\"\n{CONTROLLER}"));
+    let mut leader = None;
     wait_until(Duration::from_secs(10), || {
-        leads(&f.controllers[0].log_tail(usize::MAX))
+        leader = (0..2).find(|i| leads(&f.controllers[*i].log_tail(usize::MAX)));
+        leader.is_some()
     })
-    .unwrap_or_else(|_| panic!("controller 0 never led:\n{}", f.controllers[0].log_tail(30)));
+    .unwrap_or_else(|_| panic!("no controller led:\n{}", f.controllers[0].log_tail(30)));
+    let leader = leader.unwrap();
+    let follower = 1 - leader;
     assert!(
-        !leads(&f.controllers[1].log_tail(usize::MAX)),
+        !leads(&f.controllers[follower].log_tail(usize::MAX)),
         "one leader at a time:\n{}",
-        f.controllers[1].log_tail(30)
+        f.controllers[follower].log_tail(30)
     );
 
     let listen = free_port();
     let v1 = busybox_httpd_image("failover v1")
         .push(f.registry.addr(), app, "v1")
         .unwrap();
-    f.add_hosts(app, HOSTS, &format!("{{ fleet = \"{app}\" }}"), 1);
+    f.add_hosts(app, HOSTS, &format!("{{ fleet = \"{app}\" }}"), follower);
     // One host per wave with a pause after each: long enough to kill the leader mid-way.
     f.apply(
         app,
@@ -78,7 +82,7 @@ fn the_driving_controller_killed_mid_rollout_the_other_replica_finishes_it() {
         ),
     );
     f.wait_registered();
-    ok(f.slipway(0, &["release", app, "--image", &v1.image_ref()]));
+    ok(f.slipway(leader, &["release", app, "--image", &v1.image_ref()]));
 
     // Mid-rollout: the canary and the next wave started, the last wave not yet.
     let before = f.wait_rollout(app, Duration::from_secs(90), |r| {
@@ -88,14 +92,14 @@ fn the_driving_controller_killed_mid_rollout_the_other_replica_finishes_it() {
         (before["started"].as_u64().unwrap() as usize) < HOSTS,
         "killed too late to matter: {before}"
     );
-    f.controllers[0].kill();
+    f.controllers[leader].kill();
 
-    // Controller 1 takes the lead and finishes the very same rollout (same seq, no new plan).
+    // The follower takes the lead and finishes the very same rollout (same seq, no new plan).
     let after = f.wait_rollout(app, Duration::from_secs(120), |r| state(r) == "done");
     assert!(
-        leads(&f.controllers[1].log_tail(usize::MAX)),
-        "controller 1 took the lead:\n{}",
-        f.controllers[1].log_tail(30)
+        leads(&f.controllers[follower].log_tail(usize::MAX)),
+        "the follower took the lead:\n{}",
+        f.controllers[follower].log_tail(30)
     );
     assert_eq!(after["seq"], before["seq"], "{after}");
     assert_eq!(
