@@ -81,9 +81,12 @@ fn first_deploy_then_swap_under_load_fails_nothing() {
     assert_eq!(get(bed.listen).unwrap().1, "Hello from v2");
     let list = bed.host.runc_list();
     assert!(list[0].starts_with("bgswap-2-"), "{list:?}");
+    wait_until(Duration::from_secs(10), || {
+        app_status(&bed, "bgswap")["phase"] == "live"
+    })
+    .expect("phase live after bake");
     let st = app_status(&bed, "bgswap");
     assert_eq!(st["live_seq"], 2);
-    assert_eq!(st["phase"], "live");
     assert_eq!(st["history"][0]["outcome"], "live");
 }
 

@@ -33,3 +33,8 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 ];
 /// Value of `X-Forwarded-Proto`: the proxy terminates plain HTTP only.
 pub const FORWARDED_PROTO: &str = "http";
+
+/// Attempts to re-bind a restored route's port while a previous proxy lets go of it.
+pub const RESTORE_BIND_RETRIES: u32 = 40;
+/// Pause between those attempts (40 x 50 ms = 2 s at most).
+pub const RESTORE_BIND_RETRY_DELAY: Duration = Duration::from_millis(50);

@@ -259,7 +259,17 @@ impl Router {
             app.current.store(Some(state));
             {
                 let mut slot = app.listener.lock().unwrap();
-                match self.bind_listener(&r.app, r.listen) {
+                // The previous proxy may still be letting go of the port (a quick restart):
+                // retry for a moment before giving up on this route's listener.
+                let mut bound = self.bind_listener(&r.app, r.listen);
+                for _ in 0..crate::defaults::RESTORE_BIND_RETRIES {
+                    if bound.is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(crate::defaults::RESTORE_BIND_RETRY_DELAY);
+                    bound = self.bind_listener(&r.app, r.listen);
+                }
+                match bound {
                     Ok(l) => self.start_listener(&app, l, &mut slot),
                     Err(e) => {
                         error!(app = %r.app, error = %e, "restored route has no listener");
