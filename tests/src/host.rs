@@ -22,8 +22,6 @@ pub struct TestHost {
     pub subnet: String,
     proxy: Option<Child>,
     agent: Option<Child>,
-    /// Apps released on this host, to find their leftovers on drop.
-    apps: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A free loopback port (bound and released; fine for tests).
@@ -75,7 +73,6 @@ impl TestHost {
             subnet,
             proxy: None,
             agent: None,
-            apps: Default::default(),
         };
         host.start_proxy()?;
         host.start_agent()?;
@@ -186,7 +183,6 @@ impl TestHost {
 
     /// Writes raw bytes as the app's release file (temp + rename).
     pub fn write_release(&self, app: &str, bytes: &[u8]) -> anyhow::Result<()> {
-        self.apps.lock().unwrap().insert(app.to_string());
         let dir = self.path().join("releases");
         let tmp = dir.join(format!(".{app}.json.tmp"));
         std::fs::write(&tmp, bytes)?;
@@ -347,9 +343,16 @@ impl Drop for TestHost {
                 let _ = Command::new("umount").args(["-l", t]).output();
             }
         }
-        for app in self.apps.lock().unwrap().iter() {
-            for ns in netns_of(app) {
-                let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        // This host's netns: `slipway-<tag>-<id>`, the tag being the runtime's hash of its
+        // runc root, for every container it ever recorded (also those a controller started).
+        let tag =
+            slipway_proto::Digest::of(root.to_string_lossy().as_bytes()).hex()[..6].to_string();
+        if let Ok(dirs) = std::fs::read_dir(self.path().join("state/containers")) {
+            for d in dirs.flatten() {
+                let ns = format!("slipway-{tag}-{}", d.file_name().to_string_lossy());
+                if std::path::Path::new("/run/netns").join(&ns).exists() {
+                    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+                }
             }
         }
         let _ = Command::new("ip")
