@@ -1,5 +1,6 @@
 //! Test support for end-to-end tests.
 pub mod bins;
+pub mod controller;
 pub mod fleet;
 pub mod host;
 pub mod image;

@@ -3,37 +3,15 @@
 //! `slipway-controller serve` process) syncs the repository; a signed GitHub webhook makes it
 //! sync at once; the release on the host carries the commit and its author.
 
-use slipway_proto::SigningKey;
-use slipway_tests::bins::bin;
+use slipway_tests::controller::{ok, Controller};
 use slipway_tests::host::{free_port, wait_until, TestHost};
 use slipway_tests::image::busybox_httpd_image;
 use slipway_tests::registry::Registry;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 const SECRET: &str = "e2e webhook secret";
-
-struct Controller(Child);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// git with only repo-level config (the user's and the system's are ignored).
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -63,16 +41,6 @@ fn commit(work: &Path, author: &str, message: &str) -> String {
     git(work, &["commit", "-q", "-m", message]);
     git(work, &["push", "-q", "origin", "main"]);
     git(work, &["rev-parse", "HEAD"])
-}
-
-fn token(config: &Path, name: &str, role: &str, host: Option<&str>) -> String {
-    let mut cmd = Command::new(bin("slipway-controller"));
-    cmd.args(["token-create", "--name", name, "--role", role, "--config"])
-        .arg(config);
-    if let Some(h) = host {
-        cmd.args(["--host", h]);
-    }
-    ok(cmd.output().unwrap()).trim().to_string()
 }
 
 /// A signed GitHub push webhook over plain HTTP/1.1; returns the status code.
@@ -140,59 +108,19 @@ fn a_git_commit_becomes_a_new_container_serving_traffic() {
     commit(&work, "Alice", "gitweb v1");
 
     // Controller syncing it: hourly polls, so v2 below can only come from the webhook.
-    let cdir = tempfile::tempdir().unwrap();
-    let key = SigningKey::generate().unwrap();
-    let key_path = cdir.path().join("release.key");
-    std::fs::write(&key_path, key.to_pem()).unwrap();
-    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let secret = cdir.path().join("github.secret");
+    let secret = repo.path().join("github.secret");
     std::fs::write(&secret, SECRET).unwrap();
-    let port = free_port();
-    let config = cdir.path().join("controller.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nsigning_key = \"{}\"\n\
-             [gitops]\nurl = \"{}\"\nbranch = \"main\"\npath = \"apps\"\npoll_interval = \"1h\"\n\
-             github_secret_file = \"{}\"\n",
-            cdir.path().join("data").display(),
-            key_path.display(),
-            origin.display(),
-            secret.display()
-        ),
-    )
-    .unwrap();
-    let admin = token(&config, "admin", "admin", None);
-    let agent_token = token(&config, "host-g", "agent", Some("host-g"));
-    let token_file = cdir.path().join("agent.token");
-    std::fs::write(&token_file, &agent_token).unwrap();
-    let log = std::fs::File::create(cdir.path().join("controller.log")).unwrap();
-    let _controller = Controller(
-        Command::new(bin("slipway-controller"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    wait_until(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .expect("controller listening");
-
-    let cache = cdir.path().join("agent-cache");
-    let host = TestHost::start_with(
-        registry.addr(),
-        key,
-        &format!(
-            "\n[controller]\nurl = \"{url}\"\nhost_id = \"host-g\"\nlabels = {{ role = \"web\" }}\n\
-             token_file = \"{}\"\ncache_dir = \"{}\"\n",
-            token_file.display(),
-            cache.display()
-        ),
-    )
-    .unwrap();
+    let (mut controller, key) = Controller::prepare(&format!(
+        "[gitops]\nurl = \"{}\"\nbranch = \"main\"\npath = \"apps\"\npoll_interval = \"1h\"\n\
+         github_secret_file = \"{}\"\n",
+        origin.display(),
+        secret.display()
+    ));
+    let admin = controller.token("admin", "admin", None);
+    let agent = controller.agent_section("host-g", "{ role = \"web\" }");
+    controller.start();
+    let port = controller.port;
+    let host = TestHost::start_with(registry.addr(), key, &agent).unwrap();
     // The first sync (at start) released v1 from the repository.
     host.wait_for_body(listen, "gitops v1", Duration::from_secs(60))
         .unwrap();
@@ -211,15 +139,7 @@ fn a_git_commit_becomes_a_new_container_serving_traffic() {
         .expect("the v1 container is discarded after the bake window");
 
     // The release says which commit and who.
-    let slipway = |args: &[&str]| {
-        Command::new(bin("slipway"))
-            .args(args)
-            .env("SLIPWAY_URL", &url)
-            .env("SLIPWAY_TOKEN", &admin)
-            .env("HOME", "/nonexistent")
-            .output()
-            .unwrap()
-    };
+    let slipway = |args: &[&str]| controller.slipway(&admin, args);
     let rels: serde_json::Value =
         serde_json::from_str(&ok(slipway(&["--json", "history", "gitweb"]))).unwrap();
     let env = &rels[1]["envelope"];
