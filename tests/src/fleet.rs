@@ -248,31 +248,7 @@ impl FleetHost {
 
     /// One `GET /` on this host's app port: (status, body).
     pub fn get(&self, port: u16) -> anyhow::Result<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect_timeout(&self.addr(port), Duration::from_secs(1))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(
-            format!(
-                "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                self.ip
-            )
-            .as_bytes(),
-        )?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
-        let text = String::from_utf8_lossy(&buf);
-        let code = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        Ok((code, body))
+        crate::host::get_at(self.addr(port))
     }
 
     /// The body this host serves on `port`, or an empty string.

@@ -255,13 +255,15 @@ impl TestHost {
 
 /// One GET / on 127.0.0.1:`port` with a fresh connection: (status, body).
 pub fn get(port: u16) -> anyhow::Result<(u16, String)> {
+    get_at(TestHost::addr(port))
+}
+
+/// One GET / on `addr` with a fresh connection: (status, body).
+pub fn get_at(addr: SocketAddr) -> anyhow::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&TestHost::addr(port), Duration::from_secs(1))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(
-        format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
