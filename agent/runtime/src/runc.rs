@@ -56,35 +56,45 @@ impl Runc {
         c
     }
 
-    /// Runs runc to completion, capturing its output; fails with runc's message on non-zero.
-    async fn run(&self, args: &[OsString]) -> Result<Vec<u8>, RuncError> {
+    /// Spawns runc with the given stdout/stderr and waits for it, bounded by
+    /// [`defaults::RUNC_TIMEOUT`]. Spawn errors and the timeout name the command.
+    async fn spawn_wait(
+        &self,
+        args: &[OsString],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<std::process::Output, RuncError> {
         let shown = show(args);
+        let spawn_err = |source| RuncError::Spawn {
+            bin: self.bin.clone(),
+            args: shown.clone(),
+            source,
+        };
         let child = self
             .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
-            .map_err(|source| RuncError::Spawn {
-                bin: self.bin.clone(),
-                args: shown.clone(),
-                source,
-            })?;
-        let out = tokio::time::timeout(defaults::RUNC_TIMEOUT, child.wait_with_output())
+            .map_err(spawn_err)?;
+        tokio::time::timeout(defaults::RUNC_TIMEOUT, child.wait_with_output())
             .await
             .map_err(|_| RuncError::Timeout {
                 args: shown.clone(),
                 secs: defaults::RUNC_TIMEOUT.as_secs(),
             })?
-            .map_err(|source| RuncError::Spawn {
-                bin: self.bin.clone(),
-                args: shown.clone(),
-                source,
-            })?;
+            .map_err(spawn_err)
+    }
+
+    /// Runs runc to completion, capturing its output; fails with runc's message on non-zero.
+    async fn run(&self, args: &[OsString]) -> Result<Vec<u8>, RuncError> {
+        let out = self
+            .spawn_wait(args, Stdio::piped(), Stdio::piped())
+            .await?;
         if out.status.success() {
             Ok(out.stdout)
         } else {
             Err(RuncError::Failed {
-                args: shown,
+                args: show(args),
                 code: exit_code(out.status),
                 message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             })
@@ -115,33 +125,15 @@ impl Runc {
             pid_file.into(),
             id.into(),
         ];
-        let shown = show(&args);
-        let mut child = self
-            .command(&args)
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .map_err(|source| RuncError::Spawn {
-                bin: self.bin.clone(),
-                args: shown.clone(),
-                source,
-            })?;
-        let status = tokio::time::timeout(defaults::RUNC_TIMEOUT, child.wait())
-            .await
-            .map_err(|_| RuncError::Timeout {
-                args: shown.clone(),
-                secs: defaults::RUNC_TIMEOUT.as_secs(),
-            })?
-            .map_err(|source| RuncError::Spawn {
-                bin: self.bin.clone(),
-                args: shown.clone(),
-                source,
-            })?;
+        let status = self
+            .spawn_wait(&args, stdout.into(), stderr.into())
+            .await?
+            .status;
         if status.success() {
             return Ok(());
         }
         Err(RuncError::Failed {
-            args: shown,
+            args: show(&args),
             code: exit_code(status),
             message: last_log_error(log),
         })
