@@ -1,27 +1,26 @@
-//! A fleet on one machine: a controller (`slipway-controller serve`, a real process) and N
-//! hosts, each a real `slipway-agent proxy` + `slipway-agent run` pair with its own state dir,
-//! runc root, CNI bridge and subnet, and its own loopback address `127.0.K.1` for the app's
-//! public port (so every host serves the same `listen` port, as separate VMs would).
+//! A fleet on one machine: a controller (`slipway-controller serve`, a real process) or two,
+//! a registry, and N hosts. Each host is a network namespace of its own on a test LAN
+//! (`crate::lan`), with its own address, and runs the real `slipway-agent proxy` and
+//! `slipway-agent run` processes inside it, each with its own state dir and runc root. Every
+//! host uses the agent's default CNI bridge and subnet, as identical VMs would; the containers'
+//! network namespaces live in a private `/run/netns` of the agent's own mount namespace
+//! (their names depend on app, seq and digest: the same on every host of a fleet). The
+//! controllers and the registry listen on the LAN's gateway address.
 //!
-//! Each agent runs in its own mount namespace with a private `/run/netns` (container network
-//! namespaces are named after app, seq and digest: the same on every host of a fleet). Hosts
-//! share the machine's network namespace: each proxy binds only its own 127.0.K.1 and
-//! containers sit on a per-host bridge and subnet, so every byte stays on loopback and a host
-//! starts in milliseconds. A killed agent loses its namespace view: restart is not supported
-//! here (the single-host tests cover agent restarts).
+//! A killed agent loses its mount namespace and with it the names of its containers' network
+//! namespaces: restarting an agent is not supported here (the single-host tests cover agent
+//! restarts).
 
 use crate::bins::bin;
 use crate::host::wait_until;
+use crate::lan::{HostNet, Lan};
 use anyhow::Context;
 use slipway_proto::{SigningKey, TrustFile};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-
-static NEXT_HOST: AtomicU32 = AtomicU32::new(0);
 
 const LOG: &str = "debug,hyper=info,hyper_util=info,reqwest=info,oci_client=info,h2=info,sqlx=warn";
 
@@ -29,19 +28,29 @@ const LOG: &str = "debug,hyper=info,hyper_util=info,reqwest=info,oci_client=info
 pub struct Controller {
     pub config: PathBuf,
     pub url: String,
-    pub port: u16,
+    /// `IP:PORT` it listens on.
+    pub addr: String,
     child: Option<Child>,
 }
 
 impl Controller {
-    /// Writes `controller.toml` under `dir` (key at `key`); `extra` is appended.
-    pub fn new(dir: &Path, name: &str, key: &Path, extra: &str) -> Controller {
+    /// Writes `NAME.toml` under `dir` (listening on `ip`, key at `key`, speaking plain HTTP to
+    /// the `registries`); `extra` is appended.
+    pub fn new(
+        dir: &Path,
+        name: &str,
+        ip: &str,
+        key: &Path,
+        registries: &[&str],
+        extra: &str,
+    ) -> Controller {
         let port = crate::host::free_port();
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nsigning_key = \"{}\"\n{extra}\n",
+                "listen = \"{ip}:{port}\"\nallow_plain_http = true\ndata_dir = \"{}\"\n\
+                 signing_key = \"{}\"\n{extra}\n[registry]\nplain_http = {registries:?}\n",
                 dir.join(format!("{name}-data")).display(),
                 key.display()
             ),
@@ -49,8 +58,8 @@ impl Controller {
         .unwrap();
         Controller {
             config,
-            url: format!("http://127.0.0.1:{port}"),
-            port,
+            url: format!("http://{ip}:{port}"),
+            addr: format!("{ip}:{port}"),
             child: None,
         }
     }
@@ -74,7 +83,7 @@ impl Controller {
                 .spawn()
                 .expect("slipway-controller"),
         );
-        let addr = format!("127.0.0.1:{}", self.port);
+        let addr = self.addr.clone();
         wait_until(Duration::from_secs(30), || {
             std::net::TcpStream::connect(&addr).is_ok()
         })
@@ -135,20 +144,22 @@ pub fn slipway(url: &str, token: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// One host: proxy + agent on its own address, state dir, runc root, bridge and subnet.
+/// One host: its own network namespace on the LAN, with a proxy and an agent inside.
 pub struct FleetHost {
     pub id: String,
-    /// Loopback address the proxy serves the app's `listen` port on.
+    /// The host's LAN address: the proxy serves the app's `listen` port there.
     pub ip: String,
     pub dir: tempfile::TempDir,
-    bridge: String,
     proxy: Option<Child>,
     agent: Option<Child>,
+    /// Last field: dropped after the processes and containers are gone.
+    pub net: HostNet,
 }
 
 impl FleetHost {
-    /// Starts a host registering as `id` with `labels` at the controller(s) `url`.
+    /// Starts a host on `lan` registering as `id` with `labels` at the controller(s) `url`.
     pub fn start(
+        lan: &Lan,
         insecure: &[&str],
         trust: &TrustFile,
         url: &str,
@@ -156,35 +167,30 @@ impl FleetHost {
         id: &str,
         labels: &str,
     ) -> anyhow::Result<FleetHost> {
-        let n = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
         let dir = tempfile::Builder::new()
             .prefix("slipway-fleet-")
             .tempdir()?;
+        let net = lan.host()?;
         let d = dir.path().display();
         std::fs::write(dir.path().join("trust.toml"), trust.to_toml())?;
         std::fs::write(dir.path().join("agent.token"), token)?;
-        let bridge = format!("swf{}n{}", pid % 10000, n);
-        let subnet = format!("10.{}.{}.0/24", 200 + pid % 50, n % 250);
-        let ip = format!("127.0.{}.1", 10 + n % 240);
         std::fs::write(
             dir.path().join("agent.toml"),
             format!(
                 "state_dir = \"{d}/state\"\ntrust = \"{d}/trust.toml\"\nreleases_dir = \"{d}/releases\"\n\
                  proxy_socket = \"{d}/proxy.sock\"\n\n[registry]\ninsecure = {insecure:?}\n\n\
                  [runtime]\nstate_dir = \"{d}/state/containers\"\nrunc_root = \"{d}/runc\"\n\n\
-                 [runtime.cni]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n\n\
                  [controller]\nurl = \"{url}\"\nhost_id = \"{id}\"\nlabels = {labels}\n\
                  token_file = \"{d}/agent.token\"\ncache_dir = \"{d}/controller-cache\"\n"
             ),
         )?;
         let mut h = FleetHost {
             id: id.to_string(),
-            ip,
+            ip: net.ip.clone(),
             dir,
-            bridge,
             proxy: None,
             agent: None,
+            net,
         };
         h.start_proxy()?;
         h.start_agent()?;
@@ -200,7 +206,9 @@ impl FleetHost {
 
     fn start_proxy(&mut self) -> anyhow::Result<()> {
         let sock = self.dir.path().join("proxy.sock");
-        let child = Command::new(bin("slipway-agent"))
+        let child = self
+            .net
+            .command(bin("slipway-agent"))
             .args(["proxy", "--control-socket"])
             .arg(&sock)
             .arg("--state")
@@ -217,10 +225,12 @@ impl FleetHost {
     }
 
     pub fn start_agent(&mut self) -> anyhow::Result<()> {
-        // Its own mount namespace with a private /run/netns: container network namespaces
-        // are named after app, seq and digest, the same on every host of a fleet.
-        std::fs::create_dir_all("/run/netns")?;
-        let child = Command::new("unshare")
+        // In the host's network namespace, in a mount namespace of its own with a private
+        // /run/netns: container network namespaces are named after app, seq and digest, the
+        // same on every host of a fleet.
+        let child = self
+            .net
+            .command("unshare")
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg("mount -t tmpfs fleet-netns /run/netns && exec \"$0\" run --config \"$1\"")
             .arg(bin("slipway-agent"))
@@ -232,6 +242,12 @@ impl FleetHost {
             .context("starting slipway-agent run")?;
         self.agent = Some(child);
         Ok(())
+    }
+
+    /// Pulls the host's network cable: it vanishes for the controller and for clients (its
+    /// processes keep running, cut off).
+    pub fn unplug(&self) {
+        self.net.unplug().expect("unplugging a host");
     }
 
     /// SIGKILL the agent (the proxy and containers keep serving).
@@ -309,29 +325,32 @@ impl Drop for FleetHost {
                 let _ = Command::new("umount").args(["-l", t]).output();
             }
         }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
+        // `self.net` goes next: deleting the namespace deletes the host's bridge and cable.
     }
 }
 
-/// A registry, one signing key, controllers sharing it, and hosts.
+/// A LAN, a registry, one signing key, controllers sharing it, and hosts.
 pub struct Fleet {
     pub dir: tempfile::TempDir,
     pub key_path: PathBuf,
     pub trust: TrustFile,
     pub registry: crate::registry::Registry,
+    /// A second registry on the LAN: hosts reach it only if they list it as `insecure`.
+    pub spare_registry: crate::registry::Registry,
     pub controllers: Vec<Controller>,
     pub hosts: Vec<FleetHost>,
     pub admin: String,
-    /// Apps whose container netns are removed on drop.
-    pub apps: Vec<String>,
+    /// Last field: dropped after everything on it.
+    pub lan: Lan,
 }
 
 impl Fleet {
-    /// A registry and `controllers` controller configs (started), all with `extra` config.
+    /// A LAN, a registry and `controllers` controllers (started), all with `extra` config.
     pub fn start(controllers: usize, extra: &str) -> Fleet {
-        let registry = crate::registry::Registry::start().unwrap();
+        let lan = Lan::create().expect("creating the test LAN");
+        let registry = Self::registry_on(&lan);
+        let spare_registry = Self::registry_on(&lan);
+        let registries = [registry.addr(), spare_registry.addr()];
         let dir = tempfile::Builder::new()
             .prefix("slipway-fleet-ctl-")
             .tempdir()
@@ -342,7 +361,10 @@ impl Fleet {
         std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let trust = TrustFile::new(vec![key.public_key()], 1, 1).unwrap();
         let mut cs: Vec<Controller> = (0..controllers)
-            .map(|i| Controller::new(dir.path(), &format!("controller{i}"), &key_path, extra))
+            .map(|i| {
+                let name = format!("controller{i}");
+                Controller::new(dir.path(), &name, &lan.gateway, &key_path, &registries, extra)
+            })
             .collect();
         let admin = cs[0].token("admin", "admin", None);
         for c in &mut cs {
@@ -353,11 +375,16 @@ impl Fleet {
             key_path,
             trust,
             registry,
+            spare_registry,
             controllers: cs,
             hosts: Vec::new(),
             admin,
-            apps: Vec::new(),
+            lan,
         }
+    }
+
+    fn registry_on(lan: &Lan) -> crate::registry::Registry {
+        crate::registry::Registry::start_on(&lan.gateway).expect("starting a registry on the LAN")
     }
 
     /// Starts `n` hosts `{prefix}-00`.. with `labels` (a TOML inline table), polling
@@ -381,6 +408,7 @@ impl Fleet {
             let id = format!("{prefix}-{i:02}");
             let token = self.controllers[0].token(&format!("agent-{id}"), "agent", Some(&id));
             let h = FleetHost::start(
+                &self.lan,
                 insecure,
                 &self.trust,
                 &self.controllers[via].url,
@@ -420,11 +448,10 @@ impl Fleet {
     }
 
     /// Applies an app spec (TOML) through controller 0.
-    pub fn apply(&mut self, name: &str, toml: &str) {
+    pub fn apply(&self, name: &str, toml: &str) {
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, toml).unwrap();
         ok(self.slipway(0, &["app", "apply", "-f", path.to_str().unwrap()]));
-        self.apps.push(name.to_string());
     }
 
     /// `slipway --json rollout APP` through controller `i`.
@@ -464,16 +491,5 @@ impl Fleet {
             );
         }
         last
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.hosts.clear();
-        for app in &self.apps {
-            for ns in crate::host::netns_of(app) {
-                let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-            }
-        }
     }
 }

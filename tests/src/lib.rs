@@ -4,6 +4,7 @@ pub mod controller;
 pub mod fleet;
 pub mod host;
 pub mod image;
+pub mod lan;
 pub mod load;
 pub mod postgres;
 pub mod registry;

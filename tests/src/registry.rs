@@ -15,7 +15,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// Attempts at finding a free port (another process may grab the one we picked).
 const START_ATTEMPTS: usize = 5;
 
-/// A running `docker-registry` on `127.0.0.1:PORT`.
+/// A running `docker-registry` on `IP:PORT` (loopback unless a test LAN asks otherwise).
 pub struct Registry {
     child: Child,
     addr: String,
@@ -25,12 +25,17 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry on a free loopback port and waits until `GET /v2/` answers.
     pub fn start() -> anyhow::Result<Registry> {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// Like [`Registry::start`] on a local address `ip` (e.g. a test LAN's gateway).
+    pub fn start_on(ip: &str) -> anyhow::Result<Registry> {
         if !Path::new(REGISTRY_BIN).exists() {
             bail!("{REGISTRY_BIN} not found: install it with `apt-get install -y docker-registry`");
         }
         let mut last_err = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once() {
+            match Self::start_once(ip) {
                 Ok(r) => return Ok(r),
                 Err(e) => last_err = Some(e),
             }
@@ -38,13 +43,13 @@ impl Registry {
         Err(last_err.expect("at least one attempt"))
     }
 
-    fn start_once() -> anyhow::Result<Registry> {
+    fn start_once(ip: &str) -> anyhow::Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("slipway-registry-")
             .tempdir()
             .context("creating the registry's temp dir")?;
         let port = free_port()?;
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("{ip}:{port}");
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage)?;
         let config = dir.path().join("config.yml");
@@ -87,7 +92,7 @@ impl Registry {
         }
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `IP:PORT`.
     pub fn addr(&self) -> &str {
         &self.addr
     }

@@ -171,7 +171,7 @@ fn a_later_batch_failure_continues_within_the_budget_and_halts_beyond_it() {
     let app = "flbudget";
     let mut f = Fleet::start(1, CONTROLLER);
     // v2 and v3 live in a second registry that host 02 cannot reach (no plain HTTP to it).
-    let other = Registry::start().unwrap();
+    let other = &f.spare_registry;
     let listen = free_port();
     let v1 = push(&f.registry, app, "v1", "budget v1");
     let v2 = push(&other, app, "v2", "budget v2");
