@@ -250,6 +250,11 @@ impl FleetHost {
         self.net.unplug().expect("unplugging a host");
     }
 
+    /// Plugs the cable back in.
+    pub fn plug(&self) {
+        self.net.plug().expect("plugging a host back in");
+    }
+
     /// SIGKILL the agent (the proxy and containers keep serving).
     pub fn kill_agent(&mut self) {
         if let Some(mut c) = self.agent.take() {

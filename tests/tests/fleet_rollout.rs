@@ -298,3 +298,54 @@ fn a_silent_host_counts_as_failed_and_new_hosts_get_the_live_release() {
     f.add_hosts_with(app, 3..4, &labels, 0, &[&reg]);
     wait_bodies(&f, &[&format!("{app}-03")], listen, "silent v2");
 }
+
+#[test]
+fn a_host_that_vanishes_mid_rollout_counts_as_failed_and_converges_when_it_returns() {
+    let app = "flvanish";
+    let mut f = Fleet::start(1, CONTROLLER);
+    let listen = free_port();
+    let v1 = push(&f.registry, app, "v1", "vanish v1");
+    let v2 = push(&f.registry, app, "v2", "vanish v2");
+    f.add_hosts(app, 3, &format!("{{ fleet = \"{app}\" }}"), 0);
+    f.apply(
+        app,
+        &app_toml(
+            app,
+            &v1.repository,
+            listen,
+            "canary = 1\nbatch_size = 2\nmax_failures = 1\nmanual_promotion = true\n",
+        ),
+    );
+    release(&f, app, &v1.image_ref());
+    f.wait_rollout(app, Duration::from_secs(60), |r| state(r) == "awaiting-promotion");
+    ok(f.slipway(0, &["rollout", "promote", app]));
+    f.wait_rollout(app, Duration::from_secs(90), |r| state(r) == "done");
+    let all: Vec<String> = (0..3).map(|i| format!("{app}-{i:02}")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_bodies(&f, &all, listen, "vanish v1");
+
+    // v2 goes out; while its canary (host 00) awaits promotion, host 02's cable is pulled: no
+    // packet in or out, its open connections just stop answering, as when a VM is powered off.
+    release(&f, app, &v2.image_ref());
+    f.wait_rollout(app, Duration::from_secs(60), |r| {
+        r["seq"] == 2 && state(r) == "awaiting-promotion"
+    });
+    f.host(all[2]).unplug();
+    ok(f.slipway(0, &["rollout", "promote", app]));
+    assert!(f.host(all[2]).get(listen).is_err(), "an unplugged host answers nothing");
+    let r = f.wait_rollout(app, Duration::from_secs(90), |r| {
+        r["seq"] == 2 && state(r) == "done"
+    });
+    assert_eq!(r["failures"], 1, "{r}");
+    assert!(
+        host_row(&r, all[2])["failed"]
+            .as_str()
+            .is_some_and(|why| why.contains("silent")),
+        "{r}"
+    );
+    wait_bodies(&f, &[all[0], all[1]], listen, "vanish v2");
+
+    // Back on the network, it catches up with the fleet's live release by itself.
+    f.host(all[2]).plug();
+    wait_bodies(&f, &[all[2]], listen, "vanish v2");
+}
