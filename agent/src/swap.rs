@@ -242,11 +242,13 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
             );
         }
     }
+    // Live once the bake passed: the old container is unrouted and drained, so the controller
+    // may move on while it gets its stop grace period.
+    finish(agent, rec, Phase::Live, None);
+    tracing::info!(app, seq, container = %id, total_ms = t0.elapsed().as_millis() as u64, "deploy live");
     if let Some(o) = &old {
         discard(agent, &o.id, o.grace).await;
     }
-    finish(agent, rec, Phase::Live, None);
-    tracing::info!(app, seq, container = %id, total_ms = t0.elapsed().as_millis() as u64, "deploy live");
     gc(agent).await;
     None
 }

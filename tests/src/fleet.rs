@@ -250,6 +250,12 @@ impl FleetHost {
         self.net.unplug().expect("unplugging a host");
     }
 
+    /// Resident memory (KiB) of the agent and of the proxy.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let rss = |c: &Option<Child>| c.as_ref().map_or(0, |c| rss_kib(c.id()));
+        (rss(&self.agent), rss(&self.proxy))
+    }
+
     /// Plugs the cable back in.
     pub fn plug(&self) {
         self.net.plug().expect("plugging a host back in");
@@ -334,6 +340,18 @@ impl Drop for FleetHost {
     }
 }
 
+/// `VmRSS` of process `pid` in KiB (0 when it is gone).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A LAN, a registry, one signing key, controllers sharing it, and hosts.
 pub struct Fleet {
     pub dir: tempfile::TempDir,
@@ -368,7 +386,14 @@ impl Fleet {
         let mut cs: Vec<Controller> = (0..controllers)
             .map(|i| {
                 let name = format!("controller{i}");
-                Controller::new(dir.path(), &name, &lan.gateway, &key_path, &registries, extra)
+                Controller::new(
+                    dir.path(),
+                    &name,
+                    &lan.gateway,
+                    &key_path,
+                    &registries,
+                    extra,
+                )
             })
             .collect();
         let admin = cs[0].token("admin", "admin", None);
