@@ -24,3 +24,9 @@ pub const BAKE_MIN_REQUESTS: u64 = 20;
 pub const BAKE_UNHEALTHY_THRESHOLD: u32 = 3;
 /// Retry delay after an error talking to the proxy or the runtime.
 pub const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How often the agent checks whether a live release's signature has expired (a cheap look
+/// at the state; a second keeps the stale mark prompt).
+pub const STALE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// A stale app is warned about when it turns stale and again this often: visible in any log
+/// window without flooding it during a long controller outage.
+pub const STALE_WARN_EVERY: Duration = Duration::from_secs(3600);

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod config;
 pub mod defaults;
+pub mod expiry;
 pub mod health;
 pub mod reconcile;
 pub mod recover;

@@ -1,18 +1,21 @@
-//! Reports each app's deploy phase to the controller whenever it changes.
+//! Reports each app's deploy phase to the controller whenever it changes, including when its
+//! live release turns stale (signature expired) and when a fresh signature clears that.
 
 use crate::agent::Agent;
+use crate::expiry;
 use crate::source::controller::ControllerSource;
 use crate::state::{AppState, Phase};
 use slipway_proto::api::{HostStatus, Phase as WirePhase};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How often the state is compared with what was last reported.
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
-/// What the controller should hear about an app now: the release in question and its phase.
-pub fn status_of(app: &str, s: &AppState) -> Option<HostStatus> {
+/// What the controller should hear about an app at `now`: the release in question, its phase
+/// and, when it is live past its signature's expiry, that expiry (stale).
+pub fn status_of(app: &str, s: &AppState, now: SystemTime) -> Option<HostStatus> {
     let seq = s.accepted_seq;
     if seq == 0 {
         return None;
@@ -41,11 +44,18 @@ pub fn status_of(app: &str, s: &AppState) -> Option<HostStatus> {
         }
     };
     let image = s.releases.get(&seq).map(|r| r.image.clone());
+    let expired_at = match phase {
+        WirePhase::Live => {
+            expiry::expired_at(s, now).map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        }
+        _ => None,
+    };
     Some(HostStatus {
         app: app.to_string(),
         seq,
         image,
         phase,
+        expired_at,
     })
 }
 
@@ -56,10 +66,11 @@ pub async fn run(agent: Arc<Agent>, source: ControllerSource) {
     loop {
         tokio::time::sleep(REPORT_INTERVAL).await;
         let now: Vec<HostStatus> = {
+            let at = SystemTime::now();
             let st = agent.state.lock().expect("state lock");
             st.apps
                 .iter()
-                .filter_map(|(app, s)| status_of(app, s))
+                .filter_map(|(app, s)| status_of(app, s, at))
                 .collect()
         };
         for status in now {
@@ -68,7 +79,7 @@ pub async fn run(agent: Arc<Agent>, source: ControllerSource) {
             }
             match source.report(&status).await {
                 Ok(()) => {
-                    tracing::debug!(app = status.app, seq = status.seq, phase = %status.phase, "reported to the controller");
+                    tracing::debug!(app = status.app, seq = status.seq, phase = %status.phase, stale = status.expired_at.is_some(), "reported to the controller");
                     sent.insert(status.app.clone(), status);
                 }
                 Err(e) => {

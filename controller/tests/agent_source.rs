@@ -96,6 +96,7 @@ async fn controller_source_follows_the_controller_and_serves_its_cache_while_it_
         seq: 2,
         image: Some(v2.image_ref()),
         phase: Phase::Live,
+        expired_at: None,
     })
     .await
     .unwrap();
@@ -130,6 +131,7 @@ async fn controller_source_follows_the_controller_and_serves_its_cache_while_it_
             seq: 2,
             image: None,
             phase: Phase::Live,
+            expired_at: None,
         })
         .await
         .is_err());

@@ -194,6 +194,7 @@ async fn hosts_statuses_tokens_and_the_audit_log() {
         seq,
         image: None,
         phase,
+        expired_at: None,
     };
     s.put_status("h1", &st("web", 1, Phase::Pulling), t1)
         .await
@@ -217,6 +218,21 @@ async fn hosts_statuses_tokens_and_the_audit_log() {
         .collect();
     assert_eq!(rows, [("h1", 1, &Phase::Live), ("h2", 2, &failed)]);
     assert_eq!(s.statuses(None).await.unwrap().len(), 3);
+    // A host serving a release past its signature's expiry says so; a fresh one clears it.
+    let stale = HostStatus {
+        expired_at: Some("2030-01-02T03:04:05Z".into()),
+        ..st("api", 1, Phase::Live)
+    };
+    s.put_status("h2", &stale, t1).await.unwrap();
+    let api = s.statuses(Some("api")).await.unwrap();
+    assert_eq!(
+        api[0].expired_at,
+        Some(humantime::parse_rfc3339("2030-01-02T03:04:05Z").unwrap())
+    );
+    s.put_status("h2", &st("api", 1, Phase::Live), t1)
+        .await
+        .unwrap();
+    assert_eq!(s.statuses(Some("api")).await.unwrap()[0].expired_at, None);
 
     let tok = |name: &str, hash: &str| TokenRecord {
         name: name.into(),

@@ -84,6 +84,11 @@ pub struct HostStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     pub phase: Phase,
+    /// RFC 3339 expiry of this release's signature, set only while the host serves it past
+    /// that (stale): it keeps running and accepts no change until a freshly signed release
+    /// arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<String>,
 }
 
 /// A row of `GET /v1/status`: the last phase a host reported for an app.
@@ -96,8 +101,22 @@ pub struct StatusRow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     pub phase: Phase,
+    /// RFC 3339; set while the host serves this release past its signature's expiry (stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<String>,
     /// RFC 3339.
     pub updated_at: String,
+}
+
+/// A release a host keeps serving past its signature's expiry: stale until a freshly signed
+/// release of it (or a newer one) reaches the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaleRelease {
+    pub app: String,
+    pub seq: u64,
+    /// RFC 3339.
+    pub expired_at: String,
 }
 
 /// A row of `GET /v1/hosts`.
@@ -112,6 +131,9 @@ pub struct HostInfo {
     pub registered_at: String,
     /// RFC 3339 of the last register, poll or status report.
     pub last_seen: String,
+    /// Releases this host reported serving past their signature's expiry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<StaleRelease>,
 }
 
 /// `GET /v1/apps/{app}` and the answer to `POST /v1/apps`.
@@ -373,6 +395,7 @@ mod tests {
             seq: 3,
             image: None,
             phase: Phase::HealthChecking,
+            expired_at: None,
         };
         let j = serde_json::to_string(&s).unwrap();
         assert_eq!(j, r#"{"app":"web","seq":3,"phase":"health-checking"}"#);
@@ -388,5 +411,23 @@ mod tests {
         assert!(
             serde_json::from_str::<HostStatus>(r#"{"app":"web","seq":3,"phase":"nope"}"#).is_err()
         );
+    }
+
+    #[test]
+    fn stale_is_sent_only_when_set_and_read_when_absent() {
+        let live = r#"{"app":"web","seq":3,"phase":"live"}"#;
+        let s: HostStatus = serde_json::from_str(live).unwrap();
+        assert_eq!(s.expired_at, None);
+        assert_eq!(serde_json::to_string(&s).unwrap(), live);
+        let stale = HostStatus {
+            expired_at: Some("2030-01-02T03:04:05Z".into()),
+            ..s
+        };
+        let j = serde_json::to_string(&stale).unwrap();
+        assert_eq!(
+            j,
+            r#"{"app":"web","seq":3,"phase":"live","expired_at":"2030-01-02T03:04:05Z"}"#
+        );
+        assert_eq!(serde_json::from_str::<HostStatus>(&j).unwrap(), stale);
     }
 }

@@ -20,6 +20,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(&args.config)?;
     let controller = cfg.controller.clone();
     let agent = Arc::new(Agent::open(cfg).context("starting the agent")?);
+    tokio::spawn(slipway_agent::expiry::run(agent.clone()));
     let source = match controller {
         Some(c) => {
             tracing::info!(config = %args.config.display(), controller = %c.url, host = %c.host_id, "agent starting; desired state from the controller");

@@ -1,6 +1,8 @@
-//! `slipway-agent status`: per app, the live release, phase, last error and recent deploys.
+//! `slipway-agent status`: per app, the live release, phase, last error and recent deploys,
+//! and whether the live release is stale (served past its signature's expiry).
 
 use slipway_agent::config::AgentConfig;
+use slipway_agent::expiry::expired_at;
 use slipway_agent::state::StateFile;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -18,15 +20,29 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(&args.config)?;
     let st = StateFile::load(&cfg.state_dir)?;
+    let now = SystemTime::now();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&st.apps)?);
+        // The state as stored, plus `stale` on apps whose live release's signature expired.
+        let mut apps = serde_json::to_value(&st.apps)?;
+        for (app, s) in &st.apps {
+            if let (Some(at), Some(seq)) = (expired_at(s, now), s.live_seq) {
+                apps[app]["stale"] = serde_json::json!({
+                    "seq": seq,
+                    "expired_at": humantime::format_rfc3339_seconds(at).to_string(),
+                });
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&apps)?);
         return Ok(());
     }
     if st.apps.is_empty() {
         println!("no apps");
     }
     for (app, s) in &st.apps {
-        let phase = s.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let mut phase = s.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        if expired_at(s, now).is_some() {
+            phase.push_str(" (stale)");
+        }
         let live = match (&s.live_seq, &s.live_container) {
             (Some(seq), Some(c)) => format!("seq {seq} ({c})"),
             _ => "none".into(),
@@ -40,7 +56,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         if let Some(rel) = s.live_seq.and_then(|q| s.releases.get(&q)) {
             let when = humantime::format_rfc3339_seconds(rel.expires);
-            if rel.expires < SystemTime::now() {
+            if expired_at(s, now).is_some() {
                 println!("  signature EXPIRED at {when}: still serving (stale); no change is accepted until a freshly signed release arrives");
             } else {
                 println!("  signature valid until {when}");

@@ -4,25 +4,42 @@ use super::{audit, parse_json, rfc3339, AppState};
 use crate::auth::{valid_host_id, Caller};
 use crate::defaults;
 use crate::error::{ApiError, ApiResult};
-use crate::store::HostRecord;
+use crate::store::{HostRecord, StatusRecord};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use slipway_proto::api::{HostInfo, HostStatus, RegisterRequest, StatusRow};
+use slipway_proto::api::{HostInfo, HostStatus, Phase, RegisterRequest, StaleRelease, StatusRow};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-fn info(h: HostRecord) -> HostInfo {
+fn info(h: HostRecord, stale: Vec<StaleRelease>) -> HostInfo {
     HostInfo {
         host: h.host,
         labels: h.labels,
         agent_version: h.agent_version,
         registered_at: rfc3339(h.registered_at),
         last_seen: rfc3339(h.last_seen),
+        stale,
     }
+}
+
+/// Per host, the releases it last reported serving live past their signature's expiry.
+fn stale_by_host(rows: Vec<StatusRecord>) -> BTreeMap<String, Vec<StaleRelease>> {
+    let mut out: BTreeMap<String, Vec<StaleRelease>> = BTreeMap::new();
+    for s in rows {
+        if let (Phase::Live, Some(at)) = (&s.phase, s.expired_at) {
+            out.entry(s.host).or_default().push(StaleRelease {
+                app: s.app,
+                seq: s.seq,
+                expired_at: rfc3339(at),
+            });
+        }
+    }
+    out
 }
 
 pub async fn register(
@@ -56,7 +73,7 @@ pub async fn register(
         .await?;
     }
     tracing::info!(host, "host registered");
-    Ok(Json(info(rec)))
+    Ok(Json(info(rec, Vec::new())))
 }
 
 #[derive(Deserialize)]
@@ -143,6 +160,10 @@ pub async fn report(
 ) -> ApiResult<StatusCode> {
     caller.require_host(&host, "report the status")?;
     let status: HostStatus = parse_json(&body)?;
+    if let Some(t) = &status.expired_at {
+        humantime::parse_rfc3339_weak(t)
+            .map_err(|e| ApiError::BadRequest(format!("expired_at `{t}`: {e}")))?;
+    }
     if state.store.host(&host).await?.is_none() {
         return Err(ApiError::NotFound(format!(
             "host `{host}` is not registered: the agent registers first"
@@ -168,17 +189,42 @@ pub async fn report(
         &caller.name,
         "host.status",
         &format!("host/{host}/{}", status.app),
-        &format!("seq {}: {}", status.seq, status.phase),
+        &match &status.expired_at {
+            None => format!("seq {}: {}", status.seq, status.phase),
+            Some(t) => format!(
+                "seq {}: {}, stale (signature expired at {t})",
+                status.seq, status.phase
+            ),
+        },
     )
     .await?;
+    if status.expired_at.is_some() {
+        tracing::warn!(
+            host,
+            app = %status.app,
+            seq = status.seq,
+            expired_at = status.expired_at.as_deref().unwrap_or_default(),
+            "host serves a release past its signature's expiry (stale)"
+        );
+    }
     state.metrics.status_reports.inc();
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<HostInfo>>> {
     caller.require_operator("list hosts")?;
+    let mut stale = stale_by_host(state.store.statuses(None).await?);
     Ok(Json(
-        state.store.hosts().await?.into_iter().map(info).collect(),
+        state
+            .store
+            .hosts()
+            .await?
+            .into_iter()
+            .map(|h| {
+                let s = stale.remove(&h.host).unwrap_or_default();
+                info(h, s)
+            })
+            .collect(),
     ))
 }
 
@@ -203,6 +249,7 @@ pub async fn status(
                 seq: s.seq,
                 image: s.image,
                 phase: s.phase,
+                expired_at: s.expired_at.map(rfc3339),
                 updated_at: rfc3339(s.updated_at),
             })
             .collect(),

@@ -2,8 +2,10 @@
 //! halted; `slipway rollout promote|pause|resume|abort <app>` steers it.
 
 use super::client::{print_json, table, Client};
+use super::status::phase_cell;
 use anyhow::Context;
-use slipway_proto::api::RolloutInfo;
+use slipway_proto::api::{RolloutInfo, StatusRow};
+use std::collections::BTreeMap;
 
 /// `slipway rollout`: show (`<APP>`) or steer (`promote|pause|resume|abort <APP>`).
 #[derive(clap::Args)]
@@ -81,16 +83,23 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<()> {
     if let Some(s) = info.rollback_seq {
         println!("rolled back as seq {s}");
     }
+    let stale = stale_hosts(client, &info.app).await;
     let rows = info
         .hosts
         .iter()
         .map(|h| {
+            let expired = h
+                .reported_seq
+                .and_then(|s| stale.get(&(h.host.clone(), s)))
+                .map(String::as_str);
             vec![
                 h.wave.to_string(),
                 h.host.clone(),
                 h.desired_seq.map_or("-".into(), |s| s.to_string()),
                 h.reported_seq.map_or("-".into(), |s| s.to_string()),
-                h.phase.as_ref().map_or("-".into(), |p| p.to_string()),
+                h.phase
+                    .as_ref()
+                    .map_or("-".into(), |p| phase_cell(p, expired)),
                 h.failed.clone().unwrap_or_default(),
             ]
         })
@@ -100,4 +109,16 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<()> {
         rows,
     );
     Ok(())
+}
+
+/// (host, seq) -> signature expiry, for the hosts serving a release of `app` past it. Best
+/// effort: without it the rows simply carry no stale mark.
+async fn stale_hosts(client: &Client, app: &str) -> BTreeMap<(String, u64), String> {
+    let rows: Vec<StatusRow> = client
+        .get(&format!("/v1/status?app={app}"))
+        .await
+        .unwrap_or_default();
+    rows.into_iter()
+        .filter_map(|r| Some(((r.host, r.seq), r.expired_at?)))
+        .collect()
 }

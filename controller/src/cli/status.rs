@@ -2,7 +2,9 @@
 //! reading the fleet and going back.
 
 use super::client::{print_json, table, Client};
-use slipway_proto::api::{AuditEntry, HostInfo, ReleaseInfo, RollbackRequest, StatusRow};
+use slipway_proto::api::{
+    AuditEntry, HostInfo, Phase, ReleaseInfo, RollbackRequest, StaleRelease, StatusRow,
+};
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -33,7 +35,7 @@ pub async fn status(client: &Client, a: StatusArgs) -> anyhow::Result<()> {
                     r.host,
                     r.app,
                     r.seq.to_string(),
-                    r.phase.to_string(),
+                    phase_cell(&r.phase, r.expired_at.as_deref()),
                     r.image.unwrap_or_default(),
                     r.updated_at,
                 ]
@@ -86,7 +88,7 @@ pub async fn hosts(client: &Client) -> anyhow::Result<()> {
         return print_json(&hosts);
     }
     table(
-        &["HOST", "LABELS", "AGENT", "LAST SEEN"],
+        &["HOST", "LABELS", "AGENT", "LAST SEEN", "SIGNATURES"],
         hosts
             .into_iter()
             .map(|h| {
@@ -97,11 +99,32 @@ pub async fn hosts(client: &Client) -> anyhow::Result<()> {
                     labels.join(","),
                     h.agent_version.unwrap_or_default(),
                     h.last_seen,
+                    stale_cell(&h.stale),
                 ]
             })
             .collect(),
     );
     Ok(())
+}
+
+/// `-`, or each release the host reported serving past its signature's expiry.
+fn stale_cell(stale: &[StaleRelease]) -> String {
+    if stale.is_empty() {
+        return "-".into();
+    }
+    let list: Vec<String> = stale
+        .iter()
+        .map(|s| format!("{} seq {} expired {}", s.app, s.seq, s.expired_at))
+        .collect();
+    format!("stale: {}", list.join("; "))
+}
+
+/// A reported phase, marked stale when the host serves the release past its expiry.
+pub(crate) fn phase_cell(phase: &Phase, expired_at: Option<&str>) -> String {
+    match expired_at {
+        Some(t) => format!("{phase} (stale: signature expired {t})"),
+        None => phase.to_string(),
+    }
 }
 
 #[derive(clap::Args)]

@@ -90,6 +90,8 @@ pub struct StatusRecord {
     pub image: Option<String>,
     pub phase: Phase,
     pub updated_at: SystemTime,
+    /// Expiry of the release's signature, set while the host serves it past that (stale).
+    pub expired_at: Option<SystemTime>,
 }
 
 /// A token; only the sha256 of the secret is stored.
@@ -235,6 +237,17 @@ pub(crate) fn to_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Reads a stored `expired_at` (RFC 3339, as the agent reported it and the API checked).
+pub(crate) fn parse_expired_at(host: &str, v: Option<String>) -> Result<Option<SystemTime>> {
+    v.map(|t| {
+        humantime::parse_rfc3339_weak(&t).map_err(|e| StoreError::Corrupt {
+            what: format!("status of host {host}"),
+            reason: format!("expired_at `{t}`: {e}"),
+        })
+    })
+    .transpose()
 }
 
 pub(crate) fn from_ms(ms: i64) -> SystemTime {

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rollouts",
         include_str!("../../migrations/postgres/0002_rollouts.sql"),
     ),
+    (
+        3,
+        "stale",
+        include_str!("../../migrations/postgres/0003_stale.sql"),
+    ),
 ];
 
 /// Connections per replica: long-polls answer from memory, so the store sees requests that
@@ -531,10 +536,10 @@ impl Store for PostgresStore {
         let phase = serde_json::to_string(&s.phase).expect("phase serializes");
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO host_status (host, app, seq, image, phase, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (host, app) DO UPDATE SET \
+            "INSERT INTO host_status (host, app, seq, image, phase, updated_at, expired_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (host, app) DO UPDATE SET \
              seq = excluded.seq, image = excluded.image, phase = excluded.phase, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, expired_at = excluded.expired_at",
         )
         .bind(host)
         .bind(&s.app)
@@ -542,6 +547,7 @@ impl Store for PostgresStore {
         .bind(&s.image)
         .bind(&phase)
         .bind(to_ms(now))
+        .bind(&s.expired_at)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -581,6 +587,7 @@ impl Store for PostgresStore {
                     phase: serde_json::from_str(&phase)
                         .map_err(|e| corrupt(format!("status of host {host}"), e))?,
                     updated_at: from_ms(r.try_get("updated_at")?),
+                    expired_at: super::parse_expired_at(&host, r.try_get("expired_at")?)?,
                     host,
                 })
             })

@@ -21,6 +21,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rollouts",
         include_str!("../../migrations/sqlite/0002_rollouts.sql"),
     ),
+    (
+        3,
+        "stale",
+        include_str!("../../migrations/sqlite/0003_stale.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -374,9 +379,10 @@ impl Store for SqliteStore {
         let phase = serde_json::to_string(&s.phase).expect("phase serializes");
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
-            "INSERT INTO host_status (host, app, seq, image, phase, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host, app) DO UPDATE SET seq = excluded.seq, \
-             image = excluded.image, phase = excluded.phase, updated_at = excluded.updated_at",
+            "INSERT INTO host_status (host, app, seq, image, phase, updated_at, expired_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host, app) DO UPDATE SET seq = excluded.seq, \
+             image = excluded.image, phase = excluded.phase, updated_at = excluded.updated_at, \
+             expired_at = excluded.expired_at",
         )
         .bind(host)
         .bind(&s.app)
@@ -384,6 +390,7 @@ impl Store for SqliteStore {
         .bind(&s.image)
         .bind(&phase)
         .bind(to_ms(now))
+        .bind(&s.expired_at)
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO status_events (host, app, seq, phase, at) VALUES (?, ?, ?, ?, ?)")
@@ -421,6 +428,7 @@ impl Store for SqliteStore {
                     phase: serde_json::from_str(&phase)
                         .map_err(|e| corrupt(format!("status of host {host}"), e))?,
                     updated_at: from_ms(r.try_get("updated_at")?),
+                    expired_at: super::parse_expired_at(&host, r.try_get("expired_at")?)?,
                     host,
                 })
             })
