@@ -6,8 +6,12 @@ use std::path::PathBuf;
 /// target dir this test runs from. Panics with a hint when it has not been built.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    // A test runs from target/<profile>/deps/<test>, a support binary from
+    // target/<profile>/<bin>: the workspace's binaries are in target/<profile>.
+    let mut dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -79,6 +79,7 @@ impl Controller {
                 .args(["serve", "--config"])
                 .arg(&self.config)
                 .env("SLIPWAY_LOG", LOG)
+                .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
                 .expect("slipway-controller"),
