@@ -129,13 +129,15 @@ fn main() -> std::process::ExitCode {
     for h in &f.hosts {
         println!("  {}: {}  (logs in {})", h.id, h.ip, h.dir.path().display());
     }
+    let cli = slipway_tests::bins::bin("slipway");
+    let cli = cli.display();
     println!("\nTry:");
     println!(
         "  export SLIPWAY_URL={} SLIPWAY_TOKEN={}",
         f.controllers[0].url, f.admin
     );
-    println!("  slipway app apply -f {}", spec.display());
-    println!("  slipway release demo --image {}:v1", v1.repository);
+    println!("  {cli} app apply -f {}", spec.display());
+    println!("  {cli} release demo --image {}:v1", v1.repository);
     println!("  curl http://{}:8080/", f.hosts[0].ip);
     println!(
         "  slipway release demo --image {}:v2 && slipway rollout demo",
