@@ -139,10 +139,8 @@ fn main() -> std::process::ExitCode {
     println!("  {cli} app apply -f {}", spec.display());
     println!("  {cli} release demo --image {}:v1", v1.repository);
     println!("  curl http://{}:8080/", f.hosts[0].ip);
-    println!(
-        "  slipway release demo --image {}:v2 && slipway rollout demo",
-        v1.repository
-    );
+    println!("  {cli} release demo --image {}:v2", v1.repository);
+    println!("  {cli} rollout demo");
     println!("\nCtrl-C stops it and removes every host, namespace and container.");
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
