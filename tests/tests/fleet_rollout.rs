@@ -174,8 +174,8 @@ fn a_later_batch_failure_continues_within_the_budget_and_halts_beyond_it() {
     let other = &f.spare_registry;
     let listen = free_port();
     let v1 = push(&f.registry, app, "v1", "budget v1");
-    let v2 = push(&other, app, "v2", "budget v2");
-    let v3 = push(&other, app, "v3", "budget v3");
+    let v2 = push(other, app, "v2", "budget v2");
+    let v3 = push(other, app, "v3", "budget v3");
     let labels = format!("{{ fleet = \"{app}\" }}");
     let (a, b) = (f.registry.addr().to_string(), other.addr().to_string());
     f.add_hosts_with(app, 0..2, &labels, 0, &[&a, &b]);
@@ -317,7 +317,9 @@ fn a_host_that_vanishes_mid_rollout_counts_as_failed_and_converges_when_it_retur
         ),
     );
     release(&f, app, &v1.image_ref());
-    f.wait_rollout(app, Duration::from_secs(60), |r| state(r) == "awaiting-promotion");
+    f.wait_rollout(app, Duration::from_secs(60), |r| {
+        state(r) == "awaiting-promotion"
+    });
     ok(f.slipway(0, &["rollout", "promote", app]));
     f.wait_rollout(app, Duration::from_secs(90), |r| state(r) == "done");
     let all: Vec<String> = (0..3).map(|i| format!("{app}-{i:02}")).collect();
@@ -332,7 +334,10 @@ fn a_host_that_vanishes_mid_rollout_counts_as_failed_and_converges_when_it_retur
     });
     f.host(all[2]).unplug();
     ok(f.slipway(0, &["rollout", "promote", app]));
-    assert!(f.host(all[2]).get(listen).is_err(), "an unplugged host answers nothing");
+    assert!(
+        f.host(all[2]).get(listen).is_err(),
+        "an unplugged host answers nothing"
+    );
     let r = f.wait_rollout(app, Duration::from_secs(90), |r| {
         r["seq"] == 2 && state(r) == "done"
     });
