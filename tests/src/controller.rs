@@ -1,21 +1,30 @@
-//! A real `slipway-controller serve` process for end-to-end tests: its config, signing key
-//! and tokens in a temp dir, started and stopped at will, killed on drop.
+//! A real `slipway-controller serve` process for end-to-end tests: its config, data and log in
+//! a temp dir of its own or in a fleet's, started and stopped (SIGKILL) at will, killed on
+//! drop.
 
 use crate::bins::bin;
 use crate::host::{free_port, wait_until};
 use slipway_proto::SigningKey;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 pub struct Controller {
-    pub dir: tempfile::TempDir,
+    /// Owned when the controller made its own temp dir ([`Controller::prepare`]).
+    dir: Option<tempfile::TempDir>,
+    base: PathBuf,
+    name: String,
     pub config: PathBuf,
     pub port: u16,
     pub url: String,
+    /// `IP:PORT` it listens on.
+    pub addr: String,
     child: Option<Child>,
 }
+
+/// What the controllers log in tests.
+const LOG: &str = "debug,hyper=info,hyper_util=info,reqwest=info,oci_client=info,h2=info,sqlx=warn";
 
 impl Controller {
     /// Writes a config (loopback listener, data dir, a fresh signing key with mode 0600, plus
@@ -30,32 +39,54 @@ impl Controller {
         let key_path = dir.path().join("release.key");
         std::fs::write(&key_path, key.to_pem()).unwrap();
         std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut c = Controller::configure(dir.path(), "controller", "127.0.0.1", &key_path, extra);
+        c.dir = Some(dir);
+        (c, key)
+    }
+
+    /// Writes `NAME.toml` (data in `NAME-data`, log in `NAME.log`) under `base`, listening on
+    /// `ip`, signing with the key at `key`, plus `extra` TOML; does not start it.
+    pub fn configure(base: &Path, name: &str, ip: &str, key: &Path, extra: &str) -> Controller {
         let port = free_port();
-        let config = dir.path().join("controller.toml");
+        let config = base.join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nsigning_key = \"{}\"\n{extra}",
-                dir.path().join("data").display(),
-                key_path.display()
+                "listen = \"{ip}:{port}\"\ndata_dir = \"{}\"\nsigning_key = \"{}\"\n{extra}\n",
+                base.join(format!("{name}-data")).display(),
+                key.display()
             ),
         )
         .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        (
-            Controller {
-                dir,
-                config,
-                port,
-                url,
-                child: None,
-            },
-            key,
-        )
+        Controller {
+            dir: None,
+            base: base.to_path_buf(),
+            name: name.to_string(),
+            config,
+            port,
+            url: format!("http://{ip}:{port}"),
+            addr: format!("{ip}:{port}"),
+            child: None,
+        }
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.base
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.base.join(format!("{}.log", self.name))
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// `slipway-controller token-create`: a token of `role` (bound to `host` for agents).
@@ -86,26 +117,28 @@ impl Controller {
         )
     }
 
-    /// Starts `slipway-controller serve` (log in `controller.log`) and waits for its port.
+    /// Starts `slipway-controller serve` (log in `NAME.log`) and waits for its port.
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.path().join("controller.log"))
+            .open(self.log_path())
             .unwrap();
         self.child = Some(
             Command::new(bin("slipway-controller"))
                 .args(["serve", "--config"])
                 .arg(&self.config)
+                .env("SLIPWAY_LOG", LOG)
+                .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
                 .expect("slipway-controller"),
         );
-        let port = self.port;
-        wait_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        let addr = self.addr.clone();
+        wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(&addr).is_ok()
         })
-        .expect("controller listening");
+        .unwrap_or_else(|_| panic!("controller never listened:\n{}", self.log_tail(30)));
     }
 
     /// SIGKILLs the controller.

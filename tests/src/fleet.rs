@@ -24,114 +24,21 @@ use std::time::Duration;
 
 const LOG: &str = "debug,hyper=info,hyper_util=info,reqwest=info,oci_client=info,h2=info,sqlx=warn";
 
-/// `slipway-controller serve` as a process, killed (SIGKILL) on drop.
-pub struct Controller {
-    pub config: PathBuf,
-    pub url: String,
-    /// `IP:PORT` it listens on.
-    pub addr: String,
-    child: Option<Child>,
-}
+pub use crate::controller::{ok, Controller};
 
-impl Controller {
-    /// Writes `NAME.toml` under `dir` (listening on `ip`, key at `key`, speaking plain HTTP to
-    /// the `registries`); `extra` is appended.
-    pub fn new(
-        dir: &Path,
-        name: &str,
-        ip: &str,
-        key: &Path,
-        registries: &[&str],
-        extra: &str,
-    ) -> Controller {
-        let port = crate::host::free_port();
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"{ip}:{port}\"\nallow_plain_http = true\ndata_dir = \"{}\"\n\
-                 signing_key = \"{}\"\n{extra}\n[registry]\nplain_http = {registries:?}\n",
-                dir.join(format!("{name}-data")).display(),
-                key.display()
-            ),
-        )
-        .unwrap();
-        Controller {
-            config,
-            url: format!("http://{ip}:{port}"),
-            addr: format!("{ip}:{port}"),
-            child: None,
-        }
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.config.with_extension("log")
-    }
-
-    pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
-        self.child = Some(
-            Command::new(bin("slipway-controller"))
-                .args(["serve", "--config"])
-                .arg(&self.config)
-                .env("SLIPWAY_LOG", LOG)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("slipway-controller"),
-        );
-        let addr = self.addr.clone();
-        wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(&addr).is_ok()
-        })
-        .unwrap_or_else(|_| panic!("controller never listened:\n{}", self.log_tail(30)));
-    }
-
-    /// SIGKILL: no graceful anything, as when a machine dies.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// `slipway-controller token-create`; returns the secret.
-    pub fn token(&self, name: &str, role: &str, host: Option<&str>) -> String {
-        let mut cmd = Command::new(bin("slipway-controller"));
-        cmd.args(["token-create", "--name", name, "--role", role, "--config"])
-            .arg(&self.config);
-        if let Some(h) = host {
-            cmd.args(["--host", h]);
-        }
-        ok(cmd.output().unwrap()).trim().to_string()
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-pub fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+/// A fleet's controller: on the LAN's gateway `ip`, signing with the fleet's key, speaking
+/// plain HTTP to the fleet's `registries` and to agents (the LAN never leaves the machine).
+fn controller(
+    dir: &Path,
+    i: usize,
+    ip: &str,
+    key: &Path,
+    registries: &[&str],
+    extra: &str,
+) -> Controller {
+    let extra =
+        format!("allow_plain_http = true\n{extra}\n[registry]\nplain_http = {registries:?}\n");
+    Controller::configure(dir, &format!("controller{i}"), ip, key, &extra)
 }
 
 /// Runs `slipway ARGS` against `url` with `token`.
@@ -385,17 +292,7 @@ impl Fleet {
         std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let trust = TrustFile::new(vec![key.public_key()], 1, 1).unwrap();
         let mut cs: Vec<Controller> = (0..controllers)
-            .map(|i| {
-                let name = format!("controller{i}");
-                Controller::new(
-                    dir.path(),
-                    &name,
-                    &lan.gateway,
-                    &key_path,
-                    &registries,
-                    extra,
-                )
-            })
+            .map(|i| controller(dir.path(), i, &lan.gateway, &key_path, &registries, extra))
             .collect();
         let admin = cs[0].token("admin", "admin", None);
         for c in &mut cs {
@@ -501,7 +398,7 @@ impl Fleet {
         let mut last = serde_json::Value::Null;
         let ok = wait_until(timeout, || {
             for i in 0..self.controllers.len() {
-                if self.controllers[i].child.is_some() {
+                if self.controllers[i].is_running() {
                     last = self.rollout(i, app);
                     return f(&last);
                 }

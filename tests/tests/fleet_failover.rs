@@ -92,7 +92,7 @@ fn the_driving_controller_killed_mid_rollout_the_other_replica_finishes_it() {
         (before["started"].as_u64().unwrap() as usize) < HOSTS,
         "killed too late to matter: {before}"
     );
-    f.controllers[leader].kill();
+    f.controllers[leader].stop();
 
     // The follower takes the lead and finishes the very same rollout (same seq, no new plan).
     let after = f.wait_rollout(app, Duration::from_secs(120), |r| state(r) == "done");
