@@ -23,6 +23,8 @@ pub const PLATFORM_OS: &str = "linux";
 pub const PLATFORM_ARCH: &str = "amd64";
 /// SQLite connections: one writer at a time anyway; a few readers for long-poll wake-ups.
 pub const SQLITE_POOL: u32 = 8;
+/// Tries of a write transaction's BEGIN that SQLite refuses at once as busy.
+pub const SQLITE_BEGIN_ATTEMPTS: u32 = 8;
 /// Concurrent `release` calls that lose the race for a seq retry this many times.
 pub const SEQ_RETRIES: u32 = 8;
 /// Rows `GET /v1/audit` returns without `?limit=`.

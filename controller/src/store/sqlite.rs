@@ -150,6 +150,34 @@ fn rollout_row(r: &SqliteRow) -> Result<RolloutRecord> {
     })
 }
 
+impl SqliteStore {
+    /// `BEGIN IMMEDIATE`, tried again a few times when SQLite answers "database is locked"
+    /// without waiting out `busy_timeout` (it does so when another process opens the file or
+    /// checkpoints the WAL at that moment, e.g. `slipway-controller token-create`). Nothing
+    /// has happened when BEGIN fails, so trying again is safe.
+    async fn begin_write(
+        &self,
+    ) -> std::result::Result<sqlx::Transaction<'_, sqlx::Sqlite>, sqlx::Error> {
+        let mut wait = Duration::from_millis(20);
+        for _ in 1..crate::defaults::SQLITE_BEGIN_ATTEMPTS {
+            match self.pool.begin_with("BEGIN IMMEDIATE").await {
+                Err(e) if is_busy(&e) => {
+                    tracing::debug!(error = %e, "database busy at BEGIN; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+/// SQLITE_BUSY (5) and its extended codes.
+fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5))
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -161,7 +189,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 impl Store for SqliteStore {
     async fn apply_app(&self, spec: &AppSpec, now: SystemTime) -> Result<(AppRecord, bool)> {
         let json = serde_json::to_string(spec).expect("app spec serializes");
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let current = sqlx::query(
             "SELECT name, version, spec, created_at FROM app_specs WHERE name = ? \
              ORDER BY version DESC LIMIT 1",
@@ -228,7 +256,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_release(&self, r: &NewRelease) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO releases (app, seq, image, requested, spec_version, rollback_of, \
              created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -377,7 +405,7 @@ impl Store for SqliteStore {
 
     async fn put_status(&self, host: &str, s: &HostStatus, now: SystemTime) -> Result<()> {
         let phase = serde_json::to_string(&s.phase).expect("phase serializes");
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO host_status (host, app, seq, image, phase, updated_at, expired_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host, app) DO UPDATE SET seq = excluded.seq, \
