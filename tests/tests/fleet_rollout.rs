@@ -249,29 +249,39 @@ fn a_later_batch_failure_continues_within_the_budget_and_halts_beyond_it() {
     assert_eq!(h3["seq"], 2, "host 03 never got seq 3 or 4");
 }
 
+/// Three hosts `APP-00..02` serving `APP v1` after a rollout with `rollout` settings (promoted
+/// by hand when they ask for it); `APP v2` is pushed too. Returns the fleet, the app's port,
+/// v2 and the host ids.
+fn three_hosts_on_v1(app: &str, rollout: &str) -> (Fleet, u16, Pushed, Vec<String>) {
+    let mut f = Fleet::start(1, CONTROLLER);
+    let listen = free_port();
+    let v1 = push(&f.registry, app, "v1", &format!("{app} v1"));
+    let v2 = push(&f.registry, app, "v2", &format!("{app} v2"));
+    f.add_hosts(app, 3, &format!("{{ fleet = \"{app}\" }}"), 0);
+    f.apply(app, &app_toml(app, &v1.repository, listen, rollout));
+    release(&f, app, &v1.image_ref());
+    if rollout.contains("manual_promotion = true") {
+        f.wait_rollout(app, Duration::from_secs(60), |r| {
+            state(r) == "awaiting-promotion"
+        });
+        ok(f.slipway(0, &["rollout", "promote", app]));
+    }
+    f.wait_rollout(app, Duration::from_secs(90), |r| state(r) == "done");
+    let all: Vec<String> = (0..3).map(|i| format!("{app}-{i:02}")).collect();
+    let ids: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_bodies(&f, &ids, listen, &format!("{app} v1"));
+    (f, listen, v2, all)
+}
+
 #[test]
 fn a_silent_host_counts_as_failed_and_new_hosts_get_the_live_release() {
     let app = "flsilent";
-    let mut f = Fleet::start(1, CONTROLLER);
-    let listen = free_port();
-    let v1 = push(&f.registry, app, "v1", "silent v1");
-    let v2 = push(&f.registry, app, "v2", "silent v2");
-    let labels = format!("{{ fleet = \"{app}\" }}");
-    f.add_hosts(app, 3, &labels, 0);
-    f.apply(
+    let (mut f, listen, v2, all) = three_hosts_on_v1(
         app,
-        &app_toml(
-            app,
-            &v1.repository,
-            listen,
-            "canary = 1\nbatch_size = 1\nmax_failures = 1\npause = \"1s\"\n",
-        ),
+        "canary = 1\nbatch_size = 1\nmax_failures = 1\npause = \"1s\"\n",
     );
-    release(&f, app, &v1.image_ref());
-    f.wait_rollout(app, Duration::from_secs(90), |r| state(r) == "done");
-    let all: Vec<String> = (0..3).map(|i| format!("{app}-{i:02}")).collect();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    wait_bodies(&f, &all, listen, "silent v1");
+    let labels = format!("{{ fleet = \"{app}\" }}");
 
     // Host 01's agent dies: its wave counts it as failed after the silence deadline and the
     // rollout carries on (within the budget) instead of hanging.
@@ -286,45 +296,27 @@ fn a_silent_host_counts_as_failed_and_new_hosts_get_the_live_release() {
             .contains("silent"),
         "{r}"
     );
-    wait_bodies(&f, &[all[0], all[2]], listen, "silent v2");
+    wait_bodies(&f, &[all[0], all[2]], listen, "flsilent v2");
     assert_eq!(
         f.host(all[1]).body(listen),
-        "silent v1",
+        "flsilent v1",
         "its proxy keeps serving"
     );
 
     // Scale-out: a new host with matching labels gets the live release at once.
     let reg = f.registry.addr().to_string();
     f.add_hosts_with(app, 3..4, &labels, 0, &[&reg]);
-    wait_bodies(&f, &[&format!("{app}-03")], listen, "silent v2");
+    wait_bodies(&f, &[&format!("{app}-03")], listen, "flsilent v2");
 }
 
 #[test]
 fn a_host_that_vanishes_mid_rollout_counts_as_failed_and_converges_when_it_returns() {
     let app = "flvanish";
-    let mut f = Fleet::start(1, CONTROLLER);
-    let listen = free_port();
-    let v1 = push(&f.registry, app, "v1", "vanish v1");
-    let v2 = push(&f.registry, app, "v2", "vanish v2");
-    f.add_hosts(app, 3, &format!("{{ fleet = \"{app}\" }}"), 0);
-    f.apply(
+    let (f, listen, v2, all) = three_hosts_on_v1(
         app,
-        &app_toml(
-            app,
-            &v1.repository,
-            listen,
-            "canary = 1\nbatch_size = 2\nmax_failures = 1\nmanual_promotion = true\n",
-        ),
+        "canary = 1\nbatch_size = 2\nmax_failures = 1\nmanual_promotion = true\n",
     );
-    release(&f, app, &v1.image_ref());
-    f.wait_rollout(app, Duration::from_secs(60), |r| {
-        state(r) == "awaiting-promotion"
-    });
-    ok(f.slipway(0, &["rollout", "promote", app]));
-    f.wait_rollout(app, Duration::from_secs(90), |r| state(r) == "done");
-    let all: Vec<String> = (0..3).map(|i| format!("{app}-{i:02}")).collect();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    wait_bodies(&f, &all, listen, "vanish v1");
 
     // v2 goes out; while its canary (host 00) awaits promotion, host 02's cable is pulled: no
     // packet in or out, its open connections just stop answering, as when a VM is powered off.
@@ -348,9 +340,9 @@ fn a_host_that_vanishes_mid_rollout_counts_as_failed_and_converges_when_it_retur
             .is_some_and(|why| why.contains("silent")),
         "{r}"
     );
-    wait_bodies(&f, &[all[0], all[1]], listen, "vanish v2");
+    wait_bodies(&f, &[all[0], all[1]], listen, "flvanish v2");
 
     // Back on the network, it catches up with the fleet's live release by itself.
     f.host(all[2]).plug();
-    wait_bodies(&f, &[all[2]], listen, "vanish v2");
+    wait_bodies(&f, &[all[2]], listen, "flvanish v2");
 }
