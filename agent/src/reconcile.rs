@@ -1,5 +1,7 @@
 //! The reconcile loop: read the desired set, verify every release before anything else,
 //! enforce strictly increasing seq per app, and hand each app's work to its own task.
+//! Every release is judged on its own: one that fails verification or has expired is refused
+//! for its app only (which keeps running what it runs), and the rest of the set goes ahead.
 
 use crate::agent::Agent;
 use crate::defaults;
@@ -7,7 +9,7 @@ use crate::source::controller::ControllerSource;
 use crate::source::dir::DirSource;
 use crate::source::Desired;
 use crate::swap::{self, Cmd};
-use slipway_proto::{Digest, Envelope, Release};
+use slipway_proto::{Digest, Envelope, Release, VerifyError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -29,15 +31,41 @@ pub enum RefusedRelease {
     Conflict { app: String, seq: u64 },
 }
 
-/// Verifies one desired entry and checks it against the app's accepted seq. Returns the release
-/// when it should be (or stay) deployed.
-pub fn accept(agent: &Agent, app: &str, bytes: &[u8]) -> Result<Release, RefusedRelease> {
-    let verified = Envelope::from_json(bytes)
+/// What to do with a desired entry that was not refused.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Deploy this release (a no-op when it is already live).
+    Deploy(Box<Release>),
+    /// The very release already accepted and live, its signature now expired: it keeps
+    /// serving (stale, see [`crate::expiry`]) and nothing changes until a freshly signed one
+    /// arrives. Not an error: the controller could not re-sign it, or is down.
+    Stale { seq: u64, expired_at: String },
+}
+
+/// Verifies one desired entry and checks it against the app's accepted seq.
+pub fn accept(agent: &Agent, app: &str, bytes: &[u8]) -> Result<Accepted, RefusedRelease> {
+    let hash = Digest::of(bytes).to_string();
+    let st = agent.app_state(app);
+    let verified = match Envelope::from_json(bytes)
         .and_then(|env| env.verify_release(&agent.trust, SystemTime::now()))
-        .map_err(|source| RefusedRelease::Verify {
-            app: app.to_string(),
-            source,
-        })?;
+    {
+        Ok(v) => v,
+        // Expiry is checked after the signatures: these bytes were accepted before.
+        Err(VerifyError::Expired {
+            seq, expired_at, ..
+        }) if st.accepted_envelope == hash
+            && st.accepted_seq == seq
+            && st.live_seq == Some(seq) =>
+        {
+            return Ok(Accepted::Stale { seq, expired_at });
+        }
+        Err(source) => {
+            return Err(RefusedRelease::Verify {
+                app: app.to_string(),
+                source,
+            })
+        }
+    };
     let rel = verified.release;
     if rel.app != app {
         return Err(RefusedRelease::WrongApp {
@@ -45,11 +73,9 @@ pub fn accept(agent: &Agent, app: &str, bytes: &[u8]) -> Result<Release, Refused
             body_app: rel.app,
         });
     }
-    let hash = Digest::of(bytes).to_string();
-    let st = agent.app_state(app);
     if rel.seq == st.accepted_seq && st.accepted_seq > 0 {
         if st.accepted_envelope == hash {
-            return Ok(rel);
+            return Ok(Accepted::Deploy(Box::new(rel)));
         }
         // The same release re-signed with a later expiry: keep the fresh signature, same deploy.
         let same = st.releases.get(&rel.seq).is_some_and(|old| {
@@ -66,7 +92,7 @@ pub fn accept(agent: &Agent, app: &str, bytes: &[u8]) -> Result<Release, Refused
             s.releases.insert(rel.seq, rel.clone());
         });
         tracing::info!(app, seq = rel.seq, expires = %humantime::format_rfc3339_seconds(rel.expires), "release re-signed; signature refreshed");
-        return Ok(rel);
+        return Ok(Accepted::Deploy(Box::new(rel)));
     }
     slipway_proto::check_seq(
         app,
@@ -81,7 +107,7 @@ pub fn accept(agent: &Agent, app: &str, bytes: &[u8]) -> Result<Release, Refused
         s.prune_releases(keep);
     });
     tracing::info!(app, seq = rel.seq, image = %rel.image, signers = verified.signers.len(), "release accepted");
-    Ok(rel)
+    Ok(Accepted::Deploy(Box::new(rel)))
 }
 
 /// Per-app tasks, created on first use.
@@ -91,14 +117,18 @@ struct Apps {
 }
 
 impl Apps {
-    async fn send(&mut self, app: &str, cmd: Cmd) {
+    /// The app's task, started (and so recovered after a restart) on first use.
+    fn task(&mut self, app: &str) -> &mpsc::Sender<Cmd> {
         let agent = self.agent.clone();
-        let tx = self.tasks.entry(app.to_string()).or_insert_with(|| {
+        self.tasks.entry(app.to_string()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(16);
             tokio::spawn(app_task(agent, app.to_string(), rx));
             tx
-        });
-        if tx.send(cmd).await.is_err() {
+        })
+    }
+
+    async fn send(&mut self, app: &str, cmd: Cmd) {
+        if self.task(app).send(cmd).await.is_err() {
             tracing::error!(app, "app task ended unexpectedly");
         }
     }
@@ -226,10 +256,22 @@ async fn apply(
         }
         seen.insert(app.clone(), hash);
         match accept(agent, app, bytes) {
-            Ok(rel) => apps.send(app, Cmd::Deploy(Box::new(rel))).await,
+            Ok(Accepted::Deploy(rel)) => apps.send(app, Cmd::Deploy(rel)).await,
+            Ok(Accepted::Stale { seq, expired_at }) => {
+                tracing::info!(app, seq, expired_at, "live release's signature expired; keeping it (stale) until a freshly signed release arrives");
+                apps.task(app);
+            }
             Err(e) => {
-                tracing::error!("{e}; nothing changes");
+                // The app keeps what it runs; its task still starts, so a restarted agent
+                // recovers its containers as for any other app.
+                let live = agent.app_state(app).live_seq;
+                let keeping = match live {
+                    Some(seq) => format!("keeping seq {seq}"),
+                    None => "no release of it runs here".to_string(),
+                };
+                tracing::error!(app, live_seq = live, "{e}; nothing changes ({keeping})");
                 agent.update(app, |s| s.last_error = Some(e.to_string()));
+                apps.task(app);
             }
         }
     }

@@ -23,32 +23,36 @@ pub enum ResignError {
     },
 }
 
-/// Re-signs every held release (see [`held_releases`]) that expires within `before` of now;
-/// returns how many, or the first failure once the others are done.
-pub async fn resign_due(state: &AppState, before: Duration) -> Result<usize, ResignError> {
+/// What one pass of [`resign_due`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub resigned: usize,
+    /// Releases that could not be re-signed (each logged once); retried on the next pass.
+    pub failed: usize,
+}
+
+/// Re-signs every held release (see [`held_releases`]) that expires within `before` of now.
+/// One release that cannot be re-signed is logged here and does not hold up the others; the
+/// error returned is what stopped the whole pass (the store).
+pub async fn resign_due(state: &AppState, before: Duration) -> Result<Pass, ResignError> {
     let now = SystemTime::now();
-    let mut count = 0;
-    let mut failed = None;
+    let mut pass = Pass::default();
     for rec in held_releases(state).await? {
         if rec.expires > now + before {
             continue;
         }
-        // One release that cannot be re-signed must not hold up the others.
         match resign(state, &rec, now).await {
-            Ok(()) => count += 1,
+            Ok(()) => pass.resigned += 1,
             Err(e) => {
-                tracing::error!(error = %e, "re-signing failed; will retry");
-                failed.get_or_insert(e);
+                tracing::error!(app = %rec.app, seq = rec.seq, error = %e, "re-signing failed; will retry");
+                pass.failed += 1;
             }
         }
     }
-    if count > 0 {
+    if pass.resigned > 0 {
         state.publisher.publish(state.store.as_ref()).await?;
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(count),
-    }
+    Ok(pass)
 }
 
 /// The releases hosts may hold now: the newest of every app, plus every seq the rollout view
@@ -126,8 +130,9 @@ pub async fn run(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
+        // Failures of single releases are logged by `resign_due` itself.
         if let Err(e) = resign_due(&state, before).await {
-            tracing::error!(error = %e, "re-signing failed; will retry");
+            tracing::error!(error = %e, "re-signing pass failed; will retry");
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -230,6 +230,17 @@ async fn a_host_serving_an_expired_release_shows_stale_counts_as_live_and_clears
         })
     })
     .await;
+    // The rollout's host rows carry the stale mark too; h2 reported nothing, so it has none.
+    let (_, ro) = h.get("/v1/apps/web/rollout", &h.admin).await;
+    let row = |id: &str| host(&ro["hosts"], id);
+    assert_eq!(row("h1")["reported_seq"], 1, "{ro}");
+    assert!(
+        row("h1")["expired_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2001-02-03T04:05:06")),
+        "{ro}"
+    );
+    assert!(row("h2").get("expired_at").is_none(), "{ro}");
 
     // A fresh signature reached h1: it reports live without an expiry, and stale clears.
     let (s, _) = h
@@ -244,4 +255,6 @@ async fn a_host_serving_an_expired_release_shows_stale_counts_as_live_and_clears
     assert!(host(&hosts, "h1").get("stale").is_none(), "{hosts}");
     let (_, rows) = h.get("/v1/status?app=web", &h.admin).await;
     assert!(rows[0].get("expired_at").is_none(), "{rows}");
+    let (_, ro) = h.get("/v1/apps/web/rollout", &h.admin).await;
+    assert!(host(&ro["hosts"], "h1").get("expired_at").is_none(), "{ro}");
 }

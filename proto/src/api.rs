@@ -337,6 +337,10 @@ pub struct RolloutHost {
     pub reported_seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// RFC 3339; set while the host serves `reported_seq` past its signature's expiry (stale),
+    /// as in [`StatusRow::expired_at`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<String>,
     /// Set when the rollout counted this host as failed, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
@@ -429,5 +433,20 @@ mod tests {
             r#"{"app":"web","seq":3,"phase":"live","expired_at":"2030-01-02T03:04:05Z"}"#
         );
         assert_eq!(serde_json::from_str::<HostStatus>(&j).unwrap(), stale);
+    }
+
+    #[test]
+    fn rollout_host_stale_mark_is_optional_on_the_wire() {
+        let row = r#"{"host":"h1","wave":0,"desired_seq":4,"reported_seq":4,"phase":"live"}"#;
+        let h: RolloutHost = serde_json::from_str(row).unwrap();
+        assert_eq!(h.expired_at, None);
+        assert_eq!(serde_json::to_string(&h).unwrap(), row);
+        let stale = RolloutHost {
+            expired_at: Some("2030-01-02T03:04:05Z".into()),
+            ..h
+        };
+        let j = serde_json::to_string(&stale).unwrap();
+        assert!(j.contains(r#""expired_at":"2030-01-02T03:04:05Z""#), "{j}");
+        assert_eq!(serde_json::from_str::<RolloutHost>(&j).unwrap(), stale);
     }
 }

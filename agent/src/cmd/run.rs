@@ -27,9 +27,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let reporter = ControllerSource::new(c.clone()).context("controller source")?;
             tokio::spawn(slipway_agent::report::run(agent.clone(), reporter));
             Source::Controller(Box::new(
-                ControllerSource::new(c)
-                    .context("controller source")?
-                    .with_trust(agent.trust.clone()),
+                ControllerSource::new(c).context("controller source")?,
             ))
         }
         None => {

@@ -3,7 +3,11 @@
 //! phase. The last set received is kept on disk (temp + fsync + rename) and served whenever
 //! the controller cannot be reached, so the data plane outlives the control plane.
 //!
-//! Config (the agent's `[source.controller]` table):
+//! A set is taken whole and verified by nobody here: the reconciler verifies each release on
+//! its own, so one expired or badly signed release is refused for its app only and never
+//! holds up the others.
+//!
+//! Config (the agent's `[controller]` table):
 //! ```toml
 //! url = "https://controller.example:7440"
 //! host_id = "web-1"
@@ -16,7 +20,6 @@
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use slipway_proto::api::{DesiredSetBody, ErrorBody, HostStatus, RegisterRequest};
-use slipway_proto::TrustFile;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -51,8 +54,7 @@ pub struct ControllerSourceConfig {
     pub cache_dir: PathBuf,
 }
 
-/// A desired set: app name -> signed release envelope bytes (JSON), unverified unless the
-/// source was given a trust file ([`ControllerSource::with_trust`]).
+/// A desired set: app name -> signed release envelope bytes (JSON), unverified.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredSet {
     /// Opaque; changes whenever any release in the set changes (including a re-signature).
@@ -85,7 +87,6 @@ pub struct ControllerSource {
     cfg: ControllerSourceConfig,
     http: reqwest::Client,
     token: String,
-    trust: Option<TrustFile>,
     registered: bool,
     /// The last set received (or loaded from the cache at start).
     current: Option<DesiredSetBody>,
@@ -120,18 +121,11 @@ impl ControllerSource {
             cfg: ControllerSourceConfig { url, ..cfg },
             http,
             token,
-            trust: None,
             registered: false,
             current,
             failures: 0,
             poll_wait: POLL_WAIT,
         })
-    }
-
-    /// Refuse (and never cache) a set whose envelopes do not verify against `trust`.
-    pub fn with_trust(mut self, trust: TrustFile) -> Self {
-        self.trust = Some(trust);
-        self
     }
 
     /// Shorter long-polls, for tests.
@@ -148,33 +142,37 @@ impl ControllerSource {
     }
 
     /// Long-polls once; returns the desired set and its version. When the controller cannot
-    /// be reached (or answers badly) this waits a backoff with jitter and returns the cached
-    /// set with `from_cache = true`; it errs only when there is no cached set at all.
+    /// be reached (or answers with an error) this waits a backoff with jitter and returns the
+    /// cached set with `from_cache = true`; it errs only when there is no cached set at all.
     pub async fn next(&mut self) -> anyhow::Result<DesiredSet> {
-        match self.poll().await {
+        let e = match self.poll().await {
             Ok(set) => {
                 self.failures = 0;
-                Ok(set)
+                return Ok(set);
             }
-            Err(e) => {
-                self.failures = self.failures.saturating_add(1);
-                let delay = backoff(self.failures);
-                tracing::warn!(
-                    controller = %self.cfg.url,
-                    error = %format!("{e:#}"),
-                    retry_in = %humantime::format_duration(delay),
-                    "controller unreachable; serving the last desired set"
-                );
-                tokio::time::sleep(delay).await;
-                match &self.current {
-                    Some(b) => Ok(DesiredSet::from_body(b, true)),
-                    None => Err(e.context("no desired set cached yet")),
-                }
+            Err(e) => e,
+        };
+        self.failures = self.failures.saturating_add(1);
+        let delay = backoff(self.failures);
+        let retry_in = humantime::format_duration(delay);
+        let e = match e {
+            PollError::Unreachable(e) => {
+                tracing::warn!(controller = %self.cfg.url, error = %format!("{e:#}"), %retry_in, "controller unreachable; serving the last desired set");
+                e
             }
+            PollError::Answered(e) => {
+                tracing::warn!(controller = %self.cfg.url, error = %format!("{e:#}"), %retry_in, "controller gave no desired set; serving the last one");
+                e
+            }
+        };
+        tokio::time::sleep(delay).await;
+        match &self.current {
+            Some(b) => Ok(DesiredSet::from_body(b, true)),
+            None => Err(e.context("no desired set cached yet")),
         }
     }
 
-    async fn poll(&mut self) -> anyhow::Result<DesiredSet> {
+    async fn poll(&mut self) -> Result<DesiredSet, PollError> {
         if !self.registered {
             self.register().await?;
         }
@@ -194,19 +192,28 @@ impl ControllerSource {
             .timeout(self.poll_wait + POLL_SLACK)
             .send()
             .await
-            .with_context(|| format!("long-polling {}", self.cfg.url))?;
+            .with_context(|| format!("long-polling {}", self.cfg.url))
+            .map_err(PollError::Unreachable)?;
         match resp.status().as_u16() {
-            304 => Ok(self
+            304 => self
                 .current
                 .as_ref()
                 .map(|b| DesiredSet::from_body(b, false))
-                .context("controller answered 304 but no set is held")?),
+                .context("controller answered 304 but no set is held")
+                .map_err(PollError::Answered),
             200 => {
-                let bytes = resp.bytes().await.context("reading the desired set")?;
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .context("reading the desired set")
+                    .map_err(PollError::Unreachable)?;
                 let body: DesiredSetBody = serde_json::from_slice(&bytes)
-                    .context("the controller's desired set is malformed")?;
-                self.check(&body)?;
-                save_cache(&self.cfg.cache_dir, &body)?;
+                    .context("the controller's desired set is malformed")
+                    .map_err(PollError::Answered)?;
+                // A set that cannot be kept on disk is still the controller's word: take it.
+                if let Err(e) = save_cache(&self.cfg.cache_dir, &body) {
+                    tracing::error!(error = %format!("{e:#}"), "desired set not cached; an agent restarted while the controller is down would serve an older one");
+                }
                 let set = DesiredSet::from_body(&body, false);
                 tracing::info!(version = %body.version, apps = body.releases.len(), "desired set received");
                 self.current = Some(body);
@@ -215,36 +222,26 @@ impl ControllerSource {
             404 => {
                 // The controller forgot us (new database?): register again next time.
                 self.registered = false;
-                Err(api_error(resp).await)
+                Err(PollError::Answered(api_error(resp).await))
             }
             401 => {
-                self.token = read_token(&self.cfg.token_file)?;
-                Err(api_error(resp).await)
+                let e = api_error(resp).await;
+                self.reread_token();
+                Err(PollError::Answered(e))
             }
-            _ => Err(api_error(resp).await),
+            _ => Err(PollError::Answered(api_error(resp).await)),
         }
     }
 
-    /// Every envelope parses, names its app, and (with a trust file) verifies.
-    fn check(&self, body: &DesiredSetBody) -> anyhow::Result<()> {
-        let Some(trust) = &self.trust else {
-            return Ok(());
-        };
-        for (app, env) in &body.releases {
-            let v = env
-                .verify_release(trust, SystemTime::now())
-                .with_context(|| format!("release of {app} from the controller refused"))?;
-            if v.release.app != *app {
-                bail!(
-                    "controller sent release of `{}` under app `{app}`: refused",
-                    v.release.app
-                );
-            }
+    /// Reads the token file again (it may have been replaced); keeps the old token if not.
+    fn reread_token(&mut self) {
+        match read_token(&self.cfg.token_file) {
+            Ok(t) => self.token = t,
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot re-read the agent token"),
         }
-        Ok(())
     }
 
-    async fn register(&mut self) -> anyhow::Result<()> {
+    async fn register(&mut self) -> Result<(), PollError> {
         let req = RegisterRequest {
             labels: self.cfg.labels.clone(),
             agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
@@ -260,15 +257,18 @@ impl ControllerSource {
             .json(&req)
             .send()
             .await
-            .with_context(|| format!("registering with {}", self.cfg.url))?;
+            .with_context(|| format!("registering with {}", self.cfg.url))
+            .map_err(PollError::Unreachable)?;
         if !resp.status().is_success() {
-            if resp.status().as_u16() == 401 {
-                self.token = read_token(&self.cfg.token_file)?;
-            }
-            return Err(api_error(resp).await.context(format!(
+            let unauthorized = resp.status().as_u16() == 401;
+            let e = api_error(resp).await.context(format!(
                 "registering host {} with {}",
                 self.cfg.host_id, self.cfg.url
-            )));
+            ));
+            if unauthorized {
+                self.reread_token();
+            }
+            return Err(PollError::Answered(e));
         }
         tracing::info!(host = %self.cfg.host_id, controller = %self.cfg.url, "registered");
         self.registered = true;
@@ -301,6 +301,14 @@ impl ControllerSource {
             )))
         }
     }
+}
+
+/// Why one long-poll brought no set.
+enum PollError {
+    /// No answer: connection refused or reset, timed out, cut mid-answer.
+    Unreachable(anyhow::Error),
+    /// The controller answered, but not with a set: an error status or a malformed body.
+    Answered(anyhow::Error),
 }
 
 fn read_token(path: &Path) -> anyhow::Result<String> {
@@ -389,6 +397,60 @@ mod tests {
             assert!(d >= BACKOFF_MIN / 2, "{n}: {d:?}");
         }
         assert!(backoff(20) >= BACKOFF_MAX / 2);
+    }
+
+    fn source(dir: &Path, url: String) -> ControllerSource {
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, "swt_test\n").unwrap();
+        ControllerSource::new(ControllerSourceConfig {
+            url,
+            host_id: "h1".into(),
+            labels: BTreeMap::new(),
+            token_file,
+            cache_dir: dir.join("cache"),
+        })
+        .unwrap()
+    }
+
+    /// Only a controller that does not answer is "unreachable"; one that answers with an
+    /// error is another matter, and says why.
+    #[tokio::test]
+    async fn an_answer_is_not_taken_for_an_unreachable_controller() {
+        let d = tempfile::tempdir().unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let mut src = source(d.path(), url);
+        assert!(matches!(src.poll().await, Err(PollError::Unreachable(_))));
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = r#"{"error":"host `h1` is not allowed here"}"#;
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        let mut src = source(d.path(), url);
+        match src.poll().await {
+            Err(PollError::Answered(e)) => {
+                let msg = format!("{e:#}");
+                assert!(msg.contains("403") && msg.contains("not allowed"), "{msg}");
+            }
+            Err(PollError::Unreachable(e)) => panic!("taken for unreachable: {e:#}"),
+            Ok(_) => panic!("a 403 gave a set"),
+        }
     }
 
     #[test]

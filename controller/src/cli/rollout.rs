@@ -4,8 +4,7 @@
 use super::client::{print_json, table, Client};
 use super::status::phase_cell;
 use anyhow::Context;
-use slipway_proto::api::{RolloutInfo, StatusRow};
-use std::collections::BTreeMap;
+use slipway_proto::api::RolloutInfo;
 
 /// `slipway rollout`: show (`<APP>`) or steer (`promote|pause|resume|abort <APP>`).
 #[derive(clap::Args)]
@@ -83,15 +82,10 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<()> {
     if let Some(s) = info.rollback_seq {
         println!("rolled back as seq {s}");
     }
-    let stale = stale_hosts(client, &info.app).await;
     let rows = info
         .hosts
         .iter()
         .map(|h| {
-            let expired = h
-                .reported_seq
-                .and_then(|s| stale.get(&(h.host.clone(), s)))
-                .map(String::as_str);
             vec![
                 h.wave.to_string(),
                 h.host.clone(),
@@ -99,7 +93,7 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<()> {
                 h.reported_seq.map_or("-".into(), |s| s.to_string()),
                 h.phase
                     .as_ref()
-                    .map_or("-".into(), |p| phase_cell(p, expired)),
+                    .map_or("-".into(), |p| phase_cell(p, h.expired_at.as_deref())),
                 h.failed.clone().unwrap_or_default(),
             ]
         })
@@ -109,16 +103,4 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<()> {
         rows,
     );
     Ok(())
-}
-
-/// (host, seq) -> signature expiry, for the hosts serving a release of `app` past it. Best
-/// effort: without it the rows simply carry no stale mark.
-async fn stale_hosts(client: &Client, app: &str) -> BTreeMap<(String, u64), String> {
-    let rows: Vec<StatusRow> = client
-        .get(&format!("/v1/status?app={app}"))
-        .await
-        .unwrap_or_default();
-    rows.into_iter()
-        .filter_map(|r| Some(((r.host, r.seq), r.expired_at?)))
-        .collect()
 }

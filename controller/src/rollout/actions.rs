@@ -131,6 +131,7 @@ pub async fn info(state: &AppState, app: &str) -> ApiResult<RolloutInfo> {
             desired_seq: doc.assigned(h),
             reported_seq: reports.get(h).map(|s| s.seq),
             phase: reports.get(h).map(|s| s.phase.clone()),
+            expired_at: reports.get(h).and_then(|s| s.expired_at).map(rfc3339),
             failed: doc.failed.get(h).cloned(),
         })
         .collect();
