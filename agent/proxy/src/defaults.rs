@@ -38,3 +38,10 @@ pub const FORWARDED_PROTO: &str = "http";
 pub const RESTORE_BIND_RETRIES: u32 = 40;
 /// Pause between those attempts (40 x 50 ms = 2 s at most).
 pub const RESTORE_BIND_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// Shared plain-HTTP listener of host-routed apps: the standard port.
+pub const HTTP_PORT: u16 = 80;
+/// Shared HTTPS listener of host-routed apps: the standard port.
+pub const HTTPS_PORT: u16 = 443;
+/// HTTP/2 clients are pinged this often so dead connections (NAT timeouts) are noticed.
+pub const CLIENT_H2_PING_INTERVAL: Duration = Duration::from_secs(30);
