@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::SpecError;
 
 /// Routing and TLS of an app on the shared listeners (80/443 by default).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeSpec {
     /// Host names routed to the app: `shop.example.com`, or `*.shop.example.com` for any one
@@ -53,6 +53,20 @@ pub struct TlsSpec {
     /// Obtain and renew one certificate per host from the proxy's ACME directory.
     #[serde(default, skip_serializing_if = "is_false")]
     pub acme: bool,
+}
+
+impl Default for EdgeSpec {
+    fn default() -> Self {
+        EdgeSpec {
+            hosts: Vec::new(),
+            path_prefix: None,
+            strip_prefix: false,
+            tls: None,
+            redirect_https: true,
+            hsts: None,
+            upstream_h2c: false,
+        }
+    }
 }
 
 fn d_true() -> bool {

@@ -48,6 +48,8 @@ pub(crate) struct HttpCtx {
     pub(crate) conns: Arc<Tracker>,
     pub(crate) ids: RequestIds,
     pub(crate) cfg: EdgeConfig,
+    /// TLS of the shared HTTPS listener (certificates by SNI).
+    pub(crate) tls: tokio_rustls::TlsAcceptor,
     workers: Workers,
 }
 
@@ -60,11 +62,17 @@ impl std::fmt::Debug for HttpCtx {
 }
 
 impl HttpCtx {
-    pub(crate) fn new(conns: Arc<Tracker>, workers: Workers, cfg: EdgeConfig) -> Self {
+    pub(crate) fn new(
+        conns: Arc<Tracker>,
+        workers: Workers,
+        cfg: EdgeConfig,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Self {
         HttpCtx {
             conns,
             ids: RequestIds::new(),
             cfg,
+            tls: tls.into(),
             workers,
         }
     }

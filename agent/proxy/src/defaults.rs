@@ -45,3 +45,7 @@ pub const HTTP_PORT: u16 = 80;
 pub const HTTPS_PORT: u16 = 443;
 /// HTTP/2 clients are pinged this often so dead connections (NAT timeouts) are noticed.
 pub const CLIENT_H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Certificate files are checked for changes this often; a renewed file is live within it.
+pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// A client must finish its TLS handshake within this; slow-loris handshakes are dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

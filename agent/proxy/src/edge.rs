@@ -16,6 +16,7 @@ use crate::conn::Target;
 use crate::error::ProxyError;
 use crate::hosts::HostTable;
 use crate::http::HttpCtx;
+use crate::tls::CertStore;
 
 /// Which shared listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub(crate) struct Edge {
     pub(crate) closing: watch::Sender<bool>,
     /// Port of the HTTPS listener as clients reach it, for redirects (0 until bound).
     pub(crate) https_port: AtomicU16,
+    /// Certificates of the HTTPS listener.
+    pub(crate) certs: Arc<CertStore>,
     bind: IpAddr,
     cfg: EdgeConfig,
     http: Mutex<Slot>,
@@ -59,6 +62,7 @@ impl Edge {
             hosts: ArcSwap::default(),
             closing: watch::channel(false).0,
             https_port: AtomicU16::new(0),
+            certs: Arc::default(),
             bind,
             cfg,
             http: Mutex::default(),

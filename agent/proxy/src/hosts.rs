@@ -17,8 +17,6 @@ pub(crate) struct HostRoute {
     pub(crate) app: Arc<App>,
     pub(crate) prefix: Box<str>,
     pub(crate) strip: bool,
-    /// The app terminates TLS on the shared HTTPS listener.
-    pub(crate) tls: bool,
     /// Plain-HTTP requests get a redirect to https.
     pub(crate) redirect: bool,
     /// `Strict-Transport-Security` value sent on HTTPS answers.
@@ -35,7 +33,6 @@ impl HostRoute {
             app,
             prefix: e.prefix().into(),
             strip: e.strip_prefix,
-            tls: e.tls.is_some(),
             redirect: e.tls.is_some() && e.redirect_https,
             hsts,
         }
@@ -89,10 +86,6 @@ impl HostTable {
         t
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty()
-    }
-
     /// The route for a request's host (as sent: any case, maybe a port) and path.
     pub(crate) fn lookup(&self, host: &str, path: &str) -> Option<&Arc<HostRoute>> {
         let host = strip_port(host).trim_end_matches('.');
@@ -110,15 +103,6 @@ impl HostTable {
         let (_, parent) = host.split_once('.')?;
         let routes = self.wildcard.get(parent)?;
         routes.iter().find(|r| r.matches(path))
-    }
-
-    /// Host names (wildcards included) that terminate TLS, with their app.
-    pub(crate) fn tls_hosts(&self) -> impl Iterator<Item = (String, &Arc<App>)> {
-        let exact = self.exact.iter().map(|(h, v)| (h.to_string(), v));
-        let wild = self.wildcard.iter().map(|(h, v)| (format!("*.{h}"), v));
-        exact
-            .chain(wild)
-            .flat_map(|(h, v)| v.iter().filter(|r| r.tls).map(move |r| (h.clone(), &r.app)))
     }
 }
 

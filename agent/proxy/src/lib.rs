@@ -69,6 +69,7 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
              the agent must set every app's upstream again"
         ),
     }
+    let cert_watch = tokio::spawn(router.certs().watch());
     // The socket appears only once the routes are live, so waiting for it is enough.
     let control = control::bind(&cfg.control_socket)?;
     let mut registry = prometheus_client::registry::Registry::default();
@@ -97,6 +98,7 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
     if let Some(t) = metrics_task {
         t.abort();
     }
+    cert_watch.abort();
     info!("shutting down: listeners closed, letting open connections finish");
     let left = router.shutdown(defaults::SHUTDOWN_GRACE).await;
     if left > 0 {

@@ -25,6 +25,7 @@ use crate::error::ProxyError;
 use crate::hosts::{self, HostTable};
 use crate::http::HttpCtx;
 use crate::table::{self, RouteEntry, RouteTable};
+use crate::tls::{self, Source};
 use crate::upstream::{Upstream, UpstreamState};
 use crate::workers::Workers;
 
@@ -96,13 +97,15 @@ impl Router {
         edge_cfg: EdgeConfig,
     ) -> Self {
         let conns = Arc::new(Tracker::default());
+        let edge = Arc::new(Edge::new(bind, edge_cfg.clone()));
+        let tls = tls::server_config(edge.certs.clone());
         Router {
             bind,
             state_file,
             apps: RwLock::new(HashMap::new()),
             ops: tokio::sync::Mutex::new(()),
-            edge: Arc::new(Edge::new(bind, edge_cfg.clone())),
-            ctx: Arc::new(HttpCtx::new(conns.clone(), workers, edge_cfg)),
+            ctx: Arc::new(HttpCtx::new(conns.clone(), workers, edge_cfg, tls)),
+            edge,
             conns,
         }
     }
@@ -129,6 +132,47 @@ impl Router {
             self.edge.ensure(app, Scheme::Https, &self.ctx)?;
         }
         Ok(())
+    }
+
+    /// Loads the certificate files of `edge` (if it names files) and checks them for its
+    /// hosts. None for apps without TLS or with ACME.
+    fn load_certs(
+        app: &str,
+        edge: &EdgeSpec,
+    ) -> Result<Option<(Source, Vec<(String, Arc<rustls::sign::CertifiedKey>)>)>, ProxyError> {
+        let Some(t) = &edge.tls else { return Ok(None) };
+        match (&t.cert, &t.key) {
+            (Some(cert), Some(key)) => {
+                let (k, stamp) = tls::load_files(app, &edge.hosts, cert, key)?;
+                let source = Source::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    stamp,
+                };
+                let keys = edge.hosts.iter().map(|h| (h.clone(), k.clone())).collect();
+                Ok(Some((source, keys)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Applies the certificates loaded for `app` (or drops them when it has no TLS).
+    fn apply_certs(
+        &self,
+        app: &str,
+        certs: Option<(Source, Vec<(String, Arc<rustls::sign::CertifiedKey>)>)>,
+        edge: &EdgeSpec,
+    ) {
+        match certs {
+            Some((source, keys)) => self.edge.certs.set_app(app, source, keys),
+            None if edge.tls.as_ref().is_some_and(|t| t.acme) => {}
+            None => self.edge.certs.remove_app(app),
+        }
+    }
+
+    /// The certificate store (for the reload watcher and ACME).
+    pub(crate) fn certs(&self) -> Arc<tls::CertStore> {
+        self.edge.certs.clone()
     }
 
     /// Where the shared listeners are bound.
@@ -222,6 +266,12 @@ impl Router {
             if let Err(e) = Self::bind_retrying(|| self.ensure_shared(&r.app, &r.edge)) {
                 error!(app = %r.app, error = %e, "restored route: shared listener is not up");
             }
+            match Self::load_certs(&r.app, &r.edge) {
+                Ok(certs) => self.apply_certs(&r.app, certs, &r.edge),
+                Err(e) => {
+                    error!(app = %r.app, error = %e, "restored route: certificate unusable; its hosts get no TLS until fixed")
+                }
+            }
             *app.edge.lock().unwrap() = r.edge;
             info!(app = %r.app, listen = r.listen, protocol = ?r.protocol,
                 upstream = %r.upstream.id, addr = %r.upstream.addr, "route restored");
@@ -274,7 +324,10 @@ impl Router {
             hosts::check_collisions(name, edge, edges.iter().map(|(n, e)| (n.as_str(), e)))?;
         }
 
-        // 2. Listeners: bind the new ones before changing anything else.
+        // 2. Certificates: read and checked before anything changes.
+        let certs = Self::load_certs(name, edge)?;
+
+        // 3. Listeners: bind the new ones before changing anything else.
         let own_port = route.own_port();
         let (needs_bind, same_port) = {
             let slot = app.listener.lock().unwrap();
@@ -295,7 +348,7 @@ impl Router {
         }
         self.ensure_shared(name, edge)?;
 
-        // 3. Persist the new table; on failure nothing has changed.
+        // 4. Persist the new table; on failure nothing has changed.
         let mut t = self.snapshot();
         t.routes.retain(|r| r.app != name);
         t.routes.push(RouteEntry {
@@ -308,7 +361,8 @@ impl Router {
         t.routes.sort_by(|a, b| a.app.cmp(&b.app));
         self.persist(t).await?;
 
-        // 4. Apply.
+        // 5. Apply.
+        self.apply_certs(name, certs, edge);
         {
             let mut slot = app.listener.lock().unwrap();
             if let Some(l) = new_listener {
@@ -355,6 +409,7 @@ impl Router {
         t.routes.retain(|r| r.app != name);
         self.persist(t).await?;
         let removed = self.apps.write().unwrap().remove(name);
+        self.edge.certs.remove_app(name);
         if let Some(app) = removed {
             app.close();
             if !app.edge.lock().unwrap().hosts.is_empty() {
