@@ -64,6 +64,9 @@ pub struct RouteInfo {
     /// Hosts and TLS on the shared listeners.
     #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
     pub edge: EdgeSpec,
+    /// Why the app's hosts lack a certificate (ACME refused or unreachable), if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_error: Option<String>,
 }
 
 /// The shared (host-routed) listeners and where they are bound, if they are.

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+pub use crate::acme::{AcmeChallenge, AcmeConfig};
 use crate::defaults;
 
 /// Where the proxy listens and keeps its state.
@@ -33,6 +34,8 @@ pub struct EdgeConfig {
     /// Peers whose X-Forwarded-For/-Proto/-Host are believed and extended; others' are
     /// replaced. Empty: trust no one.
     pub trusted_proxies: Vec<Cidr>,
+    /// ACME, for apps with `tls = { acme = true }`; None refuses them.
+    pub acme: Option<AcmeConfig>,
 }
 
 impl EdgeConfig {
@@ -127,6 +130,7 @@ impl Default for EdgeConfig {
             http_port: defaults::HTTP_PORT,
             https_port: defaults::HTTPS_PORT,
             trusted_proxies: Vec::new(),
+            acme: None,
         }
     }
 }

@@ -49,3 +49,11 @@ pub const CLIENT_H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// A client must finish its TLS handshake within this; slow-loris handshakes are dropped.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// ACME certificates are renewed this long before expiry (Let's Encrypt advises 30 days).
+pub const ACME_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Stored ACME certificates are checked for renewal (and failed issues retried) this often.
+pub const ACME_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+/// An ACME order that is not validated and issued within this has failed.
+pub const ACME_ORDER_TIMEOUT: Duration = Duration::from_secs(90);
+/// Where ACME account, certificates and keys are kept; survives restarts so nothing re-issues.
+pub const ACME_DIR: &str = "/var/lib/slipway/proxy/acme";

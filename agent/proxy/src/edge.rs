@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::acme::Acme;
 use crate::config::EdgeConfig;
 use crate::conn::Target;
 use crate::error::ProxyError;
@@ -50,6 +51,8 @@ pub(crate) struct Edge {
     pub(crate) https_port: AtomicU16,
     /// Certificates of the HTTPS listener.
     pub(crate) certs: Arc<CertStore>,
+    /// ACME client, when configured.
+    pub(crate) acme: Option<Arc<Acme>>,
     bind: IpAddr,
     cfg: EdgeConfig,
     http: Mutex<Slot>,
@@ -58,11 +61,16 @@ pub(crate) struct Edge {
 
 impl Edge {
     pub(crate) fn new(bind: IpAddr, cfg: EdgeConfig) -> Self {
+        let certs: Arc<CertStore> = Arc::default();
         Edge {
+            acme: cfg
+                .acme
+                .clone()
+                .map(|a| Arc::new(Acme::new(a, certs.clone()))),
             hosts: ArcSwap::default(),
             closing: watch::channel(false).0,
             https_port: AtomicU16::new(0),
-            certs: Arc::default(),
+            certs,
             bind,
             cfg,
             http: Mutex::default(),

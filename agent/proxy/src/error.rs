@@ -25,8 +25,8 @@ pub enum ProxyError {
         host: String,
         reason: String,
     },
-    #[error("app `{0}`: no {1} listener is configured on this proxy")]
-    NoSharedListener(String, &'static str),
+    #[error("app `{0}` asks for ACME certificates but this proxy has no ACME directory (start it with --acme-directory URL)")]
+    NoAcme(String),
     #[error("HTTP worker thread {index}: cannot start: {source}")]
     Workers { index: usize, source: io::Error },
     #[error("metrics listener {addr}: {source}")]
@@ -81,7 +81,7 @@ impl ProxyError {
             ProxyError::StillCurrent { .. }
             | ProxyError::Bind { .. }
             | ProxyError::HostTaken { .. }
-            | ProxyError::NoSharedListener(..) => 409,
+            | ProxyError::NoAcme(..) => 409,
             ProxyError::Certificate { .. } => 400,
             ProxyError::Invalid { .. } => 400,
             _ => 500,

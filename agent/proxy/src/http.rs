@@ -31,6 +31,9 @@ pub(crate) use crate::conn::{accept_loop, HttpCtx};
 /// What the proxy answers with: an upstream's streamed body or a short local one.
 pub(crate) type ProxyBody = Either<ResponseBody, Full<Bytes>>;
 
+/// Where ACME HTTP-01 challenges are fetched (RFC 8555 section 8.3).
+const ACME_HTTP01_PATH: &str = "/.well-known/acme-challenge/";
+
 /// The Host a request names: the Host header, else (HTTP/2) the URI authority.
 fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
     if let Some(h) = req.headers().get(header::HOST) {
@@ -72,6 +75,14 @@ fn pick(
         Target::App(a) => return Ok((a.clone(), None)),
         Target::Edge(edge, _) => edge,
     };
+    if let Some(acme) = &edge.acme {
+        // Our own pending challenges only; other paths under it go to the app.
+        if let Some(token) = req.uri().path().strip_prefix(ACME_HTTP01_PATH) {
+            if let Some(key_auth) = acme.http01.load().get(token) {
+                return Err(pages::local(StatusCode::OK, key_auth.clone()));
+            }
+        }
+    }
     let host_str = host.and_then(|h| h.to_str().ok()).unwrap_or("");
     let table = edge.hosts.load();
     let Some(route) = table.lookup(host_str, req.uri().path()) else {

@@ -4,6 +4,7 @@
 //! over its unix socket. Routes persist in a state file and are restored on start.
 #![forbid(unsafe_code)]
 
+mod acme;
 mod api;
 mod app;
 mod body;
@@ -36,7 +37,7 @@ use tracing::{error, info, warn};
 
 pub use api::{AppStats, EdgeInfo, RouteInfo, RouteSpec, UpstreamStats};
 pub use client::ProxyClient;
-pub use config::{Cidr, EdgeConfig, ProxyConfig};
+pub use config::{AcmeChallenge, AcmeConfig, Cidr, EdgeConfig, ProxyConfig};
 pub use drain::DrainReport;
 pub use error::ProxyError;
 pub use metrics::{LatencySummary, StatusCounts};
@@ -70,6 +71,7 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
         ),
     }
     let cert_watch = tokio::spawn(router.certs().watch());
+    let acme_renew = router.acme().map(|a| tokio::spawn(a.renew_loop()));
     // The socket appears only once the routes are live, so waiting for it is enough.
     let control = control::bind(&cfg.control_socket)?;
     let mut registry = prometheus_client::registry::Registry::default();
@@ -99,6 +101,9 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
         t.abort();
     }
     cert_watch.abort();
+    if let Some(t) = acme_renew {
+        t.abort();
+    }
     info!("shutting down: listeners closed, letting open connections finish");
     let left = router.shutdown(defaults::SHUTDOWN_GRACE).await;
     if left > 0 {

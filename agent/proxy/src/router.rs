@@ -137,10 +137,14 @@ impl Router {
     /// Loads the certificate files of `edge` (if it names files) and checks them for its
     /// hosts. None for apps without TLS or with ACME.
     fn load_certs(
+        &self,
         app: &str,
         edge: &EdgeSpec,
     ) -> Result<Option<(Source, Vec<(String, Arc<rustls::sign::CertifiedKey>)>)>, ProxyError> {
         let Some(t) = &edge.tls else { return Ok(None) };
+        if t.acme && self.edge.acme.is_none() {
+            return Err(ProxyError::NoAcme(app.to_owned()));
+        }
         match (&t.cert, &t.key) {
             (Some(cert), Some(key)) => {
                 let (k, stamp) = tls::load_files(app, &edge.hosts, cert, key)?;
@@ -167,6 +171,21 @@ impl Router {
             Some((source, keys)) => self.edge.certs.set_app(app, source, keys),
             None if edge.tls.as_ref().is_some_and(|t| t.acme) => {}
             None => self.edge.certs.remove_app(app),
+        }
+    }
+
+    /// The ACME client, if configured (for its renewal loop).
+    pub(crate) fn acme(&self) -> Option<Arc<crate::acme::Acme>> {
+        self.edge.acme.clone()
+    }
+
+    /// Hands `app`'s hosts to ACME when its TLS asks for it (else forgets it there).
+    fn apply_acme(&self, app: &str, edge: &EdgeSpec) {
+        let Some(acme) = &self.edge.acme else { return };
+        if edge.tls.as_ref().is_some_and(|t| t.acme) {
+            acme.set_app(app, &edge.hosts);
+        } else {
+            acme.remove_app(app);
         }
     }
 
@@ -266,8 +285,11 @@ impl Router {
             if let Err(e) = Self::bind_retrying(|| self.ensure_shared(&r.app, &r.edge)) {
                 error!(app = %r.app, error = %e, "restored route: shared listener is not up");
             }
-            match Self::load_certs(&r.app, &r.edge) {
-                Ok(certs) => self.apply_certs(&r.app, certs, &r.edge),
+            match self.load_certs(&r.app, &r.edge) {
+                Ok(certs) => {
+                    self.apply_certs(&r.app, certs, &r.edge);
+                    self.apply_acme(&r.app, &r.edge);
+                }
                 Err(e) => {
                     error!(app = %r.app, error = %e, "restored route: certificate unusable; its hosts get no TLS until fixed")
                 }
@@ -325,7 +347,7 @@ impl Router {
         }
 
         // 2. Certificates: read and checked before anything changes.
-        let certs = Self::load_certs(name, edge)?;
+        let certs = self.load_certs(name, edge)?;
 
         // 3. Listeners: bind the new ones before changing anything else.
         let own_port = route.own_port();
@@ -363,6 +385,7 @@ impl Router {
 
         // 5. Apply.
         self.apply_certs(name, certs, edge);
+        self.apply_acme(name, edge);
         {
             let mut slot = app.listener.lock().unwrap();
             if let Some(l) = new_listener {
@@ -410,6 +433,9 @@ impl Router {
         self.persist(t).await?;
         let removed = self.apps.write().unwrap().remove(name);
         self.edge.certs.remove_app(name);
+        if let Some(acme) = &self.edge.acme {
+            acme.remove_app(name);
+        }
         if let Some(app) = removed {
             app.close();
             if !app.edge.lock().unwrap().hosts.is_empty() {
@@ -553,6 +579,7 @@ impl Router {
                     listen_error: l.error.clone(),
                     upstream: a.current.load().as_ref().map(|u| u.upstream.clone()),
                     edge: a.edge.lock().unwrap().clone(),
+                    tls_error: self.edge.acme.as_ref().and_then(|x| x.error(&a.name)),
                 }
             })
             .collect();
