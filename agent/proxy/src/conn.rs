@@ -160,13 +160,14 @@ where
 {
     let mut closing = conn.target.closing();
     let peer = conn.peer;
+    let header_timeout = conn.ctx.cfg.limits.client_header_timeout;
     let io = ClientIo::new(stream, conn.unflushed.clone());
     let svc = hyper::service::service_fn(move |req| crate::http::proxy(req, conn.clone()));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(defaults::CLIENT_HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .keep_alive(true);
     builder
         .http2()

@@ -18,9 +18,9 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use crate::app::App;
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::{BodyTooLarge, RequestBody, ResponseBody};
 use crate::conn::{Conn, Target};
-use crate::headers::{is_upgrade, prepare_request, strip_hop_by_hop, Forwarded};
+use crate::headers::{has_token, is_upgrade, prepare_request, strip_hop_by_hop, Forwarded};
 use crate::hosts::HostRoute;
 use crate::pages;
 use crate::pool::ForwardError;
@@ -139,10 +139,22 @@ pub(crate) async fn proxy(
             "503 Service Unavailable: the app has no running container\n",
         ));
     };
+    let limits = &conn.ctx.cfg.limits;
+    let too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > limits.max_request_body);
+    if too_large {
+        up.metrics.status(413);
+        return Ok(pages::payload_too_large());
+    }
     let start = Instant::now();
     let mut flight = up.begin();
     let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let client_version = req.version();
+    let h2c = app.h2c.load(Relaxed);
+    let te_trailers = h2c && has_token(req.headers(), header::TE, "trailers");
 
     let (mut parts, body) = req.into_parts();
     let fwd = Forwarded {
@@ -161,34 +173,73 @@ pub(crate) async fn proxy(
     if let Some(r) = &route {
         strip_prefix(&mut parts.uri, r);
     }
-    if !parts.headers.contains_key(header::HOST) {
-        parts
-            .headers
-            .insert(header::HOST, host.unwrap_or_else(|| up.host.clone()));
+    let host = host.unwrap_or_else(|| up.host.clone());
+    if h2c {
+        // gRPC needs `te: trailers`; HTTP/2 wants the authority in the URI, not a Host.
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        parts.version = Version::HTTP_2;
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(u) = Uri::try_from(format!(
+            "http://{}{pq}",
+            host.to_str().unwrap_or("upstream")
+        )) {
+            parts.uri = u;
+        }
+        parts.headers.remove(header::HOST);
+    } else {
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, host);
+        }
+        parts.version = Version::HTTP_11;
     }
-    parts.version = Version::HTTP_11;
     let body = RequestBody {
         inner: body,
         upstream: up.clone(),
+        remaining: limits.max_request_body,
+        limit: limits.max_request_body,
     };
-    let call = up.pool.forward(Request::from_parts(parts, body));
+    let req = Request::from_parts(parts, body);
+    let call = async {
+        if h2c {
+            up.h2c.forward(req).await.map(|r| (r, None))
+        } else {
+            up.pool.forward(req).await.map(|(r, c)| (r, Some(c)))
+        }
+    };
+    let call = tokio::time::timeout(limits.response_header_timeout, call);
     let result = tokio::select! {
         biased;
         r = call => Some(r),
         _ = flight.cut() => None,
     };
     let (mut resp, upstream_conn) = match result {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => {
+        Some(Ok(Ok(r))) => r,
+        Some(Ok(Err(e))) => {
             let m = &up.metrics;
+            m.latency.observe(start.elapsed());
+            if is_body_too_large(&e) {
+                m.status(413);
+                return Ok(pages::payload_too_large());
+            }
             if matches!(e, ForwardError::Connect(_)) {
                 m.connect_errors.fetch_add(1, Relaxed);
             }
             m.status(502);
-            m.latency.observe(start.elapsed());
             warn!(app = %app.name, upstream = %up.upstream.id, addr = %up.upstream.addr,
                 error = %error_chain(&e), "upstream request failed; answered 502");
             return Ok(pages::bad_gateway());
+        }
+        Some(Err(_elapsed)) => {
+            let m = &up.metrics;
+            m.status(504);
+            m.latency.observe(start.elapsed());
+            warn!(app = %app.name, upstream = %up.upstream.id, addr = %up.upstream.addr,
+                timeout = ?limits.response_header_timeout, "upstream sent no response headers in time; answered 504");
+            return Ok(pages::gateway_timeout());
         }
         None => {
             up.metrics.status(503);
@@ -206,10 +257,12 @@ pub(crate) async fn proxy(
     up.metrics.status(resp.status().as_u16());
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        if let (Some(client_upgrade), true) = (client_upgrade, upstream_conn.is_some()) {
             up.metrics.latency.observe(start.elapsed());
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            crate::pool::finish_upgrade(upstream_conn);
+            if let Some(c) = upstream_conn {
+                crate::pool::finish_upgrade(c);
+            }
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, flight));
             return Ok(resp.map(|_| Either::Right(Full::default())));
         }
@@ -223,10 +276,11 @@ pub(crate) async fn proxy(
     Ok(resp.map(|inner| {
         Either::Left(ResponseBody {
             inner,
-            conn: Some(upstream_conn),
+            conn: upstream_conn,
             flight: Some(flight),
             start,
             unflushed: conn.unflushed.clone(),
+            trailers: h2c,
         })
     }))
 }
@@ -255,6 +309,18 @@ async fn tunnel(
         }
         _ = flight.cut() => {}
     }
+}
+
+/// True when the request failed because its body went past the maximum.
+fn is_body_too_large(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.is::<BodyTooLarge>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn StdError) -> String {

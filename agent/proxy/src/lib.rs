@@ -17,6 +17,7 @@ pub mod defaults;
 mod drain;
 mod edge;
 mod error;
+mod h2c;
 mod headers;
 mod hosts;
 mod http;
@@ -37,7 +38,7 @@ use tracing::{error, info, warn};
 
 pub use api::{AppStats, EdgeInfo, RouteInfo, RouteSpec, UpstreamStats};
 pub use client::ProxyClient;
-pub use config::{AcmeChallenge, AcmeConfig, Cidr, EdgeConfig, ProxyConfig};
+pub use config::{AcmeChallenge, AcmeConfig, Cidr, EdgeConfig, Limits, ProxyConfig};
 pub use drain::DrainReport;
 pub use error::ProxyError;
 pub use metrics::{LatencySummary, StatusCounts};

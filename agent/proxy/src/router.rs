@@ -294,6 +294,8 @@ impl Router {
                     error!(app = %r.app, error = %e, "restored route: certificate unusable; its hosts get no TLS until fixed")
                 }
             }
+            app.h2c
+                .store(r.edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
             *app.edge.lock().unwrap() = r.edge;
             info!(app = %r.app, listen = r.listen, protocol = ?r.protocol,
                 upstream = %r.upstream.id, addr = %r.upstream.addr, "route restored");
@@ -402,6 +404,8 @@ impl Router {
             let mut e = app.edge.lock().unwrap();
             let changed = *e != *edge;
             *e = edge.clone();
+            app.h2c
+                .store(edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
             changed
         };
         let state = app.state_for(&upstream);
