@@ -11,6 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::access_log::{AccessLog, Pending};
 use crate::client_io::Unflushed;
 use crate::pool::UpstreamConn;
 use crate::upstream::{InFlight, UpstreamState};
@@ -79,11 +80,18 @@ pub(crate) struct ResponseBody {
     /// when the upstream says so (hyper's Incoming reports the end once content-length
     /// bytes are in).
     pub(crate) trailers: bool,
+    /// Body bytes sent to the client, for the access log.
+    pub(crate) bytes: u64,
+    /// The access log line to write once the response is through.
+    pub(crate) log: Option<(Arc<AccessLog>, Pending)>,
 }
 
 impl ResponseBody {
     /// Records the request as done; `complete` when the whole body went through.
     fn finish(&mut self, complete: bool) {
+        if let Some((log, p)) = self.log.take() {
+            p.write(&log, self.bytes);
+        }
         let conn = self.conn.take();
         if let Some(f) = self.flight.take() {
             let up = f.upstream();
@@ -119,6 +127,9 @@ impl Body for ResponseBody {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
                 if let (Some(d), Some(fl)) = (f.data_ref(), &this.flight) {
                     let m = &fl.upstream().metrics;
                     m.bytes_out.fetch_add(d.len() as u64, Relaxed);

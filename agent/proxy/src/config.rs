@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+pub use crate::access_log::AccessLogConfig;
 pub use crate::acme::{AcmeChallenge, AcmeConfig};
 use crate::defaults;
 
@@ -38,6 +39,8 @@ pub struct EdgeConfig {
     pub acme: Option<AcmeConfig>,
     /// Timeouts and size limits of HTTP requests (every HTTP listener).
     pub limits: Limits,
+    /// One JSON line per HTTP request; None: no access log.
+    pub access_log: Option<AccessLogConfig>,
 }
 
 /// Timeouts and size limits; defaults in [`defaults`].
@@ -156,6 +159,7 @@ impl Default for EdgeConfig {
             trusted_proxies: Vec::new(),
             acme: None,
             limits: Limits::default(),
+            access_log: None,
         }
     }
 }

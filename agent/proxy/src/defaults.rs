@@ -61,3 +61,11 @@ pub const ACME_DIR: &str = "/var/lib/slipway/proxy/acme";
 pub const UPSTREAM_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Request bodies above 64 MiB get a 413: bigger uploads belong in object storage.
 pub const MAX_REQUEST_BODY: u64 = 64 * 1024 * 1024;
+/// Access log lines queued for the writer; beyond this they are dropped, never waited for.
+pub const ACCESS_LOG_QUEUE: usize = 64 * 1024;
+/// The access log is flushed at least this often when requests trickle in.
+pub const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(200);
+/// The access log file is rotated past 100 MiB: a day of a busy host, quick to grep.
+pub const ACCESS_LOG_MAX_BYTES: u64 = 100 * 1024 * 1024;
+/// Rotated access log files kept.
+pub const ACCESS_LOG_KEEP: usize = 5;

@@ -17,10 +17,13 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
+use crate::access_log::Pending;
 use crate::app::App;
 use crate::body::{BodyTooLarge, RequestBody, ResponseBody};
 use crate::conn::{Conn, Target};
-use crate::headers::{has_token, is_upgrade, prepare_request, strip_hop_by_hop, Forwarded};
+use crate::headers::{
+    has_token, is_upgrade, prepare_request, strip_hop_by_hop, Forwarded, X_REQUEST_ID,
+};
 use crate::hosts::HostRoute;
 use crate::pages;
 use crate::pool::ForwardError;
@@ -114,31 +117,68 @@ fn strip_prefix(uri: &mut Uri, route: &HostRoute) {
     }
 }
 
+/// Serves one request; logs it (when the access log is on) once its response is complete.
 pub(crate) async fn proxy(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     conn: Arc<Conn>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let Some(log) = conn.ctx.log.clone() else {
+        return Ok(handle(req, conn, &mut None).await);
+    };
+    let mut pending = Some(Pending {
+        start: Instant::now(),
+        host: request_host(&req)
+            .and_then(|h| h.to_str().ok().map(str::to_owned))
+            .unwrap_or_default(),
+        method: req.method().as_str().to_owned(),
+        path: req.uri().path().to_owned(),
+        app: None,
+        upstream: None,
+        request_id: String::new(),
+        status: 0,
+    });
+    let resp = handle(req, conn, &mut pending).await;
+    // Still here: a local answer (or an upgrade), complete now.
+    if let Some(mut p) = pending {
+        p.status = resp.status().as_u16();
+        let bytes = match resp.body() {
+            Either::Right(full) => hyper::body::Body::size_hint(full).exact().unwrap_or(0),
+            Either::Left(_) => 0,
+        };
+        p.write(&log, bytes);
+    }
+    Ok(resp)
+}
+
+async fn handle(
+    mut req: Request<Incoming>,
+    conn: Arc<Conn>,
+    pending: &mut Option<Pending>,
+) -> Response<ProxyBody> {
     if req.method() == Method::CONNECT {
-        return Ok(pages::local(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not supported\n",
-        ));
+        return pages::local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
     }
     let host = request_host(&req);
     let (app, route) = match pick(&req, &conn, host.as_ref()) {
         Ok(p) => p,
-        Err(resp) => return Ok(resp),
+        Err(resp) => return resp,
     };
+    if let Some(p) = pending.as_mut() {
+        p.app = Some(app.name.clone());
+    }
     let hsts = route
         .as_ref()
         .filter(|_| conn.tls)
         .and_then(|r| r.hsts.clone());
     let Some(up) = app.current.load_full() else {
-        return Ok(pages::local(
+        return pages::local(
             StatusCode::SERVICE_UNAVAILABLE,
             "503 Service Unavailable: the app has no running container\n",
-        ));
+        );
     };
+    if let Some(p) = pending.as_mut() {
+        p.upstream = Some(up.upstream.id.clone());
+    }
     let limits = &conn.ctx.cfg.limits;
     let too_large = req
         .headers()
@@ -147,7 +187,7 @@ pub(crate) async fn proxy(
         .is_some_and(|n| n > limits.max_request_body);
     if too_large {
         up.metrics.status(413);
-        return Ok(pages::payload_too_large());
+        return pages::payload_too_large();
     }
     let start = Instant::now();
     let mut flight = up.begin();
@@ -169,6 +209,15 @@ pub(crate) async fn proxy(
         &fwd,
         &conn.ctx.ids,
     );
+    if let Some(p) = pending.as_mut() {
+        if let Some(id) = parts
+            .headers
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+        {
+            p.request_id = id.to_owned();
+        }
+    }
     to_origin_form(&mut parts.uri);
     if let Some(r) = &route {
         strip_prefix(&mut parts.uri, r);
@@ -223,7 +272,7 @@ pub(crate) async fn proxy(
             m.latency.observe(start.elapsed());
             if is_body_too_large(&e) {
                 m.status(413);
-                return Ok(pages::payload_too_large());
+                return pages::payload_too_large();
             }
             if matches!(e, ForwardError::Connect(_)) {
                 m.connect_errors.fetch_add(1, Relaxed);
@@ -231,7 +280,7 @@ pub(crate) async fn proxy(
             m.status(502);
             warn!(app = %app.name, upstream = %up.upstream.id, addr = %up.upstream.addr,
                 error = %error_chain(&e), "upstream request failed; answered 502");
-            return Ok(pages::bad_gateway());
+            return pages::bad_gateway();
         }
         Some(Err(_elapsed)) => {
             let m = &up.metrics;
@@ -239,7 +288,7 @@ pub(crate) async fn proxy(
             m.latency.observe(start.elapsed());
             warn!(app = %app.name, upstream = %up.upstream.id, addr = %up.upstream.addr,
                 timeout = ?limits.response_header_timeout, "upstream sent no response headers in time; answered 504");
-            return Ok(pages::gateway_timeout());
+            return pages::gateway_timeout();
         }
         None => {
             up.metrics.status(503);
@@ -251,7 +300,7 @@ pub(crate) async fn proxy(
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            return Ok(r);
+            return r;
         }
     };
     up.metrics.status(resp.status().as_u16());
@@ -264,7 +313,7 @@ pub(crate) async fn proxy(
                 crate::pool::finish_upgrade(c);
             }
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, flight));
-            return Ok(resp.map(|_| Either::Right(Full::default())));
+            return resp.map(|_| Either::Right(Full::default()));
         }
     }
     strip_hop_by_hop(resp.headers_mut(), false);
@@ -273,7 +322,10 @@ pub(crate) async fn proxy(
             .insert(header::STRICT_TRANSPORT_SECURITY, v);
     }
     *resp.version_mut() = client_version;
-    Ok(resp.map(|inner| {
+    if let Some(p) = pending.as_mut() {
+        p.status = resp.status().as_u16();
+    }
+    resp.map(|inner| {
         Either::Left(ResponseBody {
             inner,
             conn: upstream_conn,
@@ -281,8 +333,12 @@ pub(crate) async fn proxy(
             start,
             unflushed: conn.unflushed.clone(),
             trailers: h2c,
+            bytes: 0,
+            log: pending
+                .take()
+                .and_then(|p| Some((conn.ctx.log.clone()?, p))),
         })
-    }))
+    })
 }
 
 /// Copies bytes both ways between an upgraded client and upstream until either side closes

@@ -95,6 +95,7 @@ impl Router {
         state_file: PathBuf,
         workers: Workers,
         edge_cfg: EdgeConfig,
+        log: Option<Arc<crate::access_log::AccessLog>>,
     ) -> Self {
         let conns = Arc::new(Tracker::default());
         let edge = Arc::new(Edge::new(bind, edge_cfg.clone()));
@@ -104,7 +105,7 @@ impl Router {
             state_file,
             apps: RwLock::new(HashMap::new()),
             ops: tokio::sync::Mutex::new(()),
-            ctx: Arc::new(HttpCtx::new(conns.clone(), workers, edge_cfg, tls)),
+            ctx: Arc::new(HttpCtx::new(conns.clone(), workers, edge_cfg, tls, log)),
             edge,
             conns,
         }

@@ -4,7 +4,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use slipway_proxy::{defaults, AcmeChallenge, AcmeConfig, Cidr, EdgeConfig, ProxyConfig};
+use slipway_proxy::{
+    defaults, AccessLogConfig, AccessLogTarget, AcmeChallenge, AcmeConfig, Cidr, EdgeConfig,
+    ProxyConfig,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -47,6 +50,12 @@ pub struct Args {
     /// ACME challenge answered: http-01 (port 80) or tls-alpn-01 (port 443).
     #[arg(long, default_value = "http-01")]
     acme_challenge: AcmeChallenge,
+    /// Access log: one JSON line per request, to this file (`-` for stdout).
+    #[arg(long)]
+    access_log: Option<PathBuf>,
+    /// Rotate the access log file past this many bytes (0: only reopen on SIGHUP).
+    #[arg(long, default_value_t = defaults::ACCESS_LOG_MAX_BYTES)]
+    access_log_max_bytes: u64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -65,6 +74,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 contact: args.acme_contact,
                 challenge: args.acme_challenge,
                 ..AcmeConfig::new(url, args.acme_dir)
+            }),
+            limits: Default::default(),
+            access_log: args.access_log.map(|p| AccessLogConfig {
+                target: if p.as_os_str() == "-" {
+                    AccessLogTarget::Stdout
+                } else {
+                    AccessLogTarget::File(p)
+                },
+                max_bytes: args.access_log_max_bytes,
+                keep: defaults::ACCESS_LOG_KEEP,
             }),
         },
     };
