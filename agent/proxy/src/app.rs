@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::defaults;
 use crate::error::ProxyError;
+use crate::pause::Gate;
 use crate::table::RouteEntry;
 use crate::upstream::{Upstream, UpstreamState};
 
@@ -45,6 +46,8 @@ pub(crate) struct App {
     /// Hosts and TLS on the shared listeners (control plane only: requests read the
     /// host table built from it).
     pub(crate) edge: Mutex<EdgeSpec>,
+    /// Running, paused or stopped (persisted with the route).
+    pub(crate) gate: Gate,
     /// Requests go upstream as h2c (`edge.upstream_h2c`); read per request.
     pub(crate) h2c: AtomicBool,
     /// Turns true when the app is removed or the proxy stops: connections finish gracefully.
@@ -66,6 +69,7 @@ impl App {
             }),
             edge: Mutex::new(EdgeSpec::default()),
             h2c: AtomicBool::new(false),
+            gate: Gate::default(),
             closing: watch::channel(false).0,
         }
     }
@@ -134,6 +138,7 @@ impl App {
             protocol: l.protocol,
             upstream: u.upstream.clone(),
             edge: self.edge.lock().unwrap().clone(),
+            mode: self.gate.mode(),
         })
     }
 }

@@ -19,6 +19,7 @@ use crate::api::{
 };
 use crate::drain::DrainReport;
 use crate::error::ProxyError;
+use crate::pause::Mode;
 use crate::router::validate_name;
 use crate::upstream::Upstream;
 
@@ -197,6 +198,19 @@ impl ProxyClient {
     /// Every route the proxy runs.
     pub async fn routes(&self) -> Result<Vec<RouteInfo>, ProxyError> {
         self.call("routes", Method::GET, "/v1/routes", None).await
+    }
+
+    /// Runs, pauses (requests held up to the mode's timeout) or stops (503 page) an app.
+    /// Persisted: the mode survives a proxy restart.
+    pub async fn set_mode(&self, app: &str, mode: &Mode) -> Result<(), ProxyError> {
+        validate_name("app", app)?;
+        self.call(
+            &format!("set mode of {app}"),
+            Method::PUT,
+            &format!("/v1/apps/{app}/mode"),
+            Self::body(mode),
+        )
+        .await
     }
 
     /// Where the shared (host-routed) listeners are bound.

@@ -8,6 +8,7 @@
 //! | PUT    | /v1/apps/{app}                    | {listen, protocol, upstream, edge?} -> {previous} |
 //! | DELETE | /v1/apps/{app}                    | closes the listener                   |
 //! | GET    | /v1/apps/{app}/stats              | -> AppStats                           |
+//! | PUT    | /v1/apps/{app}/mode               | Mode (running / paused / stopped)     |
 //! | POST   | /v1/apps/{app}/drain              | {upstream_id, timeout_ms} -> DrainReport |
 //! | DELETE | /v1/apps/{app}/upstreams/{id}     | forgets a retired upstream            |
 //! | GET    | /metrics                          | Prometheus text                       |
@@ -34,6 +35,7 @@ use tracing::{debug, warn};
 use crate::api::{DrainRequest, ErrorBody, RouteSpec, SetUpstreamReply, SetUpstreamRequest};
 use crate::defaults;
 use crate::error::ProxyError;
+use crate::pause::Mode;
 use crate::router::Router;
 
 fn socket_error(path: &Path, reason: String) -> ProxyError {
@@ -227,6 +229,16 @@ impl Api {
                 )
                 .await
                 .map(|rep| json(StatusCode::OK, &rep))
+            }
+            (&Method::PUT, ["v1", "apps", app, "mode"]) => {
+                let app = app.to_string();
+                let mode: Mode = match read_json(req).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                r.set_mode(&app, mode)
+                    .await
+                    .map(|()| json(StatusCode::OK, &()))
             }
             (&Method::DELETE, ["v1", "apps", app, "upstreams", id]) => r
                 .forget_upstream(app, id)

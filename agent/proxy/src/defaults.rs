@@ -69,3 +69,5 @@ pub const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(200);
 pub const ACCESS_LOG_MAX_BYTES: u64 = 100 * 1024 * 1024;
 /// Rotated access log files kept.
 pub const ACCESS_LOG_KEEP: usize = 5;
+/// A request held by `proxy pause` waits at most this before a 503 (kamal-proxy's default).
+pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -26,6 +26,7 @@ use crate::headers::{
 };
 use crate::hosts::HostRoute;
 use crate::pages;
+use crate::pause::Pass;
 use crate::pool::ForwardError;
 use crate::upstream::InFlight;
 
@@ -165,6 +166,13 @@ async fn handle(
     };
     if let Some(p) = pending.as_mut() {
         p.app = Some(app.name.clone());
+    }
+    if !app.gate.open() {
+        match app.gate.pass().await {
+            Pass::Go => {}
+            Pass::Stopped(page) => return pages::stopped(page),
+            Pass::TimedOut => return pages::paused_too_long(),
+        }
     }
     let hsts = route
         .as_ref()

@@ -24,6 +24,7 @@ mod hosts;
 mod http;
 mod metrics;
 mod pages;
+mod pause;
 mod pool;
 mod router;
 mod table;
@@ -44,6 +45,7 @@ pub use config::{AcmeChallenge, AcmeConfig, Cidr, EdgeConfig, Limits, ProxyConfi
 pub use drain::DrainReport;
 pub use error::ProxyError;
 pub use metrics::{LatencySummary, StatusCounts};
+pub use pause::Mode;
 pub use slipway_proto::Protocol;
 pub use upstream::Upstream;
 

@@ -24,6 +24,7 @@ use crate::edge::{Edge, Scheme};
 use crate::error::ProxyError;
 use crate::hosts::{self, HostTable};
 use crate::http::HttpCtx;
+use crate::pause::Mode;
 use crate::table::{self, RouteEntry, RouteTable};
 use crate::tls::{self, Source};
 use crate::upstream::{Upstream, UpstreamState};
@@ -297,6 +298,10 @@ impl Router {
             }
             app.h2c
                 .store(r.edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
+            if !r.mode.is_running() {
+                warn!(app = %r.app, mode = ?r.mode, "restored route is not running");
+            }
+            app.gate.set(r.mode.clone());
             *app.edge.lock().unwrap() = r.edge;
             info!(app = %r.app, listen = r.listen, protocol = ?r.protocol,
                 upstream = %r.upstream.id, addr = %r.upstream.addr, "route restored");
@@ -382,6 +387,7 @@ impl Router {
             protocol,
             upstream: upstream.clone(),
             edge: edge.clone(),
+            mode: app.gate.mode(),
         });
         t.routes.sort_by(|a, b| a.app.cmp(&b.app));
         self.persist(t).await?;
@@ -422,6 +428,27 @@ impl Router {
         info!(app = name, listen, protocol = ?protocol, hosts = ?edge.hosts, upstream = %upstream.id,
             addr = %upstream.addr, previous = ?previous.as_ref().map(|p| &p.id), "upstream set");
         Ok(previous)
+    }
+
+    /// Pauses, stops or resumes an app; persisted first, then applied.
+    pub(crate) async fn set_mode(&self, name: &str, mode: Mode) -> Result<(), ProxyError> {
+        let app = self.app(name)?;
+        if app.listener.lock().unwrap().protocol == Protocol::Tcp {
+            return Err(ProxyError::Invalid {
+                what: "app",
+                value: name.to_owned(),
+                reason: "pause and stop apply to HTTP apps".into(),
+            });
+        }
+        let _ops = self.ops.lock().await;
+        let mut t = self.snapshot();
+        if let Some(r) = t.routes.iter_mut().find(|r| r.app == name) {
+            r.mode = mode.clone();
+        }
+        self.persist(t).await?;
+        info!(app = name, mode = ?mode, "app mode set");
+        app.gate.set(mode);
+        Ok(())
     }
 
     /// Removes the app and closes its listener; open connections finish gracefully.
@@ -585,6 +612,7 @@ impl Router {
                     upstream: a.current.load().as_ref().map(|u| u.upstream.clone()),
                     edge: a.edge.lock().unwrap().clone(),
                     tls_error: self.edge.acme.as_ref().and_then(|x| x.error(&a.name)),
+                    mode: a.gate.mode(),
                 }
             })
             .collect();
