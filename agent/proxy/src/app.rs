@@ -2,6 +2,7 @@
 //! (apps routed by host), its current upstream (arc-swapped) and the retired ones.
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -25,11 +26,14 @@ pub(crate) struct Listener {
     pub(crate) bound: Option<SocketAddr>,
     pub(crate) error: Option<String>,
     pub(crate) task: Option<JoinHandle<()>>,
+    /// A duplicate of the listening socket, handed to a new proxy at takeover.
+    pub(crate) fd: Option<OwnedFd>,
 }
 
 impl Listener {
     pub(crate) fn stop(&mut self) -> Option<JoinHandle<()>> {
         self.bound = None;
+        self.fd = None;
         self.task.take().inspect(|t| t.abort())
     }
 }
@@ -66,6 +70,7 @@ impl App {
                 bound: None,
                 error: None,
                 task: None,
+                fd: None,
             }),
             edge: Mutex::new(EdgeSpec::default()),
             h2c: AtomicBool::new(false),

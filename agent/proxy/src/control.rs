@@ -57,15 +57,17 @@ pub(crate) fn check_not_running(path: &Path) -> Result<(), ProxyError> {
 }
 
 /// Binds the control socket (mode 0600). A stale socket file is replaced; a live one means
-/// another proxy serves it, which is an error.
-pub(crate) fn bind(path: &Path) -> Result<UnixListener, ProxyError> {
+/// another proxy serves it, which is an error unless `replace` (we took its sockets over).
+pub(crate) fn bind(path: &Path, replace: bool) -> Result<UnixListener, ProxyError> {
     let err = |reason: String| socket_error(path, reason);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create its directory: {e}")))?;
     }
     if path.exists() {
-        check_not_running(path)?;
+        if !replace {
+            check_not_running(path)?;
+        }
         std::fs::remove_file(path)
             .map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
     }

@@ -325,6 +325,10 @@ async fn handle(
         }
     }
     strip_hop_by_hop(resp.headers_mut(), false);
+    if client_version < Version::HTTP_2 && conn.ctx.draining.load(Relaxed) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(v) = hsts {
         resp.headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, v);

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::hosts::{self, HostTable};
 use crate::http::HttpCtx;
 use crate::pause::Mode;
 use crate::table::{self, RouteEntry, RouteTable};
+use crate::takeover::{Inherited, Slot};
 use crate::tls::{self, Source};
 use crate::upstream::{Upstream, UpstreamState};
 use crate::workers::Workers;
@@ -88,6 +90,8 @@ pub(crate) struct Router {
     conns: Arc<Tracker>,
     /// Shared listeners and the host table.
     edge: Arc<Edge>,
+    /// Sockets handed over by a previous proxy, used before binding.
+    inherited: Arc<Inherited>,
 }
 
 impl Router {
@@ -97,9 +101,10 @@ impl Router {
         workers: Workers,
         edge_cfg: EdgeConfig,
         log: Option<Arc<crate::access_log::AccessLog>>,
+        inherited: Arc<Inherited>,
     ) -> Self {
         let conns = Arc::new(Tracker::default());
-        let edge = Arc::new(Edge::new(bind, edge_cfg.clone()));
+        let edge = Arc::new(Edge::new(bind, edge_cfg.clone(), inherited.clone()));
         let tls = tls::server_config(edge.certs.clone());
         Router {
             bind,
@@ -109,7 +114,32 @@ impl Router {
             ctx: Arc::new(HttpCtx::new(conns.clone(), workers, edge_cfg, tls, log)),
             edge,
             conns,
+            inherited,
         }
+    }
+
+    /// Duplicates of every listening socket, for a new proxy taking over.
+    pub(crate) fn handoff(&self) -> Vec<(Slot, OwnedFd)> {
+        let mut out = self.edge.handoff();
+        for a in self.apps.read().unwrap().values() {
+            let l = a.listener.lock().unwrap();
+            if let Some(fd) = l.fd.as_ref().and_then(|f| f.try_clone().ok()) {
+                out.push((
+                    Slot::App {
+                        app: a.name.clone(),
+                    },
+                    fd,
+                ));
+            }
+        }
+        out
+    }
+
+    /// From now on HTTP/1.1 responses close their connection (a new proxy has the sockets).
+    pub(crate) fn start_draining(&self) {
+        self.ctx
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Rebuilds the host table from every app's edge spec and swaps it in.
@@ -214,11 +244,21 @@ impl Router {
     }
 
     fn bind_listener(&self, app: &str, listen: u16) -> Result<TcpListener, ProxyError> {
+        let slot = Slot::App {
+            app: app.to_owned(),
+        };
+        if let Some(l) = self.inherited.take(&slot) {
+            let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+            if listen == 0 || port == listen {
+                return Ok(l);
+            }
+        }
         bind_tcp(app, SocketAddr::new(self.bind, listen))
     }
 
     fn start_listener(&self, app: &Arc<App>, l: TcpListener, slot: &mut Listener) {
         slot.bound = l.local_addr().ok();
+        slot.fd = l.as_fd().try_clone_to_owned().ok();
         slot.error = None;
         let task = match slot.protocol {
             Protocol::Http => {
