@@ -23,6 +23,7 @@ mod headers;
 mod hosts;
 mod http;
 mod metrics;
+mod notify;
 mod pages;
 mod pause;
 mod pool;
@@ -145,6 +146,7 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
         None => None,
     };
     info!(socket = %cfg.control_socket.display(), bind = %cfg.bind, "proxy ready");
+    notify::ready();
     let mut replaced = false;
     tokio::select! {
         _ = control::serve_unix(control, router.clone(), registry) => {}

@@ -141,13 +141,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("proxy on control socket {}", socket.display()))
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// Resolves on SIGTERM or SIGINT. On SIGUSR2 (`systemctl reload`), starts a successor: the
+/// same command line (so an upgraded binary at the same path), which takes this proxy's
+/// sockets over; this one then drains and exits by itself.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut usr2 = signal(SignalKind::user_defined2()).expect("SIGUSR2 handler installs");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return tracing::info!("SIGTERM received"),
+            _ = int.recv() => return tracing::info!("SIGINT received"),
+            _ = usr2.recv() => spawn_successor(),
+        }
+    }
+}
+
+fn spawn_successor() {
+    let mut argv = std::env::args_os();
+    let Some(program) = argv.next() else { return };
+    match std::process::Command::new(&program).args(argv).spawn() {
+        Ok(child) => tracing::info!(
+            pid = child.id(),
+            program = %std::path::Path::new(&program).display(),
+            "SIGUSR2: started a successor; it takes the sockets over"
+        ),
+        Err(e) => tracing::error!(error = %e, "SIGUSR2: cannot start a successor; still serving"),
     }
 }
