@@ -69,12 +69,15 @@ fn https_location(host: &str, https_port: u16, uri: &Uri) -> Option<HeaderValue>
     HeaderValue::try_from(loc).ok()
 }
 
+/// A request's app, and its host route on a shared listener.
+type Picked = (Arc<App>, Option<Arc<HostRoute>>);
+
 /// Resolves the app of a request: the listener's own, or the host table's match.
 fn pick(
     req: &Request<Incoming>,
     conn: &Conn,
     host: Option<&HeaderValue>,
-) -> Result<(Arc<App>, Option<Arc<HostRoute>>), Response<ProxyBody>> {
+) -> Result<Picked, Box<Response<ProxyBody>>> {
     let edge = match &conn.target {
         Target::App(a) => return Ok((a.clone(), None)),
         Target::Edge(edge, _) => edge,
@@ -83,21 +86,21 @@ fn pick(
         // Our own pending challenges only; other paths under it go to the app.
         if let Some(token) = req.uri().path().strip_prefix(ACME_HTTP01_PATH) {
             if let Some(key_auth) = acme.http01.load().get(token) {
-                return Err(pages::local(StatusCode::OK, key_auth.clone()));
+                return Err(Box::new(pages::local(StatusCode::OK, key_auth.clone())));
             }
         }
     }
     let host_str = host.and_then(|h| h.to_str().ok()).unwrap_or("");
     let table = edge.hosts.load();
     let Some(route) = table.lookup(host_str, req.uri().path()) else {
-        return Err(pages::unknown_host());
+        return Err(Box::new(pages::unknown_host()));
     };
     if !conn.tls && route.redirect {
         let port = edge.https_port.load(Relaxed);
-        return Err(match https_location(host_str, port, req.uri()) {
+        return Err(Box::new(match https_location(host_str, port, req.uri()) {
             Some(loc) => pages::redirect(loc),
             None => pages::unknown_host(),
-        });
+        }));
     }
     Ok((route.app.clone(), Some(route.clone())))
 }
@@ -162,7 +165,7 @@ async fn handle(
     let host = request_host(&req);
     let (app, route) = match pick(&req, &conn, host.as_ref()) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     if let Some(p) = pending.as_mut() {
         p.app = Some(app.name.clone());

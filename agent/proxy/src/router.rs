@@ -14,13 +14,13 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::api::{AppStats, EdgeInfo, RouteInfo, RouteSpec, UpstreamStats};
+use crate::api::{EdgeInfo, RouteSpec};
 pub(crate) use crate::app::App;
 use crate::app::Listener;
 use crate::config::EdgeConfig;
 use crate::conn::Target;
 use crate::defaults;
-use crate::drain::{DrainReport, Tracker};
+use crate::drain::Tracker;
 use crate::edge::{Edge, Scheme};
 use crate::error::ProxyError;
 use crate::hosts::{self, HostTable};
@@ -28,8 +28,8 @@ use crate::http::HttpCtx;
 use crate::pause::Mode;
 use crate::table::{self, RouteEntry, RouteTable};
 use crate::takeover::{Inherited, Slot};
-use crate::tls::{self, Source};
-use crate::upstream::{Upstream, UpstreamState};
+use crate::tls;
+use crate::upstream::Upstream;
 use crate::workers::Workers;
 
 /// Binds a public listener (SO_REUSEADDR, backlog [`defaults::LISTEN_BACKLOG`]) for `app`.
@@ -166,64 +166,14 @@ impl Router {
         Ok(())
     }
 
-    /// Loads the certificate files of `edge` (if it names files) and checks them for its
-    /// hosts. None for apps without TLS or with ACME.
-    fn load_certs(
-        &self,
-        app: &str,
-        edge: &EdgeSpec,
-    ) -> Result<Option<(Source, Vec<(String, Arc<rustls::sign::CertifiedKey>)>)>, ProxyError> {
-        let Some(t) = &edge.tls else { return Ok(None) };
-        if t.acme && self.edge.acme.is_none() {
-            return Err(ProxyError::NoAcme(app.to_owned()));
-        }
-        match (&t.cert, &t.key) {
-            (Some(cert), Some(key)) => {
-                let (k, stamp) = tls::load_files(app, &edge.hosts, cert, key)?;
-                let source = Source::Files {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    stamp,
-                };
-                let keys = edge.hosts.iter().map(|h| (h.clone(), k.clone())).collect();
-                Ok(Some((source, keys)))
-            }
-            _ => Ok(None),
-        }
+    /// The shared listeners, host table, certificates and ACME.
+    pub(crate) fn edge(&self) -> &Arc<Edge> {
+        &self.edge
     }
 
-    /// Applies the certificates loaded for `app` (or drops them when it has no TLS).
-    fn apply_certs(
-        &self,
-        app: &str,
-        certs: Option<(Source, Vec<(String, Arc<rustls::sign::CertifiedKey>)>)>,
-        edge: &EdgeSpec,
-    ) {
-        match certs {
-            Some((source, keys)) => self.edge.certs.set_app(app, source, keys),
-            None if edge.tls.as_ref().is_some_and(|t| t.acme) => {}
-            None => self.edge.certs.remove_app(app),
-        }
-    }
-
-    /// The ACME client, if configured (for its renewal loop).
-    pub(crate) fn acme(&self) -> Option<Arc<crate::acme::Acme>> {
-        self.edge.acme.clone()
-    }
-
-    /// Hands `app`'s hosts to ACME when its TLS asks for it (else forgets it there).
-    fn apply_acme(&self, app: &str, edge: &EdgeSpec) {
-        let Some(acme) = &self.edge.acme else { return };
-        if edge.tls.as_ref().is_some_and(|t| t.acme) {
-            acme.set_app(app, &edge.hosts);
-        } else {
-            acme.remove_app(app);
-        }
-    }
-
-    /// The certificate store (for the reload watcher and ACME).
-    pub(crate) fn certs(&self) -> Arc<tls::CertStore> {
-        self.edge.certs.clone()
+    /// Every app by name.
+    pub(crate) fn apps(&self) -> &RwLock<HashMap<String, Arc<App>>> {
+        &self.apps
     }
 
     /// Where the shared listeners are bound.
@@ -234,7 +184,7 @@ impl Router {
         }
     }
 
-    fn app(&self, name: &str) -> Result<Arc<App>, ProxyError> {
+    pub(crate) fn app(&self, name: &str) -> Result<Arc<App>, ProxyError> {
         self.apps
             .read()
             .unwrap()
@@ -516,162 +466,6 @@ impl Router {
         }
         info!(app = name, "app removed; listener closed");
         Ok(())
-    }
-
-    /// Waits for zero in-flight work on a retired upstream; cuts what is left at `timeout`.
-    pub(crate) async fn drain(
-        &self,
-        name: &str,
-        id: &str,
-        timeout: Duration,
-    ) -> Result<DrainReport, ProxyError> {
-        let app = self.app(name)?;
-        let state = app.find(id)?;
-        let still_current = || ProxyError::StillCurrent {
-            app: name.to_owned(),
-            id: id.to_owned(),
-        };
-        if app.is_current(&state) {
-            return Err(still_current());
-        }
-        let start = Instant::now();
-        let in_flight = state.in_flight();
-        if state.tracker().wait_idle(start + timeout).await {
-            let waited = start.elapsed();
-            info!(
-                app = name,
-                upstream = id,
-                in_flight_at_start = in_flight,
-                ?waited,
-                "drained"
-            );
-            return Ok(DrainReport {
-                drained: true,
-                cut: 0,
-                waited,
-            });
-        }
-        if app.is_current(&state) {
-            // Switched back to while we waited: its traffic is wanted again.
-            warn!(
-                app = name,
-                upstream = id,
-                "drain abandoned: upstream became current again"
-            );
-            return Err(still_current());
-        }
-        let cut = state.cut_all();
-        warn!(
-            app = name,
-            upstream = id,
-            cut,
-            ?timeout,
-            "drain timed out; cut {cut} request(s)/connection(s) still in flight"
-        );
-        state
-            .tracker()
-            .wait_idle(Instant::now() + defaults::CUT_SETTLE)
-            .await;
-        Ok(DrainReport {
-            drained: false,
-            cut,
-            waited: start.elapsed(),
-        })
-    }
-
-    /// Drops a retired upstream's state (and its metrics) once the agent no longer needs them.
-    pub(crate) fn forget_upstream(&self, name: &str, id: &str) -> Result<(), ProxyError> {
-        let app = self.app(name)?;
-        let state = app.find(id)?;
-        if app.is_current(&state) {
-            return Err(ProxyError::StillCurrent {
-                app: name.to_owned(),
-                id: id.to_owned(),
-            });
-        }
-        app.upstreams
-            .lock()
-            .unwrap()
-            .retain(|u| !Arc::ptr_eq(u, &state));
-        info!(app = name, upstream = id, "upstream forgotten");
-        Ok(())
-    }
-
-    pub(crate) fn stats(&self, name: &str) -> Result<AppStats, ProxyError> {
-        let app = self.app(name)?;
-        let current = app.current.load_full();
-        let (listen, protocol) = {
-            let l = app.listener.lock().unwrap();
-            (l.listen, l.protocol)
-        };
-        let upstreams = app
-            .upstreams
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|u| {
-                let m = &u.metrics;
-                let get =
-                    |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-                UpstreamStats {
-                    id: u.upstream.id.clone(),
-                    addr: u.upstream.addr,
-                    current: current.as_ref().is_some_and(|c| Arc::ptr_eq(c, u)),
-                    in_flight: u.in_flight(),
-                    requests: m.status_counts(),
-                    connections: get(&m.connections),
-                    connect_errors: get(&m.connect_errors),
-                    cut: get(&m.cut),
-                    bytes_in: get(&m.bytes_in),
-                    bytes_out: get(&m.bytes_out),
-                    latency: m.latency.summary(),
-                }
-            })
-            .collect();
-        Ok(AppStats {
-            app: name.to_owned(),
-            listen,
-            protocol,
-            current: current.map(|c| c.upstream.id.clone()),
-            upstreams,
-        })
-    }
-
-    pub(crate) fn routes(&self) -> Vec<RouteInfo> {
-        let apps = self.apps.read().unwrap();
-        let mut out: Vec<RouteInfo> = apps
-            .values()
-            .map(|a| {
-                let l = a.listener.lock().unwrap();
-                RouteInfo {
-                    app: a.name.clone(),
-                    listen: l.listen,
-                    protocol: l.protocol,
-                    bound: l.bound,
-                    listen_error: l.error.clone(),
-                    upstream: a.current.load().as_ref().map(|u| u.upstream.clone()),
-                    edge: a.edge.lock().unwrap().clone(),
-                    tls_error: self.edge.acme.as_ref().and_then(|x| x.error(&a.name)),
-                    mode: a.gate.mode(),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.app.cmp(&b.app));
-        out
-    }
-
-    /// (app, upstream, is current) for every tracked upstream; read by the metrics collector.
-    pub(crate) fn all_upstreams(&self) -> Vec<(String, Arc<UpstreamState>, bool)> {
-        let apps = self.apps.read().unwrap();
-        let mut out = Vec::new();
-        for a in apps.values() {
-            let current = a.current.load_full();
-            for u in a.upstreams.lock().unwrap().iter() {
-                let cur = current.as_ref().is_some_and(|c| Arc::ptr_eq(c, u));
-                out.push((a.name.clone(), u.clone(), cur));
-            }
-        }
-        out
     }
 
     /// Stops every listener, lets open connections finish for up to `grace`.
