@@ -5,7 +5,7 @@ use crate::api::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::signer::{self, ReleaseParams};
-use crate::store::{NewRelease, ReleaseRecord, StoreError};
+use crate::store::{ReleaseRecord, StoreError};
 use slipway_proto::{AppSpec, ImageRef, SigningKey};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -199,7 +199,7 @@ async fn append(
             state
                 .signer
                 .sign(&app_rec.spec, seq, image.clone(), annotations.clone())?;
-        let new = NewRelease {
+        let new = ReleaseRecord {
             app: app.to_string(),
             seq,
             image: image.to_string(),
