@@ -7,10 +7,8 @@ use super::repo::GitError;
 use super::status::{AppSync, AppSyncState};
 use super::{annotations as ann, defaults, GitOps};
 use crate::api::AppState;
-use crate::auth::Caller;
 use crate::publish::release_body;
 use crate::release;
-use slipway_proto::api::Role;
 use slipway_proto::Envelope;
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
@@ -143,12 +141,7 @@ async fn release_app(
         (ann::AUTHOR.to_string(), change.author.clone()),
         (ann::FINGERPRINT.to_string(), d.fingerprint.clone()),
     ]);
-    let caller = Caller {
-        name: ACTOR.to_string(),
-        role: Role::Admin,
-        host: None,
-    };
-    let rec = release::create(state, &caller, app, &d.image, annotations)
+    let rec = release::create(state, ACTOR, app, &d.image, annotations)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(app, seq = rec.seq, image = %rec.image, commit, change = %change.id, author = %change.author, "git release published");
