@@ -11,6 +11,7 @@ mod fetch;
 pub mod gc;
 pub mod manifest;
 pub mod metrics;
+mod pax;
 pub mod pull;
 pub mod registry;
 pub mod store;

@@ -37,6 +37,8 @@ pub struct PullReport {
     pub layers_cached: usize,
     /// Blob bytes downloaded (manifest, config and layers).
     pub bytes_fetched: u64,
+    /// Device nodes the unpacked layers carried and that were skipped.
+    pub devices_skipped: u64,
     pub seconds: f64,
     pub layers: Vec<LayerReport>,
 }
@@ -48,6 +50,8 @@ pub struct LayerReport {
     pub size: u64,
     pub compression: Compression,
     pub fetched: bool,
+    /// Device nodes skipped while unpacking (0 for cached layers).
+    pub devices_skipped: u64,
 }
 
 impl PullReport {
@@ -64,6 +68,7 @@ impl PullReport {
                     size: b.size,
                     compression: *c,
                     fetched: false,
+                    devices_skipped: 0,
                 })
                 .collect(),
             ..PullReport::default()
@@ -250,13 +255,19 @@ impl Puller {
             .collect();
         // Every started layer task is awaited, even after a failure, so that a failed pull
         // returns only once its temp files and dirs are gone.
-        let results: Vec<Result<u64, ImageError>> = stream::iter(layer_futures)
-            .buffer_unordered(self.concurrency)
+        let results: Vec<Result<(u64, u64), ImageError>> = stream::iter(layer_futures)
+            .buffered(self.concurrency)
             .collect()
             .await;
-        let fetched = results.into_iter().collect::<Result<Vec<u64>, _>>()?;
+        let fetched = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for ((blob, _, _), (_, devices)) in todo.iter().zip(&fetched) {
+            for l in report.layers.iter_mut().filter(|l| l.digest == blob.digest) {
+                l.devices_skipped = *devices;
+            }
+        }
         report.layers_fetched = todo.len();
-        report.bytes_fetched = bytes_fetched + fetched.iter().sum::<u64>();
+        report.bytes_fetched = bytes_fetched + fetched.iter().map(|(n, _)| n).sum::<u64>();
+        report.devices_skipped = fetched.iter().map(|(_, d)| d).sum();
 
         let layer_dirs = diff_ids.iter().map(|d| self.store.layer_path(d)).collect();
         Ok(PulledImage {
@@ -296,14 +307,15 @@ impl Puller {
         Ok((bytes, n))
     }
 
-    /// Downloads (unless the blob is stored) and unpacks one layer. Returns bytes fetched.
+    /// Downloads (unless the blob is stored) and unpacks one layer. Returns bytes fetched
+    /// and device nodes skipped.
     async fn layer(
         &self,
         reference: &Reference,
         blob: &BlobRef,
         compression: Compression,
         diff_id: &Digest,
-    ) -> Result<u64, ImageError> {
+    ) -> Result<(u64, u64), ImageError> {
         let mut fetched = 0;
         let mut downloaded = None;
         if !self.store.has_blob(&blob.digest) {
@@ -334,7 +346,7 @@ impl Puller {
         let store = self.store.clone();
         let limits = self.limits;
         let (blob_c, diff_c) = (blob.clone(), diff_id.clone());
-        tokio::task::spawn_blocking(move || {
+        let devices = tokio::task::spawn_blocking(move || {
             unpack_into_store(&store, &blob_c, compression, &diff_c, &limits, downloaded)
         })
         .await
@@ -344,13 +356,13 @@ impl Puller {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.layer(true);
         self.progress.layer_done(&blob.digest);
-        Ok(fetched)
+        Ok((fetched, devices))
     }
 }
 
 /// Unpacks a layer into `tmp/`, then renames blob and layer dir to their final names. The
 /// blob comes from `downloaded` (a verified temp file) or, if `None`, from the store. A
-/// refused layer leaves neither blob nor layer dir behind.
+/// refused layer leaves neither blob nor layer dir behind. Returns device nodes skipped.
 fn unpack_into_store(
     store: &Store,
     blob: &BlobRef,
@@ -358,12 +370,12 @@ fn unpack_into_store(
     diff_id: &Digest,
     limits: &Limits,
     downloaded: Option<tempfile::NamedTempFile>,
-) -> Result<(), ImageError> {
+) -> Result<u64, ImageError> {
     if store.has_layer(diff_id) {
         if let Some(tmp) = downloaded {
             store.commit_blob(tmp, &blob.digest)?;
         }
-        return Ok(());
+        return Ok(0);
     }
     if downloaded.is_none() {
         // A blob left by an earlier pull: re-check it before trusting it.
@@ -396,9 +408,11 @@ fn unpack_into_store(
         None => store.blob_path(&blob.digest),
     };
     let file = unpack::open_blob(&source)?;
-    unpack::unpack_layer(file, compression, &blob.digest, diff_id, dir.path(), limits)?;
+    let unpacked =
+        unpack::unpack_layer(file, compression, &blob.digest, diff_id, dir.path(), limits)?;
     if let Some(tmp) = downloaded {
         store.commit_blob(tmp, &blob.digest)?;
     }
-    store.commit_layer(dir, diff_id)
+    store.commit_layer(dir, diff_id)?;
+    Ok(unpacked.devices_skipped)
 }
