@@ -21,6 +21,6 @@ pub use error::ImageError;
 pub use gc::GcReport;
 pub use metrics::ImageMetrics;
 pub use pull::{LayerReport, Progress, PullReport, PulledImage, Puller};
-pub use registry::{Credentials, RegistryConfig};
+pub use registry::{Credentials, FailureKind, RegistryConfig, RegistryError, Repository, TlsFiles};
 pub use store::Store;
 pub use unpack::Limits;

@@ -5,12 +5,11 @@
 use crate::error::ImageError;
 use crate::manifest::{self, BlobRef, Compression, Document, Manifest};
 use crate::metrics::ImageMetrics;
-use crate::registry::{RegistryConfig, DEFAULT_REGISTRY};
+use crate::registry::{RegistryConfig, Repository, Session};
 use crate::store::Store;
 use crate::unpack::{self, Limits};
 use crate::{defaults, fetch};
 use futures_util::{stream, StreamExt};
-use oci_client::Reference;
 use oci_spec::image::ImageConfiguration;
 use serde::Serialize;
 use slipway_proto::{Digest, ImageRef};
@@ -97,7 +96,6 @@ impl Progress for NoProgress {}
 pub struct Puller {
     store: Store,
     cfg: RegistryConfig,
-    client: oci_client::Client,
     limits: Limits,
     concurrency: usize,
     metrics: Arc<ImageMetrics>,
@@ -107,7 +105,6 @@ pub struct Puller {
 impl Puller {
     pub fn new(store: Store, cfg: RegistryConfig) -> Puller {
         Puller {
-            client: cfg.client(),
             store,
             cfg,
             limits: Limits::default(),
@@ -175,24 +172,26 @@ impl Puller {
     }
 
     async fn pull_locked(&self, image: &ImageRef) -> Result<PulledImage, ImageError> {
-        let registry = image.registry().unwrap_or(DEFAULT_REGISTRY).to_string();
-        let auth = self.cfg.auth_for(&registry);
-        let reference = |d: &Digest| {
-            Reference::with_digest(registry.clone(), image.path().to_string(), d.to_string())
-        };
+        let repo = Repository::parse(&image.repository);
+        // Credentials and TLS settings are looked up once per pull and used on every
+        // request of it, cached manifest or not.
+        let session = Session::open(&self.cfg, &repo.registry, None)
+            .await
+            .map_err(|failure| ImageError::Registry {
+                what: "credentials and TLS settings".into(),
+                repository: repo.to_string(),
+                registry: repo.registry.clone(),
+                failure,
+            })?;
         let mut bytes_fetched = 0u64;
 
-        let (bytes, n) = self
-            .manifest_bytes(&auth, &reference(&image.digest), &image.digest)
-            .await?;
+        let (bytes, n) = self.manifest_bytes(&session, &repo, &image.digest).await?;
         bytes_fetched += n;
         let (manifest_digest, manifest) = match manifest::parse_document(&image.digest, &bytes)? {
             Document::Manifest(m) => (image.digest.clone(), m),
             Document::Index(entries) => {
                 let child = manifest::select_platform(&image.digest, &entries)?;
-                let (bytes, n) = self
-                    .manifest_bytes(&auth, &reference(&child.digest), &child.digest)
-                    .await?;
+                let (bytes, n) = self.manifest_bytes(&session, &repo, &child.digest).await?;
                 bytes_fetched += n;
                 match manifest::parse_document(&child.digest, &bytes)? {
                     Document::Manifest(m) => (child.digest, m),
@@ -206,19 +205,11 @@ impl Puller {
                 }
             }
         };
-        let child_ref = reference(&manifest_digest);
 
         let config_blob = &manifest.config;
         if !self.store.has_blob(&config_blob.digest) {
-            let (tmp, n) = fetch::blob(
-                &self.client,
-                &child_ref,
-                &self.store,
-                "config",
-                config_blob,
-                &|_| {},
-            )
-            .await?;
+            let (tmp, n) =
+                fetch::blob(&session, &repo, &self.store, "config", config_blob, &|_| {}).await?;
             self.store.commit_blob(tmp, &config_blob.digest)?;
             bytes_fetched += n;
         }
@@ -251,7 +242,7 @@ impl Puller {
         // callers that spawn the pull (higher-ranked lifetime error).
         let layer_futures: Vec<_> = todo
             .iter()
-            .map(|(b, c, d)| self.layer(&child_ref, b, *c, d))
+            .map(|(b, c, d)| self.layer(&session, &repo, b, *c, d))
             .collect();
         // Every started layer task is awaited, even after a failure, so that a failed pull
         // returns only once its temp files and dirs are gone.
@@ -282,8 +273,8 @@ impl Puller {
     /// Manifest bytes from the store (re-verified) or the registry. Returns bytes fetched.
     async fn manifest_bytes(
         &self,
-        auth: &oci_client::secrets::RegistryAuth,
-        reference: &Reference,
+        session: &Session,
+        repo: &Repository,
         digest: &Digest,
     ) -> Result<(Vec<u8>, u64), ImageError> {
         if let Ok(Some(bytes)) =
@@ -292,14 +283,7 @@ impl Puller {
         {
             return Ok((bytes, 0));
         }
-        let bytes = fetch::manifest(
-            &self.client,
-            auth,
-            reference,
-            digest,
-            manifest::ACCEPTED_MANIFESTS,
-        )
-        .await?;
+        let bytes = fetch::manifest(session, repo, digest, manifest::ACCEPTED_MANIFESTS).await?;
         // Checked before storing: a document we refuse never reaches `blobs/`.
         manifest::parse_document(digest, &bytes)?;
         self.store.write_blob(digest, &bytes)?;
@@ -311,7 +295,8 @@ impl Puller {
     /// and device nodes skipped.
     async fn layer(
         &self,
-        reference: &Reference,
+        session: &Session,
+        repo: &Repository,
         blob: &BlobRef,
         compression: Compression,
         diff_id: &Digest,
@@ -327,15 +312,8 @@ impl Puller {
                 progress.layer_bytes(&d, n);
                 metrics.pulled_bytes.inc_by(n);
             };
-            let (tmp, n) = fetch::blob(
-                &self.client,
-                reference,
-                &self.store,
-                "layer",
-                blob,
-                &on_bytes,
-            )
-            .await?;
+            let (tmp, n) =
+                fetch::blob(session, repo, &self.store, "layer", blob, &on_bytes).await?;
             fetched = n;
             downloaded = Some(tmp);
         } else {
