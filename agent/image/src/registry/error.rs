@@ -86,6 +86,12 @@ impl RegistryError {
         if let Some(tls) = tls_cause(e) {
             return RegistryError::new(FailureKind::Tls, format!("{tls} ({chain})"));
         }
+        // hyper-util's connect error hides the rustls error behind `io::Error::source`,
+        // which skips the inner error: recognize rustls's own wording.
+        let lower = chain.to_ascii_lowercase();
+        if TLS_PHRASES.iter().any(|p| lower.contains(p)) {
+            return RegistryError::new(FailureKind::Tls, format!("TLS handshake refused: {chain}"));
+        }
         RegistryError::new(FailureKind::Network, chain)
     }
 }
@@ -133,6 +139,16 @@ fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     }
     None
 }
+
+/// How rustls words its handshake failures.
+const TLS_PHRASES: &[&str] = &[
+    "invalid peer certificate",
+    "peer sent no certificates",
+    "received fatal alert",
+    "peer is incompatible",
+    "peer misbehaved",
+    "certificate",
+];
 
 /// `e` and its sources, joined with `: `.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
