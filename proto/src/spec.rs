@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 mod container;
@@ -477,8 +476,10 @@ mod tests {
             .contains("`image`"));
         assert!(err("[[volumes]]\nhost = \"data\"\ncontainer = \"/data\"\n")
             .contains("volumes[0].host"));
-        assert!(err("[[volumes]]\nname = \"PG_data\"\ncontainer = \"/data\"\n")
-            .contains("volumes[0].name"));
+        assert!(
+            err("[[volumes]]\nname = \"PG_data\"\ncontainer = \"/data\"\n")
+                .contains("volumes[0].name")
+        );
         assert!(err("[[volumes]]\ncontainer = \"/data\"\n").contains("exactly one"));
         assert!(err("seccomp = \"profile.json\"\n").contains("seccomp"));
         assert!(err("[dns]\nsearch = [\"a b\"]\n").contains("dns.search[0]"));

@@ -57,7 +57,8 @@ impl Runtime {
                 self.supervise(&id, state.pid);
             }
             if state.status == "running" || state.status == "paused" {
-                self.stop(&id, grace).await?;
+                let signal = rec.stop_signal.as_deref().unwrap_or(defaults::STOP_SIGNAL);
+                self.stop(&id, signal, grace).await?;
             }
             self.runc.delete(&id).await?;
         }
@@ -88,10 +89,11 @@ impl Runtime {
         Ok(())
     }
 
-    /// SIGTERM, up to `grace` for the process to go, then SIGKILL.
-    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+    /// `signal` (the image's STOPSIGNAL, else TERM), up to `grace` for the process to go,
+    /// then SIGKILL.
+    async fn stop(&self, id: &str, signal: &str, grace: Duration) -> Result<(), RuntimeError> {
         let supervised = self.shared.exits.lock().unwrap().contains_key(id);
-        if !grace.is_zero() && self.runc.kill(id, "TERM").await? {
+        if !grace.is_zero() && self.runc.kill(id, signal).await? {
             if supervised {
                 if self.wait_exit(id, grace).await.is_some() {
                     return Ok(());
