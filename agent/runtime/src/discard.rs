@@ -1,4 +1,4 @@
-//! Discarding a container: SIGTERM, grace, SIGKILL, `runc delete`, CNI DEL, netns, rootfs,
+//! Discarding a container: its STOPSIGNAL (SIGTERM by default), grace, SIGKILL, `runc delete`, CNI DEL, netns, rootfs,
 //! upper dir, cgroups; the record and recent logs stay as a tombstone. Idempotent.
 
 use crate::container::{check_id, CONFIG, PID_FILE, RUNC_LOG};
@@ -69,6 +69,15 @@ impl Runtime {
         }
         netns_del(&rec.netns).await?;
         rootfs::remove(self.mounter.as_ref(), &id, &RootfsPaths::new(dir))?;
+        // Image VOLUMEs and name files die with the container (named volumes live elsewhere).
+        for d in [crate::prepare::VOLUMES_DIR, crate::prepare::ETC_DIR] {
+            match std::fs::remove_dir_all(dir.join(d)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(crate::error::io(dir.join(d), "remove")(e))
+                }
+                _ => {}
+            }
+        }
         for name in [CONFIG, PID_FILE, RUNC_LOG] {
             let _ = std::fs::remove_file(dir.join(name));
         }

@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use std::path::Path;
 
 /// Dir of a container's generated `/etc` files inside its container dir.
-const ETC_DIR: &str = "etc";
+pub(crate) const ETC_DIR: &str = "etc";
+/// Dir of a container's image VOLUMEs inside its container dir.
+pub(crate) const VOLUMES_DIR: &str = "volumes";
 
 /// The parts of a container made beside its root.
 pub(crate) struct Prepared {
@@ -113,7 +115,7 @@ impl Runtime {
             &release.spec,
             &image_volumes,
             rootfs,
-            dir,
+            &dir.join(VOLUMES_DIR),
             &self.cfg.volumes_dir(),
         )?;
         binds.extend(vols);

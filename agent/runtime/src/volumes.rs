@@ -32,14 +32,14 @@ pub struct VolumeInfo {
 }
 
 /// The binds of a container's volumes, in mount order (parents before children): the spec's
-/// host-path and named volumes, then the image's `VOLUME`s no spec volume covers. `rootfs`
-/// is the mounted root the seeds are copied from.
+/// host-path and named volumes, then the image's `VOLUME`s no spec volume covers (each a
+/// fresh dir under `ephemeral_dir`). `rootfs` is the mounted root seeds are copied from.
 pub fn prepare(
     app: &str,
     spec: &slipway_proto::AppSpec,
     image_volumes: &[String],
     rootfs: &Path,
-    container_dir: &Path,
+    ephemeral_dir: &Path,
     volumes_dir: &Path,
 ) -> Result<(Vec<Bind>, Vec<String>), RuntimeError> {
     let mut binds = Vec::new();
@@ -75,7 +75,7 @@ pub fn prepare(
         if spec.volumes.iter().any(|v| dest.starts_with(&v.container)) {
             continue;
         }
-        let dir = container_dir.join("volumes").join(k.to_string());
+        let dir = ephemeral_dir.join(k.to_string());
         k += 1;
         seed_into(rootfs, &dest, &dir).map_err(|e| volume_err(app, path, e))?;
         tracing::info!(

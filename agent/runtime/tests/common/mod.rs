@@ -40,8 +40,9 @@ impl Fixture {
                 plugin_dir: "/usr/lib/cni".into(),
                 bridge: format!("swt{tag}"),
                 subnet: format!("10.213.{x}.0/24"),
-                netconf: None,
+                ..CniConfig::default()
             },
+            ..RuntimeConfig::default()
         };
         Fixture { dir, cfg, tag }
     }
@@ -59,7 +60,10 @@ impl Fixture {
             std::fs::create_dir_all(base.join(d)).unwrap();
         }
         std::fs::copy("/bin/busybox", base.join("bin/busybox")).unwrap();
-        for l in ["sh", "sleep", "cat", "echo", "ps", "id", "pwd"] {
+        for l in [
+            "sh", "sleep", "cat", "echo", "ps", "id", "pwd", "unshare", "mount", "ping",
+            "hostname", "touch", "ls", "stat", "grep", "mkdir", "wget", "httpd",
+        ] {
             std::os::unix::fs::symlink("busybox", base.join("bin").join(l)).unwrap();
         }
         std::fs::write(
