@@ -285,7 +285,17 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> SpecError {
 impl AppSpec {
     /// Parses and validates an `app.toml`.
     pub fn from_toml(text: &str) -> Result<Self, SpecError> {
-        let spec: AppSpec = toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let mut spec: AppSpec =
+            toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        // A TCP app (a database) checks health by connecting unless told otherwise: an HTTP
+        // probe could never pass.
+        if spec.protocol == Protocol::Tcp {
+            let doc: toml::Table =
+                toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+            if doc.get("health").and_then(|h| h.get("kind")).is_none() {
+                spec.health.kind = HealthKind::Tcp;
+            }
+        }
         spec.validate()?;
         Ok(spec)
     }
@@ -487,6 +497,24 @@ mod tests {
         assert!(err("[health]\nkind = \"exec\"\n").contains("health.command"));
         assert!(err("[swap]\nmax_error_rate = 2.0\n").contains("swap.max_error_rate"));
         assert!(err("[resources]\ncpus = -1.0\n").contains("resources.cpus"));
+    }
+
+    #[test]
+    fn tcp_apps_check_health_by_connecting_unless_told() {
+        let tcp = MIN.replace("container_port", "protocol = \"tcp\"\ncontainer_port");
+        assert_eq!(
+            AppSpec::from_toml(&tcp).unwrap().health.kind,
+            HealthKind::Tcp
+        );
+        let told = format!("{tcp}[health]\nkind = \"http\"\n");
+        assert_eq!(
+            AppSpec::from_toml(&told).unwrap().health.kind,
+            HealthKind::Http
+        );
+        assert_eq!(
+            AppSpec::from_toml(MIN).unwrap().health.kind,
+            HealthKind::Http
+        );
     }
 
     #[test]

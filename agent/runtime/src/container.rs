@@ -249,7 +249,6 @@ impl Runtime {
             dir,
             &paths.target,
             address,
-            seccomp,
         )?;
         rec.volumes = prepared.named.clone();
         let oci = bundle::build(&BundleInput {
@@ -265,7 +264,7 @@ impl Runtime {
                 .unwrap_or(id),
             hostname: &prepared.hostname,
             binds: &prepared.binds,
-            seccomp: prepared.seccomp.as_ref(),
+            seccomp: seccomp.as_ref(),
         })?;
         let json = serde_json::to_vec_pretty(&oci).expect("spec serializes");
         write_atomic(&dir.join(CONFIG), &json, Durability::Atomic)?;

@@ -20,7 +20,6 @@ pub(crate) const VOLUMES_DIR: &str = "volumes";
 pub(crate) struct Prepared {
     pub hostname: String,
     pub binds: Vec<Bind>,
-    pub seccomp: Option<Profile>,
     /// Named volumes mounted.
     pub named: Vec<String>,
 }
@@ -75,7 +74,6 @@ impl Runtime {
         dir: &Path,
         rootfs: &Path,
         address: IpAddr,
-        seccomp: Option<Profile>,
     ) -> Result<Prepared, RuntimeError> {
         let hostname = dns::hostname(id);
         let host = dns::host_resolv(&self.cfg.dns);
@@ -122,7 +120,6 @@ impl Runtime {
         Ok(Prepared {
             hostname,
             binds,
-            seccomp,
             named,
         })
     }
