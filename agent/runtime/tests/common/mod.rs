@@ -184,7 +184,9 @@ impl Drop for Fixture {
         }
         if let Ok(rd) = std::fs::read_dir(&self.cfg.state_dir) {
             for e in rd.flatten() {
-                if let Some(name) = netns_of_id(&e.file_name().to_string_lossy()) {
+                let id = e.file_name().to_string_lossy().to_string();
+                remove_masquerade(&id);
+                if let Some(name) = netns_of_id(&id) {
                     let _ = Command::new("ip").args(["netns", "delete", &name]).output();
                 }
             }
@@ -192,6 +194,29 @@ impl Drop for Fixture {
         let _ = Command::new("ip")
             .args(["link", "delete", &self.cfg.cni.bridge])
             .output();
+    }
+}
+
+/// Removes the CNI masquerade rule and chain of container `id` (a failed test skipped its
+/// CNI DEL; once the netns is gone, the plugin cannot find them).
+pub fn remove_masquerade(id: &str) {
+    let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S"]).output() else {
+        return;
+    };
+    let tag = format!("id: \\\"{id}\\\"");
+    let tag_plain = format!("id: \"{id}\"");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if !(line.contains(&tag) || line.contains(&tag_plain))
+            || !line.starts_with("-A POSTROUTING")
+        {
+            continue;
+        }
+        if let Some(chain) = line.split_whitespace().last() {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("iptables -t nat -D {} && iptables -t nat -F {chain} && iptables -t nat -X {chain}", &line[3..]))
+                .output();
+        }
     }
 }
 
