@@ -38,3 +38,22 @@ pub const FORWARDED_PROTO: &str = "http";
 pub const RESTORE_BIND_RETRIES: u32 = 40;
 /// Pause between those attempts (40 x 50 ms = 2 s at most).
 pub const RESTORE_BIND_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// Shared plain-HTTP listener of host-routed apps: the standard port.
+pub const HTTP_PORT: u16 = 80;
+/// Shared HTTPS listener of host-routed apps: the standard port.
+pub const HTTPS_PORT: u16 = 443;
+/// HTTP/2 clients are pinged this often so dead connections (NAT timeouts) are noticed.
+pub const CLIENT_H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Certificate files are checked for changes this often; a renewed file is live within it.
+pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// A client must finish its TLS handshake within this; slow-loris handshakes are dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// ACME certificates are renewed this long before expiry (Let's Encrypt advises 30 days).
+pub const ACME_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Stored ACME certificates are checked for renewal (and failed issues retried) this often.
+pub const ACME_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+/// An ACME order that is not validated and issued within this has failed.
+pub const ACME_ORDER_TIMEOUT: Duration = Duration::from_secs(90);
+/// Where ACME account, certificates and keys are kept; survives restarts so nothing re-issues.
+pub const ACME_DIR: &str = "/var/lib/slipway/proxy/acme";

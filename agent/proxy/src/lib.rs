@@ -4,51 +4,45 @@
 //! over its unix socket. Routes persist in a state file and are restored on start.
 #![forbid(unsafe_code)]
 
+mod acme;
 mod api;
+mod app;
+mod body;
 mod client;
 mod client_io;
+mod config;
+mod conn;
 mod control;
 pub mod defaults;
 mod drain;
+mod edge;
 mod error;
+mod headers;
+mod hosts;
 mod http;
 mod metrics;
+mod pages;
 mod pool;
 mod router;
 mod table;
 mod tcp;
+mod tls;
 mod upstream;
 mod workers;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-pub use api::{AppStats, RouteInfo, UpstreamStats};
+pub use api::{AppStats, EdgeInfo, RouteInfo, RouteSpec, UpstreamStats};
 pub use client::ProxyClient;
+pub use config::{AcmeChallenge, AcmeConfig, Cidr, EdgeConfig, ProxyConfig};
 pub use drain::DrainReport;
 pub use error::ProxyError;
 pub use metrics::{LatencySummary, StatusCounts};
 pub use slipway_proto::Protocol;
 pub use upstream::Upstream;
-
-/// Where the proxy listens and keeps its state.
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    /// Unix socket of the control API (the agent's side).
-    pub control_socket: PathBuf,
-    /// Routing table, restored on start.
-    pub state_file: PathBuf,
-    /// Address the public listeners bind (port from each app's route).
-    pub bind: IpAddr,
-    /// Optional TCP address serving only GET /metrics.
-    pub metrics_listen: Option<SocketAddr>,
-    /// HTTP worker threads (each client connection stays on one); 0 = one per CPU.
-    pub http_workers: usize,
-}
 
 /// Runs the proxy until `shutdown` resolves, then stops accepting, lets open connections
 /// finish (up to [`defaults::SHUTDOWN_GRACE`]) and returns.
@@ -60,6 +54,7 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
         cfg.bind,
         cfg.state_file.clone(),
         workers,
+        cfg.edge.clone(),
     ));
     match table::load(&cfg.state_file)? {
         table::Loaded::Missing => {
@@ -75,6 +70,8 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
              the agent must set every app's upstream again"
         ),
     }
+    let cert_watch = tokio::spawn(router.certs().watch());
+    let acme_renew = router.acme().map(|a| tokio::spawn(a.renew_loop()));
     // The socket appears only once the routes are live, so waiting for it is enough.
     let control = control::bind(&cfg.control_socket)?;
     let mut registry = prometheus_client::registry::Registry::default();
@@ -101,6 +98,10 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
         _ = shutdown => {}
     }
     if let Some(t) = metrics_task {
+        t.abort();
+    }
+    cert_watch.abort();
+    if let Some(t) = acme_renew {
         t.abort();
     }
     info!("shutting down: listeners closed, letting open connections finish");

@@ -17,8 +17,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use crate::body::RequestBody;
 use crate::defaults;
-use crate::http::RequestBody;
 
 /// The connection future (hyper's upgradeable connection, whose type cannot be named).
 type Connection = dyn Future<Output = hyper::Result<()>> + Send;

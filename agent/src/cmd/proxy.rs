@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use slipway_proxy::{defaults, ProxyConfig};
+use slipway_proxy::{defaults, Cidr, EdgeConfig, ProxyConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,6 +23,15 @@ pub struct Args {
     /// HTTP worker threads, each with its own event loop; 0 = one per CPU.
     #[arg(long, default_value_t = 0)]
     http_workers: usize,
+    /// Port of the shared plain-HTTP listener of host-routed apps (`edge.hosts`).
+    #[arg(long, default_value_t = defaults::HTTP_PORT)]
+    http_port: u16,
+    /// Port of the shared HTTPS listener of apps with `edge.tls`.
+    #[arg(long, default_value_t = defaults::HTTPS_PORT)]
+    https_port: u16,
+    /// A network (CIDR) whose X-Forwarded-* headers are believed; repeat for more.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<Cidr>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -32,6 +41,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bind: args.bind,
         metrics_listen: args.metrics_listen,
         http_workers: args.http_workers,
+        edge: EdgeConfig {
+            http_port: args.http_port,
+            https_port: args.https_port,
+            trusted_proxies: args.trusted_proxies,
+        },
     };
     let socket = cfg.control_socket.clone();
     slipway_proxy::serve(cfg, shutdown_signal())
