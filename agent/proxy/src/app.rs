@@ -2,6 +2,7 @@
 //! (apps routed by host), its current upstream (arc-swapped) and the retired ones.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -44,6 +45,8 @@ pub(crate) struct App {
     /// Hosts and TLS on the shared listeners (control plane only: requests read the
     /// host table built from it).
     pub(crate) edge: Mutex<EdgeSpec>,
+    /// Requests go upstream as h2c (`edge.upstream_h2c`); read per request.
+    pub(crate) h2c: AtomicBool,
     /// Turns true when the app is removed or the proxy stops: connections finish gracefully.
     pub(crate) closing: watch::Sender<bool>,
 }
@@ -62,6 +65,7 @@ impl App {
                 task: None,
             }),
             edge: Mutex::new(EdgeSpec::default()),
+            h2c: AtomicBool::new(false),
             closing: watch::channel(false).0,
         }
     }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::access_log::{AccessLog, Pending};
 use crate::client_io::Unflushed;
 use crate::pool::UpstreamConn;
 use crate::upstream::{InFlight, UpstreamState};
@@ -21,26 +22,40 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 pub(crate) struct RequestBody {
     pub(crate) inner: Incoming,
     pub(crate) upstream: Arc<UpstreamState>,
+    /// Bytes still allowed before the body is refused as too large.
+    pub(crate) remaining: u64,
+    /// The configured maximum, for the error.
+    pub(crate) limit: u64,
 }
+
+/// A request body went past the configured maximum (answered 413).
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub(crate) struct BodyTooLarge(pub(crate) u64);
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(f))) = &r {
             if let Some(d) = f.data_ref() {
+                let n = d.len() as u64;
+                if n > self.remaining {
+                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
+                }
+                self.remaining -= n;
                 self.upstream
                     .metrics
                     .bytes_in
                     .fetch_add(d.len() as u64, Relaxed);
             }
         }
-        r
+        r.map(|o| o.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -61,11 +76,22 @@ pub(crate) struct ResponseBody {
     pub(crate) flight: Option<InFlight>,
     pub(crate) start: Instant,
     pub(crate) unflushed: Arc<Unflushed>,
+    /// HTTP/2 upstream: trailers may follow the last data byte, so the body ends only
+    /// when the upstream says so (hyper's Incoming reports the end once content-length
+    /// bytes are in).
+    pub(crate) trailers: bool,
+    /// Body bytes sent to the client, for the access log.
+    pub(crate) bytes: u64,
+    /// The access log line to write once the response is through.
+    pub(crate) log: Option<(Arc<AccessLog>, Pending)>,
 }
 
 impl ResponseBody {
     /// Records the request as done; `complete` when the whole body went through.
     fn finish(&mut self, complete: bool) {
+        if let Some((log, p)) = self.log.take() {
+            p.write(&log, self.bytes);
+        }
         let conn = self.conn.take();
         if let Some(f) = self.flight.take() {
             let up = f.upstream();
@@ -101,11 +127,14 @@ impl Body for ResponseBody {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
                 if let (Some(d), Some(fl)) = (f.data_ref(), &this.flight) {
                     let m = &fl.upstream().metrics;
                     m.bytes_out.fetch_add(d.len() as u64, Relaxed);
                 }
-                if this.inner.is_end_stream() {
+                if !this.trailers && this.inner.is_end_stream() {
                     this.finish(true);
                 }
                 Poll::Ready(Some(Ok(f)))

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+pub use crate::access_log::AccessLogConfig;
 pub use crate::acme::{AcmeChallenge, AcmeConfig};
 use crate::defaults;
 
@@ -36,6 +37,32 @@ pub struct EdgeConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// ACME, for apps with `tls = { acme = true }`; None refuses them.
     pub acme: Option<AcmeConfig>,
+    /// Timeouts and size limits of HTTP requests (every HTTP listener).
+    pub limits: Limits,
+    /// One JSON line per HTTP request; None: no access log.
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// Timeouts and size limits; defaults in [`defaults`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// An upstream that sends no response headers within this gets a 504.
+    pub response_header_timeout: std::time::Duration,
+    /// Request bodies larger than this get a 413.
+    pub max_request_body: u64,
+    /// A client must send a request's headers within this, counted from when the connection
+    /// waits for one (so it also closes idle HTTP/1.1 keep-alive connections).
+    pub client_header_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            response_header_timeout: defaults::UPSTREAM_RESPONSE_HEADER_TIMEOUT,
+            max_request_body: defaults::MAX_REQUEST_BODY,
+            client_header_timeout: defaults::CLIENT_HEADER_TIMEOUT,
+        }
+    }
 }
 
 impl EdgeConfig {
@@ -131,6 +158,8 @@ impl Default for EdgeConfig {
             https_port: defaults::HTTPS_PORT,
             trusted_proxies: Vec::new(),
             acme: None,
+            limits: Limits::default(),
+            access_log: None,
         }
     }
 }

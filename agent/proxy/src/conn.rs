@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::access_log::AccessLog;
 use crate::app::App;
 use crate::client_io::{ClientIo, Unflushed};
 use crate::config::EdgeConfig;
@@ -50,6 +51,8 @@ pub(crate) struct HttpCtx {
     pub(crate) cfg: EdgeConfig,
     /// TLS of the shared HTTPS listener (certificates by SNI).
     pub(crate) tls: tokio_rustls::TlsAcceptor,
+    /// One JSON line per request, when configured.
+    pub(crate) log: Option<Arc<AccessLog>>,
     workers: Workers,
 }
 
@@ -67,8 +70,10 @@ impl HttpCtx {
         workers: Workers,
         cfg: EdgeConfig,
         tls: Arc<rustls::ServerConfig>,
+        log: Option<Arc<AccessLog>>,
     ) -> Self {
         HttpCtx {
+            log,
             conns,
             ids: RequestIds::new(),
             cfg,
@@ -160,13 +165,14 @@ where
 {
     let mut closing = conn.target.closing();
     let peer = conn.peer;
+    let header_timeout = conn.ctx.cfg.limits.client_header_timeout;
     let io = ClientIo::new(stream, conn.unflushed.clone());
     let svc = hyper::service::service_fn(move |req| crate::http::proxy(req, conn.clone()));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(defaults::CLIENT_HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .keep_alive(true);
     builder
         .http2()

@@ -57,3 +57,15 @@ pub const ACME_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 pub const ACME_ORDER_TIMEOUT: Duration = Duration::from_secs(90);
 /// Where ACME account, certificates and keys are kept; survives restarts so nothing re-issues.
 pub const ACME_DIR: &str = "/var/lib/slipway/proxy/acme";
+/// An upstream silent this long after a request is hung: answer 504 (nginx's default too).
+pub const UPSTREAM_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Request bodies above 64 MiB get a 413: bigger uploads belong in object storage.
+pub const MAX_REQUEST_BODY: u64 = 64 * 1024 * 1024;
+/// Access log lines queued for the writer; beyond this they are dropped, never waited for.
+pub const ACCESS_LOG_QUEUE: usize = 64 * 1024;
+/// The access log is flushed at least this often when requests trickle in.
+pub const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(200);
+/// The access log file is rotated past 100 MiB: a day of a busy host, quick to grep.
+pub const ACCESS_LOG_MAX_BYTES: u64 = 100 * 1024 * 1024;
+/// Rotated access log files kept.
+pub const ACCESS_LOG_KEEP: usize = 5;

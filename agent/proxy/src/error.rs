@@ -27,6 +27,8 @@ pub enum ProxyError {
     },
     #[error("app `{0}` asks for ACME certificates but this proxy has no ACME directory (start it with --acme-directory URL)")]
     NoAcme(String),
+    #[error("access log {}: {source}", path.display())]
+    AccessLog { path: PathBuf, source: io::Error },
     #[error("HTTP worker thread {index}: cannot start: {source}")]
     Workers { index: usize, source: io::Error },
     #[error("metrics listener {addr}: {source}")]

@@ -17,10 +17,13 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
+use crate::access_log::Pending;
 use crate::app::App;
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::{BodyTooLarge, RequestBody, ResponseBody};
 use crate::conn::{Conn, Target};
-use crate::headers::{is_upgrade, prepare_request, strip_hop_by_hop, Forwarded};
+use crate::headers::{
+    has_token, is_upgrade, prepare_request, strip_hop_by_hop, Forwarded, X_REQUEST_ID,
+};
 use crate::hosts::HostRoute;
 use crate::pages;
 use crate::pool::ForwardError;
@@ -114,35 +117,84 @@ fn strip_prefix(uri: &mut Uri, route: &HostRoute) {
     }
 }
 
+/// Serves one request; logs it (when the access log is on) once its response is complete.
 pub(crate) async fn proxy(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     conn: Arc<Conn>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let Some(log) = conn.ctx.log.clone() else {
+        return Ok(handle(req, conn, &mut None).await);
+    };
+    let mut pending = Some(Pending {
+        start: Instant::now(),
+        host: request_host(&req)
+            .and_then(|h| h.to_str().ok().map(str::to_owned))
+            .unwrap_or_default(),
+        method: req.method().as_str().to_owned(),
+        path: req.uri().path().to_owned(),
+        app: None,
+        upstream: None,
+        request_id: String::new(),
+        status: 0,
+    });
+    let resp = handle(req, conn, &mut pending).await;
+    // Still here: a local answer (or an upgrade), complete now.
+    if let Some(mut p) = pending {
+        p.status = resp.status().as_u16();
+        let bytes = match resp.body() {
+            Either::Right(full) => hyper::body::Body::size_hint(full).exact().unwrap_or(0),
+            Either::Left(_) => 0,
+        };
+        p.write(&log, bytes);
+    }
+    Ok(resp)
+}
+
+async fn handle(
+    mut req: Request<Incoming>,
+    conn: Arc<Conn>,
+    pending: &mut Option<Pending>,
+) -> Response<ProxyBody> {
     if req.method() == Method::CONNECT {
-        return Ok(pages::local(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not supported\n",
-        ));
+        return pages::local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
     }
     let host = request_host(&req);
     let (app, route) = match pick(&req, &conn, host.as_ref()) {
         Ok(p) => p,
-        Err(resp) => return Ok(resp),
+        Err(resp) => return resp,
     };
+    if let Some(p) = pending.as_mut() {
+        p.app = Some(app.name.clone());
+    }
     let hsts = route
         .as_ref()
         .filter(|_| conn.tls)
         .and_then(|r| r.hsts.clone());
     let Some(up) = app.current.load_full() else {
-        return Ok(pages::local(
+        return pages::local(
             StatusCode::SERVICE_UNAVAILABLE,
             "503 Service Unavailable: the app has no running container\n",
-        ));
+        );
     };
+    if let Some(p) = pending.as_mut() {
+        p.upstream = Some(up.upstream.id.clone());
+    }
+    let limits = &conn.ctx.cfg.limits;
+    let too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > limits.max_request_body);
+    if too_large {
+        up.metrics.status(413);
+        return pages::payload_too_large();
+    }
     let start = Instant::now();
     let mut flight = up.begin();
     let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let client_version = req.version();
+    let h2c = app.h2c.load(Relaxed);
+    let te_trailers = h2c && has_token(req.headers(), header::TE, "trailers");
 
     let (mut parts, body) = req.into_parts();
     let fwd = Forwarded {
@@ -157,38 +209,86 @@ pub(crate) async fn proxy(
         &fwd,
         &conn.ctx.ids,
     );
+    if let Some(p) = pending.as_mut() {
+        if let Some(id) = parts
+            .headers
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+        {
+            p.request_id = id.to_owned();
+        }
+    }
     to_origin_form(&mut parts.uri);
     if let Some(r) = &route {
         strip_prefix(&mut parts.uri, r);
     }
-    if !parts.headers.contains_key(header::HOST) {
-        parts
-            .headers
-            .insert(header::HOST, host.unwrap_or_else(|| up.host.clone()));
+    let host = host.unwrap_or_else(|| up.host.clone());
+    if h2c {
+        // gRPC needs `te: trailers`; HTTP/2 wants the authority in the URI, not a Host.
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        parts.version = Version::HTTP_2;
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(u) = Uri::try_from(format!(
+            "http://{}{pq}",
+            host.to_str().unwrap_or("upstream")
+        )) {
+            parts.uri = u;
+        }
+        parts.headers.remove(header::HOST);
+    } else {
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, host);
+        }
+        parts.version = Version::HTTP_11;
     }
-    parts.version = Version::HTTP_11;
     let body = RequestBody {
         inner: body,
         upstream: up.clone(),
+        remaining: limits.max_request_body,
+        limit: limits.max_request_body,
     };
-    let call = up.pool.forward(Request::from_parts(parts, body));
+    let req = Request::from_parts(parts, body);
+    let call = async {
+        if h2c {
+            up.h2c.forward(req).await.map(|r| (r, None))
+        } else {
+            up.pool.forward(req).await.map(|(r, c)| (r, Some(c)))
+        }
+    };
+    let call = tokio::time::timeout(limits.response_header_timeout, call);
     let result = tokio::select! {
         biased;
         r = call => Some(r),
         _ = flight.cut() => None,
     };
     let (mut resp, upstream_conn) = match result {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => {
+        Some(Ok(Ok(r))) => r,
+        Some(Ok(Err(e))) => {
             let m = &up.metrics;
+            m.latency.observe(start.elapsed());
+            if is_body_too_large(&e) {
+                m.status(413);
+                return pages::payload_too_large();
+            }
             if matches!(e, ForwardError::Connect(_)) {
                 m.connect_errors.fetch_add(1, Relaxed);
             }
             m.status(502);
-            m.latency.observe(start.elapsed());
             warn!(app = %app.name, upstream = %up.upstream.id, addr = %up.upstream.addr,
                 error = %error_chain(&e), "upstream request failed; answered 502");
-            return Ok(pages::bad_gateway());
+            return pages::bad_gateway();
+        }
+        Some(Err(_elapsed)) => {
+            let m = &up.metrics;
+            m.status(504);
+            m.latency.observe(start.elapsed());
+            warn!(app = %app.name, upstream = %up.upstream.id, addr = %up.upstream.addr,
+                timeout = ?limits.response_header_timeout, "upstream sent no response headers in time; answered 504");
+            return pages::gateway_timeout();
         }
         None => {
             up.metrics.status(503);
@@ -200,18 +300,20 @@ pub(crate) async fn proxy(
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            return Ok(r);
+            return r;
         }
     };
     up.metrics.status(resp.status().as_u16());
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        if let (Some(client_upgrade), true) = (client_upgrade, upstream_conn.is_some()) {
             up.metrics.latency.observe(start.elapsed());
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            crate::pool::finish_upgrade(upstream_conn);
+            if let Some(c) = upstream_conn {
+                crate::pool::finish_upgrade(c);
+            }
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, flight));
-            return Ok(resp.map(|_| Either::Right(Full::default())));
+            return resp.map(|_| Either::Right(Full::default()));
         }
     }
     strip_hop_by_hop(resp.headers_mut(), false);
@@ -220,15 +322,23 @@ pub(crate) async fn proxy(
             .insert(header::STRICT_TRANSPORT_SECURITY, v);
     }
     *resp.version_mut() = client_version;
-    Ok(resp.map(|inner| {
+    if let Some(p) = pending.as_mut() {
+        p.status = resp.status().as_u16();
+    }
+    resp.map(|inner| {
         Either::Left(ResponseBody {
             inner,
-            conn: Some(upstream_conn),
+            conn: upstream_conn,
             flight: Some(flight),
             start,
             unflushed: conn.unflushed.clone(),
+            trailers: h2c,
+            bytes: 0,
+            log: pending
+                .take()
+                .and_then(|p| Some((conn.ctx.log.clone()?, p))),
         })
-    }))
+    })
 }
 
 /// Copies bytes both ways between an upgraded client and upstream until either side closes
@@ -255,6 +365,18 @@ async fn tunnel(
         }
         _ = flight.cut() => {}
     }
+}
+
+/// True when the request failed because its body went past the maximum.
+fn is_body_too_large(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.is::<BodyTooLarge>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn StdError) -> String {

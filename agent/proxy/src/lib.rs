@@ -4,6 +4,7 @@
 //! over its unix socket. Routes persist in a state file and are restored on start.
 #![forbid(unsafe_code)]
 
+mod access_log;
 mod acme;
 mod api;
 mod app;
@@ -17,6 +18,7 @@ pub mod defaults;
 mod drain;
 mod edge;
 mod error;
+mod h2c;
 mod headers;
 mod hosts;
 mod http;
@@ -35,9 +37,10 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
+pub use access_log::{AccessLogConfig, AccessLogTarget};
 pub use api::{AppStats, EdgeInfo, RouteInfo, RouteSpec, UpstreamStats};
 pub use client::ProxyClient;
-pub use config::{AcmeChallenge, AcmeConfig, Cidr, EdgeConfig, ProxyConfig};
+pub use config::{AcmeChallenge, AcmeConfig, Cidr, EdgeConfig, Limits, ProxyConfig};
 pub use drain::DrainReport;
 pub use error::ProxyError;
 pub use metrics::{LatencySummary, StatusCounts};
@@ -50,11 +53,28 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
     // Refuse early if another proxy serves this socket, before touching its ports.
     control::check_not_running(&cfg.control_socket)?;
     let workers = workers::Workers::start(cfg.http_workers)?;
+    let access_log = match &cfg.edge.access_log {
+        Some(c) => Some(access_log::AccessLog::start(c.clone())?),
+        None => None,
+    };
+    let sighup = access_log.clone().map(|log| {
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                info!("SIGHUP: reopening the access log");
+                log.reopen();
+            }
+        })
+    });
     let router = Arc::new(router::Router::new(
         cfg.bind,
         cfg.state_file.clone(),
         workers,
         cfg.edge.clone(),
+        access_log,
     ));
     match table::load(&cfg.state_file)? {
         table::Loaded::Missing => {
@@ -101,6 +121,9 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
         t.abort();
     }
     cert_watch.abort();
+    if let Some(t) = sighup {
+        t.abort();
+    }
     if let Some(t) = acme_renew {
         t.abort();
     }

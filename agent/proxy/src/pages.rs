@@ -48,3 +48,14 @@ pub(crate) fn redirect(location: HeaderValue) -> Response<ProxyBody> {
     r.headers_mut().insert(header::LOCATION, location);
     r
 }
+
+/// The request body is larger than the configured maximum.
+pub(crate) fn payload_too_large() -> Response<ProxyBody> {
+    let mut r = local(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "413 Content Too Large: the request body is over this site's limit\n",
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}

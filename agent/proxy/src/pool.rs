@@ -41,6 +41,11 @@ pub(crate) enum ConnectError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[error("HTTP/2 (h2c) handshake with {addr} failed: {source}")]
+    H2Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
 }
 
 /// One connection to an upstream: the sender and the connection future that does its I/O.

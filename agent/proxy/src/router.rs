@@ -95,6 +95,7 @@ impl Router {
         state_file: PathBuf,
         workers: Workers,
         edge_cfg: EdgeConfig,
+        log: Option<Arc<crate::access_log::AccessLog>>,
     ) -> Self {
         let conns = Arc::new(Tracker::default());
         let edge = Arc::new(Edge::new(bind, edge_cfg.clone()));
@@ -104,7 +105,7 @@ impl Router {
             state_file,
             apps: RwLock::new(HashMap::new()),
             ops: tokio::sync::Mutex::new(()),
-            ctx: Arc::new(HttpCtx::new(conns.clone(), workers, edge_cfg, tls)),
+            ctx: Arc::new(HttpCtx::new(conns.clone(), workers, edge_cfg, tls, log)),
             edge,
             conns,
         }
@@ -294,6 +295,8 @@ impl Router {
                     error!(app = %r.app, error = %e, "restored route: certificate unusable; its hosts get no TLS until fixed")
                 }
             }
+            app.h2c
+                .store(r.edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
             *app.edge.lock().unwrap() = r.edge;
             info!(app = %r.app, listen = r.listen, protocol = ?r.protocol,
                 upstream = %r.upstream.id, addr = %r.upstream.addr, "route restored");
@@ -402,6 +405,8 @@ impl Router {
             let mut e = app.edge.lock().unwrap();
             let changed = *e != *edge;
             *e = edge.clone();
+            app.h2c
+                .store(edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
             changed
         };
         let state = app.state_for(&upstream);

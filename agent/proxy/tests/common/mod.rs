@@ -117,6 +117,9 @@ pub fn curl(args: &[&str]) -> (u16, String, String) {
         "curl {args:?} failed: {}{text}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if std::env::var_os("CURL_DEBUG").is_some() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     let (body, code) = text.rsplit_once('\n').unwrap();
     let headers = std::fs::read_to_string(headers).unwrap_or_default();
     (code.parse().unwrap(), body.to_owned(), headers)
