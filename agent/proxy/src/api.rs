@@ -136,6 +136,9 @@ pub(crate) struct SetUpstreamReply {
 pub(crate) struct DrainRequest {
     pub upstream_id: String,
     pub timeout_ms: u64,
+    /// Websockets and SSE are cut after this (default [`crate::defaults::LONG_LIVED_GRACE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_lived_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

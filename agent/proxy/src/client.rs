@@ -168,11 +168,25 @@ impl ProxyClient {
         upstream_id: &str,
         timeout: Duration,
     ) -> Result<DrainReport, ProxyError> {
+        self.drain_with_grace(app, upstream_id, timeout, None).await
+    }
+
+    /// Like [`Self::drain`]; websockets and SSE streams are cut after `long_lived_grace`
+    /// (None: [`crate::defaults::LONG_LIVED_GRACE`]) rather than at the timeout.
+    pub async fn drain_with_grace(
+        &self,
+        app: &str,
+        upstream_id: &str,
+        timeout: Duration,
+        long_lived_grace: Option<Duration>,
+    ) -> Result<DrainReport, ProxyError> {
         validate_name("app", app)?;
         validate_name("upstream id", upstream_id)?;
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
         let body = Self::body(&DrainRequest {
             upstream_id: upstream_id.to_owned(),
-            timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+            timeout_ms: ms(timeout),
+            long_lived_grace_ms: long_lived_grace.map(ms),
         });
         self.call(
             &format!("drain {upstream_id} of {app}"),

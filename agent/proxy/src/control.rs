@@ -228,6 +228,8 @@ impl Api {
                     &app,
                     &body.upstream_id,
                     Duration::from_millis(body.timeout_ms),
+                    body.long_lived_grace_ms
+                        .map_or(defaults::LONG_LIVED_GRACE, Duration::from_millis),
                 )
                 .await
                 .map(|rep| json(StatusCode::OK, &rep))

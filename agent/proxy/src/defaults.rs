@@ -80,3 +80,6 @@ pub const TAKEOVER_MAX_FDS: usize = 250;
 /// After a takeover, an idle HTTP/1.1 connection of the old proxy gets this long to send one
 /// more request (answered with `Connection: close`) before it is closed.
 pub const TAKEOVER_LINGER: Duration = Duration::from_secs(2);
+/// When a drain starts, websockets and SSE streams get this long, then are cut: they never
+/// end on their own, and the drain should not wait out its whole timeout for them.
+pub const LONG_LIVED_GRACE: Duration = Duration::from_secs(5);

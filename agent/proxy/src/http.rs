@@ -328,6 +328,14 @@ async fn handle(
         }
     }
     strip_hop_by_hop(resp.headers_mut(), false);
+    let sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if sse {
+        flight.long_lived();
+    }
     if client_version < Version::HTTP_2 && conn.ctx.draining.load(Relaxed) {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -363,6 +371,7 @@ async fn tunnel(
     upstream: hyper::upgrade::OnUpgrade,
     mut flight: InFlight,
 ) {
+    flight.long_lived();
     let (c, u) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {

@@ -21,6 +21,7 @@ impl Router {
         name: &str,
         id: &str,
         timeout: Duration,
+        long_lived_grace: Duration,
     ) -> Result<DrainReport, ProxyError> {
         let app = self.app(name)?;
         let state = app.find(id)?;
@@ -33,7 +34,32 @@ impl Router {
         }
         let start = Instant::now();
         let in_flight = state.in_flight();
-        if state.tracker().wait_idle(start + timeout).await {
+        // Websockets and SSE never end on their own: cut them once their grace is over.
+        let long = async {
+            if long_lived_grace >= timeout {
+                return std::future::pending().await; // the timeout cuts everything anyway
+            }
+            tokio::time::sleep(long_lived_grace).await;
+            state.cut_long_lived()
+        };
+        tokio::pin!(long);
+        let idle = state.tracker().wait_idle(start + timeout);
+        tokio::pin!(idle);
+        let mut long_cut = None;
+        let idle = loop {
+            tokio::select! {
+                done = &mut idle => break done,
+                n = &mut long, if long_cut.is_none() => {
+                    if n > 0 {
+                        info!(app = name, upstream = id, cut = n, ?long_lived_grace,
+                            "drain: websockets/SSE streams cut after their grace");
+                    }
+                    long_cut = Some(n);
+                }
+            }
+        };
+        let long_cut = long_cut.unwrap_or(0);
+        if idle {
             let waited = start.elapsed();
             info!(
                 app = name,
@@ -43,8 +69,8 @@ impl Router {
                 "drained"
             );
             return Ok(DrainReport {
-                drained: true,
-                cut: 0,
+                drained: long_cut == 0,
+                cut: long_cut,
                 waited,
             });
         }
@@ -57,7 +83,13 @@ impl Router {
             );
             return Err(still_current());
         }
-        let cut = state.cut_all();
+        // Streams cut at the grace and not yet torn down are counted once.
+        let already = if long_cut > 0 {
+            state.long_lived_count()
+        } else {
+            0
+        };
+        let cut = state.cut_all().saturating_sub(already) + long_cut;
         warn!(
             app = name,
             upstream = id,
