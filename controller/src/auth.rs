@@ -61,7 +61,9 @@ pub async fn create_token(
                 "agent token `{name}` needs the host it speaks for (host)"
             )))
         }
-        (Role::Agent, Some(h)) => valid_host_id(h).map_err(ApiError::BadRequest)?,
+        (Role::Agent, Some(h)) => {
+            valid_host_id(h).map_err(|e| ApiError::BadRequest(e.to_string()))?
+        }
         (_, Some(_)) => {
             return Err(ApiError::BadRequest(format!(
                 "token `{name}`: only agent tokens are bound to a host"
@@ -81,8 +83,13 @@ pub async fn create_token(
     Ok((secret, record))
 }
 
+/// A host id that is not 1..=64 characters of `[a-z0-9._-]`.
+#[derive(Debug, thiserror::Error)]
+#[error("host id `{0}` must be 1..=64 characters of [a-z0-9._-]")]
+pub struct BadHostId(pub String);
+
 /// Host ids: 1..=64 characters of `[a-z0-9.-]`, like a hostname.
-pub fn valid_host_id(host: &str) -> Result<(), String> {
+pub fn valid_host_id(host: &str) -> Result<(), BadHostId> {
     if !host.is_empty()
         && host.len() <= 64
         && host
@@ -91,9 +98,7 @@ pub fn valid_host_id(host: &str) -> Result<(), String> {
     {
         Ok(())
     } else {
-        Err(format!(
-            "host id `{host}` must be 1..=64 characters of [a-z0-9._-]"
-        ))
+        Err(BadHostId(host.to_string()))
     }
 }
 

@@ -63,7 +63,9 @@ pub struct AppSpec {
     pub name: String,
     /// Image repository, e.g. `registry.example.com/team/web` (no tag, no digest).
     pub image: String,
-    /// Port the proxy listens on for this app on the host.
+    /// Port the proxy listens on for this app on the host; may be left out (0) when
+    /// `edge.hosts` routes the app on the shared listeners.
+    #[serde(default)]
     pub listen: u16,
     #[serde(default)]
     pub protocol: Protocol,
@@ -103,6 +105,9 @@ pub struct AppSpec {
     pub swap: SwapSpec,
     #[serde(default)]
     pub rollout: RolloutSpec,
+    /// Hosts, path prefix and TLS on the proxy's shared listeners.
+    #[serde(default, skip_serializing_if = "crate::edge::EdgeSpec::is_default")]
+    pub edge: crate::edge::EdgeSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -328,8 +333,15 @@ impl AppSpec {
                 format!("`{}` is not a valid repository name", self.image),
             ));
         }
-        if self.listen == 0 {
-            return Err(invalid("listen", "port must be 1..=65535"));
+        self.edge.validate()?;
+        if self.listen == 0 && self.edge.hosts.is_empty() {
+            return Err(invalid(
+                "listen",
+                "port must be 1..=65535 (or route the app by `edge.hosts`)",
+            ));
+        }
+        if self.protocol == Protocol::Tcp && !self.edge.hosts.is_empty() {
+            return Err(invalid("edge.hosts", "TCP apps are routed by port only"));
         }
         if self.container_port == 0 {
             return Err(invalid("container_port", "port must be 1..=65535"));

@@ -48,7 +48,7 @@ pub async fn register(
     Path(host): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<HostInfo>> {
-    valid_host_id(&host).map_err(ApiError::BadRequest)?;
+    valid_host_id(&host).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     caller.require_host(&host, "register as")?;
     let req: RegisterRequest = parse_json(&body)?;
     let before = state.store.host(&host).await?;
