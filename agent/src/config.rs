@@ -73,6 +73,7 @@ impl AgentConfig {
             .clone()
             .unwrap_or_else(|| slipway_runtime::RuntimeConfig {
                 state_dir: self.state_dir.join("containers"),
+                volumes_dir: Some(self.state_dir.join("volumes")),
                 ..Default::default()
             })
     }

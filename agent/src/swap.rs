@@ -313,12 +313,12 @@ async fn switch(
     rel: &Release,
     upstream: slipway_proxy::Upstream,
 ) -> Result<(), String> {
-    let protocol = rel.spec.protocol;
+    let route = slipway_proxy::RouteSpec::of(&rel.spec);
     let mut last = String::new();
     for attempt in 0..5 {
         match agent
             .proxy
-            .set_upstream(&rel.app, rel.spec.listen, protocol, upstream.clone())
+            .set_route(&rel.app, &route, upstream.clone())
             .await
         {
             Ok(_) => return Ok(()),

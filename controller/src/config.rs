@@ -14,11 +14,17 @@
 //! cert = "/etc/slipway/tls/cert.pem"
 //! key = "/etc/slipway/tls/key.pem"
 //! [registry]
-//! plain_http = ["registry.lan:5000"]        # loopback registries always use plain HTTP
+//! plain_http = ["registry.lan:5000"]        # loopback ones too, unless [registry.tls] names them
+//! docker_config = "/root/.docker/config.json"  # optional: auths, credHelpers, credsStore
+//! [registry.auth."registry.example.com"]    # optional, as in agent.toml
+//! basic = { username = "ci", password = "..." }
+//! [registry.tls."registry.example.com"]     # optional: private CA, client certificate
+//! ca_file = "/etc/slipway/registry-ca.pem"
 //! ```
 
 use crate::defaults;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -131,6 +137,15 @@ pub struct RegistryConfig {
     /// Give up on a registry after this long.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// Credentials per registry host, as in agent.toml; checked before `docker_config`.
+    #[serde(default)]
+    pub auth: BTreeMap<String, slipway_image::Credentials>,
+    /// CA and client certificate per registry host, as in agent.toml.
+    #[serde(default)]
+    pub tls: BTreeMap<String, slipway_image::TlsFiles>,
+    /// A docker `config.json` (auths, credHelpers, credsStore).
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
 }
 
 fn d_listen() -> SocketAddr {

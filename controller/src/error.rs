@@ -61,9 +61,10 @@ impl From<StoreError> for ApiError {
 impl From<ResolveError> for ApiError {
     fn from(e: ResolveError) -> Self {
         match e {
-            ResolveError::Unreachable { .. } | ResolveError::Registry { .. } => {
-                ApiError::Upstream(e.to_string())
-            }
+            ResolveError::Unreachable { .. }
+            | ResolveError::Registry { .. }
+            | ResolveError::Auth { .. }
+            | ResolveError::Tls { .. } => ApiError::Upstream(e.to_string()),
             ResolveError::BadReference(_) => ApiError::BadRequest(e.to_string()),
             _ => ApiError::Unprocessable(e.to_string()),
         }

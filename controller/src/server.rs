@@ -101,10 +101,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
     let state = AppState {
         store,
         publisher,
-        resolver: Arc::new(Resolver::new(
-            &cfg.registry.plain_http,
-            cfg.registry.timeout,
-        )),
+        resolver: Arc::new(Resolver::new(&cfg.registry)),
         signer: Arc::new(ReleaseSigner {
             key,
             key_set_version: cfg.key_set_version,

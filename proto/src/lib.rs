@@ -3,14 +3,16 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod edge;
 pub mod envelope;
 pub mod keys;
 pub mod release;
 pub mod spec;
 pub mod trust;
 
+pub use edge::{EdgeSpec, TlsSpec};
 pub use envelope::{Envelope, Signature, VerifiedRelease, VerifyError, RELEASE_PAYLOAD_TYPE};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
 pub use release::{check_seq, Digest, ImageRef, ImageRefError, Release, ReplayError};
-pub use spec::{AppSpec, HealthKind, Protocol, SpecError};
+pub use spec::{valid_volume_name, AppSpec, DnsSpec, HealthKind, Protocol, Seccomp, SpecError};
 pub use trust::{TrustError, TrustFile};

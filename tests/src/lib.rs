@@ -6,5 +6,6 @@ pub mod host;
 pub mod image;
 pub mod lan;
 pub mod load;
+pub mod pki;
 pub mod postgres;
 pub mod registry;

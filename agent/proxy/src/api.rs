@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use slipway_proto::Protocol;
+use slipway_proto::{EdgeSpec, Protocol};
 
 use crate::metrics::{LatencySummary, StatusCounts};
 use crate::upstream::Upstream;
@@ -61,6 +61,19 @@ pub struct RouteInfo {
     /// Why the listener is not up, if it is not.
     pub listen_error: Option<String>,
     pub upstream: Option<Upstream>,
+    /// Hosts and TLS on the shared listeners.
+    #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
+    pub edge: EdgeSpec,
+    /// Why the app's hosts lack a certificate (ACME refused or unreachable), if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_error: Option<String>,
+}
+
+/// The shared (host-routed) listeners and where they are bound, if they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeInfo {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,6 +82,44 @@ pub(crate) struct SetUpstreamRequest {
     pub listen: u16,
     pub protocol: Protocol,
     pub upstream: Upstream,
+    #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
+    pub edge: EdgeSpec,
+}
+
+/// How an app is reached: its own port (`listen`; 0 with hosts = none, 0 without = any free
+/// port) and/or its hosts on the shared listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub listen: u16,
+    pub protocol: Protocol,
+    #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
+    pub edge: EdgeSpec,
+}
+
+impl RouteSpec {
+    /// An app routed by port only.
+    pub fn port(listen: u16, protocol: Protocol) -> Self {
+        RouteSpec {
+            listen,
+            protocol,
+            edge: EdgeSpec::default(),
+        }
+    }
+
+    /// The route an app spec asks for.
+    pub fn of(spec: &slipway_proto::AppSpec) -> Self {
+        RouteSpec {
+            listen: spec.listen,
+            protocol: spec.protocol,
+            edge: spec.edge.clone(),
+        }
+    }
+
+    /// False for an app reached only by its hosts.
+    pub fn own_port(&self) -> bool {
+        self.edge.hosts.is_empty() || self.listen != 0
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

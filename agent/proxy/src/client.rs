@@ -14,7 +14,8 @@ use slipway_proto::Protocol;
 use tokio::net::UnixStream;
 
 use crate::api::{
-    AppStats, DrainRequest, ErrorBody, RouteInfo, SetUpstreamReply, SetUpstreamRequest,
+    AppStats, DrainRequest, EdgeInfo, ErrorBody, RouteInfo, RouteSpec, SetUpstreamReply,
+    SetUpstreamRequest,
 };
 use crate::drain::DrainReport;
 use crate::error::ProxyError;
@@ -117,13 +118,27 @@ impl ProxyClient {
         protocol: Protocol,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError> {
+        self.set_route(app, &RouteSpec::port(listen, protocol), upstream)
+            .await
+    }
+
+    /// Like [`Self::set_upstream`], with the app's hosts and TLS on the shared listeners.
+    /// A host another app is routed by is refused (naming both apps), and so is a bad
+    /// certificate; the running routes keep serving either way.
+    pub async fn set_route(
+        &self,
+        app: &str,
+        route: &RouteSpec,
+        upstream: Upstream,
+    ) -> Result<Option<Upstream>, ProxyError> {
         validate_name("app", app)?;
         validate_name("upstream id", &upstream.id)?;
         let op = format!("set upstream of {app} to {}", upstream.id);
         let body = Self::body(&SetUpstreamRequest {
-            listen,
-            protocol,
+            listen: route.listen,
+            protocol: route.protocol,
             upstream,
+            edge: route.edge.clone(),
         });
         let reply: SetUpstreamReply = self
             .call(&op, Method::PUT, &format!("/v1/apps/{app}"), body)
@@ -182,6 +197,11 @@ impl ProxyClient {
     /// Every route the proxy runs.
     pub async fn routes(&self) -> Result<Vec<RouteInfo>, ProxyError> {
         self.call("routes", Method::GET, "/v1/routes", None).await
+    }
+
+    /// Where the shared (host-routed) listeners are bound.
+    pub async fn edge(&self) -> Result<EdgeInfo, ProxyError> {
+        self.call("edge", Method::GET, "/v1/edge", None).await
     }
 
     /// Drops a retired upstream's counters (after its container is discarded). Retired

@@ -4,7 +4,8 @@
 //! | method | path                              | body / answer                         |
 //! |--------|-----------------------------------|---------------------------------------|
 //! | GET    | /v1/routes                        | -> [RouteInfo]                        |
-//! | PUT    | /v1/apps/{app}                    | {listen, protocol, upstream} -> {previous} |
+//! | GET    | /v1/edge                          | -> EdgeInfo (shared listeners)        |
+//! | PUT    | /v1/apps/{app}                    | {listen, protocol, upstream, edge?} -> {previous} |
 //! | DELETE | /v1/apps/{app}                    | closes the listener                   |
 //! | GET    | /v1/apps/{app}/stats              | -> AppStats                           |
 //! | POST   | /v1/apps/{app}/drain              | {upstream_id, timeout_ms} -> DrainReport |
@@ -30,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, warn};
 
-use crate::api::{DrainRequest, ErrorBody, SetUpstreamReply, SetUpstreamRequest};
+use crate::api::{DrainRequest, ErrorBody, RouteSpec, SetUpstreamReply, SetUpstreamRequest};
 use crate::defaults;
 use crate::error::ProxyError;
 use crate::router::Router;
@@ -191,13 +192,19 @@ impl Api {
         let result: Result<Response<Full<Bytes>>, ProxyError> = match (&method, segs.as_slice()) {
             (&Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &"ok")),
             (&Method::GET, ["v1", "routes"]) => Ok(json(StatusCode::OK, &r.routes())),
+            (&Method::GET, ["v1", "edge"]) => Ok(json(StatusCode::OK, &r.edge_info())),
             (&Method::PUT, ["v1", "apps", app]) => {
                 let app = app.to_string();
                 let body: SetUpstreamRequest = match read_json(req).await {
                     Ok(b) => b,
                     Err(resp) => return resp,
                 };
-                r.set_upstream(&app, body.listen, body.protocol, body.upstream)
+                let route = RouteSpec {
+                    listen: body.listen,
+                    protocol: body.protocol,
+                    edge: body.edge,
+                };
+                r.set_upstream(&app, route, body.upstream)
                     .await
                     .map(|previous| json(StatusCode::OK, &SetUpstreamReply { previous }))
             }

@@ -4,51 +4,48 @@
 //! over its unix socket. Routes persist in a state file and are restored on start.
 #![forbid(unsafe_code)]
 
+mod access_log;
+mod acme;
 mod api;
+mod app;
+mod body;
 mod client;
 mod client_io;
+mod config;
+mod conn;
 mod control;
 pub mod defaults;
 mod drain;
+mod edge;
 mod error;
+mod h2c;
+mod headers;
+mod hosts;
 mod http;
 mod metrics;
+mod pages;
 mod pool;
 mod router;
 mod table;
 mod tcp;
+mod tls;
 mod upstream;
 mod workers;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-pub use api::{AppStats, RouteInfo, UpstreamStats};
+pub use access_log::{AccessLogConfig, AccessLogTarget};
+pub use api::{AppStats, EdgeInfo, RouteInfo, RouteSpec, UpstreamStats};
 pub use client::ProxyClient;
+pub use config::{AcmeChallenge, AcmeConfig, Cidr, EdgeConfig, Limits, ProxyConfig};
 pub use drain::DrainReport;
 pub use error::ProxyError;
 pub use metrics::{LatencySummary, StatusCounts};
 pub use slipway_proto::Protocol;
 pub use upstream::Upstream;
-
-/// Where the proxy listens and keeps its state.
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    /// Unix socket of the control API (the agent's side).
-    pub control_socket: PathBuf,
-    /// Routing table, restored on start.
-    pub state_file: PathBuf,
-    /// Address the public listeners bind (port from each app's route).
-    pub bind: IpAddr,
-    /// Optional TCP address serving only GET /metrics.
-    pub metrics_listen: Option<SocketAddr>,
-    /// HTTP worker threads (each client connection stays on one); 0 = one per CPU.
-    pub http_workers: usize,
-}
 
 /// Runs the proxy until `shutdown` resolves, then stops accepting, lets open connections
 /// finish (up to [`defaults::SHUTDOWN_GRACE`]) and returns.
@@ -56,10 +53,28 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
     // Refuse early if another proxy serves this socket, before touching its ports.
     control::check_not_running(&cfg.control_socket)?;
     let workers = workers::Workers::start(cfg.http_workers)?;
+    let access_log = match &cfg.edge.access_log {
+        Some(c) => Some(access_log::AccessLog::start(c.clone())?),
+        None => None,
+    };
+    let sighup = access_log.clone().map(|log| {
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                info!("SIGHUP: reopening the access log");
+                log.reopen();
+            }
+        })
+    });
     let router = Arc::new(router::Router::new(
         cfg.bind,
         cfg.state_file.clone(),
         workers,
+        cfg.edge.clone(),
+        access_log,
     ));
     match table::load(&cfg.state_file)? {
         table::Loaded::Missing => {
@@ -75,6 +90,8 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
              the agent must set every app's upstream again"
         ),
     }
+    let cert_watch = tokio::spawn(router.certs().watch());
+    let acme_renew = router.acme().map(|a| tokio::spawn(a.renew_loop()));
     // The socket appears only once the routes are live, so waiting for it is enough.
     let control = control::bind(&cfg.control_socket)?;
     let mut registry = prometheus_client::registry::Registry::default();
@@ -101,6 +118,13 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
         _ = shutdown => {}
     }
     if let Some(t) = metrics_task {
+        t.abort();
+    }
+    cert_watch.abort();
+    if let Some(t) = sighup {
+        t.abort();
+    }
+    if let Some(t) = acme_renew {
         t.abort();
     }
     info!("shutting down: listeners closed, letting open connections finish");

@@ -5,25 +5,48 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
-use slipway_proto::Protocol;
+use slipway_proto::{EdgeSpec, Protocol};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::api::{AppStats, RouteInfo, UpstreamStats};
+use crate::api::{AppStats, EdgeInfo, RouteInfo, RouteSpec, UpstreamStats};
+pub(crate) use crate::app::App;
+use crate::app::Listener;
+use crate::config::EdgeConfig;
+use crate::conn::Target;
 use crate::defaults;
 use crate::drain::{DrainReport, Tracker};
+use crate::edge::{Edge, Scheme};
 use crate::error::ProxyError;
+use crate::hosts::{self, HostTable};
 use crate::http::HttpCtx;
 use crate::table::{self, RouteEntry, RouteTable};
+use crate::tls::{self, Source};
 use crate::upstream::{Upstream, UpstreamState};
 use crate::workers::Workers;
+
+/// Binds a public listener (SO_REUSEADDR, backlog [`defaults::LISTEN_BACKLOG`]) for `app`.
+pub(crate) fn bind_tcp(app: &str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    let err = |source| ProxyError::Bind {
+        app: app.to_owned(),
+        addr,
+        source,
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.set_nodelay(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(defaults::LISTEN_BACKLOG).map_err(err)
+}
 
 /// Upstream ids are container ids; they become metric labels and URL path segments.
 pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), ProxyError> {
@@ -51,120 +74,6 @@ pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), Proxy
     Ok(())
 }
 
-/// The public listener of an app.
-#[derive(Debug)]
-struct Listener {
-    listen: u16,
-    protocol: Protocol,
-    bound: Option<SocketAddr>,
-    error: Option<String>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Listener {
-    fn stop(&mut self) -> Option<JoinHandle<()>> {
-        self.bound = None;
-        self.task.take().inspect(|t| t.abort())
-    }
-}
-
-/// One app: its listener, its current upstream and the retired ones still tracked.
-#[derive(Debug)]
-pub(crate) struct App {
-    pub(crate) name: String,
-    /// Read once per request (HTTP) or connection (TCP); swapped by `set_upstream`.
-    pub(crate) current: ArcSwapOption<UpstreamState>,
-    /// Known upstreams, least recently made current first; the current one included.
-    upstreams: Mutex<Vec<Arc<UpstreamState>>>,
-    listener: Mutex<Listener>,
-    /// Turns true when the app is removed or the proxy stops: connections finish gracefully.
-    pub(crate) closing: watch::Sender<bool>,
-}
-
-impl App {
-    fn new(name: &str, listen: u16, protocol: Protocol) -> Self {
-        App {
-            name: name.to_owned(),
-            current: ArcSwapOption::empty(),
-            upstreams: Mutex::new(Vec::new()),
-            listener: Mutex::new(Listener {
-                listen,
-                protocol,
-                bound: None,
-                error: None,
-                task: None,
-            }),
-            closing: watch::channel(false).0,
-        }
-    }
-
-    fn is_current(&self, s: &Arc<UpstreamState>) -> bool {
-        self.current
-            .load()
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(c, s))
-    }
-
-    fn find(&self, id: &str) -> Result<Arc<UpstreamState>, ProxyError> {
-        let ups = self.upstreams.lock().unwrap();
-        ups.iter()
-            .find(|u| u.upstream.id == id)
-            .cloned()
-            .ok_or_else(|| ProxyError::UnknownUpstream {
-                app: self.name.clone(),
-                id: id.to_owned(),
-            })
-    }
-
-    /// The state for `upstream`, reused when the same container comes back (instant revert
-    /// keeps its counters), moved to the most-recent end of the list.
-    fn state_for(&self, upstream: &Upstream) -> Arc<UpstreamState> {
-        let mut ups = self.upstreams.lock().unwrap();
-        let found = ups.iter().position(|u| u.upstream.id == upstream.id);
-        let state = match found.map(|i| ups.remove(i)) {
-            Some(s) if s.upstream.addr == upstream.addr => s,
-            other => {
-                if let Some(old) = other {
-                    warn!(app = %self.name, upstream = %upstream.id, old = %old.upstream.addr,
-                        new = %upstream.addr, "upstream id reused with a new address; counters restart");
-                }
-                Arc::new(UpstreamState::new(upstream.clone()))
-            }
-        };
-        ups.push(state.clone());
-        state
-    }
-
-    /// Keeps at most MAX_RETIRED_UPSTREAMS retired upstreams, dropping the oldest idle ones.
-    fn prune_retired(&self) {
-        let current = self.current.load_full();
-        let mut ups = self.upstreams.lock().unwrap();
-        let is_cur = |u: &Arc<UpstreamState>| current.as_ref().is_some_and(|c| Arc::ptr_eq(c, u));
-        while ups.iter().filter(|u| !is_cur(u)).count() > defaults::MAX_RETIRED_UPSTREAMS {
-            let Some(i) = ups.iter().position(|u| !is_cur(u) && u.in_flight() == 0) else {
-                break;
-            };
-            let gone = ups.remove(i);
-            info!(app = %self.name, upstream = %gone.upstream.id, "retired upstream dropped");
-        }
-    }
-
-    fn close(&self) -> Option<JoinHandle<()>> {
-        let _ = self.closing.send(true);
-        self.listener.lock().unwrap().stop()
-    }
-
-    fn route_entry(&self) -> Option<RouteEntry> {
-        let l = self.listener.lock().unwrap();
-        self.current.load().as_ref().map(|u| RouteEntry {
-            app: self.name.clone(),
-            listen: l.listen,
-            protocol: l.protocol,
-            upstream: u.upstream.clone(),
-        })
-    }
-}
-
 /// All apps, the shared connection context, and where the table is persisted.
 #[derive(Debug)]
 pub(crate) struct Router {
@@ -176,18 +85,121 @@ pub(crate) struct Router {
     ctx: Arc<HttpCtx>,
     /// Client connections open across all apps (for graceful shutdown).
     conns: Arc<Tracker>,
+    /// Shared listeners and the host table.
+    edge: Arc<Edge>,
 }
 
 impl Router {
-    pub(crate) fn new(bind: IpAddr, state_file: PathBuf, workers: Workers) -> Self {
+    pub(crate) fn new(
+        bind: IpAddr,
+        state_file: PathBuf,
+        workers: Workers,
+        edge_cfg: EdgeConfig,
+        log: Option<Arc<crate::access_log::AccessLog>>,
+    ) -> Self {
         let conns = Arc::new(Tracker::default());
+        let edge = Arc::new(Edge::new(bind, edge_cfg.clone()));
+        let tls = tls::server_config(edge.certs.clone());
         Router {
             bind,
             state_file,
             apps: RwLock::new(HashMap::new()),
             ops: tokio::sync::Mutex::new(()),
-            ctx: Arc::new(HttpCtx::new(conns.clone(), workers)),
+            ctx: Arc::new(HttpCtx::new(conns.clone(), workers, edge_cfg, tls, log)),
+            edge,
             conns,
+        }
+    }
+
+    /// Rebuilds the host table from every app's edge spec and swaps it in.
+    fn rebuild_hosts(&self) {
+        let apps = self.apps.read().unwrap();
+        let specs: Vec<(Arc<App>, EdgeSpec)> = apps
+            .values()
+            .map(|a| (a.clone(), a.edge.lock().unwrap().clone()))
+            .filter(|(_, e)| !e.hosts.is_empty())
+            .collect();
+        let table = HostTable::build(specs.iter().map(|(a, e)| (a, e)));
+        self.edge.hosts.store(Arc::new(table));
+    }
+
+    /// Binds the shared listeners `edge` needs (HTTP for any host, HTTPS with TLS).
+    fn ensure_shared(&self, app: &str, edge: &EdgeSpec) -> Result<(), ProxyError> {
+        if edge.hosts.is_empty() {
+            return Ok(());
+        }
+        self.edge.ensure(app, Scheme::Http, &self.ctx)?;
+        if edge.tls.is_some() {
+            self.edge.ensure(app, Scheme::Https, &self.ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the certificate files of `edge` (if it names files) and checks them for its
+    /// hosts. None for apps without TLS or with ACME.
+    fn load_certs(
+        &self,
+        app: &str,
+        edge: &EdgeSpec,
+    ) -> Result<Option<(Source, Vec<(String, Arc<rustls::sign::CertifiedKey>)>)>, ProxyError> {
+        let Some(t) = &edge.tls else { return Ok(None) };
+        if t.acme && self.edge.acme.is_none() {
+            return Err(ProxyError::NoAcme(app.to_owned()));
+        }
+        match (&t.cert, &t.key) {
+            (Some(cert), Some(key)) => {
+                let (k, stamp) = tls::load_files(app, &edge.hosts, cert, key)?;
+                let source = Source::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    stamp,
+                };
+                let keys = edge.hosts.iter().map(|h| (h.clone(), k.clone())).collect();
+                Ok(Some((source, keys)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Applies the certificates loaded for `app` (or drops them when it has no TLS).
+    fn apply_certs(
+        &self,
+        app: &str,
+        certs: Option<(Source, Vec<(String, Arc<rustls::sign::CertifiedKey>)>)>,
+        edge: &EdgeSpec,
+    ) {
+        match certs {
+            Some((source, keys)) => self.edge.certs.set_app(app, source, keys),
+            None if edge.tls.as_ref().is_some_and(|t| t.acme) => {}
+            None => self.edge.certs.remove_app(app),
+        }
+    }
+
+    /// The ACME client, if configured (for its renewal loop).
+    pub(crate) fn acme(&self) -> Option<Arc<crate::acme::Acme>> {
+        self.edge.acme.clone()
+    }
+
+    /// Hands `app`'s hosts to ACME when its TLS asks for it (else forgets it there).
+    fn apply_acme(&self, app: &str, edge: &EdgeSpec) {
+        let Some(acme) = &self.edge.acme else { return };
+        if edge.tls.as_ref().is_some_and(|t| t.acme) {
+            acme.set_app(app, &edge.hosts);
+        } else {
+            acme.remove_app(app);
+        }
+    }
+
+    /// The certificate store (for the reload watcher and ACME).
+    pub(crate) fn certs(&self) -> Arc<tls::CertStore> {
+        self.edge.certs.clone()
+    }
+
+    /// Where the shared listeners are bound.
+    pub(crate) fn edge_info(&self) -> EdgeInfo {
+        EdgeInfo {
+            http: self.edge.bound(Scheme::Http),
+            https: self.edge.bound(Scheme::Https),
         }
     }
 
@@ -201,22 +213,7 @@ impl Router {
     }
 
     fn bind_listener(&self, app: &str, listen: u16) -> Result<TcpListener, ProxyError> {
-        let addr = SocketAddr::new(self.bind, listen);
-        let err = |source| ProxyError::Bind {
-            app: app.to_owned(),
-            addr,
-            source,
-        };
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(err)?;
-        socket.set_reuseaddr(true).map_err(err)?;
-        socket.set_nodelay(true).map_err(err)?;
-        socket.bind(addr).map_err(err)?;
-        socket.listen(defaults::LISTEN_BACKLOG).map_err(err)
+        bind_tcp(app, SocketAddr::new(self.bind, listen))
     }
 
     fn start_listener(&self, app: &Arc<App>, l: TcpListener, slot: &mut Listener) {
@@ -224,7 +221,8 @@ impl Router {
         slot.error = None;
         let task = match slot.protocol {
             Protocol::Http => {
-                tokio::spawn(crate::http::accept_loop(l, app.clone(), self.ctx.clone()))
+                let target = Target::App(app.clone());
+                tokio::spawn(crate::http::accept_loop(l, target, self.ctx.clone()))
             }
             Protocol::Tcp => {
                 tokio::spawn(crate::tcp::accept_loop(l, app.clone(), self.conns.clone()))
@@ -250,6 +248,19 @@ impl Router {
             .expect("route table writer panicked")
     }
 
+    /// Binds with retries: a previous proxy may still be letting go of the port.
+    fn bind_retrying<T>(mut bind: impl FnMut() -> Result<T, ProxyError>) -> Result<T, ProxyError> {
+        let mut bound = bind();
+        for _ in 0..defaults::RESTORE_BIND_RETRIES {
+            if bound.is_ok() {
+                break;
+            }
+            std::thread::sleep(defaults::RESTORE_BIND_RETRY_DELAY);
+            bound = bind();
+        }
+        bound
+    }
+
     /// Starts the routes of a table read at start-up. A port that cannot be bound is logged
     /// and kept in the table (the next `set_upstream` retries it).
     pub(crate) fn restore(&self, t: RouteTable) {
@@ -257,19 +268,14 @@ impl Router {
             let app = Arc::new(App::new(&r.app, r.listen, r.protocol));
             let state = app.state_for(&r.upstream);
             app.current.store(Some(state));
-            {
+            let route = RouteSpec {
+                listen: r.listen,
+                protocol: r.protocol,
+                edge: r.edge.clone(),
+            };
+            if route.own_port() {
                 let mut slot = app.listener.lock().unwrap();
-                // The previous proxy may still be letting go of the port (a quick restart):
-                // retry for a moment before giving up on this route's listener.
-                let mut bound = self.bind_listener(&r.app, r.listen);
-                for _ in 0..crate::defaults::RESTORE_BIND_RETRIES {
-                    if bound.is_ok() {
-                        break;
-                    }
-                    std::thread::sleep(crate::defaults::RESTORE_BIND_RETRY_DELAY);
-                    bound = self.bind_listener(&r.app, r.listen);
-                }
-                match bound {
+                match Self::bind_retrying(|| self.bind_listener(&r.app, r.listen)) {
                     Ok(l) => self.start_listener(&app, l, &mut slot),
                     Err(e) => {
                         error!(app = %r.app, error = %e, "restored route has no listener");
@@ -277,34 +283,82 @@ impl Router {
                     }
                 }
             }
+            if let Err(e) = Self::bind_retrying(|| self.ensure_shared(&r.app, &r.edge)) {
+                error!(app = %r.app, error = %e, "restored route: shared listener is not up");
+            }
+            match self.load_certs(&r.app, &r.edge) {
+                Ok(certs) => {
+                    self.apply_certs(&r.app, certs, &r.edge);
+                    self.apply_acme(&r.app, &r.edge);
+                }
+                Err(e) => {
+                    error!(app = %r.app, error = %e, "restored route: certificate unusable; its hosts get no TLS until fixed")
+                }
+            }
+            app.h2c
+                .store(r.edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
+            *app.edge.lock().unwrap() = r.edge;
             info!(app = %r.app, listen = r.listen, protocol = ?r.protocol,
                 upstream = %r.upstream.id, addr = %r.upstream.addr, "route restored");
             self.apps.write().unwrap().insert(r.app, app);
         }
+        self.rebuild_hosts();
     }
 
-    /// Creates the app's listener if needed and points the app at `upstream` atomically.
+    /// Creates the app's listeners if needed and points the app at `upstream` atomically.
+    /// Nothing changes when any step before the switch fails (a taken host, a port in use, a
+    /// bad certificate, an unwritable table).
     pub(crate) async fn set_upstream(
         &self,
         name: &str,
-        listen: u16,
-        protocol: Protocol,
+        route: RouteSpec,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError> {
         validate_name("app", name)?;
         validate_name("upstream id", &upstream.id)?;
+        route.edge.validate().map_err(|e| ProxyError::Invalid {
+            what: "edge spec of app",
+            value: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if route.protocol == Protocol::Tcp && !route.edge.hosts.is_empty() {
+            return Err(ProxyError::Invalid {
+                what: "edge spec of app",
+                value: name.to_owned(),
+                reason: "TCP apps are routed by port only; hosts need protocol http".into(),
+            });
+        }
+        let RouteSpec {
+            listen,
+            protocol,
+            ref edge,
+        } = route;
         let _ops = self.ops.lock().await;
         let existing = self.apps.read().unwrap().get(name).cloned();
         let app = existing
             .clone()
             .unwrap_or_else(|| Arc::new(App::new(name, listen, protocol)));
 
-        // 1. Listener: bind the new one before changing anything else.
+        // 1. Hosts: refuse those another app is routed by.
+        {
+            let apps = self.apps.read().unwrap();
+            let edges: Vec<(String, EdgeSpec)> = apps
+                .values()
+                .map(|a| (a.name.clone(), a.edge.lock().unwrap().clone()))
+                .collect();
+            hosts::check_collisions(name, edge, edges.iter().map(|(n, e)| (n.as_str(), e)))?;
+        }
+
+        // 2. Certificates: read and checked before anything changes.
+        let certs = self.load_certs(name, edge)?;
+
+        // 3. Listeners: bind the new ones before changing anything else.
+        let own_port = route.own_port();
         let (needs_bind, same_port) = {
             let slot = app.listener.lock().unwrap();
             let up = slot.task.is_some();
             let changed = slot.listen != listen || slot.protocol != protocol;
-            (!up || changed, up && slot.listen == listen)
+            (own_port && (!up || changed), up && slot.listen == listen)
         };
         let mut new_listener = None;
         if needs_bind {
@@ -317,8 +371,9 @@ impl Router {
             }
             new_listener = Some(self.bind_listener(name, listen)?);
         }
+        self.ensure_shared(name, edge)?;
 
-        // 2. Persist the new table; on failure nothing has changed.
+        // 4. Persist the new table; on failure nothing has changed.
         let mut t = self.snapshot();
         t.routes.retain(|r| r.app != name);
         t.routes.push(RouteEntry {
@@ -326,26 +381,45 @@ impl Router {
             listen,
             protocol,
             upstream: upstream.clone(),
+            edge: edge.clone(),
         });
         t.routes.sort_by(|a, b| a.app.cmp(&b.app));
         self.persist(t).await?;
 
-        // 3. Apply.
-        if let Some(l) = new_listener {
+        // 5. Apply.
+        self.apply_certs(name, certs, edge);
+        self.apply_acme(name, edge);
+        {
             let mut slot = app.listener.lock().unwrap();
-            slot.stop();
+            if let Some(l) = new_listener {
+                slot.stop();
+                self.start_listener(&app, l, &mut slot);
+            } else if !own_port {
+                slot.stop();
+                slot.error = None;
+            }
             slot.listen = listen;
             slot.protocol = protocol;
-            self.start_listener(&app, l, &mut slot);
         }
+        let edge_changed = {
+            let mut e = app.edge.lock().unwrap();
+            let changed = *e != *edge;
+            *e = edge.clone();
+            app.h2c
+                .store(edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
+            changed
+        };
         let state = app.state_for(&upstream);
         let previous = app.current.swap(Some(state));
         app.prune_retired();
         if existing.is_none() {
             self.apps.write().unwrap().insert(name.to_owned(), app);
         }
+        if edge_changed || (existing.is_none() && !edge.hosts.is_empty()) {
+            self.rebuild_hosts();
+        }
         let previous = previous.map(|p| p.upstream.clone());
-        info!(app = name, listen, protocol = ?protocol, upstream = %upstream.id,
+        info!(app = name, listen, protocol = ?protocol, hosts = ?edge.hosts, upstream = %upstream.id,
             addr = %upstream.addr, previous = ?previous.as_ref().map(|p| &p.id), "upstream set");
         Ok(previous)
     }
@@ -362,8 +436,16 @@ impl Router {
         let mut t = self.snapshot();
         t.routes.retain(|r| r.app != name);
         self.persist(t).await?;
-        if let Some(app) = self.apps.write().unwrap().remove(name) {
+        let removed = self.apps.write().unwrap().remove(name);
+        self.edge.certs.remove_app(name);
+        if let Some(acme) = &self.edge.acme {
+            acme.remove_app(name);
+        }
+        if let Some(app) = removed {
             app.close();
+            if !app.edge.lock().unwrap().hosts.is_empty() {
+                self.rebuild_hosts();
+            }
         }
         info!(app = name, "app removed; listener closed");
         Ok(())
@@ -501,6 +583,8 @@ impl Router {
                     bound: l.bound,
                     listen_error: l.error.clone(),
                     upstream: a.current.load().as_ref().map(|u| u.upstream.clone()),
+                    edge: a.edge.lock().unwrap().clone(),
+                    tls_error: self.edge.acme.as_ref().and_then(|x| x.error(&a.name)),
                 }
             })
             .collect();
@@ -529,6 +613,7 @@ impl Router {
         for a in &apps {
             a.close();
         }
+        self.edge.close();
         if self.conns.wait_idle(Instant::now() + grace).await {
             0
         } else {

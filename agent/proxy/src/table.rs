@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use slipway_proto::Protocol;
+use slipway_proto::{EdgeSpec, Protocol};
 
 use crate::error::ProxyError;
 use crate::upstream::Upstream;
@@ -30,6 +30,8 @@ pub(crate) struct RouteEntry {
     pub listen: u16,
     pub protocol: Protocol,
     pub upstream: Upstream,
+    #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
+    pub edge: EdgeSpec,
 }
 
 impl Default for RouteTable {
@@ -147,6 +149,7 @@ mod tests {
                     id: "c1".into(),
                     addr: "10.1.0.2:80".parse().unwrap(),
                 },
+                edge: EdgeSpec::default(),
             }],
         }
     }

@@ -14,6 +14,7 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 use crate::drain::{Tracked, Tracker};
+use crate::h2c::H2c;
 use crate::metrics::UpstreamMetrics;
 use crate::pool::Pool;
 
@@ -35,6 +36,8 @@ pub(crate) struct UpstreamState {
     pub(crate) metrics: UpstreamMetrics,
     /// HTTP connections to this upstream (its own: no lock shared across upstreams).
     pub(crate) pool: Pool,
+    /// The h2c connection, for apps that set `upstream_h2c`.
+    pub(crate) h2c: H2c,
     in_flight: Arc<Tracker>,
     cut: Arc<Notify>,
 }
@@ -45,6 +48,7 @@ impl UpstreamState {
             .expect("a socket address is a valid header value");
         UpstreamState {
             pool: Pool::new(upstream.addr),
+            h2c: H2c::new(upstream.addr),
             upstream,
             host,
             metrics: UpstreamMetrics::default(),

@@ -163,7 +163,11 @@ impl Runtime {
         let lock = self.shared.lock(&id);
         let _guard = lock.lock().await;
         let dir = self.dir(&id);
-        match std::fs::create_dir(&dir) {
+        let private = || {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(&dir)
+        };
+        match private() {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 // A discarded container whose process never ran (a failed start, or one a
@@ -171,7 +175,7 @@ impl Runtime {
                 match Record::load(&dir) {
                     Ok(Some(r)) if r.phase == Phase::Discarded && r.started_at.is_none() => {
                         std::fs::remove_dir_all(&dir).map_err(io(&dir, "remove"))?;
-                        std::fs::create_dir(&dir).map_err(io(&dir, "create container dir"))?;
+                        private().map_err(io(&dir, "create container dir"))?;
                     }
                     _ => return Err(RuntimeError::Exists { id }),
                 }
@@ -198,6 +202,8 @@ impl Runtime {
             exit_code: None,
             // Recorded before ADD so that DEL after a crash uses the very same config.
             netconf: Some(self.net.netconf()?),
+            stop_signal: None,
+            volumes: Vec::new(),
         };
         rec.save_new(&dir)?;
         match self.create_and_start(&spec, &dir, &mut rec).await {
@@ -218,7 +224,11 @@ impl Runtime {
         dir: &Path,
         rec: &mut Record,
     ) -> Result<ContainerInfo, RuntimeError> {
-        let id = rec.id.as_str();
+        let id = rec.id.clone();
+        let id = id.as_str();
+        // Bad input the image or a profile file brings fails here, before anything is made.
+        let seccomp = crate::prepare::seccomp(spec.release)?;
+        rec.stop_signal = Some(crate::prepare::stop_signal(&rec.image, spec.image_config)?);
         let ns = netns_path(&rec.netns);
         // A namespace of this name can only be a leftover of a crash before this id ever ran
         // (the id check above refuses ids that ran): remove it rather than fail.
@@ -231,6 +241,16 @@ impl Runtime {
 
         let paths = RootfsPaths::new(dir);
         rootfs::mount(self.mounter.as_ref(), id, spec.layer_dirs, &paths)?;
+        let address = rec.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let prepared = self.prepare(
+            id,
+            spec.release,
+            spec.image_config,
+            dir,
+            &paths.target,
+            address,
+        )?;
+        rec.volumes = prepared.named.clone();
         let oci = bundle::build(&BundleInput {
             id,
             image: &rec.image,
@@ -242,16 +262,10 @@ impl Runtime {
                 .netns
                 .strip_prefix(crate::defaults::NETNS_PREFIX)
                 .unwrap_or(id),
+            hostname: &prepared.hostname,
+            binds: &prepared.binds,
+            seccomp: seccomp.as_ref(),
         })?;
-        for v in &spec.release.spec.volumes {
-            if !v.host.exists() {
-                return Err(RuntimeError::Io {
-                    path: v.host.clone(),
-                    action: "bind as a volume (create it on the host first)",
-                    source: std::io::ErrorKind::NotFound.into(),
-                });
-            }
-        }
         let json = serde_json::to_vec_pretty(&oci).expect("spec serializes");
         write_atomic(&dir.join(CONFIG), &json, Durability::Atomic)?;
 
