@@ -161,6 +161,7 @@ async fn unknown_ca_is_a_tls_error() {
     let err = s.pull(cfg).await.unwrap_err();
     assert!(err.contains("TLS failed"), "{err}");
     assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(err.contains("ca_file"), "says where the CA goes: {err}");
     s.assert_names_target(&err);
 }
 
