@@ -34,6 +34,7 @@ fn setup(client_certs: bool) -> Setup {
             user: Some((USER.into(), PASSWORD.into())),
             tls: Some((ca.server_cert(), ca.server_key())),
             client_ca: client_certs.then(|| ca.ca_file()),
+            token: None,
         },
     )
     .unwrap();
