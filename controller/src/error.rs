@@ -146,7 +146,7 @@ mod tests {
                 E::Unsignable {
                     app: app(),
                     seq: 2,
-                    reason: "bad spec".into(),
+                    source: crate::signer::SignError::ZeroSeq,
                 },
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),

@@ -27,11 +27,11 @@ pub enum ReleaseError {
     )]
     NoOtherImage { app: String, image: String },
     /// The spec or image cannot be signed as a release (invalid spec, foreign repository).
-    #[error("release {app} seq {seq}: {reason}")]
+    #[error("release {app} seq {seq}: {source}")]
     Unsignable {
         app: String,
         seq: u64,
-        reason: String,
+        source: signer::SignError,
     },
     #[error("stored release {app} seq {seq}: {reason}")]
     CorruptRelease {
@@ -98,7 +98,7 @@ impl ReleaseSigner {
             ReleaseError::Unsignable {
                 app: spec.name.clone(),
                 seq,
-                reason: format!("{e:#}"),
+                source: e,
             }
         })?;
         Ok((

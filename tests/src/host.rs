@@ -300,6 +300,27 @@ pub fn netns_of(app: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Removes the CNI egress NAT rule and chain of the container CNI knows as `cni_id` (its
+/// netns name), for containers a failed test left without a CNI DEL.
+pub fn remove_cni_masquerade(cni_id: &str) {
+    let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S"]).output() else {
+        return;
+    };
+    let tag = format!("id: \\\"{cni_id}\\\"");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let (Some(rule), Some(chain)) = (
+            line.strip_prefix("-A POSTROUTING ")
+                .filter(|_| line.contains(&tag)),
+            line.split_whitespace().last(),
+        ) {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("iptables -t nat -D POSTROUTING {rule} && iptables -t nat -F {chain} && iptables -t nat -X {chain}"))
+                .output();
+        }
+    }
+}
+
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -352,6 +373,7 @@ impl Drop for TestHost {
         if let Ok(dirs) = std::fs::read_dir(self.path().join("state/containers")) {
             for d in dirs.flatten() {
                 let ns = format!("slipway-{tag}-{}", d.file_name().to_string_lossy());
+                remove_cni_masquerade(&ns);
                 if std::path::Path::new("/run/netns").join(&ns).exists() {
                     let _ = Command::new("ip").args(["netns", "del", &ns]).output();
                 }

@@ -1,6 +1,7 @@
 //! Test support for end-to-end tests.
 pub mod bins;
 pub mod controller;
+pub mod debian_image;
 pub mod fleet;
 pub mod host;
 pub mod image;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use slipway_proto::{EdgeSpec, Protocol};
 
 use crate::metrics::{LatencySummary, StatusCounts};
+use crate::pause::Mode;
 use crate::upstream::Upstream;
 
 /// Counters of one app, per upstream. Counters are cumulative for as long as the proxy keeps
@@ -67,6 +68,9 @@ pub struct RouteInfo {
     /// Why the app's hosts lack a certificate (ACME refused or unreachable), if they do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_error: Option<String>,
+    /// Running, paused or stopped.
+    #[serde(default)]
+    pub mode: Mode,
 }
 
 /// The shared (host-routed) listeners and where they are bound, if they are.
@@ -132,6 +136,9 @@ pub(crate) struct SetUpstreamReply {
 pub(crate) struct DrainRequest {
     pub upstream_id: String,
     pub timeout_ms: u64,
+    /// Websockets and SSE are cut after this (default [`crate::defaults::LONG_LIVED_GRACE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_lived_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! (apps routed by host), its current upstream (arc-swapped) and the retired ones.
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::defaults;
 use crate::error::ProxyError;
+use crate::pause::Gate;
 use crate::table::RouteEntry;
 use crate::upstream::{Upstream, UpstreamState};
 
@@ -24,11 +26,14 @@ pub(crate) struct Listener {
     pub(crate) bound: Option<SocketAddr>,
     pub(crate) error: Option<String>,
     pub(crate) task: Option<JoinHandle<()>>,
+    /// A duplicate of the listening socket, handed to a new proxy at takeover.
+    pub(crate) fd: Option<OwnedFd>,
 }
 
 impl Listener {
     pub(crate) fn stop(&mut self) -> Option<JoinHandle<()>> {
         self.bound = None;
+        self.fd = None;
         self.task.take().inspect(|t| t.abort())
     }
 }
@@ -45,6 +50,8 @@ pub(crate) struct App {
     /// Hosts and TLS on the shared listeners (control plane only: requests read the
     /// host table built from it).
     pub(crate) edge: Mutex<EdgeSpec>,
+    /// Running, paused or stopped (persisted with the route).
+    pub(crate) gate: Gate,
     /// Requests go upstream as h2c (`edge.upstream_h2c`); read per request.
     pub(crate) h2c: AtomicBool,
     /// Turns true when the app is removed or the proxy stops: connections finish gracefully.
@@ -63,9 +70,11 @@ impl App {
                 bound: None,
                 error: None,
                 task: None,
+                fd: None,
             }),
             edge: Mutex::new(EdgeSpec::default()),
             h2c: AtomicBool::new(false),
+            gate: Gate::default(),
             closing: watch::channel(false).0,
         }
     }
@@ -134,6 +143,7 @@ impl App {
             protocol: l.protocol,
             upstream: u.upstream.clone(),
             edge: self.edge.lock().unwrap().clone(),
+            mode: self.gate.mode(),
         })
     }
 }

@@ -19,6 +19,7 @@ use crate::api::{
 };
 use crate::drain::DrainReport;
 use crate::error::ProxyError;
+use crate::pause::Mode;
 use crate::router::validate_name;
 use crate::upstream::Upstream;
 
@@ -167,11 +168,25 @@ impl ProxyClient {
         upstream_id: &str,
         timeout: Duration,
     ) -> Result<DrainReport, ProxyError> {
+        self.drain_with_grace(app, upstream_id, timeout, None).await
+    }
+
+    /// Like [`Self::drain`]; websockets and SSE streams are cut after `long_lived_grace`
+    /// (None: [`crate::defaults::LONG_LIVED_GRACE`]) rather than at the timeout.
+    pub async fn drain_with_grace(
+        &self,
+        app: &str,
+        upstream_id: &str,
+        timeout: Duration,
+        long_lived_grace: Option<Duration>,
+    ) -> Result<DrainReport, ProxyError> {
         validate_name("app", app)?;
         validate_name("upstream id", upstream_id)?;
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
         let body = Self::body(&DrainRequest {
             upstream_id: upstream_id.to_owned(),
-            timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+            timeout_ms: ms(timeout),
+            long_lived_grace_ms: long_lived_grace.map(ms),
         });
         self.call(
             &format!("drain {upstream_id} of {app}"),
@@ -197,6 +212,19 @@ impl ProxyClient {
     /// Every route the proxy runs.
     pub async fn routes(&self) -> Result<Vec<RouteInfo>, ProxyError> {
         self.call("routes", Method::GET, "/v1/routes", None).await
+    }
+
+    /// Runs, pauses (requests held up to the mode's timeout) or stops (503 page) an app.
+    /// Persisted: the mode survives a proxy restart.
+    pub async fn set_mode(&self, app: &str, mode: &Mode) -> Result<(), ProxyError> {
+        validate_name("app", app)?;
+        self.call(
+            &format!("set mode of {app}"),
+            Method::PUT,
+            &format!("/v1/apps/{app}/mode"),
+            Self::body(mode),
+        )
+        .await
     }
 
     /// Where the shared (host-routed) listeners are bound.

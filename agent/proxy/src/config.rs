@@ -129,6 +129,19 @@ impl std::fmt::Display for Cidr {
     }
 }
 
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            http_port: defaults::HTTP_PORT,
+            https_port: defaults::HTTPS_PORT,
+            trusted_proxies: Vec::new(),
+            acme: None,
+            limits: Limits::default(),
+            access_log: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,18 +161,5 @@ mod tests {
         assert!(v6.contains("2001:db8::1".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("x/8".parse::<Cidr>().unwrap_err().contains("`x/8`"));
-    }
-}
-
-impl Default for EdgeConfig {
-    fn default() -> Self {
-        EdgeConfig {
-            http_port: defaults::HTTP_PORT,
-            https_port: defaults::HTTPS_PORT,
-            trusted_proxies: Vec::new(),
-            acme: None,
-            limits: Limits::default(),
-            access_log: None,
-        }
     }
 }

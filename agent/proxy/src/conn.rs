@@ -2,6 +2,7 @@
 //! the shared HTTPS listener, then served as HTTP/1.1 or HTTP/2 (by ALPN, or h2c by preface).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use hyper::header::HeaderValue;
@@ -53,6 +54,9 @@ pub(crate) struct HttpCtx {
     pub(crate) tls: tokio_rustls::TlsAcceptor,
     /// One JSON line per request, when configured.
     pub(crate) log: Option<Arc<AccessLog>>,
+    /// A new proxy has taken the sockets over: HTTP/1.1 responses close their connection,
+    /// idle connections get a moment to send one more request before they are closed.
+    pub(crate) draining: AtomicBool,
     workers: Workers,
 }
 
@@ -74,6 +78,7 @@ impl HttpCtx {
     ) -> Self {
         HttpCtx {
             log,
+            draining: AtomicBool::new(false),
             conns,
             ids: RequestIds::new(),
             cfg,
@@ -166,6 +171,8 @@ where
     let mut closing = conn.target.closing();
     let peer = conn.peer;
     let header_timeout = conn.ctx.cfg.limits.client_header_timeout;
+    let ctx = conn.ctx.clone();
+    let draining = &ctx.draining;
     let io = ClientIo::new(stream, conn.unflushed.clone());
     let svc = hyper::service::service_fn(move |req| crate::http::proxy(req, conn.clone()));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -190,6 +197,15 @@ where
             }
         }
         _ = closed => {
+            if draining.load(Relaxed) {
+                // Requests arriving now get `Connection: close`; closing an idle HTTP/1.1
+                // connection at once could race a request the client is sending.
+                let linger = tokio::time::sleep(defaults::TAKEOVER_LINGER);
+                tokio::select! {
+                    _ = http.as_mut() => return,
+                    _ = linger => {}
+                }
+            }
             http.as_mut().graceful_shutdown();
             let _ = http.await;
         }

@@ -8,6 +8,7 @@
 //! | PUT    | /v1/apps/{app}                    | {listen, protocol, upstream, edge?} -> {previous} |
 //! | DELETE | /v1/apps/{app}                    | closes the listener                   |
 //! | GET    | /v1/apps/{app}/stats              | -> AppStats                           |
+//! | PUT    | /v1/apps/{app}/mode               | Mode (running / paused / stopped)     |
 //! | POST   | /v1/apps/{app}/drain              | {upstream_id, timeout_ms} -> DrainReport |
 //! | DELETE | /v1/apps/{app}/upstreams/{id}     | forgets a retired upstream            |
 //! | GET    | /metrics                          | Prometheus text                       |
@@ -34,6 +35,7 @@ use tracing::{debug, warn};
 use crate::api::{DrainRequest, ErrorBody, RouteSpec, SetUpstreamReply, SetUpstreamRequest};
 use crate::defaults;
 use crate::error::ProxyError;
+use crate::pause::Mode;
 use crate::router::Router;
 
 fn socket_error(path: &Path, reason: String) -> ProxyError {
@@ -55,15 +57,17 @@ pub(crate) fn check_not_running(path: &Path) -> Result<(), ProxyError> {
 }
 
 /// Binds the control socket (mode 0600). A stale socket file is replaced; a live one means
-/// another proxy serves it, which is an error.
-pub(crate) fn bind(path: &Path) -> Result<UnixListener, ProxyError> {
+/// another proxy serves it, which is an error unless `replace` (we took its sockets over).
+pub(crate) fn bind(path: &Path, replace: bool) -> Result<UnixListener, ProxyError> {
     let err = |reason: String| socket_error(path, reason);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create its directory: {e}")))?;
     }
     if path.exists() {
-        check_not_running(path)?;
+        if !replace {
+            check_not_running(path)?;
+        }
         std::fs::remove_file(path)
             .map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
     }
@@ -224,9 +228,21 @@ impl Api {
                     &app,
                     &body.upstream_id,
                     Duration::from_millis(body.timeout_ms),
+                    body.long_lived_grace_ms
+                        .map_or(defaults::LONG_LIVED_GRACE, Duration::from_millis),
                 )
                 .await
                 .map(|rep| json(StatusCode::OK, &rep))
+            }
+            (&Method::PUT, ["v1", "apps", app, "mode"]) => {
+                let app = app.to_string();
+                let mode: Mode = match read_json(req).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                r.set_mode(&app, mode)
+                    .await
+                    .map(|()| json(StatusCode::OK, &()))
             }
             (&Method::DELETE, ["v1", "apps", app, "upstreams", id]) => r
                 .forget_upstream(app, id)

@@ -69,3 +69,17 @@ pub const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(200);
 pub const ACCESS_LOG_MAX_BYTES: u64 = 100 * 1024 * 1024;
 /// Rotated access log files kept.
 pub const ACCESS_LOG_KEEP: usize = 5;
+/// A request held by `proxy pause` waits at most this before a 503 (kamal-proxy's default).
+pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A socket takeover that is not acknowledged within this is abandoned (the old proxy serves on).
+pub const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Socket list of a takeover, in bytes (JSON; a few dozen bytes per socket).
+pub const TAKEOVER_MAX_MESSAGE: usize = 64 * 1024;
+/// Sockets handed over in one takeover (the kernel passes at most 253 per message).
+pub const TAKEOVER_MAX_FDS: usize = 250;
+/// After a takeover, an idle HTTP/1.1 connection of the old proxy gets this long to send one
+/// more request (answered with `Connection: close`) before it is closed.
+pub const TAKEOVER_LINGER: Duration = Duration::from_secs(2);
+/// When a drain starts, websockets and SSE streams get this long, then are cut: they never
+/// end on their own, and the drain should not wait out its whole timeout for them.
+pub const LONG_LIVED_GRACE: Duration = Duration::from_secs(5);

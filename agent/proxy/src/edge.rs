@@ -3,6 +3,7 @@
 //! their app from the host table, swapped whole on every change.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +18,7 @@ use crate::conn::Target;
 use crate::error::ProxyError;
 use crate::hosts::HostTable;
 use crate::http::HttpCtx;
+use crate::takeover::{Inherited, Slot as TakeoverSlot};
 use crate::tls::CertStore;
 
 /// Which shared listener.
@@ -39,6 +41,7 @@ impl Scheme {
 struct Slot {
     bound: Option<SocketAddr>,
     task: Option<JoinHandle<()>>,
+    fd: Option<OwnedFd>,
 }
 
 /// Shared listeners and the host table their requests are routed by.
@@ -55,12 +58,14 @@ pub(crate) struct Edge {
     pub(crate) acme: Option<Arc<Acme>>,
     bind: IpAddr,
     cfg: EdgeConfig,
+    /// Sockets from a previous proxy, used instead of binding.
+    inherited: Arc<Inherited>,
     http: Mutex<Slot>,
     https: Mutex<Slot>,
 }
 
 impl Edge {
-    pub(crate) fn new(bind: IpAddr, cfg: EdgeConfig) -> Self {
+    pub(crate) fn new(bind: IpAddr, cfg: EdgeConfig, inherited: Arc<Inherited>) -> Self {
         let certs: Arc<CertStore> = Arc::default();
         Edge {
             acme: cfg
@@ -73,6 +78,7 @@ impl Edge {
             certs,
             bind,
             cfg,
+            inherited,
             http: Mutex::default(),
             https: Mutex::default(),
         }
@@ -105,7 +111,15 @@ impl Edge {
             Scheme::Http => self.cfg.http_port,
             Scheme::Https => self.cfg.https_port,
         };
-        let l = crate::router::bind_tcp(app, SocketAddr::new(self.bind, port))?;
+        let taken = self.inherited.take(&match scheme {
+            Scheme::Http => TakeoverSlot::Http,
+            Scheme::Https => TakeoverSlot::Https,
+        });
+        let l = match taken {
+            Some(l) => l,
+            None => crate::router::bind_tcp(app, SocketAddr::new(self.bind, port))?,
+        };
+        slot.fd = l.as_fd().try_clone_to_owned().ok();
         let addr = l.local_addr().ok();
         if let (Scheme::Https, Some(a)) = (scheme, addr) {
             self.https_port.store(a.port(), Relaxed);
@@ -121,12 +135,33 @@ impl Edge {
         Ok(())
     }
 
+    /// Duplicates of the bound shared listeners, for a takeover.
+    pub(crate) fn handoff(&self) -> Vec<(TakeoverSlot, OwnedFd)> {
+        let mut out = Vec::new();
+        for (kind, s) in [
+            (TakeoverSlot::Http, &self.http),
+            (TakeoverSlot::Https, &self.https),
+        ] {
+            if let Some(fd) = s
+                .lock()
+                .unwrap()
+                .fd
+                .as_ref()
+                .and_then(|f| f.try_clone().ok())
+            {
+                out.push((kind, fd));
+            }
+        }
+        out
+    }
+
     /// Stops accepting on both listeners; open connections finish gracefully.
     pub(crate) fn close(&self) {
         let _ = self.closing.send(true);
         for s in [&self.http, &self.https] {
             let mut s = s.lock().unwrap();
             s.bound = None;
+            s.fd = None;
             if let Some(t) = s.task.take() {
                 t.abort();
             }

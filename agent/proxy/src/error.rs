@@ -27,6 +27,8 @@ pub enum ProxyError {
     },
     #[error("app `{0}` asks for ACME certificates but this proxy has no ACME directory (start it with --acme-directory URL)")]
     NoAcme(String),
+    #[error("socket takeover via {}: {reason}", path.display())]
+    Takeover { path: PathBuf, reason: String },
     #[error("access log {}: {source}", path.display())]
     AccessLog { path: PathBuf, source: io::Error },
     #[error("HTTP worker thread {index}: cannot start: {source}")]

@@ -81,7 +81,7 @@ impl HostTable {
             }
         }
         for v in t.exact.values_mut().chain(t.wildcard.values_mut()) {
-            v.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+            v.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         }
         t
     }

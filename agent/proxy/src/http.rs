@@ -26,6 +26,7 @@ use crate::headers::{
 };
 use crate::hosts::HostRoute;
 use crate::pages;
+use crate::pause::Pass;
 use crate::pool::ForwardError;
 use crate::upstream::InFlight;
 
@@ -68,12 +69,15 @@ fn https_location(host: &str, https_port: u16, uri: &Uri) -> Option<HeaderValue>
     HeaderValue::try_from(loc).ok()
 }
 
+/// A request's app, and its host route on a shared listener.
+type Picked = (Arc<App>, Option<Arc<HostRoute>>);
+
 /// Resolves the app of a request: the listener's own, or the host table's match.
 fn pick(
     req: &Request<Incoming>,
     conn: &Conn,
     host: Option<&HeaderValue>,
-) -> Result<(Arc<App>, Option<Arc<HostRoute>>), Response<ProxyBody>> {
+) -> Result<Picked, Box<Response<ProxyBody>>> {
     let edge = match &conn.target {
         Target::App(a) => return Ok((a.clone(), None)),
         Target::Edge(edge, _) => edge,
@@ -82,21 +86,21 @@ fn pick(
         // Our own pending challenges only; other paths under it go to the app.
         if let Some(token) = req.uri().path().strip_prefix(ACME_HTTP01_PATH) {
             if let Some(key_auth) = acme.http01.load().get(token) {
-                return Err(pages::local(StatusCode::OK, key_auth.clone()));
+                return Err(Box::new(pages::local(StatusCode::OK, key_auth.clone())));
             }
         }
     }
     let host_str = host.and_then(|h| h.to_str().ok()).unwrap_or("");
     let table = edge.hosts.load();
     let Some(route) = table.lookup(host_str, req.uri().path()) else {
-        return Err(pages::unknown_host());
+        return Err(Box::new(pages::unknown_host()));
     };
     if !conn.tls && route.redirect {
         let port = edge.https_port.load(Relaxed);
-        return Err(match https_location(host_str, port, req.uri()) {
+        return Err(Box::new(match https_location(host_str, port, req.uri()) {
             Some(loc) => pages::redirect(loc),
             None => pages::unknown_host(),
-        });
+        }));
     }
     Ok((route.app.clone(), Some(route.clone())))
 }
@@ -161,10 +165,17 @@ async fn handle(
     let host = request_host(&req);
     let (app, route) = match pick(&req, &conn, host.as_ref()) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     if let Some(p) = pending.as_mut() {
         p.app = Some(app.name.clone());
+    }
+    if !app.gate.open() {
+        match app.gate.pass().await {
+            Pass::Go => {}
+            Pass::Stopped(page) => return pages::stopped(page),
+            Pass::TimedOut => return pages::paused_too_long(),
+        }
     }
     let hsts = route
         .as_ref()
@@ -317,6 +328,18 @@ async fn handle(
         }
     }
     strip_hop_by_hop(resp.headers_mut(), false);
+    let sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if sse {
+        flight.long_lived();
+    }
+    if client_version < Version::HTTP_2 && conn.ctx.draining.load(Relaxed) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(v) = hsts {
         resp.headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, v);
@@ -348,6 +371,7 @@ async fn tunnel(
     upstream: hyper::upgrade::OnUpgrade,
     mut flight: InFlight,
 ) {
+    flight.long_lived();
     let (c, u) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {

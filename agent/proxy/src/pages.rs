@@ -59,3 +59,21 @@ pub(crate) fn payload_too_large() -> Response<ProxyBody> {
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
+
+/// The app is stopped for maintenance: the operator's page.
+pub(crate) fn stopped(page: String) -> Response<ProxyBody> {
+    let page = if page.is_empty() {
+        "503 Service Unavailable: down for maintenance\n".to_owned()
+    } else {
+        page
+    };
+    local(StatusCode::SERVICE_UNAVAILABLE, page)
+}
+
+/// The app stayed paused longer than the request may wait.
+pub(crate) fn paused_too_long() -> Response<ProxyBody> {
+    local(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 Service Unavailable: the app is paused; try again shortly\n",
+    )
+}

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,20 +14,22 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::api::{AppStats, EdgeInfo, RouteInfo, RouteSpec, UpstreamStats};
+use crate::api::{EdgeInfo, RouteSpec};
 pub(crate) use crate::app::App;
 use crate::app::Listener;
 use crate::config::EdgeConfig;
 use crate::conn::Target;
 use crate::defaults;
-use crate::drain::{DrainReport, Tracker};
+use crate::drain::Tracker;
 use crate::edge::{Edge, Scheme};
 use crate::error::ProxyError;
 use crate::hosts::{self, HostTable};
 use crate::http::HttpCtx;
+use crate::pause::Mode;
 use crate::table::{self, RouteEntry, RouteTable};
-use crate::tls::{self, Source};
-use crate::upstream::{Upstream, UpstreamState};
+use crate::takeover::{Inherited, Slot};
+use crate::tls;
+use crate::upstream::Upstream;
 use crate::workers::Workers;
 
 /// Binds a public listener (SO_REUSEADDR, backlog [`defaults::LISTEN_BACKLOG`]) for `app`.
@@ -87,6 +90,8 @@ pub(crate) struct Router {
     conns: Arc<Tracker>,
     /// Shared listeners and the host table.
     edge: Arc<Edge>,
+    /// Sockets handed over by a previous proxy, used before binding.
+    inherited: Arc<Inherited>,
 }
 
 impl Router {
@@ -96,9 +101,10 @@ impl Router {
         workers: Workers,
         edge_cfg: EdgeConfig,
         log: Option<Arc<crate::access_log::AccessLog>>,
+        inherited: Arc<Inherited>,
     ) -> Self {
         let conns = Arc::new(Tracker::default());
-        let edge = Arc::new(Edge::new(bind, edge_cfg.clone()));
+        let edge = Arc::new(Edge::new(bind, edge_cfg.clone(), inherited.clone()));
         let tls = tls::server_config(edge.certs.clone());
         Router {
             bind,
@@ -108,7 +114,32 @@ impl Router {
             ctx: Arc::new(HttpCtx::new(conns.clone(), workers, edge_cfg, tls, log)),
             edge,
             conns,
+            inherited,
         }
+    }
+
+    /// Duplicates of every listening socket, for a new proxy taking over.
+    pub(crate) fn handoff(&self) -> Vec<(Slot, OwnedFd)> {
+        let mut out = self.edge.handoff();
+        for a in self.apps.read().unwrap().values() {
+            let l = a.listener.lock().unwrap();
+            if let Some(fd) = l.fd.as_ref().and_then(|f| f.try_clone().ok()) {
+                out.push((
+                    Slot::App {
+                        app: a.name.clone(),
+                    },
+                    fd,
+                ));
+            }
+        }
+        out
+    }
+
+    /// From now on HTTP/1.1 responses close their connection (a new proxy has the sockets).
+    pub(crate) fn start_draining(&self) {
+        self.ctx
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Rebuilds the host table from every app's edge spec and swaps it in.
@@ -135,64 +166,14 @@ impl Router {
         Ok(())
     }
 
-    /// Loads the certificate files of `edge` (if it names files) and checks them for its
-    /// hosts. None for apps without TLS or with ACME.
-    fn load_certs(
-        &self,
-        app: &str,
-        edge: &EdgeSpec,
-    ) -> Result<Option<(Source, Vec<(String, Arc<rustls::sign::CertifiedKey>)>)>, ProxyError> {
-        let Some(t) = &edge.tls else { return Ok(None) };
-        if t.acme && self.edge.acme.is_none() {
-            return Err(ProxyError::NoAcme(app.to_owned()));
-        }
-        match (&t.cert, &t.key) {
-            (Some(cert), Some(key)) => {
-                let (k, stamp) = tls::load_files(app, &edge.hosts, cert, key)?;
-                let source = Source::Files {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    stamp,
-                };
-                let keys = edge.hosts.iter().map(|h| (h.clone(), k.clone())).collect();
-                Ok(Some((source, keys)))
-            }
-            _ => Ok(None),
-        }
+    /// The shared listeners, host table, certificates and ACME.
+    pub(crate) fn edge(&self) -> &Arc<Edge> {
+        &self.edge
     }
 
-    /// Applies the certificates loaded for `app` (or drops them when it has no TLS).
-    fn apply_certs(
-        &self,
-        app: &str,
-        certs: Option<(Source, Vec<(String, Arc<rustls::sign::CertifiedKey>)>)>,
-        edge: &EdgeSpec,
-    ) {
-        match certs {
-            Some((source, keys)) => self.edge.certs.set_app(app, source, keys),
-            None if edge.tls.as_ref().is_some_and(|t| t.acme) => {}
-            None => self.edge.certs.remove_app(app),
-        }
-    }
-
-    /// The ACME client, if configured (for its renewal loop).
-    pub(crate) fn acme(&self) -> Option<Arc<crate::acme::Acme>> {
-        self.edge.acme.clone()
-    }
-
-    /// Hands `app`'s hosts to ACME when its TLS asks for it (else forgets it there).
-    fn apply_acme(&self, app: &str, edge: &EdgeSpec) {
-        let Some(acme) = &self.edge.acme else { return };
-        if edge.tls.as_ref().is_some_and(|t| t.acme) {
-            acme.set_app(app, &edge.hosts);
-        } else {
-            acme.remove_app(app);
-        }
-    }
-
-    /// The certificate store (for the reload watcher and ACME).
-    pub(crate) fn certs(&self) -> Arc<tls::CertStore> {
-        self.edge.certs.clone()
+    /// Every app by name.
+    pub(crate) fn apps(&self) -> &RwLock<HashMap<String, Arc<App>>> {
+        &self.apps
     }
 
     /// Where the shared listeners are bound.
@@ -203,7 +184,7 @@ impl Router {
         }
     }
 
-    fn app(&self, name: &str) -> Result<Arc<App>, ProxyError> {
+    pub(crate) fn app(&self, name: &str) -> Result<Arc<App>, ProxyError> {
         self.apps
             .read()
             .unwrap()
@@ -213,11 +194,21 @@ impl Router {
     }
 
     fn bind_listener(&self, app: &str, listen: u16) -> Result<TcpListener, ProxyError> {
+        let slot = Slot::App {
+            app: app.to_owned(),
+        };
+        if let Some(l) = self.inherited.take(&slot) {
+            let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+            if listen == 0 || port == listen {
+                return Ok(l);
+            }
+        }
         bind_tcp(app, SocketAddr::new(self.bind, listen))
     }
 
     fn start_listener(&self, app: &Arc<App>, l: TcpListener, slot: &mut Listener) {
         slot.bound = l.local_addr().ok();
+        slot.fd = l.as_fd().try_clone_to_owned().ok();
         slot.error = None;
         let task = match slot.protocol {
             Protocol::Http => {
@@ -297,6 +288,10 @@ impl Router {
             }
             app.h2c
                 .store(r.edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
+            if !r.mode.is_running() {
+                warn!(app = %r.app, mode = ?r.mode, "restored route is not running");
+            }
+            app.gate.set(r.mode.clone());
             *app.edge.lock().unwrap() = r.edge;
             info!(app = %r.app, listen = r.listen, protocol = ?r.protocol,
                 upstream = %r.upstream.id, addr = %r.upstream.addr, "route restored");
@@ -382,6 +377,7 @@ impl Router {
             protocol,
             upstream: upstream.clone(),
             edge: edge.clone(),
+            mode: app.gate.mode(),
         });
         t.routes.sort_by(|a, b| a.app.cmp(&b.app));
         self.persist(t).await?;
@@ -424,6 +420,27 @@ impl Router {
         Ok(previous)
     }
 
+    /// Pauses, stops or resumes an app; persisted first, then applied.
+    pub(crate) async fn set_mode(&self, name: &str, mode: Mode) -> Result<(), ProxyError> {
+        let app = self.app(name)?;
+        if app.listener.lock().unwrap().protocol == Protocol::Tcp {
+            return Err(ProxyError::Invalid {
+                what: "app",
+                value: name.to_owned(),
+                reason: "pause and stop apply to HTTP apps".into(),
+            });
+        }
+        let _ops = self.ops.lock().await;
+        let mut t = self.snapshot();
+        if let Some(r) = t.routes.iter_mut().find(|r| r.app == name) {
+            r.mode = mode.clone();
+        }
+        self.persist(t).await?;
+        info!(app = name, mode = ?mode, "app mode set");
+        app.gate.set(mode);
+        Ok(())
+    }
+
     /// Removes the app and closes its listener; open connections finish gracefully.
     /// Removing an unknown app succeeds (the agent may retry after a crash).
     pub(crate) async fn remove_app(&self, name: &str) -> Result<(), ProxyError> {
@@ -449,161 +466,6 @@ impl Router {
         }
         info!(app = name, "app removed; listener closed");
         Ok(())
-    }
-
-    /// Waits for zero in-flight work on a retired upstream; cuts what is left at `timeout`.
-    pub(crate) async fn drain(
-        &self,
-        name: &str,
-        id: &str,
-        timeout: Duration,
-    ) -> Result<DrainReport, ProxyError> {
-        let app = self.app(name)?;
-        let state = app.find(id)?;
-        let still_current = || ProxyError::StillCurrent {
-            app: name.to_owned(),
-            id: id.to_owned(),
-        };
-        if app.is_current(&state) {
-            return Err(still_current());
-        }
-        let start = Instant::now();
-        let in_flight = state.in_flight();
-        if state.tracker().wait_idle(start + timeout).await {
-            let waited = start.elapsed();
-            info!(
-                app = name,
-                upstream = id,
-                in_flight_at_start = in_flight,
-                ?waited,
-                "drained"
-            );
-            return Ok(DrainReport {
-                drained: true,
-                cut: 0,
-                waited,
-            });
-        }
-        if app.is_current(&state) {
-            // Switched back to while we waited: its traffic is wanted again.
-            warn!(
-                app = name,
-                upstream = id,
-                "drain abandoned: upstream became current again"
-            );
-            return Err(still_current());
-        }
-        let cut = state.cut_all();
-        warn!(
-            app = name,
-            upstream = id,
-            cut,
-            ?timeout,
-            "drain timed out; cut {cut} request(s)/connection(s) still in flight"
-        );
-        state
-            .tracker()
-            .wait_idle(Instant::now() + defaults::CUT_SETTLE)
-            .await;
-        Ok(DrainReport {
-            drained: false,
-            cut,
-            waited: start.elapsed(),
-        })
-    }
-
-    /// Drops a retired upstream's state (and its metrics) once the agent no longer needs them.
-    pub(crate) fn forget_upstream(&self, name: &str, id: &str) -> Result<(), ProxyError> {
-        let app = self.app(name)?;
-        let state = app.find(id)?;
-        if app.is_current(&state) {
-            return Err(ProxyError::StillCurrent {
-                app: name.to_owned(),
-                id: id.to_owned(),
-            });
-        }
-        app.upstreams
-            .lock()
-            .unwrap()
-            .retain(|u| !Arc::ptr_eq(u, &state));
-        info!(app = name, upstream = id, "upstream forgotten");
-        Ok(())
-    }
-
-    pub(crate) fn stats(&self, name: &str) -> Result<AppStats, ProxyError> {
-        let app = self.app(name)?;
-        let current = app.current.load_full();
-        let (listen, protocol) = {
-            let l = app.listener.lock().unwrap();
-            (l.listen, l.protocol)
-        };
-        let upstreams = app
-            .upstreams
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|u| {
-                let m = &u.metrics;
-                let get =
-                    |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-                UpstreamStats {
-                    id: u.upstream.id.clone(),
-                    addr: u.upstream.addr,
-                    current: current.as_ref().is_some_and(|c| Arc::ptr_eq(c, u)),
-                    in_flight: u.in_flight(),
-                    requests: m.status_counts(),
-                    connections: get(&m.connections),
-                    connect_errors: get(&m.connect_errors),
-                    cut: get(&m.cut),
-                    bytes_in: get(&m.bytes_in),
-                    bytes_out: get(&m.bytes_out),
-                    latency: m.latency.summary(),
-                }
-            })
-            .collect();
-        Ok(AppStats {
-            app: name.to_owned(),
-            listen,
-            protocol,
-            current: current.map(|c| c.upstream.id.clone()),
-            upstreams,
-        })
-    }
-
-    pub(crate) fn routes(&self) -> Vec<RouteInfo> {
-        let apps = self.apps.read().unwrap();
-        let mut out: Vec<RouteInfo> = apps
-            .values()
-            .map(|a| {
-                let l = a.listener.lock().unwrap();
-                RouteInfo {
-                    app: a.name.clone(),
-                    listen: l.listen,
-                    protocol: l.protocol,
-                    bound: l.bound,
-                    listen_error: l.error.clone(),
-                    upstream: a.current.load().as_ref().map(|u| u.upstream.clone()),
-                    edge: a.edge.lock().unwrap().clone(),
-                    tls_error: self.edge.acme.as_ref().and_then(|x| x.error(&a.name)),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.app.cmp(&b.app));
-        out
-    }
-
-    /// (app, upstream, is current) for every tracked upstream; read by the metrics collector.
-    pub(crate) fn all_upstreams(&self) -> Vec<(String, Arc<UpstreamState>, bool)> {
-        let apps = self.apps.read().unwrap();
-        let mut out = Vec::new();
-        for a in apps.values() {
-            let current = a.current.load_full();
-            for u in a.upstreams.lock().unwrap().iter() {
-                let cur = current.as_ref().is_some_and(|c| Arc::ptr_eq(c, u));
-                out.push((a.name.clone(), u.clone(), cur));
-            }
-        }
-        out
     }
 
     /// Stops every listener, lets open connections finish for up to `grace`.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use slipway_proto::{EdgeSpec, Protocol};
 
 use crate::error::ProxyError;
+use crate::pause::Mode;
 use crate::upstream::Upstream;
 
 /// Format version of the state file.
@@ -32,6 +33,9 @@ pub(crate) struct RouteEntry {
     pub upstream: Upstream,
     #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
     pub edge: EdgeSpec,
+    /// Paused or stopped apps stay so across restarts.
+    #[serde(default, skip_serializing_if = "Mode::is_running")]
+    pub mode: Mode,
 }
 
 impl Default for RouteTable {
@@ -150,6 +154,7 @@ mod tests {
                     addr: "10.1.0.2:80".parse().unwrap(),
                 },
                 edge: EdgeSpec::default(),
+                mode: Mode::default(),
             }],
         }
     }

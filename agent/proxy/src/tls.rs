@@ -27,6 +27,19 @@ use crate::error::ProxyError;
 pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 type KeyMap = HashMap<Box<str>, Arc<CertifiedKey>>;
+/// Host (as routed) -> its certificate.
+pub(crate) type HostKeys = Vec<(String, Arc<CertifiedKey>)>;
+/// Modification times of a certificate file and its key, to notice changes.
+pub(crate) type Stamp = Option<(SystemTime, SystemTime)>;
+
+/// A certificate-file source to check for changes.
+struct FileWatch {
+    app: String,
+    cert: PathBuf,
+    key: PathBuf,
+    hosts: Vec<String>,
+    stamp: Stamp,
+}
 
 /// Where an app's certificate comes from, and the file stamps it was last read at.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +47,7 @@ pub(crate) enum Source {
     Files {
         cert: PathBuf,
         key: PathBuf,
-        stamp: Option<(SystemTime, SystemTime)>,
+        stamp: Stamp,
     },
     Acme,
 }
@@ -87,7 +100,7 @@ impl CertStore {
     }
 
     /// The hosts whose certificate `app` holds now, with it.
-    pub(crate) fn app_keys(&self, app: &str) -> Vec<(String, Arc<CertifiedKey>)> {
+    pub(crate) fn app_keys(&self, app: &str) -> HostKeys {
         let apps = self.apps.lock().unwrap();
         apps.get(app).map(|a| a.keys.clone()).unwrap_or_default()
     }
@@ -95,28 +108,29 @@ impl CertStore {
     /// Re-reads certificate files whose modification time changed. A file that now fails
     /// its checks is reported (naming the app and host) and the loaded certificate stays.
     pub(crate) fn reload_changed(&self) {
-        let work: Vec<(
-            String,
-            PathBuf,
-            PathBuf,
-            Vec<String>,
-            Option<(SystemTime, SystemTime)>,
-        )> = {
+        let work: Vec<FileWatch> = {
             let apps = self.apps.lock().unwrap();
             apps.iter()
                 .filter_map(|(name, a)| match &a.source {
-                    Source::Files { cert, key, stamp } => Some((
-                        name.clone(),
-                        cert.clone(),
-                        key.clone(),
-                        a.keys.iter().map(|(h, _)| h.clone()).collect(),
-                        *stamp,
-                    )),
+                    Source::Files { cert, key, stamp } => Some(FileWatch {
+                        app: name.clone(),
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        hosts: a.keys.iter().map(|(h, _)| h.clone()).collect(),
+                        stamp: *stamp,
+                    }),
                     Source::Acme => None,
                 })
                 .collect()
         };
-        for (app, cert, key, hosts, stamp) in work {
+        for FileWatch {
+            app,
+            cert,
+            key,
+            hosts,
+            stamp,
+        } in work
+        {
             let now = stamps(&cert, &key);
             if now.is_none() || now == stamp {
                 continue;
@@ -127,8 +141,8 @@ impl CertStore {
                     let keys = hosts.into_iter().map(|h| (h, k.clone())).collect();
                     let source = Source::Files { cert, key, stamp };
                     let mut apps = self.apps.lock().unwrap();
-                    if apps.contains_key(&app) {
-                        apps.insert(app, AppCerts { source, keys });
+                    if let Some(a) = apps.get_mut(&app) {
+                        *a = AppCerts { source, keys };
                         self.rebuild(&apps);
                     }
                 }
@@ -158,7 +172,7 @@ impl CertStore {
     }
 }
 
-fn stamps(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime)> {
+fn stamps(cert: &Path, key: &Path) -> Stamp {
     let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     Some((m(cert)?, m(key)?))
 }
@@ -169,7 +183,7 @@ pub(crate) fn load_files(
     hosts: &[String],
     cert: &Path,
     key: &Path,
-) -> Result<(Arc<CertifiedKey>, Option<(SystemTime, SystemTime)>), ProxyError> {
+) -> Result<(Arc<CertifiedKey>, Stamp), ProxyError> {
     let host = hosts.first().cloned().unwrap_or_default();
     let err = |reason: String| ProxyError::Certificate {
         app: app.to_owned(),

@@ -160,6 +160,7 @@ impl Runtime {
                 });
             }
         }
+        self.hand_over_volumes(&id, release).await?;
         let lock = self.shared.lock(&id);
         let _guard = lock.lock().await;
         let dir = self.dir(&id);
@@ -203,6 +204,7 @@ impl Runtime {
             // Recorded before ADD so that DEL after a crash uses the very same config.
             netconf: Some(self.net.netconf()?),
             stop_signal: None,
+            cni_id: None,
             volumes: Vec::new(),
         };
         rec.save_new(&dir)?;
@@ -236,7 +238,9 @@ impl Runtime {
         netns_add(&rec.netns).await?;
         let netconf = rec.netconf.clone().unwrap_or_default();
         // The address reaches the record with the next save (after `runc create`).
-        rec.address = Some(self.net.add(id, &ns, &netconf).await?);
+        rec.cni_id = Some(rec.netns.clone());
+        rec.save(dir)?;
+        rec.address = Some(self.net.add(&rec.netns, &ns, &netconf).await?);
         self.maybe_crash(CrashPoint::AfterNetwork);
 
         let paths = RootfsPaths::new(dir);

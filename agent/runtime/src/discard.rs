@@ -65,7 +65,8 @@ impl Runtime {
         let exit = self.wait_exit(&id, Duration::ZERO).await;
         if let Some(conf) = &rec.netconf {
             // CNI DEL is idempotent: repeating it after a crash here is fine.
-            self.net.del(&id, &netns_path(&rec.netns), conf).await?;
+            let cni_id = rec.cni_id.as_deref().unwrap_or(&id);
+            self.net.del(cni_id, &netns_path(&rec.netns), conf).await?;
         }
         netns_del(&rec.netns).await?;
         rootfs::remove(self.mounter.as_ref(), &id, &RootfsPaths::new(dir))?;

@@ -64,6 +64,44 @@ pub(crate) fn stop_signal(
 }
 
 impl Runtime {
+    /// A named volume has one writer at a time (two PostgreSQL servers on one data dir
+    /// corrupt it, and neither can see the other's lock across namespaces): a container that
+    /// mounts a named volume `release` uses is stopped and discarded, with its own stop
+    /// signal and grace, before the new one starts. This is a short outage for that app.
+    pub(crate) async fn hand_over_volumes(
+        &self,
+        id: &str,
+        release: &Release,
+    ) -> Result<(), RuntimeError> {
+        let wanted: Vec<&String> = release
+            .spec
+            .volumes
+            .iter()
+            .filter_map(|v| v.name.as_ref())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        for (other, dir) in crate::state::container_dirs(&self.cfg.state_dir)? {
+            let Some(rec) = crate::state::Record::load(&dir)? else {
+                continue;
+            };
+            let shared: Vec<&String> = rec.volumes.iter().filter(|v| wanted.contains(v)).collect();
+            if other == id || shared.is_empty() || rec.phase == crate::state::Phase::Discarded {
+                continue;
+            }
+            tracing::warn!(
+                container = %other,
+                next = id,
+                volumes = ?shared,
+                "a named volume has one writer: stopping the container that mounts it before the new one starts"
+            );
+            self.discard(&other, std::time::Duration::from_millis(rec.stop_grace_ms))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Writes the name files and prepares the volumes of a container whose root is mounted
     /// at `rootfs`.
     pub(crate) fn prepare(

@@ -5,12 +5,16 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use slipway_proxy::{
-    defaults, AccessLogConfig, AccessLogTarget, AcmeChallenge, AcmeConfig, Cidr, EdgeConfig,
+    defaults, AccessLogConfig, AccessLogTarget, AcmeChallenge, AcmeConfig, Cidr, EdgeConfig, Mode,
     ProxyConfig,
 };
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = false)]
 pub struct Args {
+    /// Without an action, run the proxy.
+    #[command(subcommand)]
+    action: Option<Action>,
     /// Unix socket of the control API (the agent connects here).
     #[arg(long, default_value = defaults::CONTROL_SOCKET)]
     control_socket: PathBuf,
@@ -58,7 +62,51 @@ pub struct Args {
     access_log_max_bytes: u64,
 }
 
+/// Operator actions on a running proxy (over its control socket).
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Hold new requests of APP (e.g. during a migration) until `resume`; each waits at
+    /// most --timeout, then gets a 503. Survives a proxy restart.
+    Pause {
+        app: String,
+        #[arg(long, default_value = "30s")]
+        timeout: humantime::Duration,
+    },
+    /// Answer APP's requests with a 503 maintenance page. Survives a proxy restart.
+    Stop {
+        app: String,
+        /// Page text (default: "down for maintenance").
+        #[arg(long, default_value = "")]
+        message: String,
+    },
+    /// Route APP's requests again after `pause` or `stop`.
+    Resume { app: String },
+}
+
+async fn act(socket: PathBuf, action: Action) -> anyhow::Result<()> {
+    let client = slipway_proxy::ProxyClient::new(socket);
+    let (app, mode) = match action {
+        Action::Pause { app, timeout } => (
+            app,
+            Mode::Paused {
+                timeout_ms: timeout.as_millis() as u64,
+            },
+        ),
+        Action::Stop { app, message } => (app, Mode::Stopped { message }),
+        Action::Resume { app } => (app, Mode::Running),
+    };
+    client
+        .set_mode(&app, &mode)
+        .await
+        .with_context(|| format!("{app}: set mode {mode:?}"))?;
+    println!("{app}: {mode:?}");
+    Ok(())
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(action) = args.action {
+        return act(args.control_socket, action).await;
+    }
     let cfg = ProxyConfig {
         control_socket: args.control_socket,
         state_file: args.state,
@@ -93,13 +141,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("proxy on control socket {}", socket.display()))
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// Resolves on SIGTERM or SIGINT. On SIGUSR2 (`systemctl reload`), starts a successor: the
+/// same command line (so an upgraded binary at the same path), which takes this proxy's
+/// sockets over; this one then drains and exits by itself.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut usr2 = signal(SignalKind::user_defined2()).expect("SIGUSR2 handler installs");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return tracing::info!("SIGTERM received"),
+            _ = int.recv() => return tracing::info!("SIGINT received"),
+            _ = usr2.recv() => spawn_successor(),
+        }
+    }
+}
+
+fn spawn_successor() {
+    let mut argv = std::env::args_os();
+    let Some(program) = argv.next() else { return };
+    match std::process::Command::new(&program).args(argv).spawn() {
+        Ok(child) => tracing::info!(
+            pid = child.id(),
+            program = %std::path::Path::new(&program).display(),
+            "SIGUSR2: started a successor; it takes the sockets over"
+        ),
+        Err(e) => tracing::error!(error = %e, "SIGUSR2: cannot start a successor; still serving"),
     }
 }

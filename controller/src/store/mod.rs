@@ -1,6 +1,10 @@
 //! The controller's state: app specs (versioned), releases (append-only), their signatures,
 //! hosts, status reports, tokens (hashed) and the audit log. One trait, one backend per
 //! database: SQLite embedded by default; PostgreSQL drops in beside it.
+//!
+//! Both backends share the tables, so each row is mapped once (`rows`), each query written
+//! once (`queries`) and each method that runs the same SQL implemented once (`methods`);
+//! `sqlite` and `postgres` hold only what differs, with the reason.
 
 mod methods;
 mod postgres;

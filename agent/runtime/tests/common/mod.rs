@@ -198,23 +198,24 @@ impl Drop for Fixture {
 }
 
 /// Removes the CNI masquerade rule and chain of container `id` (a failed test skipped its
-/// CNI DEL; once the netns is gone, the plugin cannot find them).
+/// CNI DEL; once the netns is gone, the plugin cannot find them). CNI knows the container by
+/// its netns name, which ends in the id.
 pub fn remove_masquerade(id: &str) {
     let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S"]).output() else {
         return;
     };
-    let tag = format!("id: \\\"{id}\\\"");
-    let tag_plain = format!("id: \"{id}\"");
+    let tag = format!("-{id}\\\"");
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if !(line.contains(&tag) || line.contains(&tag_plain))
-            || !line.starts_with("-A POSTROUTING")
-        {
+        if !line.starts_with("-A POSTROUTING") || !line.contains(&tag) {
             continue;
         }
         if let Some(chain) = line.split_whitespace().last() {
             let _ = Command::new("sh")
                 .arg("-c")
-                .arg(format!("iptables -t nat -D {} && iptables -t nat -F {chain} && iptables -t nat -X {chain}", &line[3..]))
+                .arg(format!(
+                    "iptables -t nat -D {} && iptables -t nat -F {chain} && iptables -t nat -X {chain}",
+                    &line[3..]
+                ))
                 .output();
         }
     }
