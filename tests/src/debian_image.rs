@@ -17,7 +17,7 @@ pub const SUITE: &str = "bookworm";
 /// The mirror `mmdebstrap` fetches packages from (override: `SLIPWAY_DEBIAN_MIRROR`).
 pub const MIRROR: &str = "http://deb.debian.org/debian";
 /// Bump to rebuild every cached image when the build steps change.
-const BUILD_VERSION: u32 = 1;
+const BUILD_VERSION: u32 = 2;
 
 /// One build at a time: mmdebstrap is CPU- and network-heavy, and two builds of one recipe
 /// would only race.
