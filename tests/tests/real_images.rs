@@ -30,7 +30,8 @@ const POSTGRES: Recipe = Recipe {
     hooks: &[
         "echo \"listen_addresses = '*'\" >> \"$1\"/etc/postgresql/15/main/postgresql.conf",
         "echo 'host all all 0.0.0.0/0 trust' >> \"$1\"/etc/postgresql/15/main/pg_hba.conf",
-        "mkdir -p \"$1\"/run/postgresql && chroot \"$1\" chown postgres:postgres /run/postgresql",
+        // /run is empty in an image: the server's socket and lock go to /tmp instead.
+        "echo \"unix_socket_directories = '/tmp'\" >> \"$1\"/etc/postgresql/15/main/postgresql.conf",
     ],
     cmd: &[
         "/usr/lib/postgresql/15/bin/postgres",
