@@ -80,7 +80,7 @@ async fn probe_inner(spec: &HealthSpec, target: &Target<'_>) -> Probe {
 pub async fn check_alive(runtime: &Runtime, id: &str) -> Result<(), String> {
     match runtime.list().await {
         Ok(list) => match list.into_iter().find(|c| c.id == id) {
-            Some(c) if c.status == slipway_runtime::Status::Running => Ok(()),
+            Some(c) if c.status == slipway_runtime::ContainerStatus::Running => Ok(()),
             Some(c) => Err(format!(
                 "container {id} is {:?}{}",
                 c.status,

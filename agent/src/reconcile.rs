@@ -70,7 +70,7 @@ pub fn accept(agent: &Agent, app: &str, bytes: &[u8]) -> Result<Accepted, Refuse
     if rel.app != app {
         return Err(RefusedRelease::WrongApp {
             file_app: app.to_string(),
-            body_app: rel.app,
+            body_app: rel.app.to_string(),
         });
     }
     if rel.seq == st.accepted_seq && st.accepted_seq > 0 {

@@ -44,7 +44,7 @@ pub async fn recover_app(agent: &Agent, app: &str) {
     let st = agent.app_state(app);
     let mut live = None;
     for c in list.into_iter().filter(|c| c.app == app) {
-        let running = c.status == slipway_runtime::Status::Running;
+        let running = c.status == slipway_runtime::ContainerStatus::Running;
         if Some(&c.id) == routed.as_ref() && running {
             live = Some((c.seq, c.id.clone(), c.image.clone()));
         } else if running

@@ -6,7 +6,7 @@
 use crate::agent::Agent;
 use crate::defaults;
 use crate::health::{self, Target};
-use crate::state::{DeployRecord, Phase};
+use crate::state::{DeployPhase, DeployRecord};
 use slipway_proto::{ImageRef, Release};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -23,7 +23,7 @@ pub enum Cmd {
 
 /// The routed container of an app before a swap, to drain, revert to, or discard.
 struct Old {
-    id: String,
+    id: slipway_proto::ContainerId,
     addr: SocketAddr,
     seq: Option<u64>,
     grace: Duration,
@@ -31,7 +31,7 @@ struct Old {
 
 /// Deploys `rel`. Returns the command that superseded it, if one arrived mid-deploy.
 pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -> Option<Cmd> {
-    let app = rel.app.clone();
+    let app = rel.app.to_string();
     let seq = rel.seq;
     let image: ImageRef = match rel.image_ref() {
         Ok(i) => i,
@@ -40,14 +40,14 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
             return None;
         }
     };
-    let id = format!("{}-{}-{}", app, seq, image.digest.short());
+    let id = slipway_proto::ContainerId::for_release(&rel.app, seq, &image.digest);
     let st = agent.app_state(&app);
     if st.failed_seq == Some(seq) {
         tracing::debug!(app, seq, "release failed before; waiting for a newer one");
         return None;
     }
     if st.live_seq == Some(seq) && container_running(agent, &id).await {
-        set_phase(agent, &app, Phase::Live);
+        set_phase(agent, &app, DeployPhase::Live);
         return None;
     }
     let t0 = Instant::now();
@@ -57,13 +57,13 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
         container: id.clone(),
         started: SystemTime::now(),
         finished: None,
-        outcome: Phase::Pulling,
+        outcome: DeployPhase::Pulling,
         error: None,
         swap_ms: None,
     };
     tracing::info!(app, seq, image = %image, container = %id, "deploy started");
 
-    set_phase(agent, &app, Phase::Pulling);
+    set_phase(agent, &app, DeployPhase::Pulling);
     let cached = agent.store.load(&image).ok().flatten();
     let pulled = match cached {
         Some(p) => Ok(p),
@@ -75,13 +75,13 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
             return fail(
                 agent,
                 rec,
-                Phase::Failed,
+                DeployPhase::Failed,
                 format!("pull of {image} failed: {e}"),
             )
         }
     };
 
-    set_phase(agent, &app, Phase::Starting);
+    set_phase(agent, &app, DeployPhase::Starting);
     let info = match agent
         .runtime
         .list()
@@ -89,7 +89,7 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
         .ok()
         .and_then(|l| l.into_iter().find(|c| c.id == id))
     {
-        Some(c) if c.status == slipway_runtime::Status::Running => {
+        Some(c) if c.status == slipway_runtime::ContainerStatus::Running => {
             tracing::info!(app, seq, container = %id, "resuming with the container already running");
             c
         }
@@ -110,7 +110,7 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
                     return fail(
                         agent,
                         rec,
-                        Phase::Failed,
+                        DeployPhase::Failed,
                         format!("container {id} did not start: {e}"),
                     );
                 }
@@ -119,7 +119,7 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
     };
     let addr = SocketAddr::new(info.address, rel.spec.container_port);
 
-    set_phase(agent, &app, Phase::HealthChecking);
+    set_phase(agent, &app, DeployPhase::HealthChecking);
     let target = Target {
         container_id: &id,
         addr,
@@ -130,7 +130,7 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
         cmd = rx.recv() => {
             tracing::info!(app, seq, "superseded while health-checking; discarding {id}");
             discard(agent, &id, Duration::ZERO).await;
-            finish(agent, rec, Phase::Superseded, Some("superseded by a newer release".into()));
+            finish(agent, rec, DeployPhase::Superseded, Some("superseded by a newer release".into()));
             return Some(cmd.unwrap_or(Cmd::Remove));
         }
     };
@@ -139,12 +139,12 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
         return fail(
             agent,
             rec,
-            Phase::Failed,
+            DeployPhase::Failed,
             format!("container {id} unhealthy: {why}"),
         );
     }
 
-    set_phase(agent, &app, Phase::Switching);
+    set_phase(agent, &app, DeployPhase::Switching);
     let old = old_upstream(agent, &app).await;
     let upstream = slipway_proxy::Upstream {
         id: id.clone(),
@@ -155,7 +155,7 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
         return fail(
             agent,
             rec,
-            Phase::Failed,
+            DeployPhase::Failed,
             format!("proxy did not switch {app} to {id}: {e}"),
         );
     }
@@ -171,7 +171,7 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
 
     let old = old.filter(|o| o.id != id);
     if let Some(o) = &old {
-        set_phase(agent, &app, Phase::Draining);
+        set_phase(agent, &app, DeployPhase::Draining);
         match agent
             .proxy
             .drain(&app, &o.id, rel.spec.swap.drain_timeout)
@@ -187,7 +187,7 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
         }
     }
 
-    set_phase(agent, &app, Phase::Baking);
+    set_phase(agent, &app, DeployPhase::Baking);
     match bake(agent, &rel, &target, rx).await {
         Bake::Passed => {}
         Bake::Superseded(cmd) => {
@@ -199,7 +199,7 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
             if let Some(o) = &old {
                 discard(agent, &o.id, o.grace).await;
             }
-            finish(agent, rec, Phase::Live, None);
+            finish(agent, rec, DeployPhase::Live, None);
             return Some(cmd);
         }
         Bake::Failed(why) => {
@@ -211,7 +211,7 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
                 );
                 let why = format!("failing during bake, no previous container to revert to: {why}");
                 agent.update(&app, |s| s.last_error = Some(why.clone()));
-                finish(agent, rec, Phase::Live, Some(why));
+                finish(agent, rec, DeployPhase::Live, Some(why));
                 return None;
             };
             let back = slipway_proxy::Upstream {
@@ -237,14 +237,14 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
             return fail(
                 agent,
                 rec,
-                Phase::RolledBack,
+                DeployPhase::RolledBack,
                 format!("rolled back to {}: {why}", o.id),
             );
         }
     }
     // Live once the bake passed: the old container is unrouted and drained, so the controller
     // may move on while it gets its stop grace period.
-    finish(agent, rec, Phase::Live, None);
+    finish(agent, rec, DeployPhase::Live, None);
     tracing::info!(app, seq, container = %id, total_ms = t0.elapsed().as_millis() as u64, "deploy live");
     if let Some(o) = &old {
         discard(agent, &o.id, o.grace).await;
@@ -324,7 +324,7 @@ async fn switch(
             Ok(_) => return Ok(()),
             Err(e) => {
                 last = e.to_string();
-                tracing::warn!(app = rel.app, attempt, error = %e, "proxy did not take the new upstream; retrying");
+                tracing::warn!(app = %rel.app, attempt, error = %e, "proxy did not take the new upstream; retrying");
                 tokio::time::sleep(defaults::RETRY_DELAY).await;
             }
         }
@@ -377,19 +377,19 @@ pub async fn discard(agent: &Agent, id: &str, grace: Duration) {
     }
 }
 
-fn set_phase(agent: &Agent, app: &str, phase: Phase) {
+fn set_phase(agent: &Agent, app: &str, phase: DeployPhase) {
     tracing::debug!(app, %phase, "phase");
     agent.update(app, |s| s.phase = Some(phase));
 }
 
-fn finish(agent: &Agent, mut rec: DeployRecord, outcome: Phase, error: Option<String>) {
+fn finish(agent: &Agent, mut rec: DeployRecord, outcome: DeployPhase, error: Option<String>) {
     rec.finished = Some(SystemTime::now());
     rec.outcome = outcome;
     rec.error = error;
     let app = app_of(&rec.container).to_string();
     agent.update(&app, |s| {
         s.phase = Some(if s.live_seq.is_some() {
-            Phase::Live
+            DeployPhase::Live
         } else {
             outcome
         });
@@ -403,7 +403,7 @@ fn app_of(id: &str) -> &str {
 }
 
 /// Records a failed deploy: the release is not retried, the old container keeps serving.
-fn fail(agent: &Agent, rec: DeployRecord, outcome: Phase, why: String) -> Option<Cmd> {
+fn fail(agent: &Agent, rec: DeployRecord, outcome: DeployPhase, why: String) -> Option<Cmd> {
     tracing::error!(container = %rec.container, seq = rec.seq, "deploy failed: {why}");
     let seq = rec.seq;
     agent.update(app_of(&rec.container), |s| {
@@ -417,7 +417,7 @@ fn fail(agent: &Agent, rec: DeployRecord, outcome: Phase, why: String) -> Option
 /// Removes an app: unroute it, discard its containers, forget what is live (the accepted seq
 /// stays, so an old release cannot come back).
 pub async fn remove(agent: &Agent, app: &str) {
-    set_phase(agent, app, Phase::Removing);
+    set_phase(agent, app, DeployPhase::Removing);
     if let Err(e) = agent.proxy.remove_app(app).await {
         tracing::warn!(app, error = %e, "proxy did not remove the app");
     }

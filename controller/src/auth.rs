@@ -61,7 +61,10 @@ pub async fn create_token(
                 "agent token `{name}` needs the host it speaks for (host)"
             )))
         }
-        (Role::Agent, Some(h)) => valid_host_id(h).map_err(ApiError::BadRequest)?,
+        (Role::Agent, Some(h)) => {
+            h.parse::<slipway_proto::HostId>()
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        }
         (_, Some(_)) => {
             return Err(ApiError::BadRequest(format!(
                 "token `{name}`: only agent tokens are bound to a host"
@@ -79,22 +82,6 @@ pub async fn create_token(
     };
     store.create_token(&record).await?;
     Ok((secret, record))
-}
-
-/// Host ids: 1..=64 characters of `[a-z0-9.-]`, like a hostname.
-pub fn valid_host_id(host: &str) -> Result<(), String> {
-    if !host.is_empty()
-        && host.len() <= 64
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "host id `{host}` must be 1..=64 characters of [a-z0-9._-]"
-        ))
-    }
 }
 
 /// The authenticated caller of a request.

@@ -2,6 +2,7 @@
 //! and the `slipway` CLI. Pure serde types; every struct refuses unknown fields.
 
 use crate::envelope::Envelope;
+use crate::id::HostId;
 use crate::spec::AppSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -95,7 +96,7 @@ pub struct HostStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRow {
-    pub host: String,
+    pub host: HostId,
     pub app: String,
     pub seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,7 +124,7 @@ pub struct StaleRelease {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostInfo {
-    pub host: String,
+    pub host: HostId,
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
@@ -245,7 +246,7 @@ pub struct CreateTokenRequest {
     pub role: Role,
     /// Required for (and only for) `agent` tokens: the host it speaks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
+    pub host: Option<HostId>,
 }
 
 /// A token as listed (never the secret itself).
@@ -255,7 +256,7 @@ pub struct TokenInfo {
     pub name: String,
     pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
+    pub host: Option<HostId>,
     /// RFC 3339.
     pub created_at: String,
 }

@@ -4,12 +4,14 @@
 
 pub mod api;
 pub mod envelope;
+pub mod id;
 pub mod keys;
 pub mod release;
 pub mod spec;
 pub mod trust;
 
 pub use envelope::{Envelope, Signature, VerifiedRelease, VerifyError, RELEASE_PAYLOAD_TYPE};
+pub use id::{AppName, ContainerId, HostId, IdError};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
 pub use release::{check_seq, Digest, ImageRef, ImageRefError, Release, ReplayError};
 pub use spec::{AppSpec, HealthKind, Protocol, SpecError};

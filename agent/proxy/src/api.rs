@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use slipway_proto::Protocol;
+use slipway_proto::{AppName, ContainerId, Protocol};
 
 use crate::metrics::{LatencySummary, StatusCounts};
 use crate::upstream::Upstream;
@@ -12,11 +12,11 @@ use crate::upstream::Upstream;
 /// the upstream: diff two readings to get a window (see [`StatusCounts::since`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppStats {
-    pub app: String,
+    pub app: AppName,
     pub listen: u16,
     pub protocol: Protocol,
     /// Id of the upstream that takes new traffic.
-    pub current: Option<String>,
+    pub current: Option<ContainerId>,
     /// Current and retired upstreams, oldest first.
     pub upstreams: Vec<UpstreamStats>,
 }
@@ -29,7 +29,7 @@ impl AppStats {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamStats {
-    pub id: String,
+    pub id: ContainerId,
     pub addr: SocketAddr,
     pub current: bool,
     /// HTTP requests or TCP connections open right now.
@@ -53,7 +53,7 @@ pub struct UpstreamStats {
 /// One app's route, as the proxy runs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteInfo {
-    pub app: String,
+    pub app: AppName,
     pub listen: u16,
     pub protocol: Protocol,
     /// Address actually bound (differs from `listen` when it is 0); None if binding failed.

@@ -10,7 +10,7 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use slipway_proto::Protocol;
+use slipway_proto::{ContainerId, Protocol};
 use tokio::net::UnixStream;
 
 use crate::api::{
@@ -18,7 +18,7 @@ use crate::api::{
 };
 use crate::drain::DrainReport;
 use crate::error::ProxyError;
-use crate::router::validate_name;
+use crate::router::app_name;
 use crate::upstream::Upstream;
 
 /// Client of the proxy's control socket. Cheap to clone; one connection per call.
@@ -117,8 +117,7 @@ impl ProxyClient {
         protocol: Protocol,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError> {
-        validate_name("app", app)?;
-        validate_name("upstream id", &upstream.id)?;
+        app_name(app)?;
         let op = format!("set upstream of {app} to {}", upstream.id);
         let body = Self::body(&SetUpstreamRequest {
             listen,
@@ -133,7 +132,7 @@ impl ProxyClient {
 
     /// Removes the app and closes its listener. Succeeds if the app is already gone.
     pub async fn remove_app(&self, app: &str) -> Result<(), ProxyError> {
-        validate_name("app", app)?;
+        app_name(app)?;
         self.call(
             &format!("remove {app}"),
             Method::DELETE,
@@ -152,8 +151,8 @@ impl ProxyClient {
         upstream_id: &str,
         timeout: Duration,
     ) -> Result<DrainReport, ProxyError> {
-        validate_name("app", app)?;
-        validate_name("upstream id", upstream_id)?;
+        app_name(app)?;
+        upstream_id.parse::<ContainerId>()?;
         let body = Self::body(&DrainRequest {
             upstream_id: upstream_id.to_owned(),
             timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
@@ -169,7 +168,7 @@ impl ProxyClient {
 
     /// Per-upstream counters of `app` (current and retired upstreams).
     pub async fn stats(&self, app: &str) -> Result<AppStats, ProxyError> {
-        validate_name("app", app)?;
+        app_name(app)?;
         self.call(
             &format!("stats of {app}"),
             Method::GET,
@@ -187,8 +186,8 @@ impl ProxyClient {
     /// Drops a retired upstream's counters (after its container is discarded). Retired
     /// upstreams are also dropped automatically beyond the newest few.
     pub async fn forget_upstream(&self, app: &str, upstream_id: &str) -> Result<(), ProxyError> {
-        validate_name("app", app)?;
-        validate_name("upstream id", upstream_id)?;
+        app_name(app)?;
+        upstream_id.parse::<ContainerId>()?;
         self.call(
             &format!("forget {upstream_id} of {app}"),
             Method::DELETE,

@@ -26,6 +26,8 @@ pub enum ProxyError {
     UnknownUpstream { app: String, id: String },
     #[error("app `{app}`: upstream `{id}` still takes traffic; switch the app to another upstream first")]
     StillCurrent { app: String, id: String },
+    #[error(transparent)]
+    Id(#[from] slipway_proto::IdError),
     #[error("{what} `{value}` is invalid: {reason}")]
     Invalid {
         what: &'static str,
@@ -64,7 +66,7 @@ impl ProxyError {
         match self {
             ProxyError::UnknownApp(_) | ProxyError::UnknownUpstream { .. } => 404,
             ProxyError::StillCurrent { .. } | ProxyError::Bind { .. } => 409,
-            ProxyError::Invalid { .. } => 400,
+            ProxyError::Invalid { .. } | ProxyError::Id(_) => 400,
             _ => 500,
         }
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use slipway_proto::Protocol;
+use slipway_proto::{AppName, Protocol};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -25,30 +25,9 @@ use crate::table::{self, RouteEntry, RouteTable};
 use crate::upstream::{Upstream, UpstreamState};
 use crate::workers::Workers;
 
-/// Upstream ids are container ids; they become metric labels and URL path segments.
-pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), ProxyError> {
-    let invalid = |reason: String| ProxyError::Invalid {
-        what,
-        value: value.to_owned(),
-        reason,
-    };
-    if what == "app" {
-        return slipway_proto::spec::valid_app_name(value).map_err(invalid);
-    }
-    if value.is_empty() || value.len() > 128 {
-        return Err(invalid("must be 1 to 128 characters".into()));
-    }
-    if !value.as_bytes()[0].is_ascii_alphanumeric()
-        || !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(invalid(
-            "may hold only letters, digits, `-`, `_` and `.`, starting with a letter or digit"
-                .into(),
-        ));
-    }
-    Ok(())
+/// Checks an app name from a request (the rule is [`AppName`]'s).
+pub(crate) fn app_name(value: &str) -> Result<AppName, ProxyError> {
+    Ok(value.parse()?)
 }
 
 /// The public listener of an app.
@@ -71,7 +50,7 @@ impl Listener {
 /// One app: its listener, its current upstream and the retired ones still tracked.
 #[derive(Debug)]
 pub(crate) struct App {
-    pub(crate) name: String,
+    pub(crate) name: AppName,
     /// Read once per request (HTTP) or connection (TCP); swapped by `set_upstream`.
     pub(crate) current: ArcSwapOption<UpstreamState>,
     /// Known upstreams, least recently made current first; the current one included.
@@ -82,9 +61,9 @@ pub(crate) struct App {
 }
 
 impl App {
-    fn new(name: &str, listen: u16, protocol: Protocol) -> Self {
+    fn new(name: AppName, listen: u16, protocol: Protocol) -> Self {
         App {
-            name: name.to_owned(),
+            name,
             current: ArcSwapOption::empty(),
             upstreams: Mutex::new(Vec::new()),
             listener: Mutex::new(Listener {
@@ -111,7 +90,7 @@ impl App {
             .find(|u| u.upstream.id == id)
             .cloned()
             .ok_or_else(|| ProxyError::UnknownUpstream {
-                app: self.name.clone(),
+                app: self.name.to_string(),
                 id: id.to_owned(),
             })
     }
@@ -170,7 +149,7 @@ impl App {
 pub(crate) struct Router {
     bind: IpAddr,
     state_file: PathBuf,
-    apps: RwLock<HashMap<String, Arc<App>>>,
+    apps: RwLock<HashMap<AppName, Arc<App>>>,
     /// Serializes changes so the file on disk always matches the order they were applied in.
     ops: tokio::sync::Mutex<()>,
     ctx: Arc<HttpCtx>,
@@ -254,7 +233,7 @@ impl Router {
     /// and kept in the table (the next `set_upstream` retries it).
     pub(crate) fn restore(&self, t: RouteTable) {
         for r in t.routes {
-            let app = Arc::new(App::new(&r.app, r.listen, r.protocol));
+            let app = Arc::new(App::new(r.app.clone(), r.listen, r.protocol));
             let state = app.state_for(&r.upstream);
             app.current.store(Some(state));
             {
@@ -291,13 +270,12 @@ impl Router {
         protocol: Protocol,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError> {
-        validate_name("app", name)?;
-        validate_name("upstream id", &upstream.id)?;
+        let name = &app_name(name)?;
         let _ops = self.ops.lock().await;
         let existing = self.apps.read().unwrap().get(name).cloned();
         let app = existing
             .clone()
-            .unwrap_or_else(|| Arc::new(App::new(name, listen, protocol)));
+            .unwrap_or_else(|| Arc::new(App::new(name.clone(), listen, protocol)));
 
         // 1. Listener: bind the new one before changing anything else.
         let (needs_bind, same_port) = {
@@ -320,9 +298,9 @@ impl Router {
 
         // 2. Persist the new table; on failure nothing has changed.
         let mut t = self.snapshot();
-        t.routes.retain(|r| r.app != name);
+        t.routes.retain(|r| r.app != *name);
         t.routes.push(RouteEntry {
-            app: name.to_owned(),
+            app: name.clone(),
             listen,
             protocol,
             upstream: upstream.clone(),
@@ -342,10 +320,10 @@ impl Router {
         let previous = app.current.swap(Some(state));
         app.prune_retired();
         if existing.is_none() {
-            self.apps.write().unwrap().insert(name.to_owned(), app);
+            self.apps.write().unwrap().insert(name.clone(), app);
         }
         let previous = previous.map(|p| p.upstream.clone());
-        info!(app = name, listen, protocol = ?protocol, upstream = %upstream.id,
+        info!(app = %name, listen, protocol = ?protocol, upstream = %upstream.id,
             addr = %upstream.addr, previous = ?previous.as_ref().map(|p| &p.id), "upstream set");
         Ok(previous)
     }
@@ -353,14 +331,14 @@ impl Router {
     /// Removes the app and closes its listener; open connections finish gracefully.
     /// Removing an unknown app succeeds (the agent may retry after a crash).
     pub(crate) async fn remove_app(&self, name: &str) -> Result<(), ProxyError> {
-        validate_name("app", name)?;
+        app_name(name)?;
         let _ops = self.ops.lock().await;
         if !self.apps.read().unwrap().contains_key(name) {
             info!(app = name, "remove: app has no route; nothing to do");
             return Ok(());
         }
         let mut t = self.snapshot();
-        t.routes.retain(|r| r.app != name);
+        t.routes.retain(|r| r.app != *name);
         self.persist(t).await?;
         if let Some(app) = self.apps.write().unwrap().remove(name) {
             app.close();
@@ -480,7 +458,7 @@ impl Router {
             })
             .collect();
         Ok(AppStats {
-            app: name.to_owned(),
+            app: app.name.clone(),
             listen,
             protocol,
             current: current.map(|c| c.upstream.id.clone()),
@@ -509,7 +487,7 @@ impl Router {
     }
 
     /// (app, upstream, is current) for every tracked upstream; read by the metrics collector.
-    pub(crate) fn all_upstreams(&self) -> Vec<(String, Arc<UpstreamState>, bool)> {
+    pub(crate) fn all_upstreams(&self) -> Vec<(AppName, Arc<UpstreamState>, bool)> {
         let apps = self.apps.read().unwrap();
         let mut out = Vec::new();
         for a in apps.values() {
@@ -543,13 +521,9 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert!(validate_name("app", "web-1").is_ok());
-        assert!(validate_name("app", "Web").is_err());
-        assert!(validate_name("upstream id", "web-1.abc_def").is_ok());
-        let e = validate_name("upstream id", "../x")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("upstream id `../x` is invalid"), "{e}");
-        assert!(validate_name("upstream id", "").is_err());
+        assert!(app_name("web-1").is_ok());
+        let e = app_name("Web").unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("app `Web` is invalid"), "{e}");
     }
 }

@@ -26,7 +26,7 @@ pub(crate) struct RouteTable {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteEntry {
-    pub app: String,
+    pub app: slipway_proto::AppName,
     pub listen: u16,
     pub protocol: Protocol,
     pub upstream: Upstream,
@@ -63,8 +63,6 @@ fn parse(bytes: &[u8]) -> Result<RouteTable, String> {
     }
     let mut seen = std::collections::HashSet::new();
     for r in &t.routes {
-        crate::router::validate_name("app", &r.app).map_err(|e| e.to_string())?;
-        crate::router::validate_name("upstream id", &r.upstream.id).map_err(|e| e.to_string())?;
         if !seen.insert(&r.app) {
             return Err(format!("app `{}` listed twice", r.app));
         }
@@ -140,11 +138,11 @@ mod tests {
         RouteTable {
             version: TABLE_VERSION,
             routes: vec![RouteEntry {
-                app: "web".into(),
+                app: "web".parse().unwrap(),
                 listen: 8080,
                 protocol: Protocol::Http,
                 upstream: Upstream {
-                    id: "c1".into(),
+                    id: "c1".parse().unwrap(),
                     addr: "10.1.0.2:80".parse().unwrap(),
                 },
             }],

@@ -24,7 +24,7 @@ pub mod state;
 
 pub use adopt::AdoptReport;
 pub use config::{CniConfig, RuntimeConfig};
-pub use container::{ContainerInfo, ContainerSpec, CrashPoint, Status};
+pub use container::{ContainerInfo, ContainerSpec, ContainerStatus, CrashPoint};
 pub use error::{BundleError, NetworkError, RuncError, RuntimeError};
 pub use runc::ExecOutput;
 
@@ -40,9 +40,6 @@ pub struct Runtime {
     net: network::Network,
     mounter: Box<dyn rootfs::Mounter>,
     shared: Arc<Shared>,
-    /// Short hash of the runc root: makes netns and cgroup names unique per runtime, so
-    /// several agents on one machine (test beds) never share them.
-    tag: String,
 }
 
 /// Becomes `Some` when a supervised container's init has exited and been reaped.
@@ -90,8 +87,6 @@ impl Runtime {
             },
             mounter: Box::new(rootfs::SysMounter),
             shared: Arc::default(),
-            tag: slipway_proto::Digest::of(cfg.runc_root.to_string_lossy().as_bytes()).hex()[..6]
-                .to_string(),
             cfg,
         })
     }

@@ -59,8 +59,8 @@ pub fn parse_app(
             format!("{dir}/{app}/{file}")
         }
     };
-    slipway_proto::spec::valid_app_name(app)
-        .map_err(|r| format!("directory {}: not an app name: {r}", shown("")))?;
+    app.parse::<slipway_proto::AppName>()
+        .map_err(|e| format!("directory {}: not an app name: {e}", shown("")))?;
     let text = |file: &str| -> Result<String, String> {
         let (_, e) = files
             .iter()

@@ -319,7 +319,7 @@ impl Store for PostgresStore {
             "SELECT name, version, spec, created_at FROM app_specs WHERE name = $1 \
              ORDER BY version DESC LIMIT 1",
         )
-        .bind(&spec.name)
+        .bind(spec.name.as_str())
         .fetch_optional(&mut *tx)
         .await?
         .map(|r| app_row(&r))
@@ -331,7 +331,7 @@ impl Store for PostgresStore {
         sqlx::query(
             "INSERT INTO app_specs (name, version, spec, created_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(&spec.name)
+        .bind(spec.name.as_str())
         .bind(version as i64)
         .bind(&json)
         .bind(to_ms(now))
@@ -340,7 +340,7 @@ impl Store for PostgresStore {
         tx.commit().await?;
         Ok((
             AppRecord {
-                name: spec.name.clone(),
+                name: spec.name.to_string(),
                 version,
                 spec: spec.clone(),
                 updated_at: now,

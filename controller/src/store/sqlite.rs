@@ -194,7 +194,7 @@ impl Store for SqliteStore {
             "SELECT name, version, spec, created_at FROM app_specs WHERE name = ? \
              ORDER BY version DESC LIMIT 1",
         )
-        .bind(&spec.name)
+        .bind(spec.name.as_str())
         .fetch_optional(&mut *tx)
         .await?
         .map(|r| app_row(&r))
@@ -204,7 +204,7 @@ impl Store for SqliteStore {
         }
         let version = current.map_or(1, |c| c.version + 1);
         sqlx::query("INSERT INTO app_specs (name, version, spec, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&spec.name)
+            .bind(spec.name.as_str())
             .bind(version as i64)
             .bind(&json)
             .bind(to_ms(now))
@@ -213,7 +213,7 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok((
             AppRecord {
-                name: spec.name.clone(),
+                name: spec.name.to_string(),
                 version,
                 spec: spec.clone(),
                 updated_at: now,

@@ -130,7 +130,7 @@ impl Backend {
 
     pub fn upstream(&self) -> Upstream {
         Upstream {
-            id: self.name.clone(),
+            id: self.name.parse().unwrap(),
             addr: self.addr,
         }
     }
@@ -280,7 +280,7 @@ impl TcpBackend {
 
     pub fn upstream(&self) -> Upstream {
         Upstream {
-            id: self.name.clone(),
+            id: self.name.parse().unwrap(),
             addr: self.addr,
         }
     }
