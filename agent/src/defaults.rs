@@ -22,6 +22,8 @@ pub const BAKE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 pub const BAKE_MIN_REQUESTS: u64 = 20;
 /// Failed health probes in a row during bake that count as unhealthy.
 pub const BAKE_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Attempts at pointing the proxy at a new upstream before the switch counts as failed.
+pub const SWITCH_ATTEMPTS: u32 = 5;
 /// Retry delay after an error talking to the proxy or the runtime.
 pub const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// How often the agent checks whether a live release's signature has expired (a cheap look

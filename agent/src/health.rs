@@ -1,6 +1,8 @@
 //! Health checks against a container: HTTP (2xx on a path), TCP connect, or exec inside it.
 
+use crate::parts::Parts;
 use slipway_proto::spec::{HealthKind, HealthSpec};
+use slipway_proto::ContainerId;
 use slipway_runtime::Runtime;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -77,9 +79,9 @@ async fn probe_inner(spec: &HealthSpec, target: &Target<'_>) -> Probe {
 }
 
 /// Ok while the container runs; otherwise why not (stopped with its exit code, or gone).
-pub async fn check_alive(runtime: &Runtime, id: &str) -> Result<(), String> {
-    match runtime.list().await {
-        Ok(list) => match list.into_iter().find(|c| c.id == id) {
+pub async fn check_alive(parts: &dyn Parts, id: &ContainerId) -> Result<(), String> {
+    match parts.containers().await {
+        Ok(list) => match list.into_iter().find(|c| c.id == *id) {
             Some(c) if c.status == slipway_runtime::ContainerStatus::Running => Ok(()),
             Some(c) => Err(format!(
                 "container {id} is {:?}{}",
@@ -158,22 +160,21 @@ async fn http(addr: SocketAddr, path: &str) -> Probe {
     }
 }
 
-/// Probes until `healthy_threshold` successes in a row (Ok) or the deadline (Err with the
-/// last probe's output). A container that died fails at once, with its exit code.
-pub fn wait_healthy<'a>(
-    spec: &'a HealthSpec,
-    target: &'a Target<'a>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Duration, String>> + Send + 'a>> {
-    Box::pin(wait_healthy_inner(spec, target))
-}
-
-async fn wait_healthy_inner(spec: &HealthSpec, target: &Target<'_>) -> Result<Duration, String> {
+/// Probes until `healthy_threshold` successes in a row (Ok: how long it took) or the deadline
+/// (Err with the last probe's output). The first probe goes out at once; a container that
+/// died fails at once, with its exit code.
+pub async fn wait_healthy(
+    parts: &dyn Parts,
+    spec: &HealthSpec,
+    id: &ContainerId,
+    addr: SocketAddr,
+) -> Result<Duration, String> {
     let start = tokio::time::Instant::now();
     let deadline = start + spec.deadline;
     let mut streak = 0;
     let mut last;
     loop {
-        let p = probe(spec, target).await;
+        let p = parts.probe(spec, id, addr).await;
         if p.healthy {
             streak += 1;
             if streak >= spec.healthy_threshold {
@@ -183,7 +184,7 @@ async fn wait_healthy_inner(spec: &HealthSpec, target: &Target<'_>) -> Result<Du
             streak = 0;
         }
         last = p.output;
-        if let Err(why) = check_alive(target.runtime, target.container_id).await {
+        if let Err(why) = check_alive(parts, id).await {
             return Err(format!("{why}; last health check: {last}"));
         }
         if tokio::time::Instant::now() + spec.interval > deadline {

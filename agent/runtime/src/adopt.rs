@@ -33,7 +33,7 @@ impl Runtime {
     /// interrupted discards.
     pub async fn adopt(
         &self,
-        known: &dyn Fn(&ContainerInfo) -> bool,
+        known: &(dyn Fn(&ContainerInfo) -> bool + Sync),
     ) -> Result<AdoptReport, RuntimeError> {
         let mut report = AdoptReport::default();
         let mut runc: HashMap<String, RuncState> = self
