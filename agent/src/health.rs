@@ -78,19 +78,39 @@ async fn probe_inner(spec: &HealthSpec, target: &Target<'_>) -> Probe {
     }
 }
 
+/// Why a container is not running.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AliveError {
+    #[error("container {id} is {status:?}{}", exit_code.map(|e| format!(" (exit code {e})")).unwrap_or_default())]
+    NotRunning {
+        id: ContainerId,
+        status: slipway_runtime::ContainerStatus,
+        exit_code: Option<i32>,
+    },
+    #[error("container {id} is gone")]
+    Gone { id: ContainerId },
+}
+
+/// Why a container did not become healthy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HealthError {
+    #[error("{source}; last health check: {last}")]
+    Died { source: AliveError, last: String },
+    #[error("not healthy within {}; last health check: {last}", humantime::format_duration(*deadline))]
+    Deadline { deadline: Duration, last: String },
+}
+
 /// Ok while the container runs; otherwise why not (stopped with its exit code, or gone).
-pub async fn check_alive(parts: &dyn Parts, id: &ContainerId) -> Result<(), String> {
+pub async fn check_alive(parts: &dyn Parts, id: &ContainerId) -> Result<(), AliveError> {
     match parts.containers().await {
         Ok(list) => match list.into_iter().find(|c| c.id == *id) {
             Some(c) if c.status == slipway_runtime::ContainerStatus::Running => Ok(()),
-            Some(c) => Err(format!(
-                "container {id} is {:?}{}",
-                c.status,
-                c.exit_code
-                    .map(|e| format!(" (exit code {e})"))
-                    .unwrap_or_default()
-            )),
-            None => Err(format!("container {id} is gone")),
+            Some(c) => Err(AliveError::NotRunning {
+                id: id.clone(),
+                status: c.status,
+                exit_code: c.exit_code,
+            }),
+            None => Err(AliveError::Gone { id: id.clone() }),
         },
         // Cannot tell; do not fail a deploy on a transient runtime error.
         Err(_) => Ok(()),
@@ -168,7 +188,7 @@ pub async fn wait_healthy(
     spec: &HealthSpec,
     id: &ContainerId,
     addr: SocketAddr,
-) -> Result<Duration, String> {
+) -> Result<Duration, HealthError> {
     let start = tokio::time::Instant::now();
     let deadline = start + spec.deadline;
     let mut streak = 0;
@@ -184,14 +204,14 @@ pub async fn wait_healthy(
             streak = 0;
         }
         last = p.output;
-        if let Err(why) = check_alive(parts, id).await {
-            return Err(format!("{why}; last health check: {last}"));
+        if let Err(source) = check_alive(parts, id).await {
+            return Err(HealthError::Died { source, last });
         }
         if tokio::time::Instant::now() + spec.interval > deadline {
-            return Err(format!(
-                "not healthy within {}; last health check: {last}",
-                humantime::format_duration(spec.deadline)
-            ));
+            return Err(HealthError::Deadline {
+                deadline: spec.deadline,
+                last,
+            });
         }
         tokio::time::sleep(spec.interval).await;
     }

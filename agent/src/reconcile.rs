@@ -166,14 +166,24 @@ pub enum Source {
     Controller(Box<ControllerSource>),
 }
 
+/// Why no desired set could be read this time (nothing changes).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read the release directory {}: {source}", dir.display())]
+    Dir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no desired set from the controller: {0:#}")]
+    Controller(anyhow::Error),
+}
+
 impl Source {
-    async fn next(&mut self) -> Result<Desired, String> {
+    async fn next(&mut self) -> Result<Desired, SourceError> {
         match self {
-            Source::Dir(d) => d.read().map_err(|e| {
-                format!(
-                    "cannot read the release directory {}: {e}",
-                    d.dir().display()
-                )
+            Source::Dir(d) => d.read().map_err(|source| SourceError::Dir {
+                dir: d.dir().to_path_buf(),
+                source,
             }),
             Source::Controller(c) => c
                 .next()
@@ -181,7 +191,7 @@ impl Source {
                 .map(|set| Desired {
                     releases: set.releases,
                 })
-                .map_err(|e| format!("no desired set from the controller: {e:#}")),
+                .map_err(SourceError::Controller),
         }
     }
 }

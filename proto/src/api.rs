@@ -217,16 +217,19 @@ impl Role {
     }
 }
 
+/// A role name that is none of `admin`, `read-only`, `agent`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role `{0}`: expected admin, read-only or agent")]
+pub struct UnknownRole(pub String);
+
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
         match s {
             "admin" => Ok(Role::Admin),
             "read-only" => Ok(Role::ReadOnly),
             "agent" => Ok(Role::Agent),
-            _ => Err(format!(
-                "unknown role `{s}`: expected admin, read-only or agent"
-            )),
+            _ => Err(UnknownRole(s.to_string())),
         }
     }
 }

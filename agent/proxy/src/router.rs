@@ -231,23 +231,23 @@ impl Router {
 
     /// Starts the routes of a table read at start-up. A port that cannot be bound is logged
     /// and kept in the table (the next `set_upstream` retries it).
-    pub(crate) fn restore(&self, t: RouteTable) {
+    pub(crate) async fn restore(&self, t: RouteTable) {
         for r in t.routes {
             let app = Arc::new(App::new(r.app.clone(), r.listen, r.protocol));
             let state = app.state_for(&r.upstream);
             app.current.store(Some(state));
+            // The previous proxy may still be letting go of the port (a quick restart):
+            // retry for a moment before giving up on this route's listener.
+            let mut bound = self.bind_listener(&r.app, r.listen);
+            for _ in 0..crate::defaults::RESTORE_BIND_RETRIES {
+                if bound.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(crate::defaults::RESTORE_BIND_RETRY_DELAY).await;
+                bound = self.bind_listener(&r.app, r.listen);
+            }
             {
                 let mut slot = app.listener.lock().unwrap();
-                // The previous proxy may still be letting go of the port (a quick restart):
-                // retry for a moment before giving up on this route's listener.
-                let mut bound = self.bind_listener(&r.app, r.listen);
-                for _ in 0..crate::defaults::RESTORE_BIND_RETRIES {
-                    if bound.is_ok() {
-                        break;
-                    }
-                    std::thread::sleep(crate::defaults::RESTORE_BIND_RETRY_DELAY);
-                    bound = self.bind_listener(&r.app, r.listen);
-                }
                 match bound {
                     Ok(l) => self.start_listener(&app, l, &mut slot),
                     Err(e) => {

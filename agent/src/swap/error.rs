@@ -1,5 +1,6 @@
 //! Why a deploy failed, with what the clean-up afterwards did.
 
+use crate::health::{AliveError, HealthError};
 use slipway_image::ImageError;
 use slipway_proto::{AppName, ContainerId, ImageRef};
 use slipway_proxy::ProxyError;
@@ -18,10 +19,10 @@ pub enum DeployError {
         source: RuntimeError,
         cleanup: Cleanup,
     },
-    #[error("container {id} unhealthy: {why}{cleanup}")]
+    #[error("container {id} unhealthy: {source}{cleanup}")]
     Unhealthy {
         id: ContainerId,
-        why: String,
+        source: HealthError,
         cleanup: Cleanup,
     },
     #[error("proxy did not switch {app} to {id}: {source}{cleanup}")]
@@ -33,9 +34,24 @@ pub enum DeployError {
     },
     #[error("{reverted}: {why}{cleanup}")]
     Bake {
-        why: String,
+        why: BakeFailure,
         reverted: Reverted,
         cleanup: Cleanup,
+    },
+}
+
+/// What the new container did wrong during bake.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BakeFailure {
+    #[error(transparent)]
+    Died(#[from] AliveError),
+    #[error("health check failing during bake: {0}")]
+    Unhealthy(String),
+    #[error("{errors} of {requests} requests answered 5xx during bake, over the {:.1}% limit", max_error_rate * 100.0)]
+    Errors {
+        errors: u64,
+        requests: u64,
+        max_error_rate: f64,
     },
 }
 

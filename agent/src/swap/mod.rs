@@ -9,7 +9,7 @@ mod phases;
 #[cfg(test)]
 mod tests;
 
-pub use error::{Cleanup, DeployError, Reverted};
+pub use error::{BakeFailure, Cleanup, DeployError, Reverted};
 
 use crate::agent::Agent;
 use crate::defaults;

@@ -1,7 +1,7 @@
 //! The phases of one deploy, in order: pull, start, health, switch, drain, bake. Each says
 //! how it failed as a [`DeployError`]; none cleans up after itself (see `super::conclude`).
 
-use super::error::DeployError;
+use super::error::{BakeFailure, DeployError};
 use super::Cmd;
 use crate::agent::Agent;
 use crate::defaults;
@@ -104,9 +104,9 @@ impl Deploy<'_> {
         let waited =
             health::wait_healthy(&*self.agent.parts, &self.rel.spec.health, &self.id, addr)
                 .await
-                .map_err(|why| DeployError::Unhealthy {
+                .map_err(|source| DeployError::Unhealthy {
                     id: self.id.clone(),
-                    why,
+                    source,
                     cleanup: Default::default(),
                 })?;
         tracing::debug!(app = %self.rel.app, ms = waited.as_millis() as u64, "phase health done");
@@ -192,7 +192,7 @@ impl Deploy<'_> {
         rx: &mut mpsc::Receiver<Cmd>,
     ) -> Result<Ended, DeployError> {
         let spec = &self.rel.spec;
-        let fail = |why: String| DeployError::Bake {
+        let fail = |why: BakeFailure| DeployError::Bake {
             why,
             reverted: Default::default(),
             cleanup: Default::default(),
@@ -208,14 +208,11 @@ impl Deploy<'_> {
             }
             health::check_alive(&*self.agent.parts, &self.id)
                 .await
-                .map_err(fail)?;
+                .map_err(|e| fail(e.into()))?;
             let p = self.agent.parts.probe(&spec.health, &self.id, addr).await;
             failing = if p.healthy { 0 } else { failing + 1 };
             if failing >= defaults::BAKE_UNHEALTHY_THRESHOLD {
-                return Err(fail(format!(
-                    "health check failing during bake: {}",
-                    p.output
-                )));
+                return Err(fail(BakeFailure::Unhealthy(p.output)));
             }
             if let Some(now) = self.upstream_counts().await {
                 let requests = now.0.saturating_sub(base.0);
@@ -223,10 +220,11 @@ impl Deploy<'_> {
                 if requests >= defaults::BAKE_MIN_REQUESTS
                     && errors as f64 > spec.swap.max_error_rate * requests as f64
                 {
-                    return Err(fail(format!(
-                        "{errors} of {requests} requests answered 5xx during bake, over the {:.1}% limit",
-                        spec.swap.max_error_rate * 100.0
-                    )));
+                    return Err(fail(BakeFailure::Errors {
+                        errors,
+                        requests,
+                        max_error_rate: spec.swap.max_error_rate,
+                    }));
                 }
             }
         }

@@ -281,9 +281,9 @@ fn token_row(r: &PgRow) -> Result<TokenRecord> {
     let name: String = r.try_get("name")?;
     let role: String = r.try_get("role")?;
     Ok(TokenRecord {
-        role: role
-            .parse()
-            .map_err(|e: String| corrupt(format!("token {name}"), e))?,
+        role: role.parse().map_err(|e: slipway_proto::api::UnknownRole| {
+            corrupt(format!("token {name}"), e.to_string())
+        })?,
         host: r.try_get("host")?,
         hash: r.try_get("hash")?,
         created_at: from_ms(r.try_get("created_at")?),
