@@ -181,8 +181,8 @@ async fn http(addr: SocketAddr, path: &str) -> Probe {
 }
 
 /// Probes until `healthy_threshold` successes in a row (Ok: how long it took) or the deadline
-/// (Err with the last probe's output). The first probe goes out at once; a container that
-/// died fails at once, with its exit code.
+/// (Err with the last probe's output). The first probe goes out at once, the next ones soon
+/// after until one is healthy; a container that died fails at once, with its exit code.
 pub async fn wait_healthy(
     parts: &dyn Parts,
     spec: &HealthSpec,
@@ -193,9 +193,13 @@ pub async fn wait_healthy(
     let deadline = start + spec.deadline;
     let mut streak = 0;
     let mut last;
+    // Until the first healthy answer, retry sooner than `interval` (doubling up to it): an
+    // app is usually listening a few milliseconds after its start.
+    let mut retry = Some(crate::defaults::FIRST_PROBE_RETRY);
     loop {
         let p = parts.probe(spec, id, addr).await;
         if p.healthy {
+            retry = None;
             streak += 1;
             if streak >= spec.healthy_threshold {
                 return Ok(start.elapsed());
@@ -207,13 +211,15 @@ pub async fn wait_healthy(
         if let Err(source) = check_alive(parts, id).await {
             return Err(HealthError::Died { source, last });
         }
-        if tokio::time::Instant::now() + spec.interval > deadline {
+        let pause = retry.map_or(spec.interval, |r| r.min(spec.interval));
+        retry = retry.map(|r| r * 2);
+        if tokio::time::Instant::now() + pause > deadline {
             return Err(HealthError::Deadline {
                 deadline: spec.deadline,
                 last,
             });
         }
-        tokio::time::sleep(spec.interval).await;
+        tokio::time::sleep(pause).await;
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::agent::Agent;
 use crate::defaults;
 use crate::source::controller::ControllerSource;
-use crate::source::dir::DirSource;
+use crate::source::dir::{DirSource, DirWatch};
 use crate::source::Desired;
 use crate::swap::{self, Cmd};
 use slipway_proto::{Digest, Envelope, Release, VerifyError};
@@ -220,6 +220,15 @@ pub async fn run(
         .map(|(a, _)| a.clone())
         .collect();
     let mut first = true;
+    // Set up before the first read, so no change after that read goes unnoticed.
+    let mut watch = match &source {
+        Source::Dir(d) => DirWatch::new(d.dir())
+            .inspect_err(|e| {
+                tracing::warn!(dir = %d.dir().display(), error = %e, "cannot watch the release directory; polling it only")
+            })
+            .ok(),
+        Source::Controller(_) => None,
+    };
     tokio::pin!(shutdown);
     loop {
         let desired = tokio::select! {
@@ -241,8 +250,20 @@ pub async fn run(
             Err(e) => tracing::error!("{e}; changing nothing"),
         }
         if matches!(source, Source::Dir(_)) {
+            let changed = async {
+                match &mut watch {
+                    // A watch that stopped (logged by its thread) leaves the poll alone.
+                    Some(w) => {
+                        if w.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = changed => tracing::debug!("release directory changed"),
                 _ = tokio::time::sleep(defaults::DIR_POLL) => {}
             }
         }

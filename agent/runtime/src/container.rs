@@ -67,7 +67,8 @@ pub struct ContainerInfo {
 /// Points of [`Runtime::start`] where a test can simulate an agent crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
-    /// After the netns is wired by CNI, before the rootfs and `runc create`.
+    /// After the netns is wired by CNI and the rootfs mounted (side by side), before
+    /// `runc create`.
     AfterNetwork,
     /// After `runc create`, before `runc start`.
     AfterCreate,
@@ -200,48 +201,64 @@ impl Runtime {
     ) -> Result<ContainerInfo, RuntimeError> {
         let id = rec.id.as_str();
         let ns = netns_path(&rec.netns);
-        // A namespace of this name can only be a leftover of a crash before this id ever ran
-        // (the id check above refuses ids that ran): remove it rather than fail.
-        crate::network::netns_del(&rec.netns).await?;
-        netns_add(&rec.netns).await?;
-        let netconf = rec.netconf.clone().unwrap_or_default();
-        // The address reaches the record with the next save (after `runc create`).
-        rec.address = Some(self.net.add(id, &ns, &netconf).await?);
-        self.maybe_crash(CrashPoint::AfterNetwork);
-
-        let paths = RootfsPaths::new(dir);
-        rootfs::mount(self.mounter.as_ref(), id, spec.layer_dirs, &paths)?;
-        let oci = bundle::build(&BundleInput {
-            id,
-            image: &rec.image,
-            spec: &spec.release.spec,
-            config: spec.image_config,
-            etc: &RootfsEtc(&paths.target),
-            netns: &ns,
-            cgroup: rec
-                .netns
-                .strip_prefix(crate::defaults::NETNS_PREFIX)
-                .unwrap_or(id),
-        })?;
-        for v in &spec.release.spec.volumes {
-            if !v.host.exists() {
-                return Err(RuntimeError::Io {
-                    path: v.host.clone(),
-                    action: "bind as a volume (create it on the host first)",
-                    source: std::io::ErrorKind::NotFound.into(),
-                });
+        let t = std::time::Instant::now();
+        // The network (netns + CNI, two process spawns or more) and the rootfs + bundle (local
+        // mounts and files) do not depend on each other: make them side by side.
+        let network = async {
+            // A namespace of this name can only be a leftover of a crash before this id ever
+            // ran (the id check above refuses ids that ran): remove it rather than fail.
+            crate::network::netns_del(&rec.netns).await?;
+            netns_add(&rec.netns).await?;
+            let netconf = rec.netconf.clone().unwrap_or_default();
+            let address = self.net.add(id, &ns, &netconf).await?;
+            tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "network ready");
+            Ok::<_, RuntimeError>(address)
+        };
+        let filesystem = async {
+            let paths = RootfsPaths::new(dir);
+            rootfs::mount(self.mounter.as_ref(), id, spec.layer_dirs, &paths)?;
+            let oci = bundle::build(&BundleInput {
+                id,
+                image: &rec.image,
+                spec: &spec.release.spec,
+                config: spec.image_config,
+                etc: &RootfsEtc(&paths.target),
+                netns: &ns,
+                cgroup: rec
+                    .netns
+                    .strip_prefix(crate::defaults::NETNS_PREFIX)
+                    .unwrap_or(id),
+            })?;
+            for v in &spec.release.spec.volumes {
+                if !v.host.exists() {
+                    return Err(RuntimeError::Io {
+                        path: v.host.clone(),
+                        action: "bind as a volume (create it on the host first)",
+                        source: std::io::ErrorKind::NotFound.into(),
+                    });
+                }
             }
-        }
-        let json = serde_json::to_vec_pretty(&oci).expect("spec serializes");
-        write_atomic(&dir.join(CONFIG), &json, Durability::Atomic)?;
+            let json = serde_json::to_vec_pretty(&oci).expect("spec serializes");
+            write_atomic(&dir.join(CONFIG), &json, Durability::Atomic)?;
+            tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "rootfs and bundle ready");
+            Ok(())
+        };
+        let (address, files) = tokio::join!(network, filesystem);
+        // The address reaches the record with the next save (after `runc create`).
+        let address = address?;
+        files?;
+        rec.address = Some(address);
+        self.maybe_crash(CrashPoint::AfterNetwork);
 
         let (out, err) = logs::paths(dir);
         let stdout = logs::open_append(&out).map_err(io(&out, "open log"))?;
         let stderr = logs::open_append(&err).map_err(io(&err, "open log"))?;
         let pid_file = dir.join(PID_FILE);
+        let t = std::time::Instant::now();
         self.runc
             .create(id, dir, &pid_file, &dir.join(RUNC_LOG), stdout, stderr)
             .await?;
+        tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "runc create done");
         let pid = crate::runc::read_pid(&pid_file);
         rec.pid = pid;
         rec.phase = RecordPhase::Created;
@@ -252,7 +269,9 @@ impl Runtime {
         }
         self.maybe_crash(CrashPoint::AfterCreate);
 
+        let t = std::time::Instant::now();
         self.runc.start(id).await?;
+        tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "runc start done");
         self.maybe_crash(CrashPoint::AfterStart);
         rec.phase = RecordPhase::Started;
         rec.started_at = Some(SystemTime::now());
