@@ -73,7 +73,34 @@ impl AgentConfig {
             .clone()
             .unwrap_or_else(|| slipway_runtime::RuntimeConfig {
                 state_dir: self.state_dir.join("containers"),
+                volumes_dir: Some(self.state_dir.join("volumes")),
                 ..Default::default()
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_and_registry_sections_parse() {
+        let example = include_str!("../../deploy/examples/agent.toml");
+        let cfg: AgentConfig = toml::from_str(example).unwrap();
+        assert_eq!(cfg.registry.insecure, ["127.0.0.1:5000"]);
+        // The commented registry examples, uncommented.
+        let uncommented: String = example
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg: AgentConfig = toml::from_str(&uncommented).unwrap();
+        assert!(cfg.registry.docker_config.is_some());
+        assert_eq!(cfg.registry.auth.len(), 2);
+        let tls = cfg.registry.tls_for("registry.example.com").unwrap();
+        assert!(tls.ca_file.is_some() && tls.cert_file.is_some() && tls.key_file.is_some());
     }
 }

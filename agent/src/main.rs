@@ -33,6 +33,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Show each app's live release, phase, last error and recent deploys.
     Status(cmd::status::Args),
+    /// Named volumes: `volume ls`, `volume rm NAME`.
+    Volume(cmd::volume::Args),
 }
 
 #[tokio::main]
@@ -47,6 +49,7 @@ async fn main() -> std::process::ExitCode {
         Command::Proxy(a) => cmd::proxy::run(a).await,
         Command::Run(a) => cmd::run::run(a).await,
         Command::Status(a) => cmd::status::run(a).await,
+        Command::Volume(a) => cmd::volume::run(a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

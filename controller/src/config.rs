@@ -14,11 +14,17 @@
 //! cert = "/etc/slipway/tls/cert.pem"
 //! key = "/etc/slipway/tls/key.pem"
 //! [registry]
-//! plain_http = ["registry.lan:5000"]        # loopback registries always use plain HTTP
+//! plain_http = ["registry.lan:5000"]        # loopback ones too, unless [registry.tls] names them
+//! docker_config = "/root/.docker/config.json"  # optional: auths, credHelpers, credsStore
+//! [registry.auth."registry.example.com"]    # optional, as in agent.toml
+//! basic = { username = "ci", password = "..." }
+//! [registry.tls."registry.example.com"]     # optional: private CA, client certificate
+//! ca_file = "/etc/slipway/registry-ca.pem"
 //! ```
 
 use crate::defaults;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,8 +36,49 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config {path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    #[error("config {path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        source: InvalidConfig,
+    },
+}
+
+/// What makes a config unusable; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidConfig {
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    #[error(
+        "listen {0} is not a loopback address and [tls] is not set: agents' tokens would cross \
+         the network in clear; add [tls] cert/key, or set allow_plain_http = true behind a \
+         TLS-terminating proxy"
+    )]
+    PlainHttp(SocketAddr),
+    #[error(
+        "resign_before ({}) must be shorter than release_validity ({})",
+        humantime::format_duration(*resign_before),
+        humantime::format_duration(*release_validity)
+    )]
+    ResignBefore {
+        resign_before: Duration,
+        release_validity: Duration,
+    },
+    #[error("resign_interval must be above zero")]
+    ResignInterval,
+    #[error("long_poll_max_wait and rollout.tick must be above zero")]
+    ZeroWait,
+    #[error(
+        "rollout.silent_after ({}) must exceed long_poll_max_wait ({}) by a quarter: a host \
+         waiting in a long-poll would otherwise count as silent",
+        humantime::format_duration(*silent_after),
+        humantime::format_duration(*long_poll_max_wait)
+    )]
+    SilentAfter {
+        silent_after: Duration,
+        long_poll_max_wait: Duration,
+    },
+    #[error(transparent)]
+    Gitops(#[from] crate::gitops::config::InvalidGitops),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +137,15 @@ pub struct RegistryConfig {
     /// Give up on a registry after this long.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// Credentials per registry host, as in agent.toml; checked before `docker_config`.
+    #[serde(default)]
+    pub auth: BTreeMap<String, slipway_image::Credentials>,
+    /// CA and client certificate per registry host, as in agent.toml.
+    #[serde(default)]
+    pub tls: BTreeMap<String, slipway_image::TlsFiles>,
+    /// A docker `config.json` (auths, credHelpers, credsStore).
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
 }
 
 fn d_listen() -> SocketAddr {
@@ -119,50 +175,42 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text).map_err(|reason| ConfigError::Invalid {
+        Self::parse(&text).map_err(|source| ConfigError::Invalid {
             path: path.to_path_buf(),
-            reason,
+            source,
         })
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, InvalidConfig> {
+        let cfg: Config = toml::from_str(text)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidConfig> {
         if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.allow_plain_http {
-            return Err(format!(
-                "listen {} is not a loopback address and [tls] is not set: agents' tokens \
-                 would cross the network in clear; add [tls] cert/key, or set \
-                 allow_plain_http = true behind a TLS-terminating proxy",
-                self.listen
-            ));
+            return Err(InvalidConfig::PlainHttp(self.listen));
         }
         if self.resign_before >= self.release_validity {
-            return Err(format!(
-                "resign_before ({}) must be shorter than release_validity ({})",
-                humantime::format_duration(self.resign_before),
-                humantime::format_duration(self.release_validity)
-            ));
+            return Err(InvalidConfig::ResignBefore {
+                resign_before: self.resign_before,
+                release_validity: self.release_validity,
+            });
         }
         if self.resign_interval.is_zero() {
-            return Err("resign_interval must be above zero".into());
+            return Err(InvalidConfig::ResignInterval);
         }
         if let Some(g) = &self.gitops {
             g.validate()?;
         }
         if self.long_poll_max_wait.is_zero() || self.rollout.tick.is_zero() {
-            return Err("long_poll_max_wait and rollout.tick must be above zero".into());
+            return Err(InvalidConfig::ZeroWait);
         }
         if self.rollout.silent_after <= self.long_poll_max_wait * 5 / 4 {
-            return Err(format!(
-                "rollout.silent_after ({}) must exceed long_poll_max_wait ({}) by a quarter: a \
-                 host waiting in a long-poll would otherwise count as silent",
-                humantime::format_duration(self.rollout.silent_after),
-                humantime::format_duration(self.long_poll_max_wait)
-            ));
+            return Err(InvalidConfig::SilentAfter {
+                silent_after: self.rollout.silent_after,
+                long_poll_max_wait: self.long_poll_max_wait,
+            });
         }
         Ok(())
     }
@@ -184,7 +232,8 @@ mod tests {
         assert_eq!(c.listen.to_string(), defaults::LISTEN);
         assert_eq!(c.database_url(), "sqlite:///tmp/x/controller.db");
         let e = Config::parse("listen = \"0.0.0.0:1\"\ndata_dir = \"/x\"\nsigning_key = \"/k\"\n")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a loopback address"), "{e}");
         assert!(Config::parse("data_dir = \"/x\"\nsigning_key = \"/k\"\nbogus = 1\n").is_err());
     }

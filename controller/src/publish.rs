@@ -89,9 +89,9 @@ async fn build(store: &dyn Store) -> Result<Snapshot, StoreError> {
             })?;
         let selector = release_body(&envelope)
             .map(|rel| rel.spec.rollout.selector)
-            .map_err(|reason| StoreError::Corrupt {
+            .map_err(|e| StoreError::Corrupt {
                 what: format!("body of release {} seq {}", r.app, r.seq),
-                reason,
+                reason: e.to_string(),
             })?;
         let fingerprint = hex::encode(ring::digest::digest(
             &ring::digest::SHA256,
@@ -110,11 +110,18 @@ async fn build(store: &dyn Store) -> Result<Snapshot, StoreError> {
     Ok(Snapshot { releases })
 }
 
+/// Why a stored envelope does not hold a release.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("envelope payload is not base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("envelope payload is not a release: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// The release inside one of our own envelopes (signed by us, so not verified again here).
-pub fn release_body(envelope: &Envelope) -> Result<slipway_proto::Release, String> {
+pub fn release_body(envelope: &Envelope) -> Result<slipway_proto::Release, BodyError> {
     use base64::Engine;
-    let body = base64::engine::general_purpose::STANDARD
-        .decode(&envelope.payload)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&body).map_err(|e| e.to_string())
+    let body = base64::engine::general_purpose::STANDARD.decode(&envelope.payload)?;
+    Ok(serde_json::from_slice(&body)?)
 }

@@ -2,15 +2,74 @@
 //! A rollback is the same thing with an older release's digest.
 
 use crate::api::AppState;
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::resolve::ResolveError;
+use crate::rollout::RolloutError;
 use crate::signer::{self, ReleaseParams};
-use crate::store::{NewRelease, ReleaseRecord, StoreError};
+use crate::store::{ReleaseRecord, StoreError};
 use slipway_proto::{AppSpec, ImageRef, SigningKey};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::Mutex;
+
+/// Why a release, a rollback or a rollout action was refused or failed. The API maps each to
+/// a status code (`crate::error`); the rollout driver and GitOps log them.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("unknown app `{app}`: apply its spec first (slipway app apply -f app.toml)")]
+    UnknownApp { app: String },
+    #[error("app {app} has no release yet: nothing to roll back to")]
+    NoReleaseYet { app: String },
+    #[error("app {app} has no release seq {seq} (latest is {latest})")]
+    NoSuchRelease { app: String, seq: u64, latest: u64 },
+    #[error(
+        "app {app}: no earlier release has an image other than {image}; nothing to roll back to"
+    )]
+    NoOtherImage { app: String, image: String },
+    /// The spec or image cannot be signed as a release (invalid spec, foreign repository).
+    #[error("release {app} seq {seq}: {source}")]
+    Unsignable {
+        app: String,
+        seq: u64,
+        source: signer::SignError,
+    },
+    #[error("stored release {app} seq {seq}: {reason}")]
+    CorruptRelease {
+        app: String,
+        seq: u64,
+        reason: String,
+    },
+    #[error("release {app} seq {seq} vanished")]
+    Vanished { app: String, seq: u64 },
+    #[error("app `{app}` has no rollout: release it first (slipway release {app} --image REF)")]
+    NoRollout { app: String },
+    #[error("rollout of {app} seq {seq} is {state}: cannot {action}")]
+    RolloutRefused {
+        app: String,
+        seq: u64,
+        state: slipway_proto::api::RolloutState,
+        action: String,
+    },
+    #[error("rollout of `{app}` kept changing under `{action}`; try again")]
+    RolloutBusy { app: String, action: &'static str },
+    #[error(transparent)]
+    Rollout(RolloutError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<RolloutError> for ReleaseError {
+    fn from(e: RolloutError) -> Self {
+        match e {
+            RolloutError::Store(e) => ReleaseError::Store(e),
+            other => ReleaseError::Rollout(other),
+        }
+    }
+}
+
+pub type ReleaseResult<T> = Result<T, ReleaseError>;
 
 /// The controller's signing key and what it signs with.
 pub struct ReleaseSigner {
@@ -27,7 +86,7 @@ impl ReleaseSigner {
         seq: u64,
         image: ImageRef,
         annotations: BTreeMap<String, String>,
-    ) -> ApiResult<(String, SystemTime)> {
+    ) -> ReleaseResult<(String, SystemTime)> {
         let params = ReleaseParams {
             seq,
             image,
@@ -36,7 +95,11 @@ impl ReleaseSigner {
             annotations,
         };
         let (release, env) = signer::sign_release(spec, params, &[&self.key]).map_err(|e| {
-            ApiError::Unprocessable(format!("release {} seq {seq}: {e:#}", spec.name))
+            ReleaseError::Unsignable {
+                app: spec.name.to_string(),
+                seq,
+                source: e,
+            }
         })?;
         Ok((
             serde_json::to_string(&env).expect("envelope serializes"),
@@ -60,14 +123,15 @@ impl AppLocks {
     }
 }
 
-/// `POST /v1/apps/{app}/releases`.
+/// Releases `requested` (a tag or digest of the app's repository) as the app's next seq, as
+/// `actor` (`POST /v1/apps/{app}/releases`, or GitOps).
 pub async fn create(
     state: &AppState,
-    caller: &Caller,
+    actor: &str,
     app: &str,
     requested: &str,
     mut annotations: BTreeMap<String, String>,
-) -> ApiResult<ReleaseRecord> {
+) -> ReleaseResult<ReleaseRecord> {
     let app_rec = state
         .store
         .app(app)
@@ -79,13 +143,13 @@ pub async fn create(
         .await?;
     tracing::info!(app, requested, image = %resolved.image, "resolved image");
     annotations.insert("slipway.requested".into(), requested.to_string());
-    annotations.insert("slipway.released-by".into(), caller.name.clone());
+    annotations.insert("slipway.released-by".into(), actor.to_string());
     if let Some(index) = &resolved.index {
         annotations.insert("slipway.index".into(), index.to_string());
     }
     let rec = append(
         state,
-        caller,
+        actor,
         app,
         resolved.image,
         requested,
@@ -95,7 +159,7 @@ pub async fn create(
     .await?;
     audit(
         state,
-        caller,
+        actor,
         "release.create",
         &rec,
         &format!("{requested} -> {}", rec.image),
@@ -104,53 +168,60 @@ pub async fn create(
     Ok(rec)
 }
 
-/// `POST /v1/apps/{app}/rollback`: a new, higher seq pointing at an older release's digest.
+/// A new, higher seq pointing at an older release's digest, as `actor`
+/// (`POST /v1/apps/{app}/rollback`, or the rollout driver after a halt).
 pub async fn rollback(
     state: &AppState,
-    caller: &Caller,
+    actor: &str,
     app: &str,
     to_seq: Option<u64>,
-) -> ApiResult<ReleaseRecord> {
+) -> ReleaseResult<ReleaseRecord> {
     if state.store.app(app).await?.is_none() {
         return Err(unknown_app(app));
     }
     let releases = state.store.releases(app).await?;
     let Some(latest) = releases.last() else {
-        return Err(ApiError::Conflict(format!(
-            "app {app} has no release yet: nothing to roll back to"
-        )));
+        return Err(ReleaseError::NoReleaseYet { app: app.into() });
     };
     let target = match to_seq {
-        Some(s) => releases.iter().find(|r| r.seq == s).ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "app {app} has no release seq {s} (latest is {})",
-                latest.seq
-            ))
-        })?,
+        Some(s) => {
+            releases
+                .iter()
+                .find(|r| r.seq == s)
+                .ok_or_else(|| ReleaseError::NoSuchRelease {
+                    app: app.into(),
+                    seq: s,
+                    latest: latest.seq,
+                })?
+        }
         // The newest earlier release that runs a different image than the latest.
         None => releases
             .iter()
             .rev()
             .find(|r| r.image != latest.image)
-            .ok_or_else(|| {
-                ApiError::Conflict(format!(
-                    "app {app}: no earlier release has an image other than {}; nothing to roll back to",
-                    latest.image
-                ))
+            .ok_or_else(|| ReleaseError::NoOtherImage {
+                app: app.into(),
+                image: latest.image.clone(),
             })?,
     };
     let target_seq = target.seq;
     let image: ImageRef = target
         .image
         .parse()
-        .map_err(|e| ApiError::Internal(format!("stored release {app} seq {target_seq}: {e}")))?;
+        .map_err(
+            |e: slipway_proto::ImageRefError| ReleaseError::CorruptRelease {
+                app: app.into(),
+                seq: target_seq,
+                reason: e.to_string(),
+            },
+        )?;
     let mut annotations = BTreeMap::new();
     annotations.insert("slipway.rollback-of".into(), target_seq.to_string());
-    annotations.insert("slipway.released-by".into(), caller.name.clone());
+    annotations.insert("slipway.released-by".into(), actor.to_string());
     let requested = format!("rollback to seq {target_seq}");
     let rec = append(
         state,
-        caller,
+        actor,
         app,
         image,
         &requested,
@@ -160,7 +231,7 @@ pub async fn rollback(
     .await?;
     audit(
         state,
-        caller,
+        actor,
         "release.rollback",
         &rec,
         &format!("to seq {target_seq}: {}", rec.image),
@@ -169,22 +240,20 @@ pub async fn rollback(
     Ok(rec)
 }
 
-fn unknown_app(app: &str) -> ApiError {
-    ApiError::NotFound(format!(
-        "unknown app `{app}`: apply its spec first (slipway app apply -f app.toml)"
-    ))
+fn unknown_app(app: &str) -> ReleaseError {
+    ReleaseError::UnknownApp { app: app.into() }
 }
 
 /// Takes the next seq, signs with the app's current spec, stores and publishes.
 async fn append(
     state: &AppState,
-    caller: &Caller,
+    actor: &str,
     app: &str,
     image: ImageRef,
     requested: &str,
     rollback_of: Option<u64>,
     annotations: BTreeMap<String, String>,
-) -> ApiResult<ReleaseRecord> {
+) -> ReleaseResult<ReleaseRecord> {
     let lock = state.locks.get(app).await;
     let _guard = lock.lock().await;
     let app_rec = state
@@ -192,21 +261,22 @@ async fn append(
         .app(app)
         .await?
         .ok_or_else(|| unknown_app(app))?;
-    let mut last_err = None;
-    for _ in 0..crate::defaults::SEQ_RETRIES {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let seq = state.store.latest_seq(app).await? + 1;
         let (envelope, expires) =
             state
                 .signer
                 .sign(&app_rec.spec, seq, image.clone(), annotations.clone())?;
-        let new = NewRelease {
+        let new = ReleaseRecord {
             app: app.to_string(),
             seq,
             image: image.to_string(),
             requested: requested.to_string(),
             spec_version: app_rec.version,
             rollback_of,
-            created_by: caller.name.clone(),
+            created_by: actor.to_string(),
             created_at: SystemTime::now(),
             envelope,
             expires,
@@ -217,31 +287,30 @@ async fn append(
                 state.metrics.releases.inc();
                 tracing::info!(app, seq, image = %new.image, "release published");
                 return state.store.release(app, seq).await?.ok_or_else(|| {
-                    ApiError::Internal(format!("release {app} seq {seq} vanished"))
+                    ReleaseError::Vanished {
+                        app: app.into(),
+                        seq,
+                    }
                 });
             }
-            // Another controller took this seq: try the next one.
-            Err(e @ StoreError::SeqTaken { .. }) => last_err = Some(e),
+            // Another controller took this seq: try the next one, a few times.
+            Err(StoreError::SeqTaken { .. }) if attempt < crate::defaults::SEQ_RETRIES => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Err(last_err.map_or_else(
-        || ApiError::Internal("no seq attempted".into()),
-        ApiError::from,
-    ))
 }
 
 async fn audit(
     state: &AppState,
-    caller: &Caller,
+    actor: &str,
     action: &str,
     rec: &ReleaseRecord,
     detail: &str,
-) -> ApiResult<()> {
+) -> ReleaseResult<()> {
     let object = format!("release/{}/{}", rec.app, rec.seq);
     state
         .store
-        .audit(&caller.name, action, &object, detail, SystemTime::now())
+        .audit(actor, action, &object, detail, SystemTime::now())
         .await?;
     Ok(())
 }

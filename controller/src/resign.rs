@@ -93,7 +93,7 @@ async fn resign(state: &AppState, rec: &ReleaseRecord, now: SystemTime) -> Resul
         reason,
     };
     let env = Envelope::from_json(rec.envelope.as_bytes()).map_err(|e| bad(e.to_string()))?;
-    let release = release_body(&env).map_err(bad)?;
+    let release = release_body(&env).map_err(|e| bad(e.to_string()))?;
     let image = release.image_ref().map_err(|e| bad(e.to_string()))?;
     let (envelope, expires) = state
         .signer

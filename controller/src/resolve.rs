@@ -1,10 +1,12 @@
 //! Tag -> manifest digest, done once, here, and never again downstream. An index resolves to
-//! its linux/amd64 child; an image the registry does not have is refused.
+//! its linux/amd64 child; an image the registry does not have is refused. Registries are
+//! reached exactly as the agent reaches them (`slipway_image::registry`): the same
+//! credentials (`[registry.auth]`, docker config.json, credential helpers), CA and client
+//! certificate per registry, and Docker Hub names (`nginx` is `docker.io/library/nginx`).
 
+use crate::config::RegistryConfig;
 use crate::defaults;
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use slipway_image::registry::{self as access, FailureKind, RegistryError, Repository, Session};
 use slipway_proto::{Digest, ImageRef};
 use std::time::Duration;
 
@@ -39,6 +41,18 @@ pub enum ResolveError {
         registry: String,
         reason: String,
     },
+    #[error("registry {registry} refused `{image}`: authentication failed: {reason}")]
+    Auth {
+        image: String,
+        registry: String,
+        reason: String,
+    },
+    #[error("registry {registry} could not be reached for `{image}`: TLS failed: {reason}")]
+    Tls {
+        image: String,
+        registry: String,
+        reason: String,
+    },
     #[error("registry {registry} answered badly for `{image}`: {reason}")]
     Registry {
         image: String,
@@ -61,9 +75,7 @@ pub struct Resolved {
 }
 
 pub struct Resolver {
-    client: Client,
-    /// Plain HTTP, for loopback registries.
-    loopback: Client,
+    access: access::RegistryConfig,
     timeout: Duration,
 }
 
@@ -101,54 +113,47 @@ enum Target {
 }
 
 impl Resolver {
-    /// `plain_http` lists registries (`host:port`) spoken to over HTTP; loopback ones always are.
-    pub fn new(plain_http: &[String], timeout: Option<Duration>) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let timeout = timeout.unwrap_or(defaults::RESOLVE_TIMEOUT);
-        let client = Client::new(oci_client::client::ClientConfig {
-            protocol: oci_client::client::ClientProtocol::HttpsExcept(plain_http.to_vec()),
-            connect_timeout: Some(timeout),
-            read_timeout: Some(timeout),
-            ..Default::default()
-        });
-        let loopback = Client::new(oci_client::client::ClientConfig {
-            protocol: oci_client::client::ClientProtocol::Http,
-            connect_timeout: Some(timeout),
-            read_timeout: Some(timeout),
-            ..Default::default()
-        });
+    /// Registries in `plain_http` are spoken to over HTTP, and so are loopback ones unless a
+    /// CA is configured for them in `[registry.tls]`.
+    pub fn new(cfg: &RegistryConfig) -> Self {
+        access::install_crypto_provider();
         Self {
-            client,
-            timeout,
-            loopback,
+            access: access::RegistryConfig {
+                insecure: cfg.plain_http.clone(),
+                auth: cfg.auth.clone(),
+                tls: cfg.tls.clone(),
+                docker_config: cfg.docker_config.clone(),
+            },
+            timeout: cfg.timeout.unwrap_or(defaults::RESOLVE_TIMEOUT),
         }
     }
 
-    /// Resolves `requested` (which must name `repository`) to a digest the registry has.
+    /// Resolves `requested` (which must name `repository`, Docker Hub names normalized) to
+    /// a digest the registry has. The pinned image keeps the app's spelling of the
+    /// repository; the agent normalizes it the same way.
     pub async fn resolve(
         &self,
         requested: &str,
         repository: &str,
     ) -> Result<Resolved, ResolveError> {
         let (repo, target) = split_reference(requested)?;
-        if repo != repository {
+        if !slipway_proto::release::valid_repository(&repo) {
+            return Err(ResolveError::BadReference(requested.to_string()));
+        }
+        let wanted = Repository::parse(repository);
+        let named = Repository::parse(&repo);
+        if named != wanted {
             return Err(ResolveError::WrongRepository {
                 image: requested.to_string(),
                 repository: repository.to_string(),
             });
         }
-        let probe: ImageRef = format!("{repo}@sha256:{}", "0".repeat(64))
-            .parse()
-            .map_err(|_| ResolveError::BadReference(requested.to_string()))?;
-        let registry = probe.registry().unwrap_or("docker.io").to_string();
-        let path = probe.path().to_string();
         let reference = match &target {
-            Target::Tag(t) => Reference::with_tag(registry.clone(), path.clone(), t.clone()),
-            Target::Digest(d) => {
-                Reference::with_digest(registry.clone(), path.clone(), d.to_string())
-            }
+            Target::Tag(t) => t.clone(),
+            Target::Digest(d) => d.to_string(),
         };
-        let (bytes, digest) = self.fetch(&reference, requested, &registry).await?;
+        let session = self.session(&wanted, requested).await?;
+        let (bytes, digest) = self.fetch(&session, &wanted, &reference, requested).await?;
         let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| {
@@ -160,7 +165,7 @@ impl Resolver {
         if !INDEX_TYPES.contains(&media_type.as_str()) {
             return Ok(Resolved {
                 image: ImageRef {
-                    repository: repo,
+                    repository: repository.to_string(),
                     digest,
                 },
                 index: None,
@@ -171,30 +176,46 @@ impl Resolver {
             os: defaults::PLATFORM_OS,
             arch: defaults::PLATFORM_ARCH,
         })?;
-        let child_ref = Reference::with_digest(registry.clone(), path, child.to_string());
-        let (_, child_digest) = self.fetch(&child_ref, requested, &registry).await?;
+        let (_, child_digest) = self
+            .fetch(&session, &wanted, &child.to_string(), requested)
+            .await?;
         Ok(Resolved {
             image: ImageRef {
-                repository: repo,
+                repository: repository.to_string(),
                 digest: child_digest,
             },
             index: Some(digest),
         })
     }
 
+    async fn session(&self, repo: &Repository, requested: &str) -> Result<Session, ResolveError> {
+        let registry = &repo.registry;
+        let plain = is_loopback_registry(registry) && self.access.tls_for(registry).is_none();
+        let open = if plain && !self.access.insecure.contains(registry) {
+            let mut cfg = self.access.clone();
+            cfg.insecure.push(registry.clone());
+            Session::open(&cfg, registry, Some(self.timeout)).await
+        } else {
+            Session::open(&self.access, registry, Some(self.timeout)).await
+        };
+        open.map_err(|e| classify(e, requested, registry))
+    }
+
     /// GETs a manifest and checks its bytes hash to the digest the registry reports.
     async fn fetch(
         &self,
-        reference: &Reference,
+        session: &Session,
+        repo: &Repository,
+        reference: &str,
         requested: &str,
-        registry: &str,
     ) -> Result<(Vec<u8>, Digest), ResolveError> {
-        let client = if is_loopback_registry(registry) {
-            &self.loopback
-        } else {
-            &self.client
-        };
-        let call = client.pull_manifest_raw(reference, &RegistryAuth::Anonymous, ACCEPT);
+        let registry = &repo.registry;
+        let call = session.manifest(
+            &repo.path,
+            reference,
+            ACCEPT,
+            slipway_image::defaults::MAX_MANIFEST_BYTES,
+        );
         let (bytes, reported) = match tokio::time::timeout(self.timeout, call).await {
             Err(_) => {
                 return Err(ResolveError::Unreachable {
@@ -209,14 +230,14 @@ impl Resolver {
             Ok(r) => r.map_err(|e| classify(e, requested, registry))?,
         };
         let computed = Digest::of(&bytes);
-        if reported != computed.to_string() {
+        if let Some(reported) = reported.filter(|r| *r != computed.to_string()) {
             return Err(ResolveError::Registry {
                 image: requested.to_string(),
                 registry: registry.to_string(),
                 reason: format!("reported digest {reported} but the manifest hashes to {computed}"),
             });
         }
-        Ok((bytes.to_vec(), computed))
+        Ok((bytes, computed))
     }
 }
 
@@ -232,60 +253,35 @@ fn pick_platform(index: &[u8]) -> Option<Digest> {
     })
 }
 
-fn classify(e: OciDistributionError, image: &str, registry: &str) -> ResolveError {
-    let (image, registry) = (image.to_string(), registry.to_string());
-    match e {
-        OciDistributionError::RequestError(err) => ResolveError::Unreachable {
+fn classify(e: RegistryError, image: &str, registry: &str) -> ResolveError {
+    let (image, registry, reason) = (image.to_string(), registry.to_string(), e.reason);
+    match e.kind {
+        FailureKind::Network => ResolveError::Unreachable {
             image,
             registry,
-            reason: error_chain(&err),
+            reason: format!("network failed: {reason}"),
         },
-        OciDistributionError::ImageManifestNotFoundError(reason) => ResolveError::NotFound {
+        FailureKind::Tls => ResolveError::Tls {
             image,
             registry,
             reason,
         },
-        OciDistributionError::ServerError {
-            code: 404, message, ..
-        } => ResolveError::NotFound {
+        FailureKind::Auth => ResolveError::Auth {
             image,
             registry,
-            reason: message,
+            reason,
         },
-        OciDistributionError::RegistryError { envelope, .. }
-            if envelope.errors.iter().any(|e| {
-                matches!(
-                    e.code,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound
-                        | OciErrorCode::BlobUnknown
-                )
-            }) =>
-        {
-            ResolveError::NotFound {
-                image,
-                registry,
-                reason: envelope.to_string(),
-            }
-        }
-        other => ResolveError::Registry {
+        FailureKind::NotFound => ResolveError::NotFound {
             image,
             registry,
-            reason: other.to_string(),
+            reason,
+        },
+        FailureKind::Protocol | FailureKind::Config => ResolveError::Registry {
+            image,
+            registry,
+            reason,
         },
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
@@ -307,5 +303,24 @@ mod tests {
         assert!(is_loopback_registry("127.0.0.1:5000"));
         assert!(is_loopback_registry("localhost"));
         assert!(!is_loopback_registry("registry.example.com:5000"));
+    }
+
+    #[tokio::test]
+    async fn docker_hub_names_match_without_contacting_it() {
+        let r = Resolver::new(&RegistryConfig::default());
+        // Normalized, `library/nginx` is not `nginx`'s repository `user/nginx`: refused
+        // before any request.
+        let err = r.resolve("user/nginx:1", "nginx").await.unwrap_err();
+        assert!(matches!(err, ResolveError::WrongRepository { .. }), "{err}");
+        let err = r.resolve("docker.io/library/web:1", "docker.io/web2").await;
+        assert!(matches!(err, Err(ResolveError::WrongRepository { .. })));
+        assert_eq!(
+            Repository::parse("nginx"),
+            Repository::parse("docker.io/library/nginx")
+        );
+        assert_eq!(
+            Repository::parse("nginx").api_host(),
+            "registry-1.docker.io"
+        );
     }
 }

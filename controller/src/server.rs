@@ -27,8 +27,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Key(String),
+    #[error(transparent)]
+    Key(#[from] crate::signer::SignError),
     #[error("rollouts: {0}")]
     Rollout(String),
     #[error("TLS: {0}")]
@@ -93,7 +93,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         path: cfg.data_dir.clone(),
         source,
     })?;
-    let key = signer::load_key(&cfg.signing_key).map_err(|e| ServeError::Key(format!("{e:#}")))?;
+    let key = signer::load_key(&cfg.signing_key)?;
     tracing::info!(key_id = %key.public_key().id(), "signing key loaded");
     let store = store::open(&cfg.database_url()).await?;
     let publisher = Arc::new(Publisher::load(store.as_ref()).await?);
@@ -101,10 +101,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
     let state = AppState {
         store,
         publisher,
-        resolver: Arc::new(Resolver::new(
-            &cfg.registry.plain_http,
-            cfg.registry.timeout,
-        )),
+        resolver: Arc::new(Resolver::new(&cfg.registry)),
         signer: Arc::new(ReleaseSigner {
             key,
             key_set_version: cfg.key_set_version,

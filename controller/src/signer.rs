@@ -1,30 +1,57 @@
 //! Building and signing releases: the same code for offline signing and for the controller.
 
-use anyhow::Context;
-use slipway_proto::{AppSpec, Envelope, ImageRef, Release, SigningKey};
+use slipway_proto::keys::KeyError;
+use slipway_proto::{AppSpec, Envelope, ImageRef, Release, SigningKey, SpecError};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// How long a release stays valid when no `--expires` is given.
 pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Why a signing key cannot be used, or a release cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("reading signing key {}: {source}", path.display())]
+    ReadKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "signing key {} has mode {mode:o}; it must not be readable by group or others (chmod 600)",
+        path.display()
+    )]
+    KeyMode { path: PathBuf, mode: u32 },
+    #[error("signing key {}: {source}", path.display())]
+    BadKey { path: PathBuf, source: KeyError },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("image `{image}` is not from the app's repository `{repository}`")]
+    ForeignImage { image: String, repository: String },
+    #[error("seq must be at least 1")]
+    ZeroSeq,
+}
+
 /// Reads a PEM PKCS#8 signing key, refusing files readable by group or others.
-pub fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
+pub fn load_key(path: &Path) -> Result<SigningKey, SignError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("reading signing key {}", path.display()))?;
+    let read_err = |source| SignError::ReadKey {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        anyhow::bail!(
-            "signing key {} has mode {:o}; it must not be readable by group or others (chmod 600)",
-            path.display(),
-            mode
-        );
+        return Err(SignError::KeyMode {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading signing key {}", path.display()))?;
-    SigningKey::from_pem(&text).with_context(|| format!("signing key {}", path.display()))
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    SigningKey::from_pem(&text).map_err(|source| SignError::BadKey {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// What goes into a release besides the spec.
@@ -41,17 +68,16 @@ pub fn sign_release(
     spec: &AppSpec,
     params: ReleaseParams,
     keys: &[&SigningKey],
-) -> anyhow::Result<(Release, Envelope)> {
+) -> Result<(Release, Envelope), SignError> {
     spec.validate()?;
     if params.image.repository != spec.image {
-        anyhow::bail!(
-            "image `{}` is not from the app's repository `{}`",
-            params.image,
-            spec.image
-        );
+        return Err(SignError::ForeignImage {
+            image: params.image.to_string(),
+            repository: spec.image.clone(),
+        });
     }
     if params.seq == 0 {
-        anyhow::bail!("seq must be at least 1");
+        return Err(SignError::ZeroSeq);
     }
     let now = SystemTime::now();
     let release = Release {

@@ -1,15 +1,11 @@
-//! The agent's controller source (agent/src/source/controller.rs, compiled here by path until
-//! the agent crate wires it in) against a real controller: register, long-poll, report, and
-//! keep serving the cached set while the controller is down.
+//! The agent's controller source (`slipway_agent::source::controller`) against a real
+//! controller: register, long-poll, report, and keep serving the cached set while the
+//! controller is down.
 
 mod support;
 
-#[path = "../../agent/src/source/controller.rs"]
-#[allow(dead_code)]
-mod controller_source;
-
-use controller_source::{ControllerSource, ControllerSourceConfig, CACHE_FILE};
 use serde_json::json;
+use slipway_agent::source::controller::{ControllerSource, ControllerSourceConfig, CACHE_FILE};
 use slipway_proto::api::{HostStatus, Phase, Role};
 use slipway_proto::Envelope;
 use slipway_tests::registry::Registry;

@@ -11,11 +11,7 @@ use support::*;
 
 #[tokio::test]
 async fn long_poll_answers_at_once_on_a_new_version_waits_otherwise_and_is_woken_by_a_publish() {
-    let registry = Registry::start().unwrap();
-    let v1 = push_image(&registry, "v1", "one");
-    let v2 = push_image(&registry, "v2", "two");
-    let h = Harness::start().await;
-    h.apply(&app_toml(&v1.repository)).await;
+    let (_registry, [v1, v2], h) = web_app(["v1", "v2"]).await;
     let agent = h.token("agent-h1", Role::Agent, Some("h1")).await;
 
     let (s, v) = h.get("/v1/hosts/h1/desired", &agent).await;

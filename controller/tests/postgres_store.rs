@@ -3,7 +3,7 @@
 //! hosts and status, tokens, audit, rollouts compare-and-set), plus what only a shared store
 //! does: notifications between replicas and one lead at a time.
 
-use slipway_controller::store::{self, NewRelease, Store, StoreError, TokenRecord};
+use slipway_controller::store::{self, ReleaseRecord, Store, StoreError, TokenRecord};
 use slipway_proto::api::{HostStatus, Phase, Role};
 use slipway_proto::AppSpec;
 use slipway_tests::postgres::Postgres;
@@ -18,8 +18,8 @@ fn spec(name: &str, image: &str) -> AppSpec {
     .unwrap()
 }
 
-fn release(app: &str, seq: u64, at: SystemTime) -> NewRelease {
-    NewRelease {
+fn release(app: &str, seq: u64, at: SystemTime) -> ReleaseRecord {
+    ReleaseRecord {
         app: app.into(),
         seq,
         image: format!("reg/{app}@sha256:{}", "ab".repeat(32)),

@@ -2,12 +2,15 @@
 # Benchmark: cold `slipway-agent pull` (pull + verify + unpack) against
 # `skopeo copy docker://... oci:DIR` + `umoci unpack`, on the same image from the same local
 # docker-registry; then an update that differs in one layer (bytes fetched must equal that
-# layer's size). Not a test: prints figures.
+# layer's size). Then a real nginx image (Debian bookworm minbase + nginx-light, built once
+# by deploy/bench/nginx-image.sh and cached under /var/cache/slipway-bench/): cold pull+unpack
+# against skopeo+umoci (goal <= 0.5x) with the agent's peak RSS (/usr/bin/time -v). Not a
+# test: prints figures.
 #
 # Usage: deploy/bench/pull.sh [--rounds N] [--keep]
 #   --rounds N  timed rounds per tool, median reported (default 3)
 #   --keep      keep the work dir (printed) instead of removing it
-# Needs: docker-registry skopeo umoci tar curl (Debian packages), cargo.
+# Needs: docker-registry skopeo umoci tar curl time mmdebstrap (Debian packages), cargo.
 set -euo pipefail
 
 rounds=3 keep=0
@@ -21,8 +24,8 @@ while [ $# -gt 0 ]; do
 done
 
 here=$(cd "$(dirname "$0")/../.." && pwd)
-for tool in skopeo umoci docker-registry tar curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y skopeo umoci docker-registry tar curl" >&2; exit 1; }
+for tool in skopeo umoci docker-registry tar curl /usr/bin/time mmdebstrap; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y skopeo umoci docker-registry tar curl time mmdebstrap" >&2; exit 1; }
 done
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target}
@@ -128,3 +131,37 @@ if [ "$layer_bytes" != "$changed_size" ]; then
   echo "FAIL: fetched layer bytes differ from the changed layer's size" >&2
   exit 1
 fi
+
+# --- a real image: nginx from Debian packages (one ~30 MB gzip layer with /dev nodes)
+nginx_oci=$("$here/deploy/bench/nginx-image.sh")
+skopeo copy -q --dest-tls-verify=false --digestfile "$work/nginx.digest" "oci:$nginx_oci" "docker://$reg/bench/nginx:bookworm"
+dn=$(cat "$work/nginx.digest")
+nginx_compressed=$(skopeo inspect --tls-verify=false --raw "docker://$reg/bench/nginx@$dn" | python3 -c 'import json,sys; print(sum(l["size"] for l in json.load(sys.stdin)["layers"]))')
+nslip_times=() nsk_times=() rss_kb=()
+for r in $(seq 1 "$rounds"); do
+  rm -rf "$work/nstore" "$work/nsk" "$work/nbundle"; sync
+  t0=$(now)
+  /usr/bin/time -v -o "$work/ntime.txt" "$agent" pull "$reg/bench/nginx@$dn" --store "$work/nstore" --insecure-registry "$reg" --json >"$work/npull.json"
+  t1=$(now)
+  nslip_times+=("$(echo "$t1 - $t0" | bc -l)")
+  rss_kb+=("$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/ntime.txt")")
+  sync
+  t0=$(now)
+  skopeo copy -q --src-tls-verify=false "docker://$reg/bench/nginx@$dn" "oci:$work/nsk:img"
+  umoci unpack --image "$work/nsk:img" "$work/nbundle" >/dev/null
+  t1=$(now)
+  nsk_times+=("$(echo "$t1 - $t0" | bc -l)")
+  echo "nginx round $r: slipway ${nslip_times[-1]}s (peak RSS ${rss_kb[-1]} KiB), skopeo+umoci ${nsk_times[-1]}s" >&2
+done
+nslip=$(printf '%s\n' "${nslip_times[@]}" | median)
+nsk=$(printf '%s\n' "${nsk_times[@]}" | median)
+nratio=$(echo "$nslip / $nsk" | bc -l)
+rss_max=$(printf '%s\n' "${rss_kb[@]}" | sort -n | tail -1)
+devices=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["report"]["devices_skipped"])' "$work/npull.json")
+test -x "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layer_dirs"][0])' "$work/npull.json")/usr/sbin/nginx" \
+  || { echo "FAIL: usr/sbin/nginx missing from the unpacked layer" >&2; exit 1; }
+
+printf '\n== real image: nginx (Debian bookworm minbase + nginx-light), median of %s rounds\n' "$rounds"
+printf 'image: %s bytes compressed, %s device nodes skipped\n' "$nginx_compressed" "$devices"
+printf 'cold pull+unpack: slipway %.2fs, skopeo+umoci %.2fs, ratio %.2fx (goal <= 0.50x); agent peak RSS %s KiB\n' \
+  "$nslip" "$nsk" "$nratio" "$rss_max"

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod edge;
 pub mod envelope;
 pub mod id;
 pub mod keys;
@@ -10,9 +11,10 @@ pub mod release;
 pub mod spec;
 pub mod trust;
 
+pub use edge::{EdgeSpec, TlsSpec};
 pub use envelope::{Envelope, Signature, VerifiedRelease, VerifyError, RELEASE_PAYLOAD_TYPE};
 pub use id::{AppName, ContainerId, HostId, IdError};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
 pub use release::{check_seq, Digest, ImageRef, ImageRefError, Release, ReplayError};
-pub use spec::{AppSpec, HealthKind, Protocol, SpecError};
+pub use spec::{valid_volume_name, AppSpec, DnsSpec, HealthKind, Protocol, Seccomp, SpecError};
 pub use trust::{TrustError, TrustFile};

@@ -4,8 +4,10 @@
 use crate::id::AppName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
+
+mod container;
+pub use container::{valid_volume_name, DnsSpec, Seccomp, Volume};
 
 /// Defaults, each with the reason it is what it is.
 pub mod defaults {
@@ -62,7 +64,9 @@ pub struct AppSpec {
     pub name: AppName,
     /// Image repository, e.g. `registry.example.com/team/web` (no tag, no digest).
     pub image: String,
-    /// Port the proxy listens on for this app on the host.
+    /// Port the proxy listens on for this app on the host; may be left out (0) when
+    /// `edge.hosts` routes the app on the shared listeners.
+    #[serde(default)]
     pub listen: u16,
     #[serde(default)]
     pub protocol: Protocol,
@@ -78,9 +82,20 @@ pub struct AppSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
-    /// Give the container a private writable root (otherwise read-only root + tmpfs /tmp).
-    #[serde(default)]
+    /// Read-only root with a tmpfs `/tmp`; by default the container gets a private writable
+    /// layer, discarded with it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    /// Deprecated, ignored: the root is writable unless `read_only` (kept so older releases
+    /// still parse).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub writable_rootfs: bool,
+    /// Resolver settings for the container's `/etc/resolv.conf`.
+    #[serde(default, skip_serializing_if = "DnsSpec::is_empty")]
+    pub dns: DnsSpec,
+    /// Seccomp profile: `"default"` (Docker's), `"unconfined"` or a profile file's path.
+    #[serde(default, skip_serializing_if = "Seccomp::is_default")]
+    pub seccomp: Seccomp,
     #[serde(default = "d_stop_grace", with = "humantime_serde")]
     pub stop_grace: Duration,
     #[serde(default)]
@@ -91,17 +106,9 @@ pub struct AppSpec {
     pub swap: SwapSpec,
     #[serde(default)]
     pub rollout: RolloutSpec,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Volume {
-    /// Absolute host path bound into the container.
-    pub host: PathBuf,
-    /// Absolute path inside the container.
-    pub container: PathBuf,
-    #[serde(default)]
-    pub read_only: bool,
+    /// Hosts, path prefix and TLS on the proxy's shared listeners.
+    #[serde(default, skip_serializing_if = "crate::edge::EdgeSpec::is_default")]
+    pub edge: crate::edge::EdgeSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -228,6 +235,9 @@ impl BatchSize {
     }
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 fn d_stop_grace() -> Duration {
     defaults::STOP_GRACE
 }
@@ -281,7 +291,17 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> SpecError {
 impl AppSpec {
     /// Parses and validates an `app.toml`.
     pub fn from_toml(text: &str) -> Result<Self, SpecError> {
-        let spec: AppSpec = toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let mut spec: AppSpec =
+            toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        // A TCP app (a database) checks health by connecting unless told otherwise: an HTTP
+        // probe could never pass.
+        if spec.protocol == Protocol::Tcp {
+            let doc: toml::Table =
+                toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+            if doc.get("health").and_then(|h| h.get("kind")).is_none() {
+                spec.health.kind = HealthKind::Tcp;
+            }
+        }
         spec.validate()?;
         Ok(spec)
     }
@@ -313,8 +333,15 @@ impl AppSpec {
                 format!("`{}` is not a valid repository name", self.image),
             ));
         }
-        if self.listen == 0 {
-            return Err(invalid("listen", "port must be 1..=65535"));
+        self.edge.validate()?;
+        if self.listen == 0 && self.edge.hosts.is_empty() {
+            return Err(invalid(
+                "listen",
+                "port must be 1..=65535 (or route the app by `edge.hosts`)",
+            ));
+        }
+        if self.protocol == Protocol::Tcp && !self.edge.hosts.is_empty() {
+            return Err(invalid("edge.hosts", "TCP apps are routed by port only"));
         }
         if self.container_port == 0 {
             return Err(invalid("container_port", "port must be 1..=65535"));
@@ -337,25 +364,7 @@ impl AppSpec {
                 ));
             }
         }
-        for (i, v) in self.volumes.iter().enumerate() {
-            for (name, p) in [("host", &v.host), ("container", &v.container)] {
-                if !p.is_absolute()
-                    || p.components()
-                        .any(|c| matches!(c, std::path::Component::ParentDir))
-                {
-                    return Err(invalid(
-                        format!("volumes[{i}].{name}"),
-                        format!("`{}` must be an absolute path without `..`", p.display()),
-                    ));
-                }
-            }
-            if v.container == std::path::Path::new("/") {
-                return Err(invalid(
-                    format!("volumes[{i}].container"),
-                    "cannot mount over `/`",
-                ));
-            }
-        }
+        container::validate(&self.volumes, &self.dns, &self.seccomp)?;
         if let Some(m) = self.resources.memory_mb {
             if m < 4 {
                 return Err(invalid("resources.memory_mb", "must be at least 4 (MiB)"));
@@ -473,10 +482,50 @@ mod tests {
             .contains("`image`"));
         assert!(err("[[volumes]]\nhost = \"data\"\ncontainer = \"/data\"\n")
             .contains("volumes[0].host"));
+        assert!(
+            err("[[volumes]]\nname = \"PG_data\"\ncontainer = \"/data\"\n")
+                .contains("volumes[0].name")
+        );
+        assert!(err("[[volumes]]\ncontainer = \"/data\"\n").contains("exactly one"));
+        assert!(err("seccomp = \"profile.json\"\n").contains("seccomp"));
+        assert!(err("[dns]\nsearch = [\"a b\"]\n").contains("dns.search[0]"));
         assert!(err("[rollout]\nbatch_size = \"lots\"\n").contains("rollout.batch_size"));
         assert!(err("[health]\nkind = \"exec\"\n").contains("health.command"));
         assert!(err("[swap]\nmax_error_rate = 2.0\n").contains("swap.max_error_rate"));
         assert!(err("[resources]\ncpus = -1.0\n").contains("resources.cpus"));
+    }
+
+    #[test]
+    fn tcp_apps_check_health_by_connecting_unless_told() {
+        let tcp = MIN.replace("container_port", "protocol = \"tcp\"\ncontainer_port");
+        assert_eq!(
+            AppSpec::from_toml(&tcp).unwrap().health.kind,
+            HealthKind::Tcp
+        );
+        let told = format!("{tcp}[health]\nkind = \"http\"\n");
+        assert_eq!(
+            AppSpec::from_toml(&told).unwrap().health.kind,
+            HealthKind::Http
+        );
+        assert_eq!(
+            AppSpec::from_toml(MIN).unwrap().health.kind,
+            HealthKind::Http
+        );
+    }
+
+    #[test]
+    fn container_keys_parse_and_round_trip() {
+        let s = AppSpec::from_toml(&format!(
+            "{MIN}read_only = true\nseccomp = \"unconfined\"\n[dns]\nservers = [\"10.0.0.2\"]\n[[volumes]]\nname = \"pgdata\"\ncontainer = \"/var/lib/postgresql/data\"\n"
+        ))
+        .unwrap();
+        assert!(s.read_only);
+        assert_eq!(s.seccomp, Seccomp::Unconfined);
+        assert_eq!(s.volumes[0].name.as_deref(), Some("pgdata"));
+        assert_eq!(AppSpec::from_toml(&s.to_toml()).unwrap(), s);
+        let min = AppSpec::from_toml(MIN).unwrap();
+        assert!(!min.read_only && min.seccomp == Seccomp::Default);
+        assert!(!min.to_toml().contains("seccomp"));
     }
 
     #[test]

@@ -298,6 +298,27 @@ pub fn get_at(addr: SocketAddr) -> anyhow::Result<(u16, String)> {
     Ok((code, body))
 }
 
+/// Removes the CNI egress NAT rule and chain of the container CNI knows as `cni_id` (its
+/// netns name), for containers a failed test left without a CNI DEL.
+pub fn remove_cni_masquerade(cni_id: &str) {
+    let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S"]).output() else {
+        return;
+    };
+    let tag = format!("id: \\\"{cni_id}\\\"");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let (Some(rule), Some(chain)) = (
+            line.strip_prefix("-A POSTROUTING ")
+                .filter(|_| line.contains(&tag)),
+            line.split_whitespace().last(),
+        ) {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("iptables -t nat -D POSTROUTING {rule} && iptables -t nat -F {chain} && iptables -t nat -X {chain}"))
+                .output();
+        }
+    }
+}
+
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -348,6 +369,7 @@ impl Drop for TestHost {
         if let Ok(dirs) = std::fs::read_dir(self.path().join("state/containers")) {
             for d in dirs.flatten() {
                 let ns = netns_name(&root, &d.file_name().to_string_lossy());
+                remove_cni_masquerade(&ns);
                 if Path::new(NETNS_DIR).join(&ns).exists() {
                     let _ = Command::new("ip").args(["netns", "del", &ns]).output();
                 }

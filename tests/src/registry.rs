@@ -20,6 +20,20 @@ pub struct Registry {
     child: Child,
     addr: String,
     dir: tempfile::TempDir,
+    storage: PathBuf,
+}
+
+/// How a private registry is locked: htpasswd users, TLS, client certificates.
+#[derive(Debug, Clone, Default)]
+pub struct Private {
+    /// Serve this storage dir (e.g. another registry's, where images were pushed).
+    pub storage: Option<PathBuf>,
+    /// One htpasswd user (bcrypt, made with `htpasswd -B`).
+    pub user: Option<(String, String)>,
+    /// Server certificate and key (PEM): serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Require client certificates signed by this CA.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Registry {
@@ -30,12 +44,17 @@ impl Registry {
 
     /// Like [`Registry::start`] on a local address `ip` (e.g. a test LAN's gateway).
     pub fn start_on(ip: &str) -> anyhow::Result<Registry> {
+        Self::start_private(ip, &Private::default())
+    }
+
+    /// A registry on `ip` locked as `private` says (HTTPS, htpasswd, client certificates).
+    pub fn start_private(ip: &str, private: &Private) -> anyhow::Result<Registry> {
         if !Path::new(REGISTRY_BIN).exists() {
             bail!("{REGISTRY_BIN} not found: install it with `apt-get install -y docker-registry`");
         }
         let mut last_err = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(ip) {
+            match Self::start_once(ip, private) {
                 Ok(r) => return Ok(r),
                 Err(e) => last_err = Some(e),
             }
@@ -43,17 +62,25 @@ impl Registry {
         Err(last_err.expect("at least one attempt"))
     }
 
-    fn start_once(ip: &str) -> anyhow::Result<Registry> {
+    fn start_once(ip: &str, private: &Private) -> anyhow::Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("slipway-registry-")
             .tempdir()
             .context("creating the registry's temp dir")?;
         let port = free_port()?;
         let addr = format!("{ip}:{port}");
-        let storage = dir.path().join("storage");
-        std::fs::create_dir(&storage)?;
+        let storage = match &private.storage {
+            Some(s) => s.clone(),
+            None => {
+                let s = dir.path().join("storage");
+                std::fs::create_dir(&s)?;
+                s
+            }
+        };
         let config = dir.path().join("config.yml");
-        std::fs::write(&config, config_yaml(&storage, &addr))?;
+        let mut yaml = config_yaml(&storage, &addr);
+        yaml.push_str(&private_yaml(dir.path(), private)?);
+        std::fs::write(&config, yaml)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
         let child = Command::new(REGISTRY_BIN)
             .arg("serve")
@@ -63,12 +90,17 @@ impl Registry {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {REGISTRY_BIN}"))?;
-        let mut reg = Registry { child, addr, dir };
-        reg.wait_ready()?;
+        let mut reg = Registry {
+            child,
+            addr,
+            dir,
+            storage,
+        };
+        reg.wait_ready(private.tls.is_some() || private.user.is_some())?;
         Ok(reg)
     }
 
-    fn wait_ready(&mut self) -> anyhow::Result<()> {
+    fn wait_ready(&mut self, locked: bool) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -78,7 +110,8 @@ impl Registry {
                     self.log()
                 );
             }
-            if v2_answers(&self.addr) {
+            // A locked registry does not answer a plain anonymous GET: listening is enough.
+            if (locked && TcpStream::connect(&self.addr).is_ok()) || v2_answers(&self.addr) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -99,7 +132,7 @@ impl Registry {
 
     /// The registry's storage directory (for tests that corrupt blobs behind its back).
     pub fn storage_dir(&self) -> PathBuf {
-        self.dir.path().join("storage")
+        self.storage.clone()
     }
 
     /// What the registry logged so far.
@@ -124,6 +157,37 @@ fn config_yaml(storage: &Path, addr: &str) -> String {
          http:\n  addr: {addr}\n",
         storage.display()
     )
+}
+
+/// The `auth:` and `http.tls:` parts of a private registry's config (after `http.addr`).
+fn private_yaml(dir: &Path, private: &Private) -> anyhow::Result<String> {
+    let mut y = String::new();
+    if let Some((cert, key)) = &private.tls {
+        y.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ));
+        if let Some(ca) = &private.client_ca {
+            y.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+        }
+    }
+    if let Some((user, password)) = &private.user {
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .context("running htpasswd (apt-get install -y apache2-utils)")?;
+        if !out.status.success() {
+            bail!("htpasswd: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let file = dir.join("htpasswd");
+        std::fs::write(&file, &out.stdout)?;
+        y.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: slipway-test\n    path: {}\n",
+            file.display()
+        ));
+    }
+    Ok(y)
 }
 
 /// A loopback port that was free a moment ago.

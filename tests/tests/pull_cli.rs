@@ -93,3 +93,98 @@ fn pull_reports_a_missing_image() {
         "{err}"
     );
 }
+
+/// `slipway-agent pull --config agent.toml` against a private registry (htpasswd over TLS
+/// with a test CA), credentials from a `docker-credential-*` helper named in config.json.
+#[test]
+fn pull_with_credentials_from_a_helper_over_tls() {
+    use slipway_tests::pki::TestCa;
+    use slipway_tests::registry::Private;
+    use std::os::unix::fs::PermissionsExt;
+
+    let ca = TestCa::new("cli").unwrap();
+    let plain = Registry::start().unwrap();
+    let pushed = busybox_httpd_image("cli private")
+        .push(plain.addr(), "private/web", "v1")
+        .unwrap();
+    let private = Registry::start_private(
+        "127.0.0.1",
+        &Private {
+            storage: Some(plain.storage_dir()),
+            user: Some(("ci".into(), "helper-secret".into())),
+            tls: Some((ca.server_cert(), ca.server_key())),
+            client_ca: None,
+        },
+    )
+    .unwrap();
+    let addr = private.addr();
+    let image = format!("{addr}/private/web@{}", pushed.digest);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let helper = bin_dir.join("docker-credential-slipwaytest");
+    let asked = dir.path().join("asked");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 3\nread url\necho \"$url\" > {}\n\
+             echo '{{\"ServerURL\":\"'$url'\",\"Username\":\"ci\",\"Secret\":\"'${{SECRET:-helper-secret}}'\"}}'\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker_config = dir.path().join("config.json");
+    std::fs::write(
+        &docker_config,
+        format!(r#"{{"credHelpers":{{"{addr}":"slipwaytest"}}}}"#),
+    )
+    .unwrap();
+    let agent_toml = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            "[registry]\ndocker_config = \"{}\"\n[registry.tls.\"{addr}\"]\nca_file = \"{}\"\n",
+            docker_config.display(),
+            ca.ca_file().display()
+        ),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let store = dir.path().join("store");
+    let run = |secret: &str| {
+        Command::new(bin("slipway-agent"))
+            .args([
+                "pull",
+                &image,
+                "--store",
+                store.to_str().unwrap(),
+                "--config",
+            ])
+            .arg(&agent_toml)
+            .env("PATH", &path)
+            .env("SECRET", secret)
+            .output()
+            .unwrap()
+    };
+
+    let out = run("wrong");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    assert!(
+        stderr.contains(addr) && stderr.contains("private/web"),
+        "{stderr}"
+    );
+
+    let out = run("helper-secret");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("layers: 2 fetched, 0 cached"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&asked).unwrap().trim(), addr);
+}

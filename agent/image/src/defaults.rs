@@ -34,3 +34,11 @@ pub const GC_KEEP_RELEASES_PER_APP: usize = 3;
 pub const GC_TMP_MIN_AGE: Duration = Duration::from_secs(3600);
 /// Write buffer for blob downloads: fewer syscalls on fast links.
 pub const DOWNLOAD_BUFFER_BYTES: usize = 1 << 20;
+/// User-Agent sent to registries.
+pub const USER_AGENT: &str = concat!("slipway/", env!("CARGO_PKG_VERSION"));
+/// Lifetime of a registry token whose answer names none (the distribution token spec's 60 s).
+pub const TOKEN_DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// A token is renewed this long before it expires, so none expires in flight.
+pub const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(5);
+/// Longest a `docker-credential-*` helper may take (ECR's and GCR's call a cloud API).
+pub const CREDENTIAL_HELPER_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,5 +1,6 @@
 //! What can go wrong in the image pipeline. Every message names the object and the reason.
 
+use crate::registry::RegistryError;
 use slipway_proto::Digest;
 use std::path::PathBuf;
 
@@ -21,11 +22,13 @@ pub enum ImageError {
     },
     #[error("layer {digest} rejected: {reason}")]
     Layer { digest: Digest, reason: String },
-    #[error("fetching {what} from {registry}: {reason}")]
+    /// A registry request failed; `failure` says whether auth, TLS or the network did.
+    #[error("fetching {what} of {repository} from registry {registry}: {failure}")]
     Registry {
         what: String,
+        repository: String,
         registry: String,
-        reason: String,
+        failure: RegistryError,
     },
     #[error("registry config: {0}")]
     Config(String),
@@ -47,7 +50,7 @@ impl ImageError {
             ImageError::DigestMismatch { .. } => "digest_mismatch",
             ImageError::Rejected { .. } => "rejected_document",
             ImageError::Layer { .. } => "hostile_layer",
-            ImageError::Registry { .. } => "registry",
+            ImageError::Registry { failure, .. } => failure.kind.label(),
             ImageError::Config(_) => "config",
             ImageError::Store { .. } | ImageError::Corrupt { .. } => "store",
         }

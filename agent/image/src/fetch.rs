@@ -1,17 +1,14 @@
 //! Fetching from a registry by digest: manifests into memory, blobs streamed to a temp file
 //! in the store while hashing and counting (capped at the descriptor size), with retries and
 //! backoff on 5xx and dropped connections, resumed with a range request where allowed.
+//! Auth, TLS and 4xx failures are final at once: retrying cannot fix them.
 
 use crate::defaults;
 use crate::error::ImageError;
 use crate::manifest::BlobRef;
+use crate::registry::{BlobBody, FailureKind, RegistryError, Repository, Session};
 use crate::store::Store;
 use futures_util::StreamExt;
-use oci_client::client::BlobResponse;
-use oci_client::errors::{DigestError, OciDistributionError};
-use oci_client::manifest::OciDescriptor;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 use slipway_proto::Digest;
 use std::io::{Seek, Write};
 use std::time::Duration;
@@ -19,82 +16,51 @@ use std::time::Duration;
 /// Called with each chunk's size as a blob downloads.
 pub type OnBytes<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
-/// One failed attempt: give up at once, or try again.
-enum Attempt {
-    Fatal(ImageError),
-    Retry(String),
-}
-
 fn backoff(attempt: u32) -> Duration {
     let d = defaults::RETRY_BASE_DELAY.saturating_mul(1 << attempt.min(16));
     d.min(defaults::RETRY_MAX_DELAY)
 }
 
-fn registry_name(reference: &Reference) -> String {
-    reference.registry().to_string()
-}
-
-/// Classifies an oci-client error: network trouble and 5xx are retried, the rest is final.
-fn classify(e: OciDistributionError, what: &str, reference: &Reference) -> Attempt {
-    let fatal = |reason: String| {
-        Attempt::Fatal(ImageError::Registry {
-            what: what.to_string(),
-            registry: registry_name(reference),
-            reason,
-        })
-    };
-    match e {
-        OciDistributionError::RequestError(e) => Attempt::Retry(format!("request failed: {e}")),
-        OciDistributionError::IoError(e) => Attempt::Retry(format!("I/O error: {e}")),
-        OciDistributionError::ServerError { code, message, .. } if code >= 500 || code == 429 => {
-            Attempt::Retry(format!("HTTP {code}: {}", message.trim()))
-        }
-        OciDistributionError::ServerError { code, message, .. } => {
-            fatal(format!("HTTP {code}: {}", message.trim()))
-        }
-        OciDistributionError::UnauthorizedError { .. } => fatal(
-            "unauthorized: check the credentials for this registry in the agent config".into(),
-        ),
-        OciDistributionError::RegistryError { envelope, .. } => fatal(
-            envelope
-                .errors
-                .iter()
-                .map(|e| format!("{:?}: {}", e.code, e.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-        other => fatal(other.to_string()),
+fn registry_error(what: &str, repo: &Repository, failure: RegistryError) -> ImageError {
+    ImageError::Registry {
+        what: what.to_string(),
+        repository: repo.to_string(),
+        registry: repo.registry.clone(),
+        failure,
     }
 }
 
+/// The final error after `RETRY_ATTEMPTS` retryable failures, the last one kept.
+fn gave_up(what: &str, repo: &Repository, last: Option<RegistryError>) -> ImageError {
+    let mut last = last.unwrap_or_else(|| RegistryError::new(FailureKind::Network, "no answer"));
+    last.reason = format!(
+        "gave up after {} attempts: {}",
+        defaults::RETRY_ATTEMPTS,
+        last.reason
+    );
+    registry_error(what, repo, last)
+}
+
 /// Fetches a manifest or index by digest; the bytes are checked against the digest here
-/// (and by oci-client) before anything else looks at them.
+/// before anything else looks at them.
 pub async fn manifest(
-    client: &Client,
-    auth: &RegistryAuth,
-    reference: &Reference,
+    session: &Session,
+    repo: &Repository,
     digest: &Digest,
     accepted: &[&str],
 ) -> Result<Vec<u8>, ImageError> {
     let what = format!("manifest {digest}");
-    let mut last = String::new();
+    let mut last = None;
     for attempt in 0..defaults::RETRY_ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(backoff(attempt - 1)).await;
         }
-        match client.pull_manifest_raw(reference, auth, accepted).await {
+        let limit = defaults::MAX_MANIFEST_BYTES;
+        match session
+            .manifest(&repo.path, &digest.to_string(), accepted, limit)
+            .await
+        {
             Ok((bytes, _)) => {
-                if bytes.len() as u64 > defaults::MAX_MANIFEST_BYTES {
-                    return Err(ImageError::Rejected {
-                        kind: "manifest",
-                        digest: digest.clone(),
-                        reason: format!(
-                            "{} bytes, above the limit of {}",
-                            bytes.len(),
-                            defaults::MAX_MANIFEST_BYTES
-                        ),
-                    });
-                }
                 let seen = Digest::of(&bytes);
                 if &seen != digest {
                     return Err(ImageError::DigestMismatch {
@@ -103,80 +69,56 @@ pub async fn manifest(
                         seen: seen.to_string(),
                     });
                 }
-                return Ok(bytes.to_vec());
+                return Ok(bytes);
             }
-            Err(OciDistributionError::DigestError(DigestError::VerificationError {
-                actual,
-                ..
-            })) => {
-                return Err(ImageError::DigestMismatch {
+            Err(e) if e.retry => {
+                tracing::warn!(%digest, attempt, "fetching manifest: {e}; retrying");
+                last = Some(e);
+            }
+            Err(e) if e.kind == FailureKind::Protocol && e.reason.contains("limit") => {
+                return Err(ImageError::Rejected {
                     kind: "manifest",
                     digest: digest.clone(),
-                    seen: actual,
+                    reason: e.reason,
                 })
             }
-            Err(e) => match classify(e, &what, reference) {
-                Attempt::Fatal(e) => return Err(e),
-                Attempt::Retry(why) => {
-                    tracing::warn!(%digest, attempt, "fetching manifest: {why}; retrying");
-                    last = why;
-                }
-            },
+            Err(e) => return Err(registry_error(&what, repo, e)),
         }
     }
-    Err(ImageError::Registry {
-        what,
-        registry: registry_name(reference),
-        reason: format!(
-            "gave up after {} attempts: {last}",
-            defaults::RETRY_ATTEMPTS
-        ),
-    })
+    Err(gave_up(&what, repo, last))
 }
 
 /// Downloads a blob into a temp file of the store, verifying size and digest. Returns the
 /// verified temp file (the caller commits it) and the bytes transferred (more than the size
 /// if a retry had to restart).
 pub async fn blob(
-    client: &Client,
-    reference: &Reference,
+    session: &Session,
+    repo: &Repository,
     store: &Store,
     kind: &'static str,
     blob: &BlobRef,
     on_bytes: OnBytes<'_>,
 ) -> Result<(tempfile::NamedTempFile, u64), ImageError> {
     let mut tmp = store.temp_file(kind, &blob.digest)?;
-    let desc = OciDescriptor {
-        media_type: blob.media_type.clone(),
-        digest: blob.digest.to_string(),
-        size: blob.size as i64,
-        urls: None,
-        ..OciDescriptor::default()
-    };
     let what = format!("{kind} {}", blob.digest);
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut written: u64 = 0;
     let mut transferred: u64 = 0;
-    let mut last = String::new();
+    let mut last: Option<RegistryError> = None;
     let mut done = false;
     for attempt in 0..defaults::RETRY_ATTEMPTS {
         if attempt > 0 {
-            tracing::warn!(digest = %blob.digest, attempt, written, "fetching {kind}: {last}; retrying");
+            if let Some(e) = &last {
+                tracing::warn!(digest = %blob.digest, attempt, written, "fetching {kind}: {e}; retrying");
+            }
             tokio::time::sleep(backoff(attempt - 1)).await;
         }
-        let response = if written == 0 {
-            client
-                .pull_blob_stream(reference, &desc)
-                .await
-                .map(BlobResponse::Full)
-        } else {
-            client
-                .pull_blob_stream_partial(reference, &desc, written, None)
-                .await
-        };
-        let mut stream = match response {
-            Ok(BlobResponse::Partial(s)) => s,
-            Ok(BlobResponse::Full(s)) => {
+        let resp = match session
+            .blob(&repo.path, &blob.digest.to_string(), written)
+            .await
+        {
+            Ok(BlobBody::Partial(r)) if written > 0 => r,
+            Ok(BlobBody::Partial(r)) | Ok(BlobBody::Full(r)) => {
                 if written > 0 {
                     // The registry ignored the range: start over.
                     tmp.as_file_mut()
@@ -188,16 +130,15 @@ pub async fn blob(
                     ctx = ring::digest::Context::new(&ring::digest::SHA256);
                     written = 0;
                 }
-                s
+                r
             }
-            Err(e) => match classify(e, &what, reference) {
-                Attempt::Fatal(e) => return Err(e),
-                Attempt::Retry(why) => {
-                    last = why;
-                    continue;
-                }
-            },
+            Err(e) if e.retry => {
+                last = Some(e);
+                continue;
+            }
+            Err(e) => return Err(registry_error(&what, repo, e)),
         };
+        let mut stream = resp.bytes_stream();
         let mut failed = None;
         while let Some(chunk) = stream.next().await {
             match chunk {
@@ -219,21 +160,24 @@ pub async fn blob(
                     transferred += n;
                     on_bytes(n);
                 }
-                // oci-client's own digest check fires at the end of the stream; ours decides.
-                Err(_) if written == blob.size => break,
                 Err(e) => {
-                    failed = Some(format!(
-                        "connection failed after {written} of {} bytes: {e}",
-                        blob.size
-                    ));
+                    let mut e = RegistryError::transport(&e);
+                    e.reason = format!(
+                        "connection failed after {written} of {} bytes: {}",
+                        blob.size, e.reason
+                    );
+                    failed = Some(e);
                     break;
                 }
             }
         }
         match failed {
-            Some(why) => last = why,
+            Some(e) => last = Some(e),
             None if written < blob.size => {
-                last = format!("stream ended after {written} of {} bytes", blob.size)
+                last = Some(RegistryError::new(
+                    FailureKind::Network,
+                    format!("stream ended after {written} of {} bytes", blob.size),
+                ))
             }
             None => {
                 done = true;
@@ -242,14 +186,7 @@ pub async fn blob(
         }
     }
     if !done {
-        return Err(ImageError::Registry {
-            what,
-            registry: registry_name(reference),
-            reason: format!(
-                "gave up after {} attempts: {last}",
-                defaults::RETRY_ATTEMPTS
-            ),
-        });
+        return Err(gave_up(&what, repo, last));
     }
     let seen = hex::encode(ctx.finish());
     if seen != blob.digest.hex() {

@@ -5,12 +5,11 @@
 use crate::error::ImageError;
 use crate::manifest::{self, BlobRef, Compression, Document, Manifest};
 use crate::metrics::ImageMetrics;
-use crate::registry::{RegistryConfig, DEFAULT_REGISTRY};
+use crate::registry::{RegistryConfig, Repository, Session};
 use crate::store::Store;
 use crate::unpack::{self, Limits};
 use crate::{defaults, fetch};
 use futures_util::{stream, StreamExt};
-use oci_client::Reference;
 use oci_spec::image::ImageConfiguration;
 use serde::Serialize;
 use slipway_proto::{Digest, ImageRef};
@@ -37,6 +36,8 @@ pub struct PullReport {
     pub layers_cached: usize,
     /// Blob bytes downloaded (manifest, config and layers).
     pub bytes_fetched: u64,
+    /// Device nodes the unpacked layers carried and that were skipped.
+    pub devices_skipped: u64,
     pub seconds: f64,
     pub layers: Vec<LayerReport>,
 }
@@ -48,6 +49,8 @@ pub struct LayerReport {
     pub size: u64,
     pub compression: Compression,
     pub fetched: bool,
+    /// Device nodes skipped while unpacking (0 for cached layers).
+    pub devices_skipped: u64,
 }
 
 impl PullReport {
@@ -64,6 +67,7 @@ impl PullReport {
                     size: b.size,
                     compression: *c,
                     fetched: false,
+                    devices_skipped: 0,
                 })
                 .collect(),
             ..PullReport::default()
@@ -92,7 +96,6 @@ impl Progress for NoProgress {}
 pub struct Puller {
     store: Store,
     cfg: RegistryConfig,
-    client: oci_client::Client,
     limits: Limits,
     concurrency: usize,
     metrics: Arc<ImageMetrics>,
@@ -102,7 +105,6 @@ pub struct Puller {
 impl Puller {
     pub fn new(store: Store, cfg: RegistryConfig) -> Puller {
         Puller {
-            client: cfg.client(),
             store,
             cfg,
             limits: Limits::default(),
@@ -170,24 +172,26 @@ impl Puller {
     }
 
     async fn pull_locked(&self, image: &ImageRef) -> Result<PulledImage, ImageError> {
-        let registry = image.registry().unwrap_or(DEFAULT_REGISTRY).to_string();
-        let auth = self.cfg.auth_for(&registry);
-        let reference = |d: &Digest| {
-            Reference::with_digest(registry.clone(), image.path().to_string(), d.to_string())
-        };
+        let repo = Repository::parse(&image.repository);
+        // Credentials and TLS settings are looked up once per pull and used on every
+        // request of it, cached manifest or not.
+        let session = Session::open(&self.cfg, &repo.registry, None)
+            .await
+            .map_err(|failure| ImageError::Registry {
+                what: "credentials and TLS settings".into(),
+                repository: repo.to_string(),
+                registry: repo.registry.clone(),
+                failure,
+            })?;
         let mut bytes_fetched = 0u64;
 
-        let (bytes, n) = self
-            .manifest_bytes(&auth, &reference(&image.digest), &image.digest)
-            .await?;
+        let (bytes, n) = self.manifest_bytes(&session, &repo, &image.digest).await?;
         bytes_fetched += n;
         let (manifest_digest, manifest) = match manifest::parse_document(&image.digest, &bytes)? {
             Document::Manifest(m) => (image.digest.clone(), m),
             Document::Index(entries) => {
                 let child = manifest::select_platform(&image.digest, &entries)?;
-                let (bytes, n) = self
-                    .manifest_bytes(&auth, &reference(&child.digest), &child.digest)
-                    .await?;
+                let (bytes, n) = self.manifest_bytes(&session, &repo, &child.digest).await?;
                 bytes_fetched += n;
                 match manifest::parse_document(&child.digest, &bytes)? {
                     Document::Manifest(m) => (child.digest, m),
@@ -201,19 +205,11 @@ impl Puller {
                 }
             }
         };
-        let child_ref = reference(&manifest_digest);
 
         let config_blob = &manifest.config;
         if !self.store.has_blob(&config_blob.digest) {
-            let (tmp, n) = fetch::blob(
-                &self.client,
-                &child_ref,
-                &self.store,
-                "config",
-                config_blob,
-                &|_| {},
-            )
-            .await?;
+            let (tmp, n) =
+                fetch::blob(&session, &repo, &self.store, "config", config_blob, &|_| {}).await?;
             self.store.commit_blob(tmp, &config_blob.digest)?;
             bytes_fetched += n;
         }
@@ -246,17 +242,23 @@ impl Puller {
         // callers that spawn the pull (higher-ranked lifetime error).
         let layer_futures: Vec<_> = todo
             .iter()
-            .map(|(b, c, d)| self.layer(&child_ref, b, *c, d))
+            .map(|(b, c, d)| self.layer(&session, &repo, b, *c, d))
             .collect();
         // Every started layer task is awaited, even after a failure, so that a failed pull
         // returns only once its temp files and dirs are gone.
-        let results: Vec<Result<u64, ImageError>> = stream::iter(layer_futures)
-            .buffer_unordered(self.concurrency)
+        let results: Vec<Result<(u64, u64), ImageError>> = stream::iter(layer_futures)
+            .buffered(self.concurrency)
             .collect()
             .await;
-        let fetched = results.into_iter().collect::<Result<Vec<u64>, _>>()?;
+        let fetched = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for ((blob, _, _), (_, devices)) in todo.iter().zip(&fetched) {
+            for l in report.layers.iter_mut().filter(|l| l.digest == blob.digest) {
+                l.devices_skipped = *devices;
+            }
+        }
         report.layers_fetched = todo.len();
-        report.bytes_fetched = bytes_fetched + fetched.iter().sum::<u64>();
+        report.bytes_fetched = bytes_fetched + fetched.iter().map(|(n, _)| n).sum::<u64>();
+        report.devices_skipped = fetched.iter().map(|(_, d)| d).sum();
 
         let layer_dirs = diff_ids.iter().map(|d| self.store.layer_path(d)).collect();
         Ok(PulledImage {
@@ -271,8 +273,8 @@ impl Puller {
     /// Manifest bytes from the store (re-verified) or the registry. Returns bytes fetched.
     async fn manifest_bytes(
         &self,
-        auth: &oci_client::secrets::RegistryAuth,
-        reference: &Reference,
+        session: &Session,
+        repo: &Repository,
         digest: &Digest,
     ) -> Result<(Vec<u8>, u64), ImageError> {
         if let Ok(Some(bytes)) =
@@ -281,14 +283,7 @@ impl Puller {
         {
             return Ok((bytes, 0));
         }
-        let bytes = fetch::manifest(
-            &self.client,
-            auth,
-            reference,
-            digest,
-            manifest::ACCEPTED_MANIFESTS,
-        )
-        .await?;
+        let bytes = fetch::manifest(session, repo, digest, manifest::ACCEPTED_MANIFESTS).await?;
         // Checked before storing: a document we refuse never reaches `blobs/`.
         manifest::parse_document(digest, &bytes)?;
         self.store.write_blob(digest, &bytes)?;
@@ -296,14 +291,16 @@ impl Puller {
         Ok((bytes, n))
     }
 
-    /// Downloads (unless the blob is stored) and unpacks one layer. Returns bytes fetched.
+    /// Downloads (unless the blob is stored) and unpacks one layer. Returns bytes fetched
+    /// and device nodes skipped.
     async fn layer(
         &self,
-        reference: &Reference,
+        session: &Session,
+        repo: &Repository,
         blob: &BlobRef,
         compression: Compression,
         diff_id: &Digest,
-    ) -> Result<u64, ImageError> {
+    ) -> Result<(u64, u64), ImageError> {
         let mut fetched = 0;
         let mut downloaded = None;
         if !self.store.has_blob(&blob.digest) {
@@ -315,15 +312,8 @@ impl Puller {
                 progress.layer_bytes(&d, n);
                 metrics.pulled_bytes.inc_by(n);
             };
-            let (tmp, n) = fetch::blob(
-                &self.client,
-                reference,
-                &self.store,
-                "layer",
-                blob,
-                &on_bytes,
-            )
-            .await?;
+            let (tmp, n) =
+                fetch::blob(session, repo, &self.store, "layer", blob, &on_bytes).await?;
             fetched = n;
             downloaded = Some(tmp);
         } else {
@@ -334,7 +324,7 @@ impl Puller {
         let store = self.store.clone();
         let limits = self.limits;
         let (blob_c, diff_c) = (blob.clone(), diff_id.clone());
-        tokio::task::spawn_blocking(move || {
+        let devices = tokio::task::spawn_blocking(move || {
             unpack_into_store(&store, &blob_c, compression, &diff_c, &limits, downloaded)
         })
         .await
@@ -344,13 +334,13 @@ impl Puller {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.layer(true);
         self.progress.layer_done(&blob.digest);
-        Ok(fetched)
+        Ok((fetched, devices))
     }
 }
 
 /// Unpacks a layer into `tmp/`, then renames blob and layer dir to their final names. The
 /// blob comes from `downloaded` (a verified temp file) or, if `None`, from the store. A
-/// refused layer leaves neither blob nor layer dir behind.
+/// refused layer leaves neither blob nor layer dir behind. Returns device nodes skipped.
 fn unpack_into_store(
     store: &Store,
     blob: &BlobRef,
@@ -358,12 +348,12 @@ fn unpack_into_store(
     diff_id: &Digest,
     limits: &Limits,
     downloaded: Option<tempfile::NamedTempFile>,
-) -> Result<(), ImageError> {
+) -> Result<u64, ImageError> {
     if store.has_layer(diff_id) {
         if let Some(tmp) = downloaded {
             store.commit_blob(tmp, &blob.digest)?;
         }
-        return Ok(());
+        return Ok(0);
     }
     if downloaded.is_none() {
         // A blob left by an earlier pull: re-check it before trusting it.
@@ -396,9 +386,11 @@ fn unpack_into_store(
         None => store.blob_path(&blob.digest),
     };
     let file = unpack::open_blob(&source)?;
-    unpack::unpack_layer(file, compression, &blob.digest, diff_id, dir.path(), limits)?;
+    let unpacked =
+        unpack::unpack_layer(file, compression, &blob.digest, diff_id, dir.path(), limits)?;
     if let Some(tmp) = downloaded {
         store.commit_blob(tmp, &blob.digest)?;
     }
-    store.commit_layer(dir, diff_id)
+    store.commit_layer(dir, diff_id)?;
+    Ok(unpacked.devices_skipped)
 }

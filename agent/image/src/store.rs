@@ -9,7 +9,11 @@ use crate::pull::{PullReport, PulledImage};
 use slipway_proto::{Digest, ImageRef};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+/// Mode of the store root and its `blobs/`, `layers/` and `tmp/` directories: root only.
+pub const STORE_DIR_MODE: u32 = 0o700;
 
 /// An image store rooted at one directory. Cheap to clone the path; open once per process.
 #[derive(Debug, Clone)]
@@ -23,11 +27,19 @@ pub(crate) struct StoreLock {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root`. The store's own directories are
+    /// 0700: an unpacked layer holds the image's setuid binaries, which a local user must
+    /// not be able to reach and run outside the container.
     pub fn open(root: &Path) -> Result<Store, ImageError> {
         for sub in ["blobs/sha256", "layers", "tmp"] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(ImageError::io(&p))?;
+        }
+        // Also on stores made by older versions (0755).
+        for sub in ["", "blobs", "blobs/sha256", "layers", "tmp"] {
+            let p = root.join(sub);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(STORE_DIR_MODE))
+                .map_err(ImageError::io(&p))?;
         }
         let root = root.canonicalize().map_err(ImageError::io(root))?;
         Ok(Store { root })

@@ -3,18 +3,20 @@
 //! nothing is written outside that directory or through a symlink. OCI whiteouts become
 //! overlayfs whiteouts: `.wh.<name>` a char 0:0 device, `.wh..wh..opq` the xattr
 //! `trusted.overlay.opaque=y` on the directory. The uncompressed stream is hashed and must
-//! equal the config's diff_id.
+//! equal the config's diff_id. Device nodes (base rootfs tarballs carry `/dev/console`) are
+//! skipped and counted, never created: the runtime gives containers their own `/dev`.
 
 use crate::defaults;
 use crate::error::ImageError;
 use crate::manifest::Compression;
-use rustix::fs::{AtFlags, FileType, Mode, Timestamps, CWD};
+use crate::pax::{self, Mtime};
+use rustix::fs::{FileType, Mode, CWD};
 use slipway_proto::Digest;
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use tar::EntryType;
 
@@ -46,6 +48,8 @@ impl Default for Limits {
 pub struct Unpacked {
     pub uncompressed_bytes: u64,
     pub entries: u64,
+    /// Char and block device entries skipped.
+    pub devices_skipped: u64,
 }
 
 /// Unpacks the layer read from `blob` into the empty directory `dest`, checking the
@@ -76,6 +80,7 @@ pub fn unpack_layer(
         root: dest,
         limits,
         entries: 0,
+        devices_skipped: 0,
         dir_times: Vec::new(),
         root_mode_set: false,
     };
@@ -96,9 +101,13 @@ pub fn unpack_layer(
         )));
     }
     ex.finish().map_err(|r| fail(r.0))?;
+    if ex.devices_skipped > 0 {
+        tracing::info!(%layer, devices = ex.devices_skipped, "skipped device nodes in the layer");
+    }
     Ok(Unpacked {
         uncompressed_bytes: total,
         entries: ex.entries,
+        devices_skipped: ex.devices_skipped,
     })
 }
 
@@ -122,7 +131,8 @@ struct Extractor<'a> {
     root: &'a Path,
     limits: &'a Limits,
     entries: u64,
-    dir_times: Vec<(PathBuf, u64)>,
+    devices_skipped: u64,
+    dir_times: Vec<(PathBuf, Mtime)>,
     root_mode_set: bool,
 }
 
@@ -143,23 +153,20 @@ impl Extractor<'_> {
         }
         let rel = clean(&raw, self.limits.max_path_bytes)
             .map_err(|why| Refused(format!("entry `{shown}` {why}")))?;
-        check_xattrs(&mut entry, &shown)?;
+        let pax = pax::read(&mut entry, &shown).map_err(Refused)?;
         let h = entry.header();
         let mode = h.mode().unwrap_or(0o644) & 0o7777;
         let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
-        let mtime = h.mtime().unwrap_or(0);
+        let mtime = pax.mtime.unwrap_or(Mtime {
+            secs: h.mtime().unwrap_or(0) as i64,
+            nanos: 0,
+        });
 
         let name = rel.file_name().map(|n| n.as_bytes()).unwrap_or_default();
         if name == OPAQUE_MARKER.as_bytes() {
             let dir = rel.parent().unwrap_or(Path::new(""));
             self.ensure_dir(dir, &shown)?;
-            rustix::fs::lsetxattr(
-                self.root.join(dir),
-                OPAQUE_XATTR,
-                b"y",
-                rustix::fs::XattrFlags::empty(),
-            )
-            .map_err(|e| Refused(format!("entry `{shown}`: setting {OPAQUE_XATTR}: {e}")))?;
+            set_opaque(&self.root.join(dir), &shown)?;
             return Ok(());
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
@@ -169,10 +176,13 @@ impl Extractor<'_> {
             let target = rel.with_file_name(OsStr::from_bytes(hidden));
             self.parents(&target, &shown)?;
             let path = self.root.join(&target);
-            if path.symlink_metadata().is_ok() {
-                return Err(Refused(format!(
-                    "whiteout `{shown}` hides an entry of the same layer"
-                )));
+            if let Ok(m) = path.symlink_metadata() {
+                // The OCI image spec: a whiteout applies to lower layers only; an entry of
+                // the same layer stays. A directory must then hide what lower layers hold.
+                if m.is_dir() {
+                    set_opaque(&path, &shown)?;
+                }
+                return Ok(());
             }
             rustix::fs::mknodat(CWD, &path, FileType::CharacterDevice, Mode::empty(), 0)
                 .map_err(|e| Refused(format!("whiteout `{shown}`: creating 0:0 device: {e}")))?;
@@ -193,6 +203,17 @@ impl Extractor<'_> {
             return Ok(());
         }
 
+        if matches!(kind, EntryType::Char | EntryType::Block) {
+            // Skipped, not created: a device node in the store would be a way into host
+            // hardware; the runtime mounts the container's own /dev.
+            let (maj, min) = (
+                h.device_major().ok().flatten().unwrap_or(0),
+                h.device_minor().ok().flatten().unwrap_or(0),
+            );
+            tracing::debug!(entry = %shown, "skipping {} {maj}:{min}", kind_name(kind));
+            self.devices_skipped += 1;
+            return Ok(());
+        }
         self.parents(&rel, &shown)?;
         let path = self.root.join(&rel);
         let existing = path.symlink_metadata().ok();
@@ -203,6 +224,10 @@ impl Extractor<'_> {
                 kind_name(kind)
             )));
         }
+        // A 0:0 char device here is a whiteout of this layer (devices are never created).
+        let replaces_whiteout = existing
+            .as_ref()
+            .is_some_and(|m| m.file_type().is_char_device());
         if existing.is_some() && !existing_dir {
             std::fs::remove_file(&path)?;
         }
@@ -218,11 +243,29 @@ impl Extractor<'_> {
                 rustix::fs::fchown(&f, Some(uid_of(uid)), Some(gid_of(gid)))
                     .map_err(io::Error::from)?;
                 f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-                set_mtime(&path, mtime)?;
+                // After chown, which clears file capabilities.
+                if let Some(cap) = &pax.capability {
+                    rustix::fs::fsetxattr(
+                        &f,
+                        pax::CAPABILITY_XATTR,
+                        cap,
+                        rustix::fs::XattrFlags::empty(),
+                    )
+                    .map_err(|e| {
+                        Refused(format!(
+                            "entry `{shown}`: setting {}: {e}",
+                            pax::CAPABILITY_XATTR
+                        ))
+                    })?;
+                }
+                pax::set_mtime(&path, mtime)?;
             }
             EntryType::Directory => {
                 if !existing_dir {
                     std::fs::create_dir(&path)?;
+                }
+                if replaces_whiteout {
+                    set_opaque(&path, &shown)?;
                 }
                 std::os::unix::fs::lchown(&path, Some(uid as u32), Some(gid as u32))?;
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
@@ -234,7 +277,7 @@ impl Extractor<'_> {
                     .ok_or_else(|| Refused(format!("symlink `{shown}` has no target")))?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)?;
                 std::os::unix::fs::lchown(&path, Some(uid as u32), Some(gid as u32))?;
-                set_mtime(&path, mtime)?;
+                pax::set_mtime(&path, mtime)?;
             }
             EntryType::Link => {
                 let target = entry
@@ -268,16 +311,6 @@ impl Extractor<'_> {
                 rustix::fs::mknodat(CWD, &path, FileType::Fifo, Mode::from_raw_mode(mode), 0)
                     .map_err(io::Error::from)?;
                 std::os::unix::fs::lchown(&path, Some(uid as u32), Some(gid as u32))?;
-            }
-            EntryType::Char | EntryType::Block => {
-                let (maj, min) = (
-                    h.device_major().ok().flatten().unwrap_or(0),
-                    h.device_minor().ok().flatten().unwrap_or(0),
-                );
-                return Err(Refused(format!(
-                    "entry `{shown}` is a device node ({} {maj}:{min}); images may not carry devices",
-                    kind_name(kind)
-                )));
             }
             other => {
                 return Err(Refused(format!(
@@ -349,7 +382,7 @@ impl Extractor<'_> {
             std::fs::set_permissions(self.root, std::fs::Permissions::from_mode(0o755))?;
         }
         for (dir, mtime) in self.dir_times.iter().rev() {
-            set_mtime(dir, *mtime)?;
+            pax::set_mtime(dir, *mtime)?;
         }
         Ok(())
     }
@@ -372,26 +405,6 @@ fn clean(raw: &[u8], max: usize) -> Result<PathBuf, &'static str> {
         }
     }
     Ok(out)
-}
-
-fn check_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<(), Refused> {
-    let Ok(Some(exts)) = entry.pax_extensions() else {
-        return Ok(());
-    };
-    for ext in exts.flatten() {
-        let Ok(key) = ext.key() else { continue };
-        let name = key
-            .strip_prefix("SCHILY.xattr.")
-            .or_else(|| key.strip_prefix("LIBARCHIVE.xattr."));
-        if let Some(name) = name {
-            if name.starts_with("trusted.") || name.starts_with("security.") {
-                return Err(Refused(format!(
-                    "entry `{shown}` carries xattr `{name}`; trusted.* and security.* xattrs are refused"
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn kind_name(kind: EntryType) -> &'static str {
@@ -420,21 +433,9 @@ fn libc_o_nofollow() -> i32 {
     rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
-fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
-    let t = rustix::fs::Timespec {
-        tv_sec: mtime as i64,
-        tv_nsec: 0,
-    };
-    rustix::fs::utimensat(
-        CWD,
-        path,
-        &Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(io::Error::from)
+fn set_opaque(dir: &Path, shown: &str) -> Result<(), Refused> {
+    rustix::fs::lsetxattr(dir, OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
+        .map_err(|e| Refused(format!("entry `{shown}`: setting {OPAQUE_XATTR}: {e}")))
 }
 
 /// Marker inside the io::Error when the uncompressed cap is hit.

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use slipway_proxy::{defaults, ProxyConfig};
+use slipway_proxy::{defaults, EdgeConfig, ProxyConfig};
 
 #[tokio::main]
 async fn main() {
@@ -15,6 +15,7 @@ async fn main() {
         bind: defaults::BIND.parse().expect("default bind address parses"),
         metrics_listen: None,
         http_workers: 0,
+        edge: EdgeConfig::default(),
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "proxy");
     while let Some(flag) = args.next() {
@@ -27,6 +28,10 @@ async fn main() {
             "--bind" => cfg.bind = value.parse().expect("--bind takes an IP address"),
             "--http-workers" => {
                 cfg.http_workers = value.parse().expect("--http-workers takes a count")
+            }
+            "--http-port" => cfg.edge.http_port = value.parse().expect("--http-port takes a port"),
+            "--https-port" => {
+                cfg.edge.https_port = value.parse().expect("--https-port takes a port")
             }
             "--metrics-listen" => {
                 cfg.metrics_listen = Some(value.parse().expect("--metrics-listen takes ip:port"))

@@ -3,16 +3,17 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use slipway_proto::{AppName, ContainerId, Protocol};
+use slipway_proto::{ContainerId, EdgeSpec, Protocol};
 
 use crate::metrics::{LatencySummary, StatusCounts};
+use crate::pause::Mode;
 use crate::upstream::Upstream;
 
 /// Counters of one app, per upstream. Counters are cumulative for as long as the proxy keeps
 /// the upstream: diff two readings to get a window (see [`StatusCounts::since`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppStats {
-    pub app: AppName,
+    pub app: String,
     pub listen: u16,
     pub protocol: Protocol,
     /// Id of the upstream that takes new traffic.
@@ -53,7 +54,7 @@ pub struct UpstreamStats {
 /// One app's route, as the proxy runs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteInfo {
-    pub app: AppName,
+    pub app: String,
     pub listen: u16,
     pub protocol: Protocol,
     /// Address actually bound (differs from `listen` when it is 0); None if binding failed.
@@ -61,6 +62,22 @@ pub struct RouteInfo {
     /// Why the listener is not up, if it is not.
     pub listen_error: Option<String>,
     pub upstream: Option<Upstream>,
+    /// Hosts and TLS on the shared listeners.
+    #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
+    pub edge: EdgeSpec,
+    /// Why the app's hosts lack a certificate (ACME refused or unreachable), if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_error: Option<String>,
+    /// Running, paused or stopped.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// The shared (host-routed) listeners and where they are bound, if they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeInfo {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,6 +86,44 @@ pub(crate) struct SetUpstreamRequest {
     pub listen: u16,
     pub protocol: Protocol,
     pub upstream: Upstream,
+    #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
+    pub edge: EdgeSpec,
+}
+
+/// How an app is reached: its own port (`listen`; 0 with hosts = none, 0 without = any free
+/// port) and/or its hosts on the shared listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub listen: u16,
+    pub protocol: Protocol,
+    #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
+    pub edge: EdgeSpec,
+}
+
+impl RouteSpec {
+    /// An app routed by port only.
+    pub fn port(listen: u16, protocol: Protocol) -> Self {
+        RouteSpec {
+            listen,
+            protocol,
+            edge: EdgeSpec::default(),
+        }
+    }
+
+    /// The route an app spec asks for.
+    pub fn of(spec: &slipway_proto::AppSpec) -> Self {
+        RouteSpec {
+            listen: spec.listen,
+            protocol: spec.protocol,
+            edge: spec.edge.clone(),
+        }
+    }
+
+    /// False for an app reached only by its hosts.
+    pub fn own_port(&self) -> bool {
+        self.edge.hosts.is_empty() || self.listen != 0
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,6 +136,9 @@ pub(crate) struct SetUpstreamReply {
 pub(crate) struct DrainRequest {
     pub upstream_id: String,
     pub timeout_ms: u64,
+    /// Websockets and SSE are cut after this (default [`crate::defaults::LONG_LIVED_GRACE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_lived_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

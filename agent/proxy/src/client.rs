@@ -14,10 +14,12 @@ use slipway_proto::{ContainerId, Protocol};
 use tokio::net::UnixStream;
 
 use crate::api::{
-    AppStats, DrainRequest, ErrorBody, RouteInfo, SetUpstreamReply, SetUpstreamRequest,
+    AppStats, DrainRequest, EdgeInfo, ErrorBody, RouteInfo, RouteSpec, SetUpstreamReply,
+    SetUpstreamRequest,
 };
 use crate::drain::DrainReport;
 use crate::error::ProxyError;
+use crate::pause::Mode;
 use crate::router::app_name;
 use crate::upstream::Upstream;
 
@@ -117,12 +119,26 @@ impl ProxyClient {
         protocol: Protocol,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError> {
+        self.set_route(app, &RouteSpec::port(listen, protocol), upstream)
+            .await
+    }
+
+    /// Like [`Self::set_upstream`], with the app's hosts and TLS on the shared listeners.
+    /// A host another app is routed by is refused (naming both apps), and so is a bad
+    /// certificate; the running routes keep serving either way.
+    pub async fn set_route(
+        &self,
+        app: &str,
+        route: &RouteSpec,
+        upstream: Upstream,
+    ) -> Result<Option<Upstream>, ProxyError> {
         app_name(app)?;
         let op = format!("set upstream of {app} to {}", upstream.id);
         let body = Self::body(&SetUpstreamRequest {
-            listen,
-            protocol,
+            listen: route.listen,
+            protocol: route.protocol,
             upstream,
+            edge: route.edge.clone(),
         });
         let reply: SetUpstreamReply = self
             .call(&op, Method::PUT, &format!("/v1/apps/{app}"), body)
@@ -151,11 +167,25 @@ impl ProxyClient {
         upstream_id: &str,
         timeout: Duration,
     ) -> Result<DrainReport, ProxyError> {
+        self.drain_with_grace(app, upstream_id, timeout, None).await
+    }
+
+    /// Like [`Self::drain`]; websockets and SSE streams are cut after `long_lived_grace`
+    /// (None: [`crate::defaults::LONG_LIVED_GRACE`]) rather than at the timeout.
+    pub async fn drain_with_grace(
+        &self,
+        app: &str,
+        upstream_id: &str,
+        timeout: Duration,
+        long_lived_grace: Option<Duration>,
+    ) -> Result<DrainReport, ProxyError> {
         app_name(app)?;
         upstream_id.parse::<ContainerId>()?;
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
         let body = Self::body(&DrainRequest {
             upstream_id: upstream_id.to_owned(),
-            timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+            timeout_ms: ms(timeout),
+            long_lived_grace_ms: long_lived_grace.map(ms),
         });
         self.call(
             &format!("drain {upstream_id} of {app}"),
@@ -181,6 +211,24 @@ impl ProxyClient {
     /// Every route the proxy runs.
     pub async fn routes(&self) -> Result<Vec<RouteInfo>, ProxyError> {
         self.call("routes", Method::GET, "/v1/routes", None).await
+    }
+
+    /// Runs, pauses (requests held up to the mode's timeout) or stops (503 page) an app.
+    /// Persisted: the mode survives a proxy restart.
+    pub async fn set_mode(&self, app: &str, mode: &Mode) -> Result<(), ProxyError> {
+        app_name(app)?;
+        self.call(
+            &format!("set mode of {app}"),
+            Method::PUT,
+            &format!("/v1/apps/{app}/mode"),
+            Self::body(mode),
+        )
+        .await
+    }
+
+    /// Where the shared (host-routed) listeners are bound.
+    pub async fn edge(&self) -> Result<EdgeInfo, ProxyError> {
+        self.call("edge", Method::GET, "/v1/edge", None).await
     }
 
     /// Drops a retired upstream's counters (after its container is discarded). Retired

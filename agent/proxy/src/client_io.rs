@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::upstream::InFlight;
 
@@ -29,13 +29,13 @@ impl Unflushed {
 }
 
 /// The client socket; releases [`Unflushed`] requests on every completed flush.
-pub(crate) struct ClientIo {
-    inner: TokioIo<TcpStream>,
+pub(crate) struct ClientIo<S> {
+    inner: TokioIo<S>,
     unflushed: Arc<Unflushed>,
 }
 
-impl ClientIo {
-    pub(crate) fn new(stream: TcpStream, unflushed: Arc<Unflushed>) -> Self {
+impl<S> ClientIo<S> {
+    pub(crate) fn new(stream: S, unflushed: Arc<Unflushed>) -> Self {
         ClientIo {
             inner: TokioIo::new(stream),
             unflushed,
@@ -43,13 +43,13 @@ impl ClientIo {
     }
 }
 
-impl Drop for ClientIo {
+impl<S> Drop for ClientIo<S> {
     fn drop(&mut self) {
         self.unflushed.release();
     }
 }
 
-impl Read for ClientIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> Read for ClientIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -59,7 +59,7 @@ impl Read for ClientIo {
     }
 }
 
-impl Write for ClientIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> Write for ClientIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

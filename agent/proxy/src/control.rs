@@ -4,9 +4,11 @@
 //! | method | path                              | body / answer                         |
 //! |--------|-----------------------------------|---------------------------------------|
 //! | GET    | /v1/routes                        | -> [RouteInfo]                        |
-//! | PUT    | /v1/apps/{app}                    | {listen, protocol, upstream} -> {previous} |
+//! | GET    | /v1/edge                          | -> EdgeInfo (shared listeners)        |
+//! | PUT    | /v1/apps/{app}                    | {listen, protocol, upstream, edge?} -> {previous} |
 //! | DELETE | /v1/apps/{app}                    | closes the listener                   |
 //! | GET    | /v1/apps/{app}/stats              | -> AppStats                           |
+//! | PUT    | /v1/apps/{app}/mode               | Mode (running / paused / stopped)     |
 //! | POST   | /v1/apps/{app}/drain              | {upstream_id, timeout_ms} -> DrainReport |
 //! | DELETE | /v1/apps/{app}/upstreams/{id}     | forgets a retired upstream            |
 //! | GET    | /metrics                          | Prometheus text                       |
@@ -30,9 +32,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, warn};
 
-use crate::api::{DrainRequest, ErrorBody, SetUpstreamReply, SetUpstreamRequest};
+use crate::api::{DrainRequest, ErrorBody, RouteSpec, SetUpstreamReply, SetUpstreamRequest};
 use crate::defaults;
 use crate::error::ProxyError;
+use crate::pause::Mode;
 use crate::router::Router;
 
 fn socket_error(path: &Path, reason: String) -> ProxyError {
@@ -54,15 +57,17 @@ pub(crate) fn check_not_running(path: &Path) -> Result<(), ProxyError> {
 }
 
 /// Binds the control socket (mode 0600). A stale socket file is replaced; a live one means
-/// another proxy serves it, which is an error.
-pub(crate) fn bind(path: &Path) -> Result<UnixListener, ProxyError> {
+/// another proxy serves it, which is an error unless `replace` (we took its sockets over).
+pub(crate) fn bind(path: &Path, replace: bool) -> Result<UnixListener, ProxyError> {
     let err = |reason: String| socket_error(path, reason);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create its directory: {e}")))?;
     }
     if path.exists() {
-        check_not_running(path)?;
+        if !replace {
+            check_not_running(path)?;
+        }
         std::fs::remove_file(path)
             .map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
     }
@@ -191,13 +196,19 @@ impl Api {
         let result: Result<Response<Full<Bytes>>, ProxyError> = match (&method, segs.as_slice()) {
             (&Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &"ok")),
             (&Method::GET, ["v1", "routes"]) => Ok(json(StatusCode::OK, &r.routes())),
+            (&Method::GET, ["v1", "edge"]) => Ok(json(StatusCode::OK, &r.edge_info())),
             (&Method::PUT, ["v1", "apps", app]) => {
                 let app = app.to_string();
                 let body: SetUpstreamRequest = match read_json(req).await {
                     Ok(b) => b,
                     Err(resp) => return resp,
                 };
-                r.set_upstream(&app, body.listen, body.protocol, body.upstream)
+                let route = RouteSpec {
+                    listen: body.listen,
+                    protocol: body.protocol,
+                    edge: body.edge,
+                };
+                r.set_upstream(&app, route, body.upstream)
                     .await
                     .map(|previous| json(StatusCode::OK, &SetUpstreamReply { previous }))
             }
@@ -217,9 +228,21 @@ impl Api {
                     &app,
                     &body.upstream_id,
                     Duration::from_millis(body.timeout_ms),
+                    body.long_lived_grace_ms
+                        .map_or(defaults::LONG_LIVED_GRACE, Duration::from_millis),
                 )
                 .await
                 .map(|rep| json(StatusCode::OK, &rep))
+            }
+            (&Method::PUT, ["v1", "apps", app, "mode"]) => {
+                let app = app.to_string();
+                let mode: Mode = match read_json(req).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                r.set_mode(&app, mode)
+                    .await
+                    .map(|()| json(StatusCode::OK, &()))
             }
             (&Method::DELETE, ["v1", "apps", app, "upstreams", id]) => r
                 .forget_upstream(app, id)

@@ -12,6 +12,25 @@ pub enum ProxyError {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error("app `{app}`: host `{host}` (path prefix `{prefix}`) is already routed to app `{owner}`; remove it there first")]
+    HostTaken {
+        app: String,
+        host: String,
+        prefix: String,
+        owner: String,
+    },
+    #[error("app `{app}`: certificate for `{host}`: {reason}")]
+    Certificate {
+        app: String,
+        host: String,
+        reason: String,
+    },
+    #[error("app `{0}` asks for ACME certificates but this proxy has no ACME directory (start it with --acme-directory URL)")]
+    NoAcme(String),
+    #[error("socket takeover via {}: {reason}", path.display())]
+    Takeover { path: PathBuf, reason: String },
+    #[error("access log {}: {source}", path.display())]
+    AccessLog { path: PathBuf, source: io::Error },
     #[error("HTTP worker thread {index}: cannot start: {source}")]
     Workers { index: usize, source: io::Error },
     #[error("metrics listener {addr}: {source}")]
@@ -65,7 +84,11 @@ impl ProxyError {
     pub(crate) fn status(&self) -> u16 {
         match self {
             ProxyError::UnknownApp(_) | ProxyError::UnknownUpstream { .. } => 404,
-            ProxyError::StillCurrent { .. } | ProxyError::Bind { .. } => 409,
+            ProxyError::StillCurrent { .. }
+            | ProxyError::Bind { .. }
+            | ProxyError::HostTaken { .. }
+            | ProxyError::NoAcme(..) => 409,
+            ProxyError::Certificate { .. } => 400,
             ProxyError::Invalid { .. } | ProxyError::Id(_) => 400,
             _ => 500,
         }

@@ -1,266 +1,367 @@
-//! L7: HTTP/1.1 with keep-alive. Every request reads the app's current upstream, so keep-alive
-//! clients move to a new upstream at once. Hop-by-hop headers are removed, X-Forwarded-For,
-//! X-Forwarded-Proto and X-Request-Id added; upgrades (websockets) are tunnelled through.
+//! L7 requests: each reads its app's current upstream (keep-alive clients move to a new
+//! upstream at once), on a shared listener after picking the app by Host and path. Headers are
+//! prepared (`headers`), bodies streamed (`body`), upgrades (websockets) tunnelled through.
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
-use crate::client_io::{ClientIo, Unflushed};
-use crate::defaults;
-use crate::drain::Tracker;
-use crate::pool::{ForwardError, UpstreamConn};
-use crate::router::App;
-use crate::upstream::{InFlight, UpstreamState};
-use crate::workers::Workers;
+use crate::access_log::Pending;
+use crate::app::App;
+use crate::body::{BodyTooLarge, RequestBody, ResponseBody};
+use crate::conn::{Conn, Target};
+use crate::headers::{
+    has_token, is_upgrade, prepare_request, strip_hop_by_hop, Forwarded, X_REQUEST_ID,
+};
+use crate::hosts::HostRoute;
+use crate::pages;
+use crate::pause::Pass;
+use crate::pool::ForwardError;
+use crate::upstream::InFlight;
 
-type BoxError = Box<dyn StdError + Send + Sync>;
+pub(crate) use crate::conn::{accept_loop, HttpCtx};
+
 /// What the proxy answers with: an upstream's streamed body or a short local one.
 pub(crate) type ProxyBody = Either<ResponseBody, Full<Bytes>>;
 
-/// Shared by every HTTP listener: request ids and the connection count.
-pub(crate) struct HttpCtx {
-    pub(crate) conns: Arc<Tracker>,
-    ids: RequestIds,
-    workers: Workers,
-}
+/// Where ACME HTTP-01 challenges are fetched (RFC 8555 section 8.3).
+const ACME_HTTP01_PATH: &str = "/.well-known/acme-challenge/";
 
-impl std::fmt::Debug for HttpCtx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpCtx")
-            .field("conns", &self.conns.count())
-            .finish()
+/// The Host a request names: the Host header, else (HTTP/2) the URI authority.
+fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if let Some(h) = req.headers().get(header::HOST) {
+        return Some(h.clone());
     }
+    req.uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
 }
 
-impl HttpCtx {
-    pub(crate) fn new(conns: Arc<Tracker>, workers: Workers) -> Self {
-        HttpCtx {
-            conns,
-            ids: RequestIds::new(),
-            workers,
+/// `https://host[:port]/path?query` for a redirect from plain HTTP.
+fn https_location(host: &str, https_port: u16, uri: &Uri) -> Option<HeaderValue> {
+    let name = match host.rsplit_once(':') {
+        Some((h, p))
+            if !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            h
         }
-    }
-}
-
-/// Request ids: a per-process random prefix and a counter; unique and cheap.
-struct RequestIds {
-    prefix: u32,
-    next: AtomicU64,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        RequestIds {
-            prefix: h.finish() as u32,
-            next: AtomicU64::new(1),
-        }
-    }
-
-    fn next(&self) -> HeaderValue {
-        let n = self.next.fetch_add(1, Relaxed);
-        HeaderValue::try_from(format!("{:08x}-{n:012x}", self.prefix))
-            .expect("hex digits are a valid header value")
-    }
-}
-
-/// Accepts client connections for one app until the task is aborted.
-pub(crate) async fn accept_loop(listener: TcpListener, app: Arc<App>, ctx: Arc<HttpCtx>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                // Re-registered on the worker's own reactor (into_std deregisters it here).
-                let stream = match stream.into_std() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(app = %app.name, %peer, error = %e, "cannot hand connection to a worker");
-                        continue;
-                    }
-                };
-                let ctx2 = ctx.clone();
-                ctx.workers
-                    .spawn(serve_conn(stream, peer, app.clone(), ctx2));
-            }
-            Err(e) => {
-                warn!(app = %app.name, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// Per client connection; cloned (one Arc) per request.
-struct Conn {
-    app: Arc<App>,
-    ctx: Arc<HttpCtx>,
-    peer_ip: HeaderValue,
-    unflushed: Arc<Unflushed>,
-}
-
-async fn serve_conn(
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
-    app: Arc<App>,
-    ctx: Arc<HttpCtx>,
-) {
-    let _open = ctx.conns.enter();
-    let stream = match TcpStream::from_std(stream) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(app = %app.name, %peer, error = %e, "cannot register client connection");
-            return;
-        }
+        _ => host,
     };
-    let _ = stream.set_nodelay(true);
-    let mut closing = app.closing.subscribe();
-    let conn = Arc::new(Conn {
-        peer_ip: HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a header value"),
-        app,
-        ctx,
-        unflushed: Arc::default(),
-    });
-    let io = ClientIo::new(stream, conn.unflushed.clone());
-    let svc = hyper::service::service_fn(move |req| proxy(req, conn.clone()));
-    let http = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(defaults::CLIENT_HEADER_TIMEOUT)
-        .keep_alive(true)
-        .serve_connection(io, svc)
-        .with_upgrades();
-    tokio::pin!(http);
-    let closed = async move {
-        let _ = closing.wait_for(|c| *c).await;
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    let loc = if https_port == 443 || https_port == 0 {
+        format!("https://{name}{pq}")
+    } else {
+        format!("https://{name}:{https_port}{pq}")
     };
-    tokio::select! {
-        r = http.as_mut() => {
-            if let Err(e) = r {
-                debug!(%peer, error = %e, "client connection ended with an error");
+    HeaderValue::try_from(loc).ok()
+}
+
+/// A request's app, and its host route on a shared listener.
+type Picked = (Arc<App>, Option<Arc<HostRoute>>);
+
+/// Resolves the app of a request: the listener's own, or the host table's match.
+fn pick(
+    req: &Request<Incoming>,
+    conn: &Conn,
+    host: Option<&HeaderValue>,
+) -> Result<Picked, Box<Response<ProxyBody>>> {
+    let edge = match &conn.target {
+        Target::App(a) => return Ok((a.clone(), None)),
+        Target::Edge(edge, _) => edge,
+    };
+    if let Some(acme) = &edge.acme {
+        // Our own pending challenges only; other paths under it go to the app.
+        if let Some(token) = req.uri().path().strip_prefix(ACME_HTTP01_PATH) {
+            if let Some(key_auth) = acme.http01.load().get(token) {
+                return Err(Box::new(pages::local(StatusCode::OK, key_auth.clone())));
             }
         }
-        _ = closed => {
-            http.as_mut().graceful_shutdown();
-            let _ = http.await;
-        }
+    }
+    let host_str = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+    let table = edge.hosts.load();
+    let Some(route) = table.lookup(host_str, req.uri().path()) else {
+        return Err(Box::new(pages::unknown_host()));
+    };
+    if !conn.tls && route.redirect {
+        let port = edge.https_port.load(Relaxed);
+        return Err(Box::new(match https_location(host_str, port, req.uri()) {
+            Some(loc) => pages::redirect(loc),
+            None => pages::unknown_host(),
+        }));
+    }
+    Ok((route.app.clone(), Some(route.clone())))
+}
+
+/// Rewrites the path without the route's prefix (`strip_prefix`), keeping the query.
+fn strip_prefix(uri: &mut Uri, route: &HostRoute) {
+    let path = uri.path();
+    let new_path = route.upstream_path(path);
+    if new_path.len() == path.len() {
+        return;
+    }
+    let pq = match uri.query() {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path.to_owned(),
+    };
+    if let Ok(pq) = PathAndQuery::try_from(pq) {
+        *uri = Uri::from(pq);
     }
 }
 
-fn local(status: StatusCode, msg: impl Into<Bytes>) -> Response<ProxyBody> {
-    let mut r = Response::new(Either::Right(Full::new(msg.into())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-async fn proxy(
-    mut req: Request<Incoming>,
+/// Serves one request; logs it (when the access log is on) once its response is complete.
+pub(crate) async fn proxy(
+    req: Request<Incoming>,
     conn: Arc<Conn>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    if req.method() == Method::CONNECT {
-        return Ok(local(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not supported\n",
-        ));
-    }
-    let Some(up) = conn.app.current.load_full() else {
-        return Ok(local(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no upstream for this app\n",
-        ));
+    let Some(log) = conn.ctx.log.clone() else {
+        return Ok(handle(req, conn, &mut None).await);
     };
+    let mut pending = Some(Pending {
+        start: Instant::now(),
+        host: request_host(&req)
+            .and_then(|h| h.to_str().ok().map(str::to_owned))
+            .unwrap_or_default(),
+        method: req.method().as_str().to_owned(),
+        path: req.uri().path().to_owned(),
+        app: None,
+        upstream: None,
+        request_id: String::new(),
+        status: 0,
+    });
+    let resp = handle(req, conn, &mut pending).await;
+    // Still here: a local answer (or an upgrade), complete now.
+    if let Some(mut p) = pending {
+        p.status = resp.status().as_u16();
+        let bytes = match resp.body() {
+            Either::Right(full) => hyper::body::Body::size_hint(full).exact().unwrap_or(0),
+            Either::Left(_) => 0,
+        };
+        p.write(&log, bytes);
+    }
+    Ok(resp)
+}
+
+async fn handle(
+    mut req: Request<Incoming>,
+    conn: Arc<Conn>,
+    pending: &mut Option<Pending>,
+) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        return pages::local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+    }
+    let host = request_host(&req);
+    let (app, route) = match pick(&req, &conn, host.as_ref()) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
+    };
+    if let Some(p) = pending.as_mut() {
+        p.app = Some(app.name.clone());
+    }
+    if !app.gate.open() {
+        match app.gate.pass().await {
+            Pass::Go => {}
+            Pass::Stopped(page) => return pages::stopped(page),
+            Pass::TimedOut => return pages::paused_too_long(),
+        }
+    }
+    let hsts = route
+        .as_ref()
+        .filter(|_| conn.tls)
+        .and_then(|r| r.hsts.clone());
+    let Some(up) = app.current.load_full() else {
+        return pages::local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable: the app has no running container\n",
+        );
+    };
+    if let Some(p) = pending.as_mut() {
+        p.upstream = Some(up.upstream.id.to_string());
+    }
+    let limits = &conn.ctx.cfg.limits;
+    let too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > limits.max_request_body);
+    if too_large {
+        up.metrics.status(413);
+        return pages::payload_too_large();
+    }
     let start = Instant::now();
     let mut flight = up.begin();
     let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let client_version = req.version();
+    let h2c = app.h2c.load(Relaxed);
+    let te_trailers = h2c && has_token(req.headers(), header::TE, "trailers");
 
     let (mut parts, body) = req.into_parts();
-    prepare_request_headers(&mut parts.headers, client_upgrade.is_some(), &conn);
-    to_origin_form(&mut parts.uri);
-    if !parts.headers.contains_key(header::HOST) {
-        parts.headers.insert(header::HOST, up.host.clone());
+    let fwd = Forwarded {
+        peer_ip: &conn.peer_ip,
+        proto: if conn.tls { "https" } else { "http" },
+        trusted: conn.trusted,
+    };
+    prepare_request(
+        &mut parts.headers,
+        client_upgrade.is_some(),
+        host.as_ref(),
+        &fwd,
+        &conn.ctx.ids,
+    );
+    if let Some(p) = pending.as_mut() {
+        if let Some(id) = parts
+            .headers
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+        {
+            p.request_id = id.to_owned();
+        }
     }
-    parts.version = Version::HTTP_11;
+    to_origin_form(&mut parts.uri);
+    if let Some(r) = &route {
+        strip_prefix(&mut parts.uri, r);
+    }
+    let host = host.unwrap_or_else(|| up.host.clone());
+    if h2c {
+        // gRPC needs `te: trailers`; HTTP/2 wants the authority in the URI, not a Host.
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        parts.version = Version::HTTP_2;
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(u) = Uri::try_from(format!(
+            "http://{}{pq}",
+            host.to_str().unwrap_or("upstream")
+        )) {
+            parts.uri = u;
+        }
+        parts.headers.remove(header::HOST);
+    } else {
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, host);
+        }
+        parts.version = Version::HTTP_11;
+    }
     let body = RequestBody {
         inner: body,
         upstream: up.clone(),
+        remaining: limits.max_request_body,
+        limit: limits.max_request_body,
     };
-    let call = up.pool.forward(Request::from_parts(parts, body));
+    let req = Request::from_parts(parts, body);
+    let call = async {
+        if h2c {
+            up.h2c.forward(req).await.map(|r| (r, None))
+        } else {
+            up.pool.forward(req).await.map(|(r, c)| (r, Some(c)))
+        }
+    };
+    let call = tokio::time::timeout(limits.response_header_timeout, call);
     let result = tokio::select! {
         biased;
         r = call => Some(r),
         _ = flight.cut() => None,
     };
     let (mut resp, upstream_conn) = match result {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => {
+        Some(Ok(Ok(r))) => r,
+        Some(Ok(Err(e))) => {
             let m = &up.metrics;
+            m.latency.observe(start.elapsed());
+            if is_body_too_large(&e) {
+                m.status(413);
+                return pages::payload_too_large();
+            }
             if matches!(e, ForwardError::Connect(_)) {
                 m.connect_errors.fetch_add(1, Relaxed);
             }
             m.status(502);
-            m.latency.observe(start.elapsed());
-            warn!(app = %conn.app.name, upstream = %up.upstream.id, addr = %up.upstream.addr,
+            warn!(app = %app.name, upstream = %up.upstream.id, addr = %up.upstream.addr,
                 error = %error_chain(&e), "upstream request failed; answered 502");
-            return Ok(local(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "upstream {} ({}) failed\n",
-                    up.upstream.id, up.upstream.addr
-                ),
-            ));
+            return pages::bad_gateway();
+        }
+        Some(Err(_elapsed)) => {
+            let m = &up.metrics;
+            m.status(504);
+            m.latency.observe(start.elapsed());
+            warn!(app = %app.name, upstream = %up.upstream.id, addr = %up.upstream.addr,
+                timeout = ?limits.response_header_timeout, "upstream sent no response headers in time; answered 504");
+            return pages::gateway_timeout();
         }
         None => {
             up.metrics.status(503);
-            let mut r = local(
+            let mut r = pages::local(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "request cut: drain timed out\n",
+                "503 Service Unavailable: request cut while the app was being replaced\n",
             );
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(r);
+            if client_version < Version::HTTP_2 {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return r;
         }
     };
     up.metrics.status(resp.status().as_u16());
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        if let (Some(client_upgrade), true) = (client_upgrade, upstream_conn.is_some()) {
             up.metrics.latency.observe(start.elapsed());
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            crate::pool::finish_upgrade(upstream_conn);
+            if let Some(c) = upstream_conn {
+                crate::pool::finish_upgrade(c);
+            }
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, flight));
-            return Ok(resp.map(|_| Either::Right(Full::default())));
+            return resp.map(|_| Either::Right(Full::default()));
         }
     }
     strip_hop_by_hop(resp.headers_mut(), false);
-    *resp.version_mut() = Version::HTTP_11;
-    Ok(resp.map(|inner| {
+    let sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if sse {
+        flight.long_lived();
+    }
+    if client_version < Version::HTTP_2 && conn.ctx.draining.load(Relaxed) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(v) = hsts {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, v);
+    }
+    *resp.version_mut() = client_version;
+    if let Some(p) = pending.as_mut() {
+        p.status = resp.status().as_u16();
+    }
+    resp.map(|inner| {
         Either::Left(ResponseBody {
             inner,
-            conn: Some(upstream_conn),
+            conn: upstream_conn,
             flight: Some(flight),
             start,
-            client: conn,
+            unflushed: conn.unflushed.clone(),
+            trailers: h2c,
+            bytes: 0,
+            log: pending
+                .take()
+                .and_then(|p| Some((conn.ctx.log.clone()?, p))),
         })
-    }))
+    })
 }
 
 /// Copies bytes both ways between an upgraded client and upstream until either side closes
@@ -270,6 +371,7 @@ async fn tunnel(
     upstream: hyper::upgrade::OnUpgrade,
     mut flight: InFlight,
 ) {
+    flight.long_lived();
     let (c, u) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -287,6 +389,18 @@ async fn tunnel(
         }
         _ = flight.cut() => {}
     }
+}
+
+/// True when the request failed because its body went past the maximum.
+fn is_body_too_large(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.is::<BodyTooLarge>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn StdError) -> String {
@@ -312,284 +426,21 @@ fn to_origin_form(uri: &mut Uri) {
     *uri = Uri::from(path);
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    h.get_all(name).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
-}
-
-fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE) && has_token(h, header::CONNECTION, "upgrade")
-}
-
-/// Removes hop-by-hop headers, those named in `Connection` included. For an upgrade,
-/// `Upgrade` is kept and `Connection` reduced to `upgrade`.
-fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    // One scan over the (few) names present instead of a hashed removal per hop-by-hop name.
-    let mut present = 0u16;
-    for name in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == name) {
-            present |= 1 << i;
-        }
-    }
-    if present & 1 != 0 {
-        // HOP_BY_HOP[0] is `Connection`; usually one value, cloned cheaply (shared bytes).
-        let mut values = h.get_all(header::CONNECTION).iter();
-        match (values.next().cloned(), values.next().is_some()) {
-            (Some(v), false) => remove_named(h, &v, upgrade),
-            _ => {
-                let all: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().cloned().collect();
-                for v in &all {
-                    remove_named(h, v, upgrade);
-                }
-            }
-        }
-    }
-    for (i, n) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 && !(upgrade && n == header::UPGRADE) {
-            h.remove(n);
-        }
-    }
-    if upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
-/// Removes the headers a `Connection` value names (by name, without allocating).
-fn remove_named(h: &mut HeaderMap, connection: &HeaderValue, upgrade: bool) {
-    let Ok(s) = connection.to_str() else { return };
-    for t in s.split(',').map(str::trim) {
-        let keep = t.is_empty() || (upgrade && t.eq_ignore_ascii_case("upgrade"));
-        if !keep {
-            h.remove(t);
-        }
-    }
-}
-
-fn prepare_request_headers(h: &mut HeaderMap, upgrade: bool, conn: &Conn) {
-    strip_hop_by_hop(h, upgrade);
-    match h.entry(X_FORWARDED_FOR) {
-        header::Entry::Occupied(mut e) => {
-            let prev = e.get();
-            let mut v = Vec::with_capacity(prev.len() + 2 + conn.peer_ip.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(conn.peer_ip.as_bytes());
-            e.insert(HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.peer_ip.clone()));
-        }
-        header::Entry::Vacant(e) => {
-            e.insert(conn.peer_ip.clone());
-        }
-    }
-    h.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(defaults::FORWARDED_PROTO),
-    );
-    h.entry(X_REQUEST_ID).or_insert_with(|| conn.ctx.ids.next());
-}
-
-/// A client's request body on its way upstream; counts bytes.
-pub(crate) struct RequestBody {
-    inner: Incoming,
-    upstream: Arc<UpstreamState>,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                self.upstream
-                    .metrics
-                    .bytes_in
-                    .fetch_add(d.len() as u64, Relaxed);
-            }
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// An upstream's response body on its way to the client. Holds the request in flight until
-/// the last byte is sent (or the client goes away); records latency and bytes. Drives the
-/// upstream connection while it streams, and gives it back to the pool once complete.
-pub(crate) struct ResponseBody {
-    inner: Incoming,
-    conn: Option<UpstreamConn>,
-    flight: Option<InFlight>,
-    start: Instant,
-    client: Arc<Conn>,
-}
-
-impl ResponseBody {
-    /// Records the request as done; `complete` when the whole body went through.
-    fn finish(&mut self, complete: bool) {
-        let conn = self.conn.take();
-        if let Some(f) = self.flight.take() {
-            let up = f.upstream();
-            up.metrics.latency.observe(self.start.elapsed());
-            if let (true, Some(c)) = (complete, conn) {
-                up.pool.put(c);
-            }
-            // In flight until hyper has written the last bytes to the client.
-            self.client.unflushed.push(f);
-        }
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        // A body hyper never polled (HEAD, 204, 304, empty) is complete already.
-        let complete = self.inner.is_end_stream();
-        self.finish(complete);
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        if let Some(c) = &mut this.conn {
-            c.poll_io(cx);
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(f))) => {
-                if let (Some(d), Some(fl)) = (f.data_ref(), &this.flight) {
-                    let m = &fl.upstream().metrics;
-                    m.bytes_out.fetch_add(d.len() as u64, Relaxed);
-                }
-                if this.inner.is_end_stream() {
-                    this.finish(true);
-                }
-                Poll::Ready(Some(Ok(f)))
-            }
-            Poll::Ready(None) => {
-                this.finish(true);
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.finish(false);
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Pending => {
-                // Only a body that waits on its upstream can be cut.
-                if let Some(fl) = &mut this.flight {
-                    if fl.poll_cut(cx).is_ready() {
-                        this.flight = None;
-                        this.conn = None;
-                        return Poll::Ready(Some(Err("response cut: drain timed out".into())));
-                    }
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_headers_go_named_ones_too() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
+    fn redirect_keeps_host_path_and_query() {
+        let uri: Uri = "/a/b?c=1".parse().unwrap();
+        let loc = |h, p| https_location(h, p, &uri).unwrap();
+        assert_eq!(
+            loc("shop.example:8080", 443),
+            "https://shop.example/a/b?c=1"
         );
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
+        assert_eq!(
+            loc("shop.example", 8443),
+            "https://shop.example:8443/a/b?c=1"
         );
-        h.insert(header::HOST, HeaderValue::from_static("example"));
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key(header::HOST));
-    }
-
-    #[test]
-    fn every_connection_line_is_honoured_in_any_case() {
-        let mut h = HeaderMap::new();
-        h.append(header::CONNECTION, HeaderValue::from_static("X-One"));
-        h.append(
-            header::CONNECTION,
-            HeaderValue::from_static(" x-two ,close"),
-        );
-        h.insert("x-one", HeaderValue::from_static("1"));
-        h.insert("x-two", HeaderValue::from_static("2"));
-        h.insert("x-three", HeaderValue::from_static("3"));
-        strip_hop_by_hop(&mut h, false);
-        let names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["x-three"]);
-    }
-
-    #[test]
-    fn plain_request_headers_are_left_alone() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("example"));
-        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 2);
-    }
-
-    #[test]
-    fn upgrade_keeps_upgrade_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
-        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
-    }
-
-    #[test]
-    fn request_ids_are_unique() {
-        let ids = RequestIds::new();
-        assert_ne!(ids.next(), ids.next());
     }
 }

@@ -17,8 +17,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use crate::body::RequestBody;
 use crate::defaults;
-use crate::http::RequestBody;
 
 /// The connection future (hyper's upgradeable connection, whose type cannot be named).
 type Connection = dyn Future<Output = hyper::Result<()>> + Send;
@@ -38,6 +38,11 @@ pub(crate) enum ConnectError {
     },
     #[error("HTTP/1.1 handshake with {addr} failed: {source}")]
     Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("HTTP/2 (h2c) handshake with {addr} failed: {source}")]
+    H2Handshake {
         addr: SocketAddr,
         source: hyper::Error,
     },

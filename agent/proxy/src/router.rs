@@ -4,144 +4,56 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
-use slipway_proto::{AppName, Protocol};
+use slipway_proto::{EdgeSpec, Protocol};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::api::{AppStats, RouteInfo, UpstreamStats};
+use crate::api::{EdgeInfo, RouteSpec};
+pub(crate) use crate::app::App;
+use crate::app::Listener;
+use crate::config::EdgeConfig;
+use crate::conn::Target;
 use crate::defaults;
-use crate::drain::{DrainReport, Tracker};
+use crate::drain::Tracker;
+use crate::edge::{Edge, Scheme};
 use crate::error::ProxyError;
+use crate::hosts::{self, HostTable};
 use crate::http::HttpCtx;
+use crate::pause::Mode;
 use crate::table::{self, RouteEntry, RouteTable};
-use crate::upstream::{Upstream, UpstreamState};
+use crate::takeover::{Inherited, Slot};
+use crate::tls;
+use crate::upstream::Upstream;
 use crate::workers::Workers;
 
-/// Checks an app name from a request (the rule is [`AppName`]'s).
-pub(crate) fn app_name(value: &str) -> Result<AppName, ProxyError> {
+/// Binds a public listener (SO_REUSEADDR, backlog [`defaults::LISTEN_BACKLOG`]) for `app`.
+pub(crate) fn bind_tcp(app: &str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    let err = |source| ProxyError::Bind {
+        app: app.to_owned(),
+        addr,
+        source,
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.set_nodelay(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(defaults::LISTEN_BACKLOG).map_err(err)
+}
+
+/// Checks an app name from a request (the rule is [`slipway_proto::AppName`]'s).
+pub(crate) fn app_name(value: &str) -> Result<slipway_proto::AppName, ProxyError> {
     Ok(value.parse()?)
-}
-
-/// The public listener of an app.
-#[derive(Debug)]
-struct Listener {
-    listen: u16,
-    protocol: Protocol,
-    bound: Option<SocketAddr>,
-    error: Option<String>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Listener {
-    fn stop(&mut self) -> Option<JoinHandle<()>> {
-        self.bound = None;
-        self.task.take().inspect(|t| t.abort())
-    }
-}
-
-/// One app: its listener, its current upstream and the retired ones still tracked.
-#[derive(Debug)]
-pub(crate) struct App {
-    pub(crate) name: AppName,
-    /// Read once per request (HTTP) or connection (TCP); swapped by `set_upstream`.
-    pub(crate) current: ArcSwapOption<UpstreamState>,
-    /// Known upstreams, least recently made current first; the current one included.
-    upstreams: Mutex<Vec<Arc<UpstreamState>>>,
-    listener: Mutex<Listener>,
-    /// Turns true when the app is removed or the proxy stops: connections finish gracefully.
-    pub(crate) closing: watch::Sender<bool>,
-}
-
-impl App {
-    fn new(name: AppName, listen: u16, protocol: Protocol) -> Self {
-        App {
-            name,
-            current: ArcSwapOption::empty(),
-            upstreams: Mutex::new(Vec::new()),
-            listener: Mutex::new(Listener {
-                listen,
-                protocol,
-                bound: None,
-                error: None,
-                task: None,
-            }),
-            closing: watch::channel(false).0,
-        }
-    }
-
-    fn is_current(&self, s: &Arc<UpstreamState>) -> bool {
-        self.current
-            .load()
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(c, s))
-    }
-
-    fn find(&self, id: &str) -> Result<Arc<UpstreamState>, ProxyError> {
-        let ups = self.upstreams.lock().unwrap();
-        ups.iter()
-            .find(|u| u.upstream.id == id)
-            .cloned()
-            .ok_or_else(|| ProxyError::UnknownUpstream {
-                app: self.name.to_string(),
-                id: id.to_owned(),
-            })
-    }
-
-    /// The state for `upstream`, reused when the same container comes back (instant revert
-    /// keeps its counters), moved to the most-recent end of the list.
-    fn state_for(&self, upstream: &Upstream) -> Arc<UpstreamState> {
-        let mut ups = self.upstreams.lock().unwrap();
-        let found = ups.iter().position(|u| u.upstream.id == upstream.id);
-        let state = match found.map(|i| ups.remove(i)) {
-            Some(s) if s.upstream.addr == upstream.addr => s,
-            other => {
-                if let Some(old) = other {
-                    warn!(app = %self.name, upstream = %upstream.id, old = %old.upstream.addr,
-                        new = %upstream.addr, "upstream id reused with a new address; counters restart");
-                }
-                Arc::new(UpstreamState::new(upstream.clone()))
-            }
-        };
-        ups.push(state.clone());
-        state
-    }
-
-    /// Keeps at most MAX_RETIRED_UPSTREAMS retired upstreams, dropping the oldest idle ones.
-    fn prune_retired(&self) {
-        let current = self.current.load_full();
-        let mut ups = self.upstreams.lock().unwrap();
-        let is_cur = |u: &Arc<UpstreamState>| current.as_ref().is_some_and(|c| Arc::ptr_eq(c, u));
-        while ups.iter().filter(|u| !is_cur(u)).count() > defaults::MAX_RETIRED_UPSTREAMS {
-            let Some(i) = ups.iter().position(|u| !is_cur(u) && u.in_flight() == 0) else {
-                break;
-            };
-            let gone = ups.remove(i);
-            info!(app = %self.name, upstream = %gone.upstream.id, "retired upstream dropped");
-        }
-    }
-
-    fn close(&self) -> Option<JoinHandle<()>> {
-        let _ = self.closing.send(true);
-        self.listener.lock().unwrap().stop()
-    }
-
-    fn route_entry(&self) -> Option<RouteEntry> {
-        let l = self.listener.lock().unwrap();
-        self.current.load().as_ref().map(|u| RouteEntry {
-            app: self.name.clone(),
-            listen: l.listen,
-            protocol: l.protocol,
-            upstream: u.upstream.clone(),
-        })
-    }
 }
 
 /// All apps, the shared connection context, and where the table is persisted.
@@ -149,28 +61,109 @@ impl App {
 pub(crate) struct Router {
     bind: IpAddr,
     state_file: PathBuf,
-    apps: RwLock<HashMap<AppName, Arc<App>>>,
+    apps: RwLock<HashMap<String, Arc<App>>>,
     /// Serializes changes so the file on disk always matches the order they were applied in.
     ops: tokio::sync::Mutex<()>,
     ctx: Arc<HttpCtx>,
     /// Client connections open across all apps (for graceful shutdown).
     conns: Arc<Tracker>,
+    /// Shared listeners and the host table.
+    edge: Arc<Edge>,
+    /// Sockets handed over by a previous proxy, used before binding.
+    inherited: Arc<Inherited>,
 }
 
 impl Router {
-    pub(crate) fn new(bind: IpAddr, state_file: PathBuf, workers: Workers) -> Self {
+    pub(crate) fn new(
+        bind: IpAddr,
+        state_file: PathBuf,
+        workers: Workers,
+        edge_cfg: EdgeConfig,
+        log: Option<Arc<crate::access_log::AccessLog>>,
+        inherited: Arc<Inherited>,
+    ) -> Self {
         let conns = Arc::new(Tracker::default());
+        let edge = Arc::new(Edge::new(bind, edge_cfg.clone(), inherited.clone()));
+        let tls = tls::server_config(edge.certs.clone());
         Router {
             bind,
             state_file,
             apps: RwLock::new(HashMap::new()),
             ops: tokio::sync::Mutex::new(()),
-            ctx: Arc::new(HttpCtx::new(conns.clone(), workers)),
+            ctx: Arc::new(HttpCtx::new(conns.clone(), workers, edge_cfg, tls, log)),
+            edge,
             conns,
+            inherited,
         }
     }
 
-    fn app(&self, name: &str) -> Result<Arc<App>, ProxyError> {
+    /// Duplicates of every listening socket, for a new proxy taking over.
+    pub(crate) fn handoff(&self) -> Vec<(Slot, OwnedFd)> {
+        let mut out = self.edge.handoff();
+        for a in self.apps.read().unwrap().values() {
+            let l = a.listener.lock().unwrap();
+            if let Some(fd) = l.fd.as_ref().and_then(|f| f.try_clone().ok()) {
+                out.push((
+                    Slot::App {
+                        app: a.name.clone(),
+                    },
+                    fd,
+                ));
+            }
+        }
+        out
+    }
+
+    /// From now on HTTP/1.1 responses close their connection (a new proxy has the sockets).
+    pub(crate) fn start_draining(&self) {
+        self.ctx
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Rebuilds the host table from every app's edge spec and swaps it in.
+    fn rebuild_hosts(&self) {
+        let apps = self.apps.read().unwrap();
+        let specs: Vec<(Arc<App>, EdgeSpec)> = apps
+            .values()
+            .map(|a| (a.clone(), a.edge.lock().unwrap().clone()))
+            .filter(|(_, e)| !e.hosts.is_empty())
+            .collect();
+        let table = HostTable::build(specs.iter().map(|(a, e)| (a, e)));
+        self.edge.hosts.store(Arc::new(table));
+    }
+
+    /// Binds the shared listeners `edge` needs (HTTP for any host, HTTPS with TLS).
+    fn ensure_shared(&self, app: &str, edge: &EdgeSpec) -> Result<(), ProxyError> {
+        if edge.hosts.is_empty() {
+            return Ok(());
+        }
+        self.edge.ensure(app, Scheme::Http, &self.ctx)?;
+        if edge.tls.is_some() {
+            self.edge.ensure(app, Scheme::Https, &self.ctx)?;
+        }
+        Ok(())
+    }
+
+    /// The shared listeners, host table, certificates and ACME.
+    pub(crate) fn edge(&self) -> &Arc<Edge> {
+        &self.edge
+    }
+
+    /// Every app by name.
+    pub(crate) fn apps(&self) -> &RwLock<HashMap<String, Arc<App>>> {
+        &self.apps
+    }
+
+    /// Where the shared listeners are bound.
+    pub(crate) fn edge_info(&self) -> EdgeInfo {
+        EdgeInfo {
+            http: self.edge.bound(Scheme::Http),
+            https: self.edge.bound(Scheme::Https),
+        }
+    }
+
+    pub(crate) fn app(&self, name: &str) -> Result<Arc<App>, ProxyError> {
         self.apps
             .read()
             .unwrap()
@@ -180,30 +173,26 @@ impl Router {
     }
 
     fn bind_listener(&self, app: &str, listen: u16) -> Result<TcpListener, ProxyError> {
-        let addr = SocketAddr::new(self.bind, listen);
-        let err = |source| ProxyError::Bind {
+        let slot = Slot::App {
             app: app.to_owned(),
-            addr,
-            source,
         };
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
+        if let Some(l) = self.inherited.take(&slot) {
+            let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+            if listen == 0 || port == listen {
+                return Ok(l);
+            }
         }
-        .map_err(err)?;
-        socket.set_reuseaddr(true).map_err(err)?;
-        socket.set_nodelay(true).map_err(err)?;
-        socket.bind(addr).map_err(err)?;
-        socket.listen(defaults::LISTEN_BACKLOG).map_err(err)
+        bind_tcp(app, SocketAddr::new(self.bind, listen))
     }
 
     fn start_listener(&self, app: &Arc<App>, l: TcpListener, slot: &mut Listener) {
         slot.bound = l.local_addr().ok();
+        slot.fd = l.as_fd().try_clone_to_owned().ok();
         slot.error = None;
         let task = match slot.protocol {
             Protocol::Http => {
-                tokio::spawn(crate::http::accept_loop(l, app.clone(), self.ctx.clone()))
+                let target = Target::App(app.clone());
+                tokio::spawn(crate::http::accept_loop(l, target, self.ctx.clone()))
             }
             Protocol::Tcp => {
                 tokio::spawn(crate::tcp::accept_loop(l, app.clone(), self.conns.clone()))
@@ -229,24 +218,35 @@ impl Router {
             .expect("route table writer panicked")
     }
 
+    /// Binds with retries: a previous proxy may still be letting go of the port.
+    async fn bind_retrying<T>(
+        mut bind: impl FnMut() -> Result<T, ProxyError>,
+    ) -> Result<T, ProxyError> {
+        let mut bound = bind();
+        for _ in 0..defaults::RESTORE_BIND_RETRIES {
+            if bound.is_ok() {
+                break;
+            }
+            tokio::time::sleep(defaults::RESTORE_BIND_RETRY_DELAY).await;
+            bound = bind();
+        }
+        bound
+    }
+
     /// Starts the routes of a table read at start-up. A port that cannot be bound is logged
     /// and kept in the table (the next `set_upstream` retries it).
     pub(crate) async fn restore(&self, t: RouteTable) {
         for r in t.routes {
-            let app = Arc::new(App::new(r.app.clone(), r.listen, r.protocol));
+            let app = Arc::new(App::new(&r.app, r.listen, r.protocol));
             let state = app.state_for(&r.upstream);
             app.current.store(Some(state));
-            // The previous proxy may still be letting go of the port (a quick restart):
-            // retry for a moment before giving up on this route's listener.
-            let mut bound = self.bind_listener(&r.app, r.listen);
-            for _ in 0..crate::defaults::RESTORE_BIND_RETRIES {
-                if bound.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(crate::defaults::RESTORE_BIND_RETRY_DELAY).await;
-                bound = self.bind_listener(&r.app, r.listen);
-            }
-            {
+            let route = RouteSpec {
+                listen: r.listen,
+                protocol: r.protocol,
+                edge: r.edge.clone(),
+            };
+            if route.own_port() {
+                let bound = Self::bind_retrying(|| self.bind_listener(&r.app, r.listen)).await;
                 let mut slot = app.listener.lock().unwrap();
                 match bound {
                     Ok(l) => self.start_listener(&app, l, &mut slot),
@@ -256,33 +256,85 @@ impl Router {
                     }
                 }
             }
+            if let Err(e) = Self::bind_retrying(|| self.ensure_shared(&r.app, &r.edge)).await {
+                error!(app = %r.app, error = %e, "restored route: shared listener is not up");
+            }
+            match self.load_certs(&r.app, &r.edge) {
+                Ok(certs) => {
+                    self.apply_certs(&r.app, certs, &r.edge);
+                    self.apply_acme(&r.app, &r.edge);
+                }
+                Err(e) => {
+                    error!(app = %r.app, error = %e, "restored route: certificate unusable; its hosts get no TLS until fixed")
+                }
+            }
+            app.h2c
+                .store(r.edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
+            if !r.mode.is_running() {
+                warn!(app = %r.app, mode = ?r.mode, "restored route is not running");
+            }
+            app.gate.set(r.mode.clone());
+            *app.edge.lock().unwrap() = r.edge;
             info!(app = %r.app, listen = r.listen, protocol = ?r.protocol,
                 upstream = %r.upstream.id, addr = %r.upstream.addr, "route restored");
             self.apps.write().unwrap().insert(r.app, app);
         }
+        self.rebuild_hosts();
     }
 
-    /// Creates the app's listener if needed and points the app at `upstream` atomically.
+    /// Creates the app's listeners if needed and points the app at `upstream` atomically.
+    /// Nothing changes when any step before the switch fails (a taken host, a port in use, a
+    /// bad certificate, an unwritable table).
     pub(crate) async fn set_upstream(
         &self,
         name: &str,
-        listen: u16,
-        protocol: Protocol,
+        route: RouteSpec,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError> {
-        let name = &app_name(name)?;
+        app_name(name)?;
+        route.edge.validate().map_err(|e| ProxyError::Invalid {
+            what: "edge spec of app",
+            value: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if route.protocol == Protocol::Tcp && !route.edge.hosts.is_empty() {
+            return Err(ProxyError::Invalid {
+                what: "edge spec of app",
+                value: name.to_owned(),
+                reason: "TCP apps are routed by port only; hosts need protocol http".into(),
+            });
+        }
+        let RouteSpec {
+            listen,
+            protocol,
+            ref edge,
+        } = route;
         let _ops = self.ops.lock().await;
         let existing = self.apps.read().unwrap().get(name).cloned();
         let app = existing
             .clone()
-            .unwrap_or_else(|| Arc::new(App::new(name.clone(), listen, protocol)));
+            .unwrap_or_else(|| Arc::new(App::new(name, listen, protocol)));
 
-        // 1. Listener: bind the new one before changing anything else.
+        // 1. Hosts: refuse those another app is routed by.
+        {
+            let apps = self.apps.read().unwrap();
+            let edges: Vec<(String, EdgeSpec)> = apps
+                .values()
+                .map(|a| (a.name.clone(), a.edge.lock().unwrap().clone()))
+                .collect();
+            hosts::check_collisions(name, edge, edges.iter().map(|(n, e)| (n.as_str(), e)))?;
+        }
+
+        // 2. Certificates: read and checked before anything changes.
+        let certs = self.load_certs(name, edge)?;
+
+        // 3. Listeners: bind the new ones before changing anything else.
+        let own_port = route.own_port();
         let (needs_bind, same_port) = {
             let slot = app.listener.lock().unwrap();
             let up = slot.task.is_some();
             let changed = slot.listen != listen || slot.protocol != protocol;
-            (!up || changed, up && slot.listen == listen)
+            (own_port && (!up || changed), up && slot.listen == listen)
         };
         let mut new_listener = None;
         if needs_bind {
@@ -295,37 +347,79 @@ impl Router {
             }
             new_listener = Some(self.bind_listener(name, listen)?);
         }
+        self.ensure_shared(name, edge)?;
 
-        // 2. Persist the new table; on failure nothing has changed.
+        // 4. Persist the new table; on failure nothing has changed.
         let mut t = self.snapshot();
-        t.routes.retain(|r| r.app != *name);
+        t.routes.retain(|r| r.app != name);
         t.routes.push(RouteEntry {
-            app: name.clone(),
+            app: name.to_owned(),
             listen,
             protocol,
             upstream: upstream.clone(),
+            edge: edge.clone(),
+            mode: app.gate.mode(),
         });
         t.routes.sort_by(|a, b| a.app.cmp(&b.app));
         self.persist(t).await?;
 
-        // 3. Apply.
-        if let Some(l) = new_listener {
+        // 5. Apply.
+        self.apply_certs(name, certs, edge);
+        self.apply_acme(name, edge);
+        {
             let mut slot = app.listener.lock().unwrap();
-            slot.stop();
+            if let Some(l) = new_listener {
+                slot.stop();
+                self.start_listener(&app, l, &mut slot);
+            } else if !own_port {
+                slot.stop();
+                slot.error = None;
+            }
             slot.listen = listen;
             slot.protocol = protocol;
-            self.start_listener(&app, l, &mut slot);
         }
+        let edge_changed = {
+            let mut e = app.edge.lock().unwrap();
+            let changed = *e != *edge;
+            *e = edge.clone();
+            app.h2c
+                .store(edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
+            changed
+        };
         let state = app.state_for(&upstream);
         let previous = app.current.swap(Some(state));
         app.prune_retired();
         if existing.is_none() {
-            self.apps.write().unwrap().insert(name.clone(), app);
+            self.apps.write().unwrap().insert(name.to_owned(), app);
+        }
+        if edge_changed || (existing.is_none() && !edge.hosts.is_empty()) {
+            self.rebuild_hosts();
         }
         let previous = previous.map(|p| p.upstream.clone());
-        info!(app = %name, listen, protocol = ?protocol, upstream = %upstream.id,
+        info!(app = name, listen, protocol = ?protocol, hosts = ?edge.hosts, upstream = %upstream.id,
             addr = %upstream.addr, previous = ?previous.as_ref().map(|p| &p.id), "upstream set");
         Ok(previous)
+    }
+
+    /// Pauses, stops or resumes an app; persisted first, then applied.
+    pub(crate) async fn set_mode(&self, name: &str, mode: Mode) -> Result<(), ProxyError> {
+        let app = self.app(name)?;
+        if app.listener.lock().unwrap().protocol == Protocol::Tcp {
+            return Err(ProxyError::Invalid {
+                what: "app",
+                value: name.to_owned(),
+                reason: "pause and stop apply to HTTP apps".into(),
+            });
+        }
+        let _ops = self.ops.lock().await;
+        let mut t = self.snapshot();
+        if let Some(r) = t.routes.iter_mut().find(|r| r.app == name) {
+            r.mode = mode.clone();
+        }
+        self.persist(t).await?;
+        info!(app = name, mode = ?mode, "app mode set");
+        app.gate.set(mode);
+        Ok(())
     }
 
     /// Removes the app and closes its listener; open connections finish gracefully.
@@ -338,166 +432,21 @@ impl Router {
             return Ok(());
         }
         let mut t = self.snapshot();
-        t.routes.retain(|r| r.app != *name);
+        t.routes.retain(|r| r.app != name);
         self.persist(t).await?;
-        if let Some(app) = self.apps.write().unwrap().remove(name) {
+        let removed = self.apps.write().unwrap().remove(name);
+        self.edge.certs.remove_app(name);
+        if let Some(acme) = &self.edge.acme {
+            acme.remove_app(name);
+        }
+        if let Some(app) = removed {
             app.close();
+            if !app.edge.lock().unwrap().hosts.is_empty() {
+                self.rebuild_hosts();
+            }
         }
         info!(app = name, "app removed; listener closed");
         Ok(())
-    }
-
-    /// Waits for zero in-flight work on a retired upstream; cuts what is left at `timeout`.
-    pub(crate) async fn drain(
-        &self,
-        name: &str,
-        id: &str,
-        timeout: Duration,
-    ) -> Result<DrainReport, ProxyError> {
-        let app = self.app(name)?;
-        let state = app.find(id)?;
-        let still_current = || ProxyError::StillCurrent {
-            app: name.to_owned(),
-            id: id.to_owned(),
-        };
-        if app.is_current(&state) {
-            return Err(still_current());
-        }
-        let start = Instant::now();
-        let in_flight = state.in_flight();
-        if state.tracker().wait_idle(start + timeout).await {
-            let waited = start.elapsed();
-            info!(
-                app = name,
-                upstream = id,
-                in_flight_at_start = in_flight,
-                ?waited,
-                "drained"
-            );
-            return Ok(DrainReport {
-                drained: true,
-                cut: 0,
-                waited,
-            });
-        }
-        if app.is_current(&state) {
-            // Switched back to while we waited: its traffic is wanted again.
-            warn!(
-                app = name,
-                upstream = id,
-                "drain abandoned: upstream became current again"
-            );
-            return Err(still_current());
-        }
-        let cut = state.cut_all();
-        warn!(
-            app = name,
-            upstream = id,
-            cut,
-            ?timeout,
-            "drain timed out; cut {cut} request(s)/connection(s) still in flight"
-        );
-        state
-            .tracker()
-            .wait_idle(Instant::now() + defaults::CUT_SETTLE)
-            .await;
-        Ok(DrainReport {
-            drained: false,
-            cut,
-            waited: start.elapsed(),
-        })
-    }
-
-    /// Drops a retired upstream's state (and its metrics) once the agent no longer needs them.
-    pub(crate) fn forget_upstream(&self, name: &str, id: &str) -> Result<(), ProxyError> {
-        let app = self.app(name)?;
-        let state = app.find(id)?;
-        if app.is_current(&state) {
-            return Err(ProxyError::StillCurrent {
-                app: name.to_owned(),
-                id: id.to_owned(),
-            });
-        }
-        app.upstreams
-            .lock()
-            .unwrap()
-            .retain(|u| !Arc::ptr_eq(u, &state));
-        info!(app = name, upstream = id, "upstream forgotten");
-        Ok(())
-    }
-
-    pub(crate) fn stats(&self, name: &str) -> Result<AppStats, ProxyError> {
-        let app = self.app(name)?;
-        let current = app.current.load_full();
-        let (listen, protocol) = {
-            let l = app.listener.lock().unwrap();
-            (l.listen, l.protocol)
-        };
-        let upstreams = app
-            .upstreams
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|u| {
-                let m = &u.metrics;
-                let get =
-                    |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-                UpstreamStats {
-                    id: u.upstream.id.clone(),
-                    addr: u.upstream.addr,
-                    current: current.as_ref().is_some_and(|c| Arc::ptr_eq(c, u)),
-                    in_flight: u.in_flight(),
-                    requests: m.status_counts(),
-                    connections: get(&m.connections),
-                    connect_errors: get(&m.connect_errors),
-                    cut: get(&m.cut),
-                    bytes_in: get(&m.bytes_in),
-                    bytes_out: get(&m.bytes_out),
-                    latency: m.latency.summary(),
-                }
-            })
-            .collect();
-        Ok(AppStats {
-            app: app.name.clone(),
-            listen,
-            protocol,
-            current: current.map(|c| c.upstream.id.clone()),
-            upstreams,
-        })
-    }
-
-    pub(crate) fn routes(&self) -> Vec<RouteInfo> {
-        let apps = self.apps.read().unwrap();
-        let mut out: Vec<RouteInfo> = apps
-            .values()
-            .map(|a| {
-                let l = a.listener.lock().unwrap();
-                RouteInfo {
-                    app: a.name.clone(),
-                    listen: l.listen,
-                    protocol: l.protocol,
-                    bound: l.bound,
-                    listen_error: l.error.clone(),
-                    upstream: a.current.load().as_ref().map(|u| u.upstream.clone()),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.app.cmp(&b.app));
-        out
-    }
-
-    /// (app, upstream, is current) for every tracked upstream; read by the metrics collector.
-    pub(crate) fn all_upstreams(&self) -> Vec<(AppName, Arc<UpstreamState>, bool)> {
-        let apps = self.apps.read().unwrap();
-        let mut out = Vec::new();
-        for a in apps.values() {
-            let current = a.current.load_full();
-            for u in a.upstreams.lock().unwrap().iter() {
-                let cur = current.as_ref().is_some_and(|c| Arc::ptr_eq(c, u));
-                out.push((a.name.clone(), u.clone(), cur));
-            }
-        }
-        out
     }
 
     /// Stops every listener, lets open connections finish for up to `grace`.
@@ -507,6 +456,7 @@ impl Router {
         for a in &apps {
             a.close();
         }
+        self.edge.close();
         if self.conns.wait_idle(Instant::now() + grace).await {
             0
         } else {

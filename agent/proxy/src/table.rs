@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use slipway_proto::Protocol;
+use slipway_proto::{EdgeSpec, Protocol};
 
 use crate::error::ProxyError;
+use crate::pause::Mode;
 use crate::upstream::Upstream;
 
 /// Format version of the state file.
@@ -26,10 +27,15 @@ pub(crate) struct RouteTable {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteEntry {
-    pub app: slipway_proto::AppName,
+    pub app: String,
     pub listen: u16,
     pub protocol: Protocol,
     pub upstream: Upstream,
+    #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
+    pub edge: EdgeSpec,
+    /// Paused or stopped apps stay so across restarts.
+    #[serde(default, skip_serializing_if = "Mode::is_running")]
+    pub mode: Mode,
 }
 
 impl Default for RouteTable {
@@ -60,8 +66,10 @@ pub(crate) enum TableError {
     Json(#[from] serde_json::Error),
     #[error("version {0} (this proxy reads {TABLE_VERSION})")]
     Version(u32),
+    #[error(transparent)]
+    Id(#[from] slipway_proto::IdError),
     #[error("app `{0}` listed twice")]
-    Duplicate(slipway_proto::AppName),
+    Duplicate(String),
 }
 
 fn parse(bytes: &[u8]) -> Result<RouteTable, TableError> {
@@ -71,6 +79,7 @@ fn parse(bytes: &[u8]) -> Result<RouteTable, TableError> {
     }
     let mut seen = std::collections::HashSet::new();
     for r in &t.routes {
+        r.app.parse::<slipway_proto::AppName>()?;
         if !seen.insert(&r.app) {
             return Err(TableError::Duplicate(r.app.clone()));
         }
@@ -149,13 +158,15 @@ mod tests {
         RouteTable {
             version: TABLE_VERSION,
             routes: vec![RouteEntry {
-                app: "web".parse().unwrap(),
+                app: "web".into(),
                 listen: 8080,
                 protocol: Protocol::Http,
                 upstream: Upstream {
                     id: "c1".parse().unwrap(),
                     addr: "10.1.0.2:80".parse().unwrap(),
                 },
+                edge: EdgeSpec::default(),
+                mode: Mode::default(),
             }],
         }
     }

@@ -15,6 +15,7 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 use crate::drain::{Tracked, Tracker};
+use crate::h2c::H2c;
 use crate::metrics::UpstreamMetrics;
 use crate::pool::Pool;
 
@@ -36,8 +37,13 @@ pub(crate) struct UpstreamState {
     pub(crate) metrics: UpstreamMetrics,
     /// HTTP connections to this upstream (its own: no lock shared across upstreams).
     pub(crate) pool: Pool,
+    /// The h2c connection, for apps that set `upstream_h2c`.
+    pub(crate) h2c: H2c,
     in_flight: Arc<Tracker>,
     cut: Arc<Notify>,
+    /// Websockets and SSE streams in flight, cut first when a drain's grace ends.
+    long_lived: Arc<Tracker>,
+    cut_long: Arc<Notify>,
 }
 
 impl UpstreamState {
@@ -46,11 +52,14 @@ impl UpstreamState {
             .expect("a socket address is a valid header value");
         UpstreamState {
             pool: Pool::new(upstream.addr),
+            h2c: H2c::new(upstream.addr),
             upstream,
             host,
             metrics: UpstreamMetrics::default(),
             in_flight: Arc::new(Tracker::default()),
             cut: Arc::new(Notify::new()),
+            long_lived: Arc::new(Tracker::default()),
+            cut_long: Arc::new(Notify::new()),
         }
     }
 
@@ -63,6 +72,7 @@ impl UpstreamState {
         InFlight {
             upstream: self.clone(),
             cut,
+            long: None,
             _tracked: tracked,
         }
     }
@@ -73,6 +83,19 @@ impl UpstreamState {
 
     pub(crate) fn tracker(&self) -> &Tracker {
         &self.in_flight
+    }
+
+    /// Cuts the websockets and SSE streams in flight (a drain's grace is over); returns how
+    /// many there were.
+    pub(crate) fn cut_long_lived(&self) -> u64 {
+        let n = self.long_lived.count();
+        self.cut_long.notify_waiters();
+        n
+    }
+
+    /// Websockets and SSE streams in flight now.
+    pub(crate) fn long_lived_count(&self) -> u64 {
+        self.long_lived.count()
     }
 
     /// Signals every unit in flight right now to stop; returns how many there were.
@@ -88,6 +111,8 @@ impl UpstreamState {
 pub(crate) struct InFlight {
     upstream: Arc<UpstreamState>,
     cut: Pin<Box<OwnedNotified>>,
+    /// Set for websockets and SSE: the early cut at the end of a drain's grace.
+    long: Option<(Pin<Box<OwnedNotified>>, Tracked)>,
     _tracked: Tracked,
 }
 
@@ -96,15 +121,27 @@ impl InFlight {
         &self.upstream
     }
 
-    /// Ready once a drain timeout cut this unit; counts the cut once.
-    pub(crate) fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.cut.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.upstream.metrics.cut.fetch_add(1, Relaxed);
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
+    /// Marks this unit a long-lived stream (websocket, SSE): a drain cuts it after its
+    /// grace instead of waiting for it until the drain timeout.
+    pub(crate) fn long_lived(&mut self) {
+        if self.long.is_none() {
+            let u = &self.upstream;
+            let cut = Box::pin(u.cut_long.clone().notified_owned());
+            self.long = Some((cut, u.long_lived.enter()));
         }
+    }
+
+    /// Ready once a drain cut this unit; counts the cut once.
+    pub(crate) fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let long = match &mut self.long {
+            Some((c, _)) => c.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if long || self.cut.as_mut().poll(cx).is_ready() {
+            self.upstream.metrics.cut.fetch_add(1, Relaxed);
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 
     /// Resolves once a drain timeout cut this unit.

@@ -10,14 +10,19 @@ use common::*;
 use http_body_util::Full;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use slipway_proxy::{Protocol, Upstream};
+use slipway_proxy::{EdgeConfig, Protocol, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_added_and_hop_by_hop_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(dir.path()).await;
+    // The client (127.0.0.1) is a trusted proxy: its X-Forwarded-For is extended.
+    let edge = EdgeConfig {
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..test_edge()
+    };
+    let proxy = Proxy::start_with(dir.path(), edge).await;
     let a = Backend::start("a").await;
     proxy
         .client
@@ -78,6 +83,7 @@ async fn dead_upstream_answers_502_and_counts_against_it() {
         StatusCode::INTERNAL_SERVER_ERROR
     );
     let before = proxy.client.stats("web").await.unwrap();
+    let dead_addr = dead.addr.to_string();
     proxy
         .client
         .set_upstream("web", 0, Protocol::Http, dead)
@@ -86,7 +92,12 @@ async fn dead_upstream_answers_502_and_counts_against_it() {
     for _ in 0..3 {
         let (status, body) = c.get("/").await.unwrap();
         assert_eq!(status, StatusCode::BAD_GATEWAY);
-        assert!(body.contains("dead"), "{body}");
+        // The page names neither the container nor its address.
+        assert!(body.contains("502 Bad Gateway"), "{body}");
+        assert!(
+            !body.contains("dead") && !body.contains(&dead_addr),
+            "{body}"
+        );
     }
     let after = proxy.client.stats("web").await.unwrap();
     let d = after.upstream("dead").unwrap();

@@ -38,6 +38,7 @@ async fn main() {
             subnet: SUBNET.into(),
             ..CniConfig::default()
         },
+        ..RuntimeConfig::default()
     };
     let rt = Runtime::new(cfg.clone()).unwrap();
     let image = ImageConfigurationBuilder::default()

@@ -7,15 +7,38 @@ use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxPidsBuilder, LinuxResourcesBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, UserBuilder,
 };
 use slipway_proto::AppSpec;
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
+mod mounts;
+mod user;
+pub use mounts::Bind;
+pub use user::user;
+
 /// Processes in the container: enough for a server, a bound on fork bombs.
 const PIDS_MAX: i64 = 4096;
+
+/// Docker's default capabilities without `NET_RAW` (raw sockets spoof packets on the bridge;
+/// ping works without it through `net.ipv4.ping_group_range`).
+pub const CAPABILITIES: [Capability; 13] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
 
 /// Everything a bundle is made of.
 pub struct BundleInput<'a> {
@@ -30,6 +53,12 @@ pub struct BundleInput<'a> {
     pub netns: &'a Path,
     /// Name of the container's cgroup under the Slipway parent (unique on the machine).
     pub cgroup: &'a str,
+    /// The container's hostname (at most 63 bytes).
+    pub hostname: &'a str,
+    /// Bind mounts the runtime prepared: `/etc` files, volumes, image VOLUMEs.
+    pub binds: &'a [Bind],
+    /// The seccomp profile; `None` runs unconfined.
+    pub seccomp: Option<&'a crate::seccomp::Profile>,
 }
 
 /// Read access to the image's `/etc/passwd` and `/etc/group`, confined to its root.
@@ -81,29 +110,12 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
     let args = command(image, cfg, spec)?;
     let env = environment(image, cfg.env().as_deref().unwrap_or(&[]), spec)?;
 
-    let caps: HashSet<Capability> = [
-        Capability::Chown,
-        Capability::DacOverride,
-        Capability::Fsetid,
-        Capability::Fowner,
-        Capability::Mknod,
-        Capability::NetRaw,
-        Capability::Setgid,
-        Capability::Setuid,
-        Capability::Setfcap,
-        Capability::Setpcap,
-        Capability::NetBindService,
-        Capability::SysChroot,
-        Capability::Kill,
-        Capability::AuditWrite,
-    ]
-    .into_iter()
-    .collect();
+    let caps: HashSet<Capability> = CAPABILITIES.into_iter().collect();
     let err = |e| BundleError::Spec(e, input.id.to_string());
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
-        .permitted(caps)
+        .permitted(caps.clone())
         .inheritable(HashSet::new())
         .ambient(HashSet::new())
         .build()
@@ -132,24 +144,7 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
         .build()
         .map_err(err)?;
 
-    let mut mounts = oci_spec::runtime::get_default_mounts();
-    if !spec.writable_rootfs {
-        mounts.push(
-            MountBuilder::default()
-                .destination("/tmp")
-                .typ("tmpfs")
-                .source("tmpfs")
-                .options(vec![
-                    "nosuid".into(),
-                    "nodev".into(),
-                    "mode=1777".into(),
-                    defaults::TMP_SIZE.into(),
-                ])
-                .build()
-                .map_err(err)?,
-        );
-    }
-    mounts.extend(volumes(input.id, spec)?);
+    let mounts = mounts::mounts(input.id, spec.read_only, input.binds)?;
 
     let namespaces: Vec<LinuxNamespace> = oci_spec::runtime::get_default_namespaces()
         .into_iter()
@@ -180,9 +175,11 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
         );
     if let Some(mb) = spec.resources.memory_mb {
         let bytes = (mb as i64).saturating_mul(1024 * 1024);
+        // Swap limit (memory + swap) equal to the limit: no swap, as the limit means.
         resources = resources.memory(
             LinuxMemoryBuilder::default()
                 .limit(bytes)
+                .swap(bytes)
                 .build()
                 .map_err(err)?,
         );
@@ -197,7 +194,18 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
                 .map_err(err)?,
         );
     }
-    let linux = LinuxBuilder::default()
+    let seccomp = match input.seccomp {
+        Some(p) => Some(
+            p.to_oci(&crate::seccomp::Target::host(&caps))
+                .map_err(|e| BundleError::Field {
+                    image: image.to_string(),
+                    field: "seccomp profile",
+                    reason: e.to_string(),
+                })?,
+        ),
+        None => None,
+    };
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(format!(
             "{}/{}",
@@ -217,18 +225,19 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
                 "0 2147483647".to_string(),
             ),
         ]))
-        .masked_paths(oci_spec::runtime::get_default_maskedpaths())
-        .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
+        .masked_paths(defaults::MASKED_PATHS.map(String::from).to_vec())
+        .readonly_paths(defaults::READONLY_PATHS.map(String::from).to_vec())
         .build()
         .map_err(err)?;
+    linux.set_seccomp(seccomp);
 
     let mut out = Spec::default();
-    out.set_hostname(Some(input.id.to_string()))
+    out.set_hostname(Some(input.hostname.to_string()))
         .set_process(Some(process))
         .set_root(Some(
             RootBuilder::default()
                 .path("rootfs")
-                .readonly(!spec.writable_rootfs)
+                .readonly(spec.read_only)
                 .build()
                 .map_err(err)?,
         ))
@@ -275,95 +284,6 @@ pub fn working_dir(image: &str, dir: Option<&str>) -> Result<PathBuf, BundleErro
         ));
     }
     Ok(p.to_path_buf())
-}
-
-/// Resolves the image's `User` (`uid`, `uid:gid`, `name`, `name:group`, ...) to numeric ids,
-/// reading names from the image's own `/etc/passwd` and `/etc/group`.
-pub fn user(
-    image: &str,
-    spec: &str,
-    etc: &dyn EtcFiles,
-) -> Result<(u32, u32, Vec<u32>), BundleError> {
-    let bad = |reason: String| BundleError::User {
-        image: image.to_string(),
-        user: spec.escape_debug().to_string(),
-        reason,
-    };
-    if spec.is_empty() {
-        return Ok((0, 0, Vec::new()));
-    }
-    if spec.contains('\0') || spec.len() > 256 {
-        return Err(bad("is not a user name or id".into()));
-    }
-    let (u, g) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let passwd = etc.read("passwd").unwrap_or_default();
-    // passwd: name:x:uid:gid:...
-    let entries: Vec<Vec<&str>> = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 4)
-        .collect();
-    let (uid, pw_gid) = match numeric_id(u) {
-        Some(r) => {
-            let uid = r.map_err(|e| bad(e.to_string()))?;
-            let gid = entries
-                .iter()
-                .find(|f| f[2].parse() == Ok(uid))
-                .and_then(|f| f[3].parse::<u32>().ok());
-            (uid, gid)
-        }
-        None => {
-            let f = entries.iter().find(|f| f[0] == u).ok_or_else(|| {
-                bad(format!(
-                    "names user `{u}`, which is not in the image's /etc/passwd"
-                ))
-            })?;
-            let uid =
-                parse_id(f[2]).map_err(|e| bad(format!("resolves to uid `{}`: {e}", f[2])))?;
-            let gid =
-                parse_id(f[3]).map_err(|e| bad(format!("resolves to gid `{}`: {e}", f[3])))?;
-            (uid, Some(gid))
-        }
-    };
-    let gid = match g {
-        None => pw_gid.unwrap_or(0),
-        Some(g) => match numeric_id(g) {
-            Some(r) => r.map_err(|e| bad(format!("group {e}")))?,
-            None => {
-                let group = etc.read("group").unwrap_or_default();
-                let f = group
-                    .lines()
-                    .map(|l| l.split(':').collect::<Vec<_>>())
-                    .find(|f| f.len() >= 3 && f[0] == g)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "names group `{g}`, which is not in the image's /etc/group"
-                        ))
-                    })?;
-                parse_id(f[2]).map_err(|e| bad(format!("group resolves to `{}`: {e}", f[2])))?
-            }
-        },
-    };
-    if uid > defaults::MAX_ID || gid > defaults::MAX_ID {
-        return Err(bad(format!("resolves to an id above {}", defaults::MAX_ID)));
-    }
-    Ok((uid, gid, Vec::new()))
-}
-
-/// `Some` when `s` looks numeric (then it must be in range), `None` when it is a name.
-fn numeric_id(s: &str) -> Option<Result<u32, &'static str>> {
-    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'-')).then(|| parse_id(s))
-}
-
-fn parse_id(s: &str) -> Result<u32, &'static str> {
-    match s.parse::<u64>() {
-        Ok(n) if n <= defaults::MAX_ID as u64 => Ok(n as u32),
-        Ok(_) => Err("is out of range (ids are 0..=2147483647)"),
-        Err(_) => Err("is not a valid id (negative, empty or not a number)"),
-    }
 }
 
 /// argv: the spec's entrypoint/command override the image's (a new entrypoint drops the
@@ -432,23 +352,6 @@ fn environment(
         env.insert(0, defaults::PATH_ENV.to_string());
     }
     Ok(env)
-}
-
-fn volumes(id: &str, spec: &AppSpec) -> Result<Vec<Mount>, BundleError> {
-    spec.volumes
-        .iter()
-        .map(|v| {
-            let mut opts = vec!["rbind".to_string(), "nosuid".into(), "nodev".into()];
-            opts.push(if v.read_only { "ro" } else { "rw" }.into());
-            MountBuilder::default()
-                .destination(v.container.clone())
-                .typ("bind")
-                .source(v.host.clone())
-                .options(opts)
-                .build()
-                .map_err(|e| BundleError::Spec(e, id.to_string()))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -14,7 +14,37 @@ pub struct RuntimeConfig {
     pub runc_root: PathBuf,
     /// The runc binary.
     pub runc: PathBuf,
+    /// Named volumes; default: `volumes/` beside `state_dir`.
+    pub volumes_dir: Option<PathBuf>,
     pub cni: CniConfig,
+    /// Resolvers of every container (an app spec's `dns` overrides each list).
+    pub dns: DnsConfig,
+}
+
+/// `[runtime.dns]`: what goes into each container's `/etc/resolv.conf`. Every empty list
+/// falls back to the host's resolv.conf.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    pub servers: Vec<std::net::IpAddr>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+    /// The host resolv.conf to copy.
+    pub host_resolv_conf: PathBuf,
+    /// Upstream servers of systemd-resolved, used when the host file names its stub.
+    pub resolved_resolv_conf: PathBuf,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            search: Vec::new(),
+            options: Vec::new(),
+            host_resolv_conf: defaults::HOST_RESOLV_CONF.into(),
+            resolved_resolv_conf: defaults::RESOLVED_RESOLV_CONF.into(),
+        }
+    }
 }
 
 /// CNI plugins and the default bridge network.
@@ -29,6 +59,9 @@ pub struct CniConfig {
     pub subnet: String,
     /// A CNI network config (or config list) to use instead of the default bridge network.
     pub netconf: Option<PathBuf>,
+    /// Masquerade container traffic leaving the subnet (egress NAT), so containers reach
+    /// hosts that have no route back to the subnet.
+    pub masquerade: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -37,7 +70,9 @@ impl Default for RuntimeConfig {
             state_dir: defaults::STATE_DIR.into(),
             runc_root: defaults::RUNC_ROOT.into(),
             runc: defaults::RUNC.into(),
+            volumes_dir: None,
             cni: CniConfig::default(),
+            dns: DnsConfig::default(),
         }
     }
 }
@@ -49,6 +84,19 @@ impl Default for CniConfig {
             bridge: defaults::CNI_BRIDGE.into(),
             subnet: defaults::CNI_SUBNET.into(),
             netconf: None,
+            masquerade: defaults::CNI_MASQUERADE,
         }
+    }
+}
+
+impl RuntimeConfig {
+    /// Where named volumes live: `volumes_dir`, or `volumes/` beside the state dir.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.volumes_dir.clone().unwrap_or_else(|| {
+            self.state_dir
+                .parent()
+                .unwrap_or(&self.state_dir)
+                .join("volumes")
+        })
     }
 }

@@ -67,8 +67,7 @@ pub struct ContainerInfo {
 /// Points of [`Runtime::start`] where a test can simulate an agent crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
-    /// After the netns is wired by CNI and the rootfs mounted (side by side), before
-    /// `runc create`.
+    /// After the netns is wired by CNI, before the rootfs and `runc create`.
     AfterNetwork,
     /// After `runc create`, before `runc start`.
     AfterCreate,
@@ -141,10 +140,15 @@ impl Runtime {
                 return Err(RuntimeError::IdMismatch { id, expected });
             }
         }
+        self.hand_over_volumes(&id, release).await?;
         let lock = self.shared.lock(&id);
         let _guard = lock.lock().await;
         let dir = self.dir(&id);
-        match std::fs::create_dir(&dir) {
+        let private = || {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(&dir)
+        };
+        match private() {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 // A discarded container whose process never ran (a failed start, or one a
@@ -152,7 +156,7 @@ impl Runtime {
                 match Record::load(&dir) {
                     Ok(Some(r)) if r.phase == RecordPhase::Discarded && r.started_at.is_none() => {
                         std::fs::remove_dir_all(&dir).map_err(io(&dir, "remove"))?;
-                        std::fs::create_dir(&dir).map_err(io(&dir, "create container dir"))?;
+                        private().map_err(io(&dir, "create container dir"))?;
                     }
                     _ => return Err(RuntimeError::Exists { id: id.to_string() }),
                 }
@@ -179,6 +183,9 @@ impl Runtime {
             exit_code: None,
             // Recorded before ADD so that DEL after a crash uses the very same config.
             netconf: Some(self.net.netconf()?),
+            stop_signal: None,
+            cni_id: None,
+            volumes: Vec::new(),
         };
         rec.save_new(&dir)?;
         match self.create_and_start(&spec, &dir, &mut rec).await {
@@ -199,56 +206,54 @@ impl Runtime {
         dir: &Path,
         rec: &mut Record,
     ) -> Result<ContainerInfo, RuntimeError> {
-        let id = rec.id.as_str();
+        let id = rec.id.clone();
+        let id = id.as_str();
+        // Bad input the image or a profile file brings fails here, before anything is made.
+        let seccomp = crate::prepare::seccomp(spec.release)?;
+        rec.stop_signal = Some(crate::prepare::stop_signal(&rec.image, spec.image_config)?);
         let ns = netns_path(&rec.netns);
-        let t = std::time::Instant::now();
-        // The network (netns + CNI, two process spawns or more) and the rootfs + bundle (local
-        // mounts and files) do not depend on each other: make them side by side.
-        let network = async {
-            // A namespace of this name can only be a leftover of a crash before this id ever
-            // ran (the id check above refuses ids that ran): remove it rather than fail.
-            crate::network::netns_del(&rec.netns).await?;
-            netns_add(&rec.netns).await?;
-            let netconf = rec.netconf.clone().unwrap_or_default();
-            let address = self.net.add(id, &ns, &netconf).await?;
-            tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "network ready");
-            Ok::<_, RuntimeError>(address)
-        };
-        let filesystem = async {
-            let paths = RootfsPaths::new(dir);
-            rootfs::mount(self.mounter.as_ref(), id, spec.layer_dirs, &paths)?;
-            let oci = bundle::build(&BundleInput {
-                id,
-                image: &rec.image,
-                spec: &spec.release.spec,
-                config: spec.image_config,
-                etc: &RootfsEtc(&paths.target),
-                netns: &ns,
-                cgroup: rec
-                    .netns
-                    .strip_prefix(crate::defaults::NETNS_PREFIX)
-                    .unwrap_or(id),
-            })?;
-            for v in &spec.release.spec.volumes {
-                if !v.host.exists() {
-                    return Err(RuntimeError::Io {
-                        path: v.host.clone(),
-                        action: "bind as a volume (create it on the host first)",
-                        source: std::io::ErrorKind::NotFound.into(),
-                    });
-                }
-            }
-            let json = serde_json::to_vec_pretty(&oci).expect("spec serializes");
-            write_atomic(&dir.join(CONFIG), &json, Durability::Atomic)?;
-            tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "rootfs and bundle ready");
-            Ok(())
-        };
-        let (address, files) = tokio::join!(network, filesystem);
+        // A namespace of this name can only be a leftover of a crash before this id ever ran
+        // (the id check above refuses ids that ran): remove it rather than fail.
+        crate::network::netns_del(&rec.netns).await?;
+        netns_add(&rec.netns).await?;
+        let netconf = rec.netconf.clone().unwrap_or_default();
         // The address reaches the record with the next save (after `runc create`).
-        let address = address?;
-        files?;
-        rec.address = Some(address);
+        rec.cni_id = Some(rec.netns.clone());
+        rec.save(dir)?;
+        let t = std::time::Instant::now();
+        rec.address = Some(self.net.add(&rec.netns, &ns, &netconf).await?);
+        tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "CNI add done");
         self.maybe_crash(CrashPoint::AfterNetwork);
+
+        let paths = RootfsPaths::new(dir);
+        rootfs::mount(self.mounter.as_ref(), id, spec.layer_dirs, &paths)?;
+        let address = rec.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let prepared = self.prepare(
+            id,
+            spec.release,
+            spec.image_config,
+            dir,
+            &paths.target,
+            address,
+        )?;
+        rec.volumes = prepared.named.clone();
+        let oci = bundle::build(&BundleInput {
+            id,
+            image: &rec.image,
+            spec: &spec.release.spec,
+            config: spec.image_config,
+            etc: &RootfsEtc(&paths.target),
+            netns: &ns,
+            cgroup: rec
+                .netns
+                .strip_prefix(crate::defaults::NETNS_PREFIX)
+                .unwrap_or(id),
+            hostname: &prepared.hostname,
+            binds: &prepared.binds,
+            seccomp: seccomp.as_ref(),
+        })?;
+        let json = serde_json::to_vec_pretty(&oci).expect("spec serializes");
+        write_atomic(&dir.join(CONFIG), &json, Durability::Atomic)?;
 
         let (out, err) = logs::paths(dir);
         let stdout = logs::open_append(&out).map_err(io(&out, "open log"))?;

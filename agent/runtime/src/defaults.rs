@@ -16,6 +16,8 @@ pub const CNI_PLUGIN_DIR: &str = "/usr/lib/cni";
 pub const CNI_BRIDGE: &str = "slipway0";
 /// Same private range as podman's default; big enough for any number of releases per host.
 pub const CNI_SUBNET: &str = "10.88.0.0/16";
+/// Egress NAT on: containers reach the network as the host does, as with Docker.
+pub const CNI_MASQUERADE: bool = true;
 /// CNI network name; host-local keys its allocations by it.
 pub const CNI_NETWORK: &str = "slipway";
 /// The CNI spec version we speak; Debian's plugins (1.1) support it.
@@ -53,3 +55,43 @@ pub const NOFILE: u64 = 65_536;
 pub const TMP_SIZE: &str = "size=65536k";
 /// Image env when the image sets no PATH (the value runc and Docker use).
 pub const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Paths masked in every container, as Docker masks them: kernel state a container must not
+/// read (`/proc/kcore`, `/proc/keys`, timers, firmware, power capping energy counters).
+pub const MASKED_PATHS: [&str; 12] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+/// Paths read-only in every container, as in Docker: kernel knobs a container must not turn.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+/// Longest hostname (a DNS label; `sethostname` allows 64, resolvers 63).
+pub const MAX_HOSTNAME: usize = 63;
+/// resolv.conf options every container gets unless its config sets them: a lookup gives up
+/// after 2 tries of 1 s instead of glibc's 2 x 5 s (x servers), so it never seems to hang.
+pub const RESOLV_OPTIONS: [&str; 2] = ["timeout:1", "attempts:2"];
+/// The host's resolver config, copied into containers.
+pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+/// systemd-resolved's list of upstream servers, used when the host points at its stub.
+pub const RESOLVED_RESOLV_CONF: &str = "/run/systemd/resolve/resolv.conf";
+/// Signal that asks a container to stop when its image sets no STOPSIGNAL.
+pub const STOP_SIGNAL: &str = "TERM";
+/// First runc with the fix for the leaked-fd escape CVE-2024-21626.
+pub const RUNC_FIX_2024: (u32, u32, u32) = (1, 1, 12);
+/// First runc of each maintained line with the fixes for the /dev/null, /dev/console and
+/// procfs-write escapes CVE-2025-31133, CVE-2025-52565, CVE-2025-52881 (1.4 has them all).
+pub const RUNC_FIX_2025: [(u32, u32, u32); 3] = [(1, 2, 8), (1, 3, 3), (1, 4, 0)];

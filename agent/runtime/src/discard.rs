@@ -1,4 +1,4 @@
-//! Discarding a container: SIGTERM, grace, SIGKILL, `runc delete`, CNI DEL, netns, rootfs,
+//! Discarding a container: its STOPSIGNAL (SIGTERM by default), grace, SIGKILL, `runc delete`, CNI DEL, netns, rootfs,
 //! upper dir, cgroups; the record and recent logs stay as a tombstone. Idempotent.
 
 use crate::container::{check_id, CONFIG, PID_FILE, RUNC_LOG};
@@ -57,17 +57,28 @@ impl Runtime {
                 self.supervise(&id, state.pid);
             }
             if state.status == "running" || state.status == "paused" {
-                self.stop(&id, grace).await?;
+                let signal = rec.stop_signal.as_deref().unwrap_or(defaults::STOP_SIGNAL);
+                self.stop(&id, signal, grace).await?;
             }
             self.runc.delete(&id).await?;
         }
         let exit = self.wait_exit(&id, Duration::ZERO).await;
         if let Some(conf) = &rec.netconf {
             // CNI DEL is idempotent: repeating it after a crash here is fine.
-            self.net.del(&id, &netns_path(&rec.netns), conf).await?;
+            let cni_id = rec.cni_id.as_deref().unwrap_or(&id);
+            self.net.del(cni_id, &netns_path(&rec.netns), conf).await?;
         }
         netns_del(&rec.netns).await?;
         rootfs::remove(self.mounter.as_ref(), &id, &RootfsPaths::new(dir))?;
+        // Image VOLUMEs and name files die with the container (named volumes live elsewhere).
+        for d in [crate::prepare::VOLUMES_DIR, crate::prepare::ETC_DIR] {
+            match std::fs::remove_dir_all(dir.join(d)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(crate::error::io(dir.join(d), "remove")(e))
+                }
+                _ => {}
+            }
+        }
         for name in [CONFIG, PID_FILE, RUNC_LOG] {
             let _ = std::fs::remove_file(dir.join(name));
         }
@@ -88,10 +99,11 @@ impl Runtime {
         Ok(())
     }
 
-    /// SIGTERM, up to `grace` for the process to go, then SIGKILL.
-    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+    /// `signal` (the image's STOPSIGNAL, else TERM), up to `grace` for the process to go,
+    /// then SIGKILL.
+    async fn stop(&self, id: &str, signal: &str, grace: Duration) -> Result<(), RuntimeError> {
         let supervised = self.shared.exits.lock().unwrap().contains_key(id);
-        if !grace.is_zero() && self.runc.kill(id, "TERM").await? {
+        if !grace.is_zero() && self.runc.kill(id, signal).await? {
             if supervised {
                 if self.wait_exit(id, grace).await.is_some() {
                     return Ok(());

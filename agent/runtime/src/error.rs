@@ -25,6 +25,18 @@ pub enum BundleError {
     },
     #[error("release {image} has nothing to run: neither the image nor the app spec sets an entrypoint or command")]
     NoCommand { image: String },
+    #[error("app {app}: seccomp profile {path} cannot be used: {reason}; nothing was changed")]
+    Seccomp {
+        app: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("app {app}: volume {volume}: {reason}")]
+    Volume {
+        app: String,
+        volume: String,
+        reason: String,
+    },
     #[error("cannot build config.json for {id}: {0}", id = .1)]
     Spec(oci_spec::OciSpecError, String),
 }
@@ -104,6 +116,8 @@ pub enum RuntimeError {
     CorruptState { path: PathBuf, reason: String },
     #[error("rootfs of {id}: {reason}")]
     Rootfs { id: String, reason: String },
+    #[error("volume {name}: {reason}")]
+    Volume { name: String, reason: String },
     #[error("runtime config: {0}")]
     Config(String),
     #[error("container {id} did not exit within {secs} s of SIGKILL")]

@@ -14,13 +14,17 @@ pub mod config;
 pub mod container;
 pub mod defaults;
 pub mod discard;
+pub mod dns;
 pub mod error;
 pub mod logs;
 pub mod network;
+mod prepare;
 pub mod reaper;
 pub mod rootfs;
 pub mod runc;
+pub mod seccomp;
 pub mod state;
+pub mod volumes;
 
 pub use adopt::AdoptReport;
 pub use config::{CniConfig, RuntimeConfig};
@@ -107,11 +111,36 @@ impl Runtime {
     }
 }
 
-fn create_private_dir(p: &std::path::Path) -> Result<(), RuntimeError> {
+pub(crate) fn create_private_dir(p: &std::path::Path) -> Result<(), RuntimeError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(p)
         .map_err(error::io(p, "create dir"))
+}
+
+impl Runtime {
+    /// Logs runc's version, and warns with the CVE ids of known escapes that version
+    /// predates the upstream fixes for (a distribution build may carry backports).
+    pub async fn check_runc(&self) -> Result<String, RuntimeError> {
+        let text = self.runc.version().await?;
+        let first = text.lines().next().unwrap_or("").to_string();
+        match runc::version::parse(&text) {
+            Some(v) => {
+                let missing = runc::version::missing_fixes(v);
+                if missing.is_empty() {
+                    tracing::info!(runc = %first, "runc version");
+                } else {
+                    tracing::warn!(
+                        runc = %first,
+                        cves = %missing.join(", "),
+                        "this runc predates the upstream fixes for known container escapes; upgrade runc (or confirm your distribution backported them)"
+                    );
+                }
+            }
+            None => tracing::warn!(output = %first, "cannot read runc's version"),
+        }
+        Ok(first)
+    }
 }

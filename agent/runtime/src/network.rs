@@ -99,7 +99,7 @@ impl Network {
                 "type": "bridge",
                 "bridge": self.cni.bridge,
                 "isGateway": true,
-                "ipMasq": false,
+                "ipMasq": self.cni.masquerade,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",

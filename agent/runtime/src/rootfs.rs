@@ -1,5 +1,11 @@
 //! A container's root: an overlay of the image's unpacked layer dirs (read-only lowers, base
 //! layer at the bottom) with a private upper/work dir, mounted at `<container dir>/rootfs`.
+//!
+//! The kernel takes the overlay options as one page (4095 bytes): 128 layers of full store
+//! paths would not fit. As Docker's overlay2 does, each layer gets a short symlink
+//! `<container dir>/l/<n>`, and the mount runs with the container dir as its working
+//! directory, so the options name `l/0`, `l/1`, ... (a thread of its own with an unshared
+//! fs context does the `chdir`, leaving the agent's working directory alone).
 
 use crate::error::RuntimeError;
 use std::path::{Path, PathBuf};
@@ -9,7 +15,8 @@ const MAX_MOUNT_DATA: usize = 4095;
 
 /// The mount system calls, behind a trait so the option logic is testable without root.
 pub trait Mounter: Send + Sync {
-    fn mount_overlay(&self, target: &Path, data: &str) -> std::io::Result<()>;
+    /// Mounts an overlay at `target` with option paths relative to `cwd`.
+    fn mount_overlay(&self, target: &Path, cwd: &Path, data: &str) -> std::io::Result<()>;
     /// Lazily detaches `target`; `Ok(false)` when nothing was mounted there.
     fn unmount(&self, target: &Path) -> std::io::Result<bool>;
 }
@@ -18,15 +25,23 @@ pub trait Mounter: Send + Sync {
 pub struct SysMounter;
 
 impl Mounter for SysMounter {
-    fn mount_overlay(&self, target: &Path, data: &str) -> std::io::Result<()> {
+    fn mount_overlay(&self, target: &Path, cwd: &Path, data: &str) -> std::io::Result<()> {
         use nix::mount::{mount, MsFlags};
-        mount(
-            Some("overlay"),
-            target,
-            Some("overlay"),
-            MsFlags::MS_NODEV,
-            Some(data),
-        )
+        let (target, cwd, data) = (target.to_path_buf(), cwd.to_path_buf(), data.to_string());
+        // The working directory is per process; this thread gets its own (CLONE_FS) first.
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+            nix::unistd::chdir(&cwd)?;
+            mount(
+                Some("overlay"),
+                &target,
+                Some("overlay"),
+                MsFlags::MS_NODEV,
+                Some(data.as_str()),
+            )
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("mount thread panicked"))?
         .map_err(std::io::Error::from)
     }
 
@@ -43,55 +58,64 @@ impl Mounter for SysMounter {
 
 /// Paths of one container's root inside its dir.
 pub struct RootfsPaths {
+    /// The container dir: the mount's working directory.
+    pub dir: PathBuf,
     pub target: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// Short symlinks to the layer dirs.
+    pub links: PathBuf,
 }
+
+/// Names of the upper, work and links dirs inside the container dir (the overlay options
+/// name them relative to it).
+const UPPER: &str = "upper";
+const WORK: &str = "work";
+const LINKS: &str = "l";
 
 impl RootfsPaths {
     pub fn new(container_dir: &Path) -> Self {
         Self {
+            dir: container_dir.to_path_buf(),
             target: container_dir.join("rootfs"),
-            upper: container_dir.join("upper"),
-            work: container_dir.join("work"),
+            upper: container_dir.join(UPPER),
+            work: container_dir.join(WORK),
+            links: container_dir.join(LINKS),
         }
     }
 }
 
-/// The overlay mount data: `lowerdir` lists the top layer first, so `layer_dirs` (base
-/// first) is reversed.
-pub fn overlay_data(
-    id: &str,
-    layer_dirs: &[PathBuf],
-    paths: &RootfsPaths,
-) -> Result<String, RuntimeError> {
+/// Short name of layer `i` (base layer 0): base 36, so 128 layers take 2 characters each.
+fn link_name(i: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let (mut n, mut out) = (i, Vec::new());
+    loop {
+        out.push(DIGITS[n % 36]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+/// The overlay mount data, paths relative to the container dir: `lowerdir` lists the top
+/// layer first, so `layer_dirs` (base first) is reversed.
+pub fn overlay_data(id: &str, layer_dirs: &[PathBuf]) -> Result<String, RuntimeError> {
     if layer_dirs.is_empty() {
         return Err(RuntimeError::Rootfs {
             id: id.into(),
             reason: "the image has no layers".into(),
         });
     }
-    let mut lowers = Vec::with_capacity(layer_dirs.len());
-    for d in layer_dirs.iter().rev() {
-        let s = d.to_str().ok_or_else(|| RuntimeError::Rootfs {
-            id: id.into(),
-            reason: format!("layer dir {} is not UTF-8", d.display()),
-        })?;
-        if !d.is_absolute() || s.contains([':', ',', '\\']) {
-            return Err(RuntimeError::Rootfs {
-                id: id.into(),
-                reason: format!(
-                    "layer dir {s} must be an absolute path without `:`, `,` or `\\` (overlay option syntax)"
-                ),
-            });
-        }
-        lowers.push(s);
-    }
+    let lowers: Vec<String> = (0..layer_dirs.len())
+        .rev()
+        .map(|i| format!("{LINKS}/{}", link_name(i)))
+        .collect();
     let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lowers.join(":"),
-        paths.upper.display(),
-        paths.work.display()
+        "lowerdir={},upperdir={UPPER},workdir={WORK}",
+        lowers.join(":")
     );
     if data.len() > MAX_MOUNT_DATA {
         return Err(RuntimeError::Rootfs {
@@ -114,18 +138,25 @@ pub fn mount(
     paths: &RootfsPaths,
 ) -> Result<(), RuntimeError> {
     for d in layer_dirs {
-        if !d.is_dir() {
+        if !d.is_absolute() || !d.is_dir() {
             return Err(RuntimeError::Rootfs {
                 id: id.into(),
                 reason: format!("layer dir {} does not exist", d.display()),
             });
         }
     }
-    let data = overlay_data(id, layer_dirs, paths)?;
+    let data = overlay_data(id, layer_dirs)?;
     for d in [&paths.target, &paths.upper, &paths.work] {
         std::fs::create_dir_all(d).map_err(crate::error::io(d, "create dir"))?;
     }
-    m.mount_overlay(&paths.target, &data)
+    // A crash may have left links from an earlier try: make them afresh.
+    let _ = std::fs::remove_dir_all(&paths.links);
+    std::fs::create_dir(&paths.links).map_err(crate::error::io(&paths.links, "create dir"))?;
+    for (i, d) in layer_dirs.iter().enumerate() {
+        let link = paths.links.join(link_name(i));
+        std::os::unix::fs::symlink(d, &link).map_err(crate::error::io(&link, "link layer"))?;
+    }
+    m.mount_overlay(&paths.target, &paths.dir, &data)
         .map_err(|e| RuntimeError::Rootfs {
             id: id.into(),
             reason: format!("mount overlay at {}: {e}", paths.target.display()),
@@ -147,7 +178,7 @@ pub fn remove(m: &dyn Mounter, id: &str, paths: &RootfsPaths) -> Result<(), Runt
             }
         }
     }
-    for d in [&paths.target, &paths.upper, &paths.work] {
+    for d in [&paths.target, &paths.upper, &paths.work, &paths.links] {
         match std::fs::remove_dir_all(d) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -169,12 +200,13 @@ mod tests {
     }
 
     impl Mounter for Recorder {
-        fn mount_overlay(&self, target: &Path, data: &str) -> std::io::Result<()> {
+        fn mount_overlay(&self, target: &Path, cwd: &Path, data: &str) -> std::io::Result<()> {
             *self.mounted.lock().unwrap() += 1;
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("mount {} {data}", target.display()));
+            self.calls.lock().unwrap().push(format!(
+                "mount {} in {} {data}",
+                target.display(),
+                cwd.display()
+            ));
             Ok(())
         }
         fn unmount(&self, target: &Path) -> std::io::Result<bool> {
@@ -205,15 +237,25 @@ mod tests {
         assert_eq!(
             calls,
             vec![format!(
-                "mount {}/rootfs lowerdir={}:{},upperdir={}/upper,workdir={}/work",
+                "mount {}/rootfs in {} lowerdir=l/1:l/0,upperdir=upper,workdir=work",
                 c.display(),
-                top.display(),
-                base.display(),
                 c.display(),
-                c.display()
             )]
         );
         assert!(paths.upper.is_dir() && paths.work.is_dir());
+        assert_eq!(std::fs::read_link(paths.links.join("0")).unwrap(), base);
+        assert_eq!(std::fs::read_link(paths.links.join("1")).unwrap(), top);
+    }
+
+    #[test]
+    fn many_layers_fit_one_page() {
+        let dirs: Vec<PathBuf> = (0..500)
+            .map(|i| PathBuf::from(format!("/var/lib/slipway/images/layers/sha256/{i:064}")))
+            .collect();
+        let data = overlay_data("a", &dirs[..128]).unwrap();
+        assert!(data.len() <= 640, "{}", data.len());
+        assert!(data.starts_with("lowerdir=l/3j:l/3i:"), "{data}");
+        assert!(overlay_data("a", &dirs).unwrap().len() <= MAX_MOUNT_DATA);
     }
 
     #[test]
@@ -232,9 +274,10 @@ mod tests {
     #[test]
     fn hostile_layer_paths_and_missing_layers_are_refused() {
         let paths = RootfsPaths::new(Path::new("/x"));
-        let e = overlay_data("a", &[PathBuf::from("/l,upperdir=/etc")], &paths).unwrap_err();
-        assert!(e.to_string().contains("overlay option syntax"), "{e}");
-        assert!(overlay_data("a", &[], &paths).is_err());
+        // A hostile path never reaches the option string: only the link names do.
+        let data = overlay_data("a", &[PathBuf::from("/l,upperdir=/etc")]).unwrap();
+        assert!(!data.contains("/etc"), "{data}");
+        assert!(overlay_data("a", &[]).is_err());
         let e = mount(
             &Recorder::default(),
             "a",

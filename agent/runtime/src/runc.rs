@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+pub mod version;
+
 /// The runc binary and its private state root.
 #[derive(Debug, Clone)]
 pub struct Runc {
@@ -182,6 +184,14 @@ impl Runc {
             Err(RuncError::Failed { message, .. }) if not_exist(&message) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The text of `runc --version`.
+    pub async fn version(&self) -> Result<String, RuncError> {
+        let out = self
+            .spawn_wait(&["--version".into()], Stdio::piped(), Stdio::piped())
+            .await?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub async fn list(&self) -> Result<Vec<RuncState>, RuncError> {

@@ -48,6 +48,16 @@ pub struct Record {
     /// The CNI network config ADD was (or is about to be) called with; DEL gets the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netconf: Option<serde_json::Value>,
+    /// Signal that asks the process to stop (the image's STOPSIGNAL), for `runc kill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// The container id CNI knows it by (its netns name: unique on the machine even when
+    /// several agents run one release); `None` in records older than this field: the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_id: Option<String>,
+    /// Named volumes the container mounts: `volume rm` refuses while it is not discarded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
 }
 
 /// How hard [`write_atomic`] works to make a write survive a power loss.
@@ -158,6 +168,9 @@ mod tests {
             started_at: None,
             exit_code: None,
             netconf: None,
+            stop_signal: None,
+            cni_id: None,
+            volumes: Vec::new(),
         }
     }
 

@@ -13,7 +13,11 @@ const SECS_5: Duration = Duration::from_secs(5);
 async fn serves_its_page_with_limits_in_its_cgroup_and_leaves_nothing_after_discard() {
     let fx = Fixture::new();
     let rt = fx.runtime();
-    let release = fx.release("web", 1, "[resources]\nmemory_mb = 64\ncpus = 0.5\n");
+    let release = fx.release(
+        "web",
+        1,
+        "read_only = true\n[resources]\nmemory_mb = 64\ncpus = 0.5\n",
+    );
     let id = release.container_id().unwrap();
     let layers = fx.layers("hello from seq 1");
     let image = image_config(|c| c);
@@ -35,6 +39,11 @@ async fn serves_its_page_with_limits_in_its_cgroup_and_leaves_nothing_after_disc
 
     assert_eq!(
         read_cgroup("memory", &id, "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    // No swap beyond the limit: memory + swap is capped at the memory limit.
+    assert_eq!(
+        read_cgroup("memory", &id, "memory.memsw.limit_in_bytes"),
         (64u64 << 20).to_string()
     );
     assert_eq!(read_cgroup("cpu", &id, "cpu.cfs_quota_us"), "50000");

@@ -6,3 +6,4 @@ pub mod pull;
 pub mod run;
 pub mod status;
 pub mod verify;
+pub mod volume;

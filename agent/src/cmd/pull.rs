@@ -20,6 +20,13 @@ pub struct Args {
     /// Registry `HOST:PORT` to reach over plain HTTP instead of HTTPS (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registry: Vec<String>,
+    /// agent.toml whose `[registry]` section (credentials, config.json, CA and client
+    /// certificates per registry) this pull uses.
+    #[arg(long, value_name = "AGENT_TOML")]
+    config: Option<PathBuf>,
+    /// A docker `config.json` (auths, credHelpers, credsStore); overrides the config's.
+    #[arg(long, value_name = "CONFIG_JSON")]
+    docker_config: Option<PathBuf>,
     /// Print the pull report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -32,10 +39,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("image `{}` refused", args.image))?;
     let store = Store::open(&args.store)
         .with_context(|| format!("opening store {}", args.store.display()))?;
-    let cfg = RegistryConfig {
-        insecure: args.insecure_registry,
-        ..RegistryConfig::default()
+    let mut cfg = match &args.config {
+        Some(path) => slipway_agent::config::AgentConfig::load(path)?.registry,
+        None => RegistryConfig::default(),
     };
+    cfg.insecure.extend(args.insecure_registry);
+    if let Some(path) = args.docker_config {
+        cfg.docker_config = Some(path);
+    }
     let mut puller = Puller::new(store, cfg);
     let bars = (!args.json && std::io::stderr().is_terminal()).then(Bars::new);
     if let Some(bars) = &bars {

@@ -20,6 +20,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(&args.config)?;
     let controller = cfg.controller.clone();
     let agent = Arc::new(Agent::open(cfg).context("starting the agent")?);
+    // Logs runc's version and warns of known escapes it lacks fixes for.
+    if let Err(e) = agent.parts.check_runtime().await {
+        tracing::warn!(error = %e, "cannot ask runc for its version");
+    }
     tokio::spawn(slipway_agent::expiry::run(agent.clone()));
     let source = match controller {
         Some(c) => {

@@ -5,8 +5,8 @@ use super::{KnownContainer, Parts};
 use crate::health::Probe;
 use slipway_image::{GcReport, ImageError, PullReport, PulledImage};
 use slipway_proto::spec::HealthSpec;
-use slipway_proto::{AppName, ContainerId, Digest, ImageRef, Protocol, Release};
-use slipway_proxy::{AppStats, DrainReport, ProxyError, RouteInfo, Upstream};
+use slipway_proto::{AppName, ContainerId, Digest, ImageRef, Release};
+use slipway_proxy::{AppStats, DrainReport, ProxyError, RouteInfo, RouteSpec, Upstream};
 use slipway_runtime::{AdoptReport, ContainerInfo, ContainerStatus, RuncError, RuntimeError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -102,6 +102,10 @@ impl Parts for FakeParts {
         Ok(info)
     }
 
+    async fn check_runtime(&self) -> Result<String, RuntimeError> {
+        Ok("fake runtime".into())
+    }
+
     async fn containers(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         Ok(self.world().containers.values().cloned().collect())
     }
@@ -137,11 +141,10 @@ impl Parts for FakeParts {
         }
     }
 
-    async fn set_upstream(
+    async fn set_route(
         &self,
         app: &AppName,
-        _listen: u16,
-        _protocol: Protocol,
+        _route: &RouteSpec,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError> {
         Ok(self.world().routes.insert(app.clone(), upstream))

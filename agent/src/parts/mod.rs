@@ -12,8 +12,8 @@ pub use real::RealParts;
 use crate::health::Probe;
 use slipway_image::{GcReport, ImageError, PulledImage};
 use slipway_proto::spec::HealthSpec;
-use slipway_proto::{AppName, ContainerId, Digest, ImageRef, Protocol, Release};
-use slipway_proxy::{AppStats, DrainReport, ProxyError, RouteInfo, Upstream};
+use slipway_proto::{AppName, ContainerId, Digest, ImageRef, Release};
+use slipway_proxy::{AppStats, DrainReport, ProxyError, RouteInfo, RouteSpec, Upstream};
 use slipway_runtime::{AdoptReport, ContainerInfo, RuntimeError};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,6 +36,8 @@ pub trait Parts: Send + Sync {
         release: &Release,
         image: &PulledImage,
     ) -> Result<ContainerInfo, RuntimeError>;
+    /// Logs the OCI runtime's version and warns of known escapes it lacks fixes for.
+    async fn check_runtime(&self) -> Result<String, RuntimeError>;
     /// Every container of this host's runtime.
     async fn containers(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
     /// Stops (SIGTERM, `grace`, SIGKILL) and removes container `id`; idempotent.
@@ -45,12 +47,12 @@ pub trait Parts: Send + Sync {
     /// One health probe of container `id` at `addr`, bounded by the spec's timeout.
     async fn probe(&self, spec: &HealthSpec, id: &ContainerId, addr: SocketAddr) -> Probe;
 
-    /// Points `app` at `upstream` atomically (creating its listener); returns the previous.
-    async fn set_upstream(
+    /// Points `app` at `upstream` atomically (creating its listeners, hosts and TLS from
+    /// `route`); returns the previous upstream.
+    async fn set_route(
         &self,
         app: &AppName,
-        listen: u16,
-        protocol: Protocol,
+        route: &RouteSpec,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError>;
     /// Waits for the in-flight work of a retired upstream to finish, up to `timeout`.

@@ -5,8 +5,10 @@ use super::{KnownContainer, Parts};
 use crate::health::{self, Probe, Target};
 use slipway_image::{GcReport, ImageError, PulledImage, Puller};
 use slipway_proto::spec::HealthSpec;
-use slipway_proto::{AppName, ContainerId, Digest, ImageRef, Protocol, Release};
-use slipway_proxy::{AppStats, DrainReport, ProxyClient, ProxyError, RouteInfo, Upstream};
+use slipway_proto::{AppName, ContainerId, Digest, ImageRef, Release};
+use slipway_proxy::{
+    AppStats, DrainReport, ProxyClient, ProxyError, RouteInfo, RouteSpec, Upstream,
+};
 use slipway_runtime::{AdoptReport, ContainerInfo, ContainerSpec, Runtime, RuntimeError};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,6 +49,10 @@ impl Parts for RealParts {
             .await
     }
 
+    async fn check_runtime(&self) -> Result<String, RuntimeError> {
+        self.runtime.check_runc().await
+    }
+
     async fn containers(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.runtime.list().await
     }
@@ -68,16 +74,13 @@ impl Parts for RealParts {
         health::probe(spec, &target).await
     }
 
-    async fn set_upstream(
+    async fn set_route(
         &self,
         app: &AppName,
-        listen: u16,
-        protocol: Protocol,
+        route: &RouteSpec,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError> {
-        self.proxy
-            .set_upstream(app, listen, protocol, upstream)
-            .await
+        self.proxy.set_route(app, route, upstream).await
     }
 
     async fn drain(

@@ -9,7 +9,7 @@ use crate::health;
 use crate::state::DeployPhase;
 use slipway_image::PulledImage;
 use slipway_proto::{ContainerId, ImageRef, Release};
-use slipway_proxy::Upstream;
+use slipway_proxy::{RouteSpec, Upstream};
 use slipway_runtime::ContainerStatus;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -116,17 +116,13 @@ impl Deploy<'_> {
     /// Points the proxy at `upstream`, retrying a few times.
     pub async fn route(&self, upstream: Upstream) -> Result<(), slipway_proxy::ProxyError> {
         let rel = self.rel;
+        let route = RouteSpec::of(&rel.spec);
         let mut attempt = 0;
         loop {
             match self
                 .agent
                 .parts
-                .set_upstream(
-                    &rel.app,
-                    rel.spec.listen,
-                    rel.spec.protocol,
-                    upstream.clone(),
-                )
+                .set_route(&rel.app, &route, upstream.clone())
                 .await
             {
                 Ok(_) => return Ok(()),

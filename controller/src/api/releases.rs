@@ -38,7 +38,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<ReleaseInfo>)> {
     caller.require_admin("create releases")?;
     let req: CreateReleaseRequest = parse_json(&body)?;
-    let rec = release::create(&state, &caller, &app, &req.image, req.annotations).await?;
+    let rec = release::create(&state, &caller.name, &app, &req.image, req.annotations).await?;
     Ok((StatusCode::CREATED, Json(info(rec)?)))
 }
 
@@ -54,7 +54,7 @@ pub async fn rollback(
     } else {
         parse_json(&body)?
     };
-    let rec = release::rollback(&state, &caller, &app, req.to_seq).await?;
+    let rec = release::rollback(&state, &caller.name, &app, req.to_seq).await?;
     Ok((StatusCode::CREATED, Json(info(rec)?)))
 }
 

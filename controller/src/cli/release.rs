@@ -104,7 +104,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         .keys
         .iter()
         .map(|p| signer::load_key(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let annotations = parse_annotations(&a.annotations)?;
     let params = ReleaseParams {
         seq: a.seq,

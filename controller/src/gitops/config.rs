@@ -56,11 +56,45 @@ fn d_git_timeout() -> Duration {
     defaults::GIT_TIMEOUT
 }
 
+/// A `[gitops]` setting that would leak secrets or make git misbehave; the message names
+/// the key.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidGitops {
+    #[error("[gitops] url is empty")]
+    EmptyUrl,
+    #[error(
+        "[gitops] url scheme `{0}` is not supported: use https://, a local path or file:// \
+         (http:// only on loopback)"
+    )]
+    Scheme(String),
+    #[error(
+        "[gitops] url `{0}://...` carries credentials; put them in credentials_file instead, \
+         so they stay out of logs and release annotations"
+    )]
+    Credentials(String),
+    #[error(
+        "[gitops] url `{0}`: use https:// or an absolute local path (scp-like and relative \
+         forms are not supported)"
+    )]
+    UrlForm(String),
+    #[error("[gitops] branch `{0}` must be a plain branch name ([A-Za-z0-9._/-])")]
+    Branch(String),
+    #[error("[gitops] path `{0}` must be relative to the repository root")]
+    Path(String),
+    #[error(
+        "[gitops] poll_interval must be at least {}",
+        humantime::format_duration(defaults::MIN_POLL_INTERVAL)
+    )]
+    PollInterval,
+    #[error("[gitops] git_timeout must be above zero")]
+    GitTimeout,
+}
+
 impl GitopsConfig {
     /// Refuses settings that would leak secrets or make git misbehave; the reason names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidGitops> {
         if self.url.trim().is_empty() {
-            return Err("[gitops] url is empty".into());
+            return Err(InvalidGitops::EmptyUrl);
         }
         if let Some((scheme, rest)) = self.url.split_once("://") {
             let authority = rest.split('/').next().unwrap_or_default();
@@ -73,27 +107,15 @@ impl GitopsConfig {
             match scheme {
                 "https" | "file" => {}
                 "http" if loopback => {}
-                other => {
-                    return Err(format!(
-                        "[gitops] url scheme `{other}` is not supported: use https://, a local \
-                         path or file:// (http:// only on loopback)"
-                    ))
-                }
+                other => return Err(InvalidGitops::Scheme(other.to_string())),
             }
             if authority.contains('@') {
-                return Err(format!(
-                    "[gitops] url `{scheme}://...` carries credentials; put them in \
-                     credentials_file instead, so they stay out of logs and release annotations"
-                ));
+                return Err(InvalidGitops::Credentials(scheme.to_string()));
             }
         } else if !self.url.starts_with('/') {
             // git runs inside the mirror, so a relative path would point somewhere else; and
             // scp-like `host:path` means SSH, which has no place for credentials_file.
-            return Err(format!(
-                "[gitops] url `{}`: use https:// or an absolute local path (scp-like and \
-                 relative forms are not supported)",
-                self.url
-            ));
+            return Err(InvalidGitops::UrlForm(self.url.clone()));
         }
         let branch_ok = !self.branch.is_empty()
             && !self.branch.starts_with('-')
@@ -103,25 +125,16 @@ impl GitopsConfig {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
         if !branch_ok {
-            return Err(format!(
-                "[gitops] branch `{}` must be a plain branch name ([A-Za-z0-9._/-])",
-                self.branch
-            ));
+            return Err(InvalidGitops::Branch(self.branch.clone()));
         }
         if self.path.starts_with('/') || self.path.split('/').any(|c| c == "..") {
-            return Err(format!(
-                "[gitops] path `{}` must be relative to the repository root",
-                self.path
-            ));
+            return Err(InvalidGitops::Path(self.path.clone()));
         }
         if self.poll_interval < defaults::MIN_POLL_INTERVAL {
-            return Err(format!(
-                "[gitops] poll_interval must be at least {}",
-                humantime::format_duration(defaults::MIN_POLL_INTERVAL)
-            ));
+            return Err(InvalidGitops::PollInterval);
         }
         if self.git_timeout.is_zero() {
-            return Err("[gitops] git_timeout must be above zero".into());
+            return Err(InvalidGitops::GitTimeout);
         }
         Ok(())
     }
@@ -141,7 +154,7 @@ mod tests {
 
     fn cfg(extra: &str) -> Result<GitopsConfig, String> {
         let c: GitopsConfig = toml::from_str(extra).map_err(|e| e.to_string())?;
-        c.validate()?;
+        c.validate().map_err(|e| e.to_string())?;
         Ok(c)
     }
 

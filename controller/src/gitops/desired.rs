@@ -4,6 +4,7 @@
 
 use super::defaults::{APP_FILE, IMAGE_FILE, MAX_FILE};
 use super::repo::Entry;
+use slipway_proto::spec::SpecError;
 use slipway_proto::AppSpec;
 use std::collections::BTreeMap;
 
@@ -17,8 +18,45 @@ pub struct DesiredApp {
     pub fingerprint: String,
 }
 
-/// Per app (directory name): what it wants, or why its files are unusable.
-pub type DesiredState = BTreeMap<String, Result<DesiredApp, String>>;
+/// Why an app's directory is unusable; `file` is its path in the repository.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidApp {
+    #[error("directory {file}: not an app name: {reason}")]
+    Name { file: String, reason: String },
+    #[error("{file} is missing")]
+    Missing { file: String },
+    #[error("{file} must be a regular file (git mode {mode})")]
+    NotRegular { file: String, mode: String },
+    #[error("{file} is larger than {MAX_FILE} bytes")]
+    TooLarge { file: String },
+    #[error("{file} could not be read")]
+    Unread { file: String },
+    #[error("{file} is not UTF-8")]
+    NotUtf8 { file: String },
+    #[error("{file}: {source}")]
+    Spec { file: String, source: SpecError },
+    #[error("{file}: name `{name}` differs from its directory `{app}`")]
+    NameMismatch {
+        file: String,
+        name: String,
+        app: String,
+    },
+    #[error("{file}: {source}")]
+    Image { file: String, source: BadImage },
+}
+
+/// Why the `image` file names no image of the app.
+#[derive(Debug, thiserror::Error)]
+pub enum BadImage {
+    #[error("empty: expected a tag, `sha256:<digest>` or a full reference")]
+    Empty,
+    #[error("{0} lines; expected exactly one image")]
+    Lines(usize),
+    #[error("`{line}` is not from the app's repository `{repository}` (app.toml `image`)")]
+    Foreign { line: String, repository: String },
+    #[error("`{0}` has an empty or malformed tag or digest")]
+    Malformed(String),
+}
 
 /// Groups `entries` (from below `dir`) by app and names the blobs each app needs, in order:
 /// (app, file name, entry).
@@ -51,7 +89,7 @@ pub fn parse_app(
     app: &str,
     files: &[(String, Entry)],
     read: &dyn Fn(&str) -> Option<Vec<u8>>,
-) -> Result<DesiredApp, String> {
+) -> Result<DesiredApp, InvalidApp> {
     let shown = |file: &str| {
         if dir.is_empty() {
             format!("{app}/{file}")
@@ -60,36 +98,42 @@ pub fn parse_app(
         }
     };
     app.parse::<slipway_proto::AppName>()
-        .map_err(|e| format!("directory {}: not an app name: {e}", shown("")))?;
-    let text = |file: &str| -> Result<String, String> {
+        .map_err(|e| InvalidApp::Name {
+            file: shown(""),
+            reason: e.reason.to_string(),
+        })?;
+    let text = |file: &str| -> Result<String, InvalidApp> {
         let (_, e) = files
             .iter()
             .find(|(f, _)| f == file)
-            .ok_or_else(|| format!("{} is missing", shown(file)))?;
+            .ok_or_else(|| InvalidApp::Missing { file: shown(file) })?;
         if e.mode != "100644" && e.mode != "100755" {
-            return Err(format!(
-                "{} must be a regular file (git mode {})",
-                shown(file),
-                e.mode
-            ));
+            return Err(InvalidApp::NotRegular {
+                file: shown(file),
+                mode: e.mode.clone(),
+            });
         }
         if e.size.is_none_or(|s| s > MAX_FILE) {
-            return Err(format!("{} is larger than {MAX_FILE} bytes", shown(file)));
+            return Err(InvalidApp::TooLarge { file: shown(file) });
         }
-        let bytes = read(&e.oid).ok_or_else(|| format!("{} could not be read", shown(file)))?;
-        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", shown(file)))
+        let bytes = read(&e.oid).ok_or_else(|| InvalidApp::Unread { file: shown(file) })?;
+        String::from_utf8(bytes).map_err(|_| InvalidApp::NotUtf8 { file: shown(file) })
     };
-    let spec =
-        AppSpec::from_toml(&text(APP_FILE)?).map_err(|e| format!("{}: {e}", shown(APP_FILE)))?;
+    let spec = AppSpec::from_toml(&text(APP_FILE)?).map_err(|source| InvalidApp::Spec {
+        file: shown(APP_FILE),
+        source,
+    })?;
     if spec.name != app {
-        return Err(format!(
-            "{}: name `{}` differs from its directory `{app}`",
-            shown(APP_FILE),
-            spec.name
-        ));
+        return Err(InvalidApp::NameMismatch {
+            file: shown(APP_FILE),
+            name: spec.name.to_string(),
+            app: app.to_string(),
+        });
     }
-    let image = image_ref(&spec, &text(IMAGE_FILE)?)
-        .map_err(|reason| format!("{}: {reason}", shown(IMAGE_FILE)))?;
+    let image = image_ref(&spec, &text(IMAGE_FILE)?).map_err(|source| InvalidApp::Image {
+        file: shown(IMAGE_FILE),
+        source,
+    })?;
     let fingerprint = fingerprint(&spec, &image);
     Ok(DesiredApp {
         spec,
@@ -100,7 +144,7 @@ pub fn parse_app(
 
 /// The `image` file: one line (blank lines and `#` comments aside) holding a full reference
 /// from the spec's repository, a bare tag (`v2`) or a digest (`sha256:...`).
-pub fn image_ref(spec: &AppSpec, text: &str) -> Result<String, String> {
+pub fn image_ref(spec: &AppSpec, text: &str) -> Result<String, BadImage> {
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
@@ -108,8 +152,8 @@ pub fn image_ref(spec: &AppSpec, text: &str) -> Result<String, String> {
         .collect();
     let line = match lines[..] {
         [one] => one,
-        [] => return Err("empty: expected a tag, `sha256:<digest>` or a full reference".into()),
-        _ => return Err(format!("{} lines; expected exactly one image", lines.len())),
+        [] => return Err(BadImage::Empty),
+        _ => return Err(BadImage::Lines(lines.len())),
     };
     let full = if line.starts_with("sha256:") {
         format!("{}@{line}", spec.image)
@@ -121,14 +165,12 @@ pub fn image_ref(spec: &AppSpec, text: &str) -> Result<String, String> {
     let rest = full
         .strip_prefix(spec.image.as_str())
         .filter(|r| r.starts_with(':') || r.starts_with('@'))
-        .ok_or_else(|| {
-            format!(
-                "`{line}` is not from the app's repository `{}` (app.toml `image`)",
-                spec.image
-            )
+        .ok_or_else(|| BadImage::Foreign {
+            line: line.to_string(),
+            repository: spec.image.clone(),
         })?;
     if rest.len() < 2 || rest.contains(char::is_whitespace) {
-        return Err(format!("`{line}` has an empty or malformed tag or digest"));
+        return Err(BadImage::Malformed(line.to_string()));
     }
     Ok(full)
 }
@@ -174,7 +216,7 @@ mod tests {
             ("127.0.0.1:5000/webx:v1", "not from the app's repository"),
             ("127.0.0.1:5000/web:", "malformed"),
         ] {
-            let e = image_ref(&s, bad).unwrap_err();
+            let e = image_ref(&s, bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad:?}: {e}");
         }
     }

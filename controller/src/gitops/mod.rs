@@ -41,7 +41,10 @@ pub mod annotations {
 #[derive(Debug, thiserror::Error)]
 pub enum GitopsError {
     #[error("[gitops] {key}: {reason}")]
-    Secret { key: &'static str, reason: String },
+    Secret {
+        key: &'static str,
+        reason: webhook::SecretError,
+    },
     #[error("creating {path}: {source}")]
     Dir {
         path: std::path::PathBuf,

@@ -302,19 +302,28 @@ fn basic_auth(path: &Path) -> Result<String, GitError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let pair = credentials_pair(&text).map_err(bad)?;
+    let pair = credentials_pair(&text).map_err(|e| bad(e.to_string()))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(pair))
 }
 
+/// Why the first line of a credentials file holds no credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum BadCredentials {
+    #[error("empty: expected `USER:TOKEN` or a token on the first line")]
+    Empty,
+    #[error("`USER:TOKEN` with an empty user or token")]
+    EmptyPart,
+}
+
 /// `USER:TOKEN` from the first line of a credentials file.
-fn credentials_pair(text: &str) -> Result<String, String> {
+fn credentials_pair(text: &str) -> Result<String, BadCredentials> {
     let line = text.lines().next().unwrap_or_default().trim();
     if line.is_empty() {
-        return Err("empty: expected `USER:TOKEN` or a token on the first line".into());
+        return Err(BadCredentials::Empty);
     }
     Ok(match line.split_once(':') {
         Some((user, token)) if !user.is_empty() && !token.is_empty() => line.to_string(),
-        Some(_) => return Err("`USER:TOKEN` with an empty user or token".into()),
+        Some(_) => return Err(BadCredentials::EmptyPart),
         None => format!("{}:{line}", defaults::TOKEN_USER),
     })
 }

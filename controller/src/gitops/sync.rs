@@ -7,16 +7,36 @@ use super::repo::GitError;
 use super::status::{AppSync, AppSyncState};
 use super::{annotations as ann, defaults, GitOps};
 use crate::api::AppState;
-use crate::auth::Caller;
 use crate::publish::release_body;
-use crate::release;
-use slipway_proto::api::Role;
+use crate::release::{self, ReleaseError};
+use crate::store::StoreError;
 use slipway_proto::Envelope;
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 /// Who git releases are recorded as, in the audit log and `slipway.released-by`.
 pub const ACTOR: &str = "gitops";
+
+/// Why one app's git release failed (it is tried again on the next sync).
+#[derive(Debug, thiserror::Error)]
+pub enum GitReleaseError {
+    #[error("storing spec of app {app}: {source}")]
+    StoreSpec { app: String, source: StoreError },
+    #[error("reading releases of app {app}: {source}")]
+    ReadReleases { app: String, source: StoreError },
+    #[error("stored release {app} seq {seq}: {reason}")]
+    StoredRelease {
+        app: String,
+        seq: u64,
+        reason: String,
+    },
+    #[error("recording the spec of app {app} in the audit log: {source}")]
+    Audit { app: String, source: StoreError },
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+}
 
 /// Reads the repository and releases what changed; returns the per-app outcome.
 /// Fails only when the repository itself cannot be read: then nothing is released.
@@ -61,7 +81,8 @@ pub(super) async fn sync_once(
             continue;
         }
         let outcome = match desired::parse_app(&dir, app, files, &read) {
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 tracing::warn!(app = %app, commit = %commit, %reason, "invalid desired state: nothing released for this app");
                 AppSync {
                     app: app.clone(),
@@ -79,7 +100,8 @@ pub(super) async fn sync_once(
                     commit: commit.clone(),
                     error: None,
                 },
-                Err(reason) => {
+                Err(e) => {
+                    let reason = e.to_string();
                     tracing::warn!(app = %app, commit = %commit, %reason, "git release failed; will retry");
                     AppSync {
                         app: app.clone(),
@@ -106,7 +128,7 @@ async fn release_app(
     commit: &str,
     app: &str,
     d: &DesiredApp,
-) -> Result<(AppSyncState, u64), String> {
+) -> Result<(AppSyncState, u64), GitReleaseError> {
     if let Some(seq) = current_git_release(state, app, &d.fingerprint).await? {
         return Ok((AppSyncState::Unchanged, seq));
     }
@@ -114,27 +136,31 @@ async fn release_app(
         .store
         .apply_app(&d.spec, SystemTime::now())
         .await
-        .map_err(|e| format!("storing spec of app {app}: {e}"))?;
+        .map_err(|source| GitReleaseError::StoreSpec {
+            app: app.into(),
+            source,
+        })?;
     if changed {
-        crate::api::audit(
-            state,
-            ACTOR,
-            "app.apply",
-            &format!("app/{app}"),
-            &format!("spec version {} from commit {commit}", rec.version),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        state
+            .store
+            .audit(
+                ACTOR,
+                "app.apply",
+                &format!("app/{app}"),
+                &format!("spec version {} from commit {commit}", rec.version),
+                SystemTime::now(),
+            )
+            .await
+            .map_err(|source| GitReleaseError::Audit {
+                app: app.into(),
+                source,
+            })?;
     }
     let app_dir = match g.cfg.apps_dir().as_str() {
         "" => app.to_string(),
         dir => format!("{dir}/{app}"),
     };
-    let change = g
-        .repo
-        .last_change(commit, &app_dir)
-        .await
-        .map_err(|e| e.to_string())?;
+    let change = g.repo.last_change(commit, &app_dir).await?;
     let annotations = BTreeMap::from([
         (ann::REPO.to_string(), g.cfg.url.clone()),
         (ann::BRANCH.to_string(), g.cfg.branch.clone()),
@@ -143,14 +169,7 @@ async fn release_app(
         (ann::AUTHOR.to_string(), change.author.clone()),
         (ann::FINGERPRINT.to_string(), d.fingerprint.clone()),
     ]);
-    let caller = Caller {
-        name: ACTOR.to_string(),
-        role: Role::Admin,
-        host: None,
-    };
-    let rec = release::create(state, &caller, app, &d.image, annotations)
-        .await
-        .map_err(|e| e.to_string())?;
+    let rec = release::create(state, ACTOR, app, &d.image, annotations).await?;
     tracing::info!(app, seq = rec.seq, image = %rec.image, commit, change = %change.id, author = %change.author, "git release published");
     Ok((AppSyncState::Released, rec.seq))
 }
@@ -161,17 +180,25 @@ async fn current_git_release(
     state: &AppState,
     app: &str,
     fingerprint: &str,
-) -> Result<Option<u64>, String> {
-    let releases = state
-        .store
-        .releases(app)
-        .await
-        .map_err(|e| format!("reading releases of app {app}: {e}"))?;
+) -> Result<Option<u64>, GitReleaseError> {
+    let releases =
+        state
+            .store
+            .releases(app)
+            .await
+            .map_err(|source| GitReleaseError::ReadReleases {
+                app: app.into(),
+                source,
+            })?;
     for rec in releases.iter().rev() {
         let body = Envelope::from_json(rec.envelope.as_bytes())
             .map_err(|e| e.to_string())
-            .and_then(|env| release_body(&env))
-            .map_err(|e| format!("stored release {app} seq {}: {e}", rec.seq))?;
+            .and_then(|env| release_body(&env).map_err(|e| e.to_string()))
+            .map_err(|reason| GitReleaseError::StoredRelease {
+                app: app.into(),
+                seq: rec.seq,
+                reason,
+            })?;
         if let Some(f) = body.annotations.get(ann::FINGERPRINT) {
             return Ok((f == fingerprint).then_some(rec.seq));
         }

@@ -54,15 +54,32 @@ pub fn verify_gitlab(expected: &[u8], header: Option<&str>) -> Result<(), Webhoo
     }
 }
 
+/// Why a webhook secret file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is empty", path.display())]
+    Empty { path: PathBuf },
+}
+
 /// An HMAC key from a secret file (trailing newline dropped, as editors add one).
-pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+pub fn read_secret(path: &Path) -> Result<Vec<u8>, SecretError> {
+    let text = std::fs::read(path).map_err(|source| SecretError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let end = text
         .iter()
         .rposition(|b| !b"\r\n".contains(b))
         .map_or(0, |i| i + 1);
     if end == 0 {
-        return Err(format!("{} is empty", path.display()));
+        return Err(SecretError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(text[..end].to_vec())
 }
@@ -195,6 +212,6 @@ mod tests {
         std::fs::write(&p, "It's a Secret to Everybody\n").unwrap();
         assert_eq!(read_secret(&p).unwrap(), b"It's a Secret to Everybody");
         std::fs::write(&p, "\n").unwrap();
-        assert!(read_secret(&p).unwrap_err().contains("empty"));
+        assert!(read_secret(&p).unwrap_err().to_string().contains("empty"));
     }
 }

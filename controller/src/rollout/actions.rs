@@ -3,7 +3,7 @@
 
 use super::{parse, to_doc, Rollout};
 use crate::api::{rfc3339, AppState};
-use crate::error::{ApiError, ApiResult};
+use crate::release::{ReleaseError, ReleaseResult};
 use slipway_proto::api::{RolloutAction, RolloutHost, RolloutInfo, RolloutState};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -11,26 +11,24 @@ use std::time::SystemTime;
 /// Compare-and-set attempts before an action gives up on a busy rollout.
 const CAS_ATTEMPTS: usize = 8;
 
-fn no_rollout(app: &str) -> ApiError {
-    ApiError::NotFound(format!(
-        "app `{app}` has no rollout: release it first (slipway release {app} --image REF)"
-    ))
+fn no_rollout(app: &str) -> ReleaseError {
+    ReleaseError::NoRollout { app: app.into() }
 }
 
-/// Applies `action` to the newest rollout of `app`; returns it as changed.
+/// Applies `action` to the newest rollout of `app` as `actor`; returns it as changed.
 pub async fn apply(
     state: &AppState,
     actor: &str,
     app: &str,
     action: RolloutAction,
-) -> ApiResult<RolloutInfo> {
+) -> ReleaseResult<RolloutInfo> {
     for _ in 0..CAS_ATTEMPTS {
         let rec = state
             .store
             .latest_rollout(app)
             .await?
             .ok_or_else(|| no_rollout(app))?;
-        let mut doc = parse(&rec.app, rec.seq, &rec.doc).map_err(internal)?;
+        let mut doc = parse(&rec.app, rec.seq, &rec.doc)?;
         change(&mut doc, action, actor)?;
         if state
             .store
@@ -51,10 +49,10 @@ pub async fn apply(
             return info(state, app).await;
         }
     }
-    Err(ApiError::Conflict(format!(
-        "rollout of `{app}` kept changing under `{}`; try again",
-        action_name(action)
-    )))
+    Err(ReleaseError::RolloutBusy {
+        app: app.into(),
+        action: action_name(action),
+    })
 }
 
 fn action_name(a: RolloutAction) -> &'static str {
@@ -66,12 +64,12 @@ fn action_name(a: RolloutAction) -> &'static str {
     }
 }
 
-fn change(doc: &mut Rollout, action: RolloutAction, actor: &str) -> ApiResult<()> {
-    let refuse = |what: &str| {
-        ApiError::Conflict(format!(
-            "rollout of {} seq {} is {}: cannot {what}",
-            doc.app, doc.seq, doc.state
-        ))
+fn change(doc: &mut Rollout, action: RolloutAction, actor: &str) -> ReleaseResult<()> {
+    let refuse = |what: &str| ReleaseError::RolloutRefused {
+        app: doc.app.clone(),
+        seq: doc.seq,
+        state: doc.state,
+        action: what.to_string(),
     };
     if !doc.is_active() {
         return Err(refuse(action_name(action)));
@@ -101,18 +99,14 @@ fn change(doc: &mut Rollout, action: RolloutAction, actor: &str) -> ApiResult<()
     Ok(())
 }
 
-fn internal(e: super::RolloutError) -> ApiError {
-    ApiError::Internal(e.to_string())
-}
-
 /// The newest rollout of `app` as operators see it.
-pub async fn info(state: &AppState, app: &str) -> ApiResult<RolloutInfo> {
+pub async fn info(state: &AppState, app: &str) -> ReleaseResult<RolloutInfo> {
     let rec = state
         .store
         .latest_rollout(app)
         .await?
         .ok_or_else(|| no_rollout(app))?;
-    let doc = parse(&rec.app, rec.seq, &rec.doc).map_err(internal)?;
+    let doc = parse(&rec.app, rec.seq, &rec.doc)?;
     let reports: BTreeMap<String, _> = state
         .store
         .statuses(Some(app))
@@ -150,4 +144,83 @@ pub async fn info(state: &AppState, app: &str) -> ApiResult<RolloutInfo> {
         hosts,
         updated_at: rfc3339(rec.updated_at),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::plan::PlanParams;
+    use std::time::Duration;
+
+    fn rollout() -> Rollout {
+        let spec = slipway_proto::AppSpec::from_toml(
+            "name = \"web\"\nimage = \"r/web\"\nlisten = 8080\ncontainer_port = 80\n",
+        )
+        .unwrap();
+        Rollout::plan(PlanParams {
+            app: "web",
+            seq: 2,
+            spec: &spec,
+            hosts: vec!["h1".into(), "h2".into()],
+            base: BTreeMap::new(),
+            stable: Some(1),
+            deploy_margin: Duration::from_secs(60),
+            now_ms: 0,
+        })
+    }
+
+    #[test]
+    fn pause_and_resume_name_the_actor_and_resume_needs_a_pause() {
+        let mut doc = rollout();
+        assert_eq!(doc.state, RolloutState::Running);
+        let err = change(&mut doc, RolloutAction::Resume, "ana").unwrap_err();
+        assert!(matches!(err, ReleaseError::RolloutRefused { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "rollout of web seq 2 is running: cannot resume (it is not paused)"
+        );
+        change(&mut doc, RolloutAction::Pause, "ana").unwrap();
+        assert_eq!(doc.state, RolloutState::Paused);
+        assert_eq!(doc.reason.as_deref(), Some("paused by ana"));
+        change(&mut doc, RolloutAction::Resume, "ana").unwrap();
+        assert_eq!(
+            (doc.state, doc.reason.as_deref()),
+            (RolloutState::Running, None)
+        );
+    }
+
+    #[test]
+    fn promote_skips_the_pause_and_abort_halts_for_a_rollback() {
+        let mut doc = rollout();
+        doc.state = RolloutState::AwaitingPromotion;
+        change(&mut doc, RolloutAction::Promote, "ana").unwrap();
+        assert!(doc.promoted && doc.skip_pause);
+        assert_eq!(doc.state, RolloutState::Running);
+        change(&mut doc, RolloutAction::Abort, "bo").unwrap();
+        assert_eq!(doc.state, RolloutState::Halted);
+        assert_eq!(doc.reason.as_deref(), Some("aborted by bo"));
+        assert!(doc.rollback_wanted);
+    }
+
+    #[test]
+    fn a_finished_rollout_refuses_every_action() {
+        for action in [
+            RolloutAction::Promote,
+            RolloutAction::Pause,
+            RolloutAction::Resume,
+            RolloutAction::Abort,
+        ] {
+            let mut doc = rollout();
+            doc.state = RolloutState::Done;
+            let err = change(&mut doc, action, "ana").unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "rollout of web seq 2 is done: cannot {}",
+                    action_name(action)
+                )
+            );
+            assert_eq!(doc.state, RolloutState::Done, "nothing changed");
+        }
+    }
 }

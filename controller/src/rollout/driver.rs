@@ -5,12 +5,14 @@
 use super::plan::{Rollout, Seen};
 use super::{now_ms, parse, to_doc, RolloutError};
 use crate::api::AppState;
-use crate::auth::Caller;
 use crate::store::RolloutRecord;
-use slipway_proto::api::{Role, RolloutState};
+use slipway_proto::api::RolloutState;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 use tokio::sync::watch;
+
+/// Who the driver's changes are recorded as, in the audit log and `slipway.released-by`.
+pub const ACTOR: &str = "controller";
 
 /// Runs until `shutdown`; acts only while this replica leads.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
@@ -88,7 +90,7 @@ pub async fn tick(state: &AppState) -> Result<bool, RolloutError> {
                     let _ = state
                         .store
                         .audit(
-                            "controller",
+                            ACTOR,
                             &format!("rollout.{}", doc.state),
                             &format!("rollout/{}/{}", doc.app, doc.seq),
                             doc.reason.as_deref().unwrap_or(""),
@@ -144,12 +146,7 @@ async fn roll_back(
         ));
         return save(state, rec, &doc).await;
     };
-    let caller = Caller {
-        name: "controller".into(),
-        role: Role::Admin,
-        host: None,
-    };
-    let made = crate::release::rollback(state, &caller, &doc.app, Some(stable))
+    let made = crate::release::rollback(state, ACTOR, &doc.app, Some(stable))
         .await
         .map_err(|e| err(format!("automatic rollback to seq {stable}: {e}")))?;
     tracing::warn!(app = %doc.app, halted = doc.seq, rollback = made.seq, to = stable, "rollout halted; rolled back");

@@ -112,7 +112,7 @@ fn envelope(rec: &ReleaseRecord) -> Result<(Envelope, slipway_proto::Release), R
         reason,
     };
     let env = Envelope::from_json(rec.envelope.as_bytes()).map_err(|e| bad(e.to_string()))?;
-    let rel = release_body(&env).map_err(bad)?;
+    let rel = release_body(&env).map_err(|e| bad(e.to_string()))?;
     Ok((env, rel))
 }
 

@@ -1,12 +1,21 @@
 //! The controller's state: app specs (versioned), releases (append-only), their signatures,
 //! hosts, status reports, tokens (hashed) and the audit log. One trait, one backend per
 //! database: SQLite embedded by default; PostgreSQL drops in beside it.
+//!
+//! Both backends share the tables, so each row is mapped once (`rows`), each query written
+//! once (`queries`) and each method that runs the same SQL implemented once (`methods`);
+//! `sqlite` and `postgres` hold only what differs, with the reason.
 
+mod methods;
 mod postgres;
+mod queries;
+mod rows;
 mod sqlite;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+pub(crate) use rows::to_ms;
 
 use slipway_proto::api::{HostStatus, Phase, Role};
 use slipway_proto::AppSpec;
@@ -41,34 +50,21 @@ pub struct AppRecord {
     pub updated_at: SystemTime,
 }
 
-/// A release as first stored; never modified afterwards.
-#[derive(Debug, Clone)]
-pub struct NewRelease {
-    pub app: String,
-    pub seq: u64,
-    /// `repository@sha256:...`
-    pub image: String,
-    pub requested: String,
-    pub spec_version: u64,
-    pub rollback_of: Option<u64>,
-    pub created_by: String,
-    pub created_at: SystemTime,
-    /// Signed envelope (JSON) and its expiry.
-    pub envelope: String,
-    pub expires: SystemTime,
-}
-
-/// A stored release with its newest signature.
+/// A release: what was stored once and is never modified afterwards, with its newest
+/// signature. [`Store::insert_release`] stores the first signature with the release.
 #[derive(Debug, Clone)]
 pub struct ReleaseRecord {
     pub app: String,
     pub seq: u64,
+    /// `repository@sha256:...`
     pub image: String,
+    /// What the operator asked for (a tag, or `rollback to seq N`).
     pub requested: String,
     pub spec_version: u64,
     pub rollback_of: Option<u64>,
     pub created_by: String,
     pub created_at: SystemTime,
+    /// The newest signed envelope (JSON) and its expiry.
     pub envelope: String,
     pub expires: SystemTime,
 }
@@ -138,7 +134,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Highest seq of `app`, 0 when it has none.
     async fn latest_seq(&self, app: &str) -> Result<u64>;
-    async fn insert_release(&self, release: &NewRelease) -> Result<()>;
+    async fn insert_release(&self, release: &ReleaseRecord) -> Result<()>;
     async fn release(&self, app: &str, seq: u64) -> Result<Option<ReleaseRecord>>;
     /// All releases of `app`, oldest first.
     async fn releases(&self, app: &str) -> Result<Vec<ReleaseRecord>>;
@@ -232,24 +228,32 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     }
 }
 
-/// Milliseconds since the Unix epoch, as stored.
-pub(crate) fn to_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// Whether `e` is a unique-constraint violation (a seq or token name taken), on either
+/// database.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-/// Reads a stored `expired_at` (RFC 3339, as the agent reported it and the API checked).
-pub(crate) fn parse_expired_at(host: &str, v: Option<String>) -> Result<Option<SystemTime>> {
-    v.map(|t| {
-        humantime::parse_rfc3339_weak(&t).map_err(|e| StoreError::Corrupt {
-            what: format!("status of host {host}"),
-            reason: format!("expired_at `{t}`: {e}"),
-        })
-    })
-    .transpose()
-}
-
-pub(crate) fn from_ms(ms: i64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)
+/// The migrator of a backend's embedded migrations (version, description, SQL), applied in
+/// order.
+fn migrator(migrations: &'static [(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use std::borrow::Cow;
+    Migrator {
+        migrations: Cow::Owned(
+            migrations
+                .iter()
+                .map(|(v, d, sql)| {
+                    Migration::new(
+                        *v,
+                        Cow::Borrowed(*d),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    }
 }

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod gitops;
+
 pub const CONTROLLER: &str = env!("CARGO_BIN_EXE_slipway-controller");
 
 pub struct Harness {
@@ -193,6 +195,17 @@ pub fn push_image(registry: &Registry, tag: &str, text: &str) -> Pushed {
         .build()
         .push(registry.addr(), "demo/web", tag)
         .unwrap()
+}
+
+/// The set-up most API tests share: a registry holding `demo/web` at each of `tags` (at
+/// least one; each image's page says its tag) and a controller with app `web` applied from
+/// that repository. Keep the registry alive for the test.
+pub async fn web_app<const N: usize>(tags: [&str; N]) -> (Registry, [Pushed; N], Harness) {
+    let registry = Registry::start().unwrap();
+    let pushed = tags.map(|t| push_image(&registry, t, t));
+    let h = Harness::start().await;
+    h.apply(&app_toml(&pushed[0].repository)).await;
+    (registry, pushed, h)
 }
 
 /// Verifies a signed envelope (JSON value) against the harness's trust file.

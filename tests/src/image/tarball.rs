@@ -79,9 +79,14 @@ impl TarBuilder {
         self.entry(path, EntryType::Regular, 0o644, data, None, xattrs)
     }
 
+    /// A regular file with raw PAX records (`mtime`, `SCHILY.xattr.NAME`, ...).
+    pub fn file_with_pax(self, path: &str, data: &[u8], mode: u32, pax: &[(&str, &[u8])]) -> Self {
+        self.pax_entry(path, EntryType::Regular, mode, data, None, pax)
+    }
+
     /// Any entry, name and link target written verbatim.
     pub fn entry(
-        mut self,
+        self,
         path: &str,
         kind: EntryType,
         mode: u32,
@@ -89,11 +94,33 @@ impl TarBuilder {
         link: Option<&str>,
         xattrs: &[(&str, &[u8])],
     ) -> Self {
-        if !xattrs.is_empty() {
+        let keys: Vec<String> = xattrs
+            .iter()
+            .map(|(k, _)| format!("SCHILY.xattr.{k}"))
+            .collect();
+        let pax: Vec<(&str, &[u8])> = keys
+            .iter()
+            .zip(xattrs)
+            .map(|(k, (_, v))| (k.as_str(), *v))
+            .collect();
+        self.pax_entry(path, kind, mode, data, link, &pax)
+    }
+
+    /// Any entry after a PAX header with these records (none: no PAX header).
+    pub fn pax_entry(
+        mut self,
+        path: &str,
+        kind: EntryType,
+        mode: u32,
+        data: &[u8],
+        link: Option<&str>,
+        pax: &[(&str, &[u8])],
+    ) -> Self {
+        if !pax.is_empty() {
             let mut records = Vec::new();
-            for (k, v) in xattrs {
+            for (k, v) in pax {
                 let mut rec = Vec::new();
-                rec.extend_from_slice(format!(" SCHILY.xattr.{k}=").as_bytes());
+                rec.extend_from_slice(format!(" {k}=").as_bytes());
                 rec.extend_from_slice(v);
                 rec.push(b'\n');
                 // The length prefix counts itself.

@@ -22,8 +22,23 @@ pub enum Fault {
     DropOnce(usize),
 }
 
+/// What the fake registry demands before it serves anything.
+#[derive(Clone, Debug)]
+pub enum FakeAuth {
+    /// `WWW-Authenticate: Basic`; `Authorization: Basic` with these must come.
+    Basic(String, String),
+    /// `WWW-Authenticate: Bearer realm=http://ADDR/token,...`: the token endpoint wants
+    /// Basic with these and hands out [`FAKE_TOKEN`].
+    Bearer(String, String),
+}
+
+/// The token the fake registry's token endpoint issues.
+pub const FAKE_TOKEN: &str = "fake-token-5f1e";
+
 #[derive(Default)]
 struct State {
+    auth: Option<FakeAuth>,
+    token_requests: Vec<String>,
     content: HashMap<String, (String, Vec<u8>)>,
     faults: HashMap<String, Fault>,
     hits: HashMap<String, usize>,
@@ -95,6 +110,20 @@ impl FakeRegistry {
         self.state.lock().unwrap().faults.insert(path.into(), fault);
     }
 
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
+    /// From now on, demand credentials.
+    pub fn require(&self, auth: FakeAuth) {
+        self.state.lock().unwrap().auth = Some(auth);
+    }
+
+    /// Query strings of the token requests seen.
+    pub fn token_requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().token_requests.clone()
+    }
+
     pub fn hits(&self, path: &str) -> usize {
         self.state
             .lock()
@@ -133,10 +162,25 @@ async fn serve(
             first.first().copied().unwrap_or(""),
             first.get(1).copied().unwrap_or(""),
         );
-        let range = lines
+        let headers: Vec<(String, String)> = lines
             .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.eq_ignore_ascii_case("range"))
-            .map(|(_, v)| v.trim().to_string());
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let range = header("range");
+        let auth = state.lock().unwrap().auth.clone();
+        if let Some(auth) = auth {
+            let addr = conn.local_addr()?;
+            if let Some(reply) = check_auth(&auth, path, header("authorization"), addr, &state) {
+                conn.write_all(reply.as_bytes()).await?;
+                continue;
+            }
+        }
         if path == "/v2/" || path == "/v2" {
             conn.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}",
@@ -243,6 +287,53 @@ async fn serve(
         .await?;
         if method != "HEAD" {
             conn.write_all(&body).await?;
+        }
+    }
+}
+
+fn basic_header(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// The reply to send instead of the content, or `None` when the request may pass.
+fn check_auth(
+    auth: &FakeAuth,
+    path: &str,
+    given: Option<String>,
+    addr: std::net::SocketAddr,
+    state: &Mutex<State>,
+) -> Option<String> {
+    let unauthorized = |challenge: String| {
+        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+        format!(
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    match auth {
+        FakeAuth::Basic(u, p) => (given != Some(basic_header(u, p)))
+            .then(|| unauthorized(r#"Basic realm="fake""#.into())),
+        FakeAuth::Bearer(u, p) => {
+            if let Some(query) = path.strip_prefix("/token?") {
+                state.lock().unwrap().token_requests.push(query.to_string());
+                if given != Some(basic_header(u, p)) {
+                    return Some("HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".into());
+                }
+                let body = format!(r#"{{"token":"{FAKE_TOKEN}","expires_in":300}}"#);
+                return Some(format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ));
+            }
+            (given != Some(format!("Bearer {FAKE_TOKEN}"))).then(|| {
+                unauthorized(format!(
+                    r#"Bearer realm="http://{addr}/token",service="fake-registry",scope="repository:demo/web:pull""#
+                ))
+            })
         }
     }
 }

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use slipway_proxy::{ProxyClient, ProxyConfig, Upstream};
+use slipway_proxy::{EdgeConfig, ProxyClient, ProxyConfig, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -31,6 +31,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(dir: &Path) -> Proxy {
+        Self::start_with(dir, test_edge()).await
+    }
+
+    /// With this edge configuration (shared listeners, TLS, trusted proxies ...).
+    pub async fn start_with(dir: &Path, edge: EdgeConfig) -> Proxy {
         let socket = dir.join("proxy.sock");
         let state = dir.join("state/routes.json");
         let (tx, rx) = oneshot::channel::<()>();
@@ -40,6 +45,7 @@ impl Proxy {
             bind: "127.0.0.1".parse().unwrap(),
             metrics_listen: None,
             http_workers: 2,
+            edge,
         };
         let task = tokio::spawn(slipway_proxy::serve(cfg, async move {
             let _ = rx.await;
@@ -82,6 +88,46 @@ impl Drop for Proxy {
             t.abort();
         }
     }
+}
+
+/// Shared listeners on any free loopback ports (tests ask the proxy where they are).
+pub fn test_edge() -> EdgeConfig {
+    EdgeConfig {
+        http_port: 0,
+        https_port: 0,
+        ..EdgeConfig::default()
+    }
+}
+
+/// Runs curl (a real client) with `args`; answers (HTTP status, body, headers). Fails the
+/// test if curl itself fails to run or to connect.
+pub fn curl(args: &[&str]) -> (u16, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("h");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-D"])
+        .arg(&headers)
+        .args(["-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if std::env::var_os("CURL_DEBUG").is_some() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    let headers = std::fs::read_to_string(headers).unwrap_or_default();
+    (code.parse().unwrap(), body.to_owned(), headers)
+}
+
+/// `--resolve host:port:127.0.0.1` for curl.
+pub fn resolve(host: &str, addr: SocketAddr) -> String {
+    format!("{host}:{}:{}", addr.port(), addr.ip())
 }
 
 /// A free port on 127.0.0.1 (for tests that need the same port across proxy restarts).
@@ -184,6 +230,16 @@ async fn backend_handle(
         r.headers_mut()
             .insert("connection", "upgrade".parse().unwrap());
         return Ok(r);
+    }
+    if path.ends_with("/whoami") {
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        return Ok(Response::new(Full::new(Bytes::from(format!(
+            "{name} {path}{query}"
+        )))));
     }
     if path == "/fail" {
         let mut r = Response::new(Full::new(Bytes::from("boom")));

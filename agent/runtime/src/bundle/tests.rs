@@ -13,7 +13,7 @@ impl EtcFiles for Etc {
 }
 const ETC: Etc = Etc(
     "root:x:0:0:root:/root:/bin/sh\nwww:x:33:34::/var/www:/bin/false\nhuge:x:4294967295:1::/:/\n",
-    "root:x:0:\nweb:x:99:\n",
+    "root:x:0:\nweb:x:99:\nssl-cert:x:101:www,other\nwww-data:x:34:www\nlog:x:4:www\n",
 );
 
 fn app() -> AppSpec {
@@ -45,6 +45,9 @@ fn build_with(spec: &AppSpec, img: &ImageConfiguration) -> Result<Spec, BundleEr
         etc: &ETC,
         netns: Path::new("/run/netns/slipway-web-1-0123456789ab"),
         cgroup: "web-1-0123456789ab",
+        hostname: "web-1-0123456789ab",
+        binds: &[],
+        seccomp: Some(&crate::seccomp::Profile::docker_default()),
     })
 }
 
@@ -66,13 +69,6 @@ fn config_has_limits_netns_readonly_root_and_safe_defaults() {
         .as_ref()
         .unwrap();
     assert!(!caps.contains(&Capability::SysAdmin) && caps.contains(&Capability::NetBindService));
-    assert_eq!(s.root().as_ref().unwrap().readonly(), Some(true));
-    assert!(s
-        .mounts()
-        .as_ref()
-        .unwrap()
-        .iter()
-        .any(|m| m.destination() == Path::new("/tmp")));
     let l = s.linux().as_ref().unwrap();
     let net = l
         .namespaces()
@@ -140,10 +136,14 @@ fn hostile_working_dirs_are_refused() {
 #[test]
 fn users_resolve_through_the_images_etc_and_out_of_range_ids_are_refused() {
     assert_eq!(user("i", "", &ETC).unwrap(), (0, 0, vec![]));
-    assert_eq!(user("i", "www", &ETC).unwrap(), (33, 34, vec![]));
-    assert_eq!(user("i", "33", &ETC).unwrap(), (33, 34, vec![]));
+    // Supplementary groups from /etc/group (file order, the primary group left out).
+    assert_eq!(user("i", "www", &ETC).unwrap(), (33, 34, vec![101, 4]));
+    assert_eq!(user("i", "33", &ETC).unwrap(), (33, 34, vec![101, 4]));
     assert_eq!(user("i", "1000:1000", &ETC).unwrap(), (1000, 1000, vec![]));
-    assert_eq!(user("i", "www:web", &ETC).unwrap(), (33, 99, vec![]));
+    assert_eq!(
+        user("i", "www:web", &ETC).unwrap(),
+        (33, 99, vec![101, 34, 4])
+    );
     for bad in [
         "4294967295",
         "99999999999",
@@ -173,4 +173,76 @@ fn rootfs_etc_does_not_follow_symlinks_out_of_the_root() {
     let etc = RootfsEtc(root.path());
     assert_eq!(etc.read("passwd"), None);
     assert_eq!(etc.read("group").as_deref(), Some("web:x:99:\n"));
+}
+
+#[test]
+fn isolation_is_at_dockers_defaults_or_better() {
+    let s = build_with(&app(), &image(|c| c)).unwrap();
+    let p = s.process().as_ref().unwrap();
+    let caps = p.capabilities().as_ref().unwrap();
+    for set in [caps.bounding(), caps.effective(), caps.permitted()] {
+        assert!(!set.as_ref().unwrap().contains(&Capability::NetRaw));
+    }
+    let l = s.linux().as_ref().unwrap();
+    assert_eq!(
+        l.sysctl().as_ref().unwrap()["net.ipv4.ping_group_range"],
+        "0 2147483647"
+    );
+    let masked = l.masked_paths().as_ref().unwrap();
+    for m in [
+        "/proc/interrupts",
+        "/sys/devices/virtual/powercap",
+        "/proc/keys",
+    ] {
+        assert!(masked.iter().any(|x| x == m), "{m} not masked");
+    }
+    assert!(l
+        .readonly_paths()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|x| x == "/proc/sysrq-trigger"));
+    let mem = l.resources().as_ref().unwrap().memory().as_ref().unwrap();
+    assert_eq!(mem.swap(), mem.limit());
+    let proc_opts = s
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == Path::new("/proc"))
+        .unwrap()
+        .options()
+        .clone()
+        .unwrap();
+    for o in ["nosuid", "noexec", "nodev"] {
+        assert!(proc_opts.iter().any(|x| x == o), "/proc lacks {o}");
+    }
+    let sc = l.seccomp().as_ref().expect("a seccomp profile");
+    let names: Vec<String> = sc
+        .syscalls()
+        .iter()
+        .flatten()
+        .flat_map(|c| c.names().clone())
+        .collect();
+    assert!(names.iter().any(|n| n == "read") && !names.iter().any(|n| n == "mount"));
+    assert_eq!(s.hostname().as_deref(), Some("web-1-0123456789ab"));
+}
+
+#[test]
+fn the_root_is_writable_unless_read_only() {
+    let s = build_with(&app(), &image(|c| c)).unwrap();
+    assert_eq!(s.root().as_ref().unwrap().readonly(), Some(false));
+    let tmp = |s: &Spec| {
+        s.mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.destination() == Path::new("/tmp"))
+    };
+    assert!(!tmp(&s));
+    let mut ro = app();
+    ro.read_only = true;
+    let s = build_with(&ro, &image(|c| c)).unwrap();
+    assert_eq!(s.root().as_ref().unwrap().readonly(), Some(true));
+    assert!(tmp(&s));
 }

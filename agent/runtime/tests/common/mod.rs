@@ -41,8 +41,9 @@ impl Fixture {
                 plugin_dir: "/usr/lib/cni".into(),
                 bridge: format!("swt{tag}"),
                 subnet: format!("10.213.{x}.0/24"),
-                netconf: None,
+                ..CniConfig::default()
             },
+            ..RuntimeConfig::default()
         };
         Fixture { dir, cfg, tag }
     }
@@ -60,7 +61,10 @@ impl Fixture {
             std::fs::create_dir_all(base.join(d)).unwrap();
         }
         std::fs::copy("/bin/busybox", base.join("bin/busybox")).unwrap();
-        for l in ["sh", "sleep", "cat", "echo", "ps", "id", "pwd"] {
+        for l in [
+            "sh", "sleep", "cat", "echo", "ps", "id", "pwd", "unshare", "mount", "ping",
+            "hostname", "touch", "ls", "stat", "grep", "mkdir", "wget", "httpd",
+        ] {
             std::os::unix::fs::symlink("busybox", base.join("bin").join(l)).unwrap();
         }
         std::fs::write(
@@ -183,7 +187,9 @@ impl Drop for Fixture {
         }
         if let Ok(rd) = std::fs::read_dir(&self.cfg.state_dir) {
             for e in rd.flatten() {
-                let name = netns_name(&self.cfg.runc_root, &e.file_name().to_string_lossy());
+                let id = e.file_name().to_string_lossy().to_string();
+                remove_masquerade(&id);
+                let name = netns_name(&self.cfg.runc_root, &id);
                 if Path::new(NETNS_DIR).join(&name).exists() {
                     let _ = Command::new("ip").args(["netns", "delete", &name]).output();
                 }
@@ -192,6 +198,30 @@ impl Drop for Fixture {
         let _ = Command::new("ip")
             .args(["link", "delete", &self.cfg.cni.bridge])
             .output();
+    }
+}
+
+/// Removes the CNI masquerade rule and chain of container `id` (a failed test skipped its
+/// CNI DEL; once the netns is gone, the plugin cannot find them). CNI knows the container by
+/// its netns name, which ends in the id.
+pub fn remove_masquerade(id: &str) {
+    let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S"]).output() else {
+        return;
+    };
+    let tag = format!("-{id}\\\"");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if !line.starts_with("-A POSTROUTING") || !line.contains(&tag) {
+            continue;
+        }
+        if let Some(chain) = line.split_whitespace().last() {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "iptables -t nat -D {} && iptables -t nat -F {chain} && iptables -t nat -X {chain}",
+                    &line[3..]
+                ))
+                .output();
+        }
     }
 }
 

@@ -1,0 +1,81 @@
+//! The SQL both backends run, written once. Parameters are numbered (`$1`, `$2`, ...):
+//! PostgreSQL's own syntax, and one SQLite accepts too (sqlx binds SQLite's `$N` by its
+//! number, so a parameter may appear twice). What differs per database lives in the backend
+//! file, with the reason.
+
+/// The newest version of one app's spec.
+pub const APP: &str = "SELECT name, version, spec, created_at FROM app_specs WHERE name = $1 \
+     ORDER BY version DESC LIMIT 1";
+/// The newest version of every app's spec, by name.
+pub const APPS: &str = "SELECT a.name, a.version, a.spec, a.created_at FROM app_specs a \
+     WHERE a.version = (SELECT MAX(version) FROM app_specs WHERE name = a.name) \
+     ORDER BY a.name";
+pub const INSERT_APP: &str =
+    "INSERT INTO app_specs (name, version, spec, created_at) VALUES ($1, $2, $3, $4)";
+
+pub const LATEST_SEQ: &str = "SELECT MAX(seq) FROM releases WHERE app = $1";
+pub const INSERT_RELEASE: &str = "INSERT INTO releases (app, seq, image, requested, \
+     spec_version, rollback_of, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub const INSERT_SIGNATURE: &str =
+    "INSERT INTO signatures (app, seq, envelope, expires, signed_at) VALUES ($1, $2, $3, $4, $5)";
+
+/// Each release joined with its newest signature; the queries below add their conditions.
+macro_rules! select_releases {
+    ($($tail:literal),*) => {
+        concat!(
+            "SELECT r.app, r.seq, r.image, r.requested, r.spec_version, r.rollback_of, \
+             r.created_by, r.created_at, s.envelope, s.expires \
+             FROM releases r JOIN signatures s ON s.id = \
+             (SELECT MAX(id) FROM signatures WHERE app = r.app AND seq = r.seq) "
+            $(, $tail)*
+        )
+    };
+}
+pub const RELEASE: &str = select_releases!("WHERE r.app = $1 AND r.seq = $2");
+/// All releases of an app, oldest first.
+pub const RELEASES: &str = select_releases!("WHERE r.app = $1 ORDER BY r.seq");
+/// The newest release of every app, by name.
+pub const LATEST_RELEASES: &str = select_releases!(
+    "WHERE r.seq = (SELECT MAX(seq) FROM releases WHERE app = r.app) ORDER BY r.app"
+);
+
+/// Registers a host, or refreshes the labels and version of one that registers again.
+pub const REGISTER_HOST: &str = "INSERT INTO hosts (host, labels, agent_version, \
+     registered_at, last_seen) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (host) DO UPDATE SET \
+     labels = excluded.labels, agent_version = excluded.agent_version, \
+     last_seen = excluded.last_seen";
+pub const HOST: &str = "SELECT * FROM hosts WHERE host = $1";
+pub const HOSTS: &str = "SELECT * FROM hosts ORDER BY host";
+
+/// A host's newest report per app replaces the one before.
+pub const PUT_STATUS: &str = "INSERT INTO host_status (host, app, seq, image, phase, \
+     updated_at, expired_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (host, app) \
+     DO UPDATE SET seq = excluded.seq, image = excluded.image, phase = excluded.phase, \
+     updated_at = excluded.updated_at, expired_at = excluded.expired_at";
+/// Every report, kept as history.
+pub const INSERT_STATUS_EVENT: &str =
+    "INSERT INTO status_events (host, app, seq, phase, at) VALUES ($1, $2, $3, $4, $5)";
+/// The newest reports of one app (`$1`), or of all when `$1` is NULL. (The CAST gives
+/// PostgreSQL the parameter's type, which `IS NULL` alone does not.)
+pub const STATUSES: &str = "SELECT * FROM host_status \
+     WHERE (CAST($1 AS TEXT) IS NULL OR app = $1) ORDER BY app, host";
+
+pub const INSERT_TOKEN: &str =
+    "INSERT INTO tokens (name, role, host, hash, created_at) VALUES ($1, $2, $3, $4, $5)";
+pub const TOKEN_BY_HASH: &str = "SELECT * FROM tokens WHERE hash = $1";
+pub const TOKENS: &str = "SELECT * FROM tokens ORDER BY name";
+pub const REVOKE_TOKEN: &str = "DELETE FROM tokens WHERE name = $1";
+
+pub const AUDIT: &str =
+    "INSERT INTO audit (at, actor, action, object, detail) VALUES ($1, $2, $3, $4, $5)";
+/// Newest first.
+pub const AUDIT_LOG: &str = "SELECT * FROM audit ORDER BY id DESC LIMIT $1";
+
+/// Stores revision 1 of a rollout unless the release has one.
+pub const INSERT_ROLLOUT: &str = "INSERT INTO rollouts (app, seq, rev, doc, updated_at) \
+     VALUES ($1, $2, 1, $3, $4) ON CONFLICT (app, seq) DO NOTHING";
+pub const ROLLOUT: &str = "SELECT * FROM rollouts WHERE app = $1 AND seq = $2";
+pub const LATEST_ROLLOUT: &str = "SELECT * FROM rollouts WHERE app = $1 ORDER BY seq DESC LIMIT 1";
+/// Compare-and-set: replaces the document only while its revision is still `$5`.
+pub const UPDATE_ROLLOUT: &str = "UPDATE rollouts SET rev = rev + 1, doc = $1, updated_at = $2 \
+     WHERE app = $3 AND seq = $4 AND rev = $5";
