@@ -1,7 +1,8 @@
-//! The agent's shared context: configuration, trust, state file, and handles on the image
-//! store, the runtime and the proxy. One per process, shared by the per-app tasks.
+//! The agent's shared context: configuration, trust, state file, and the parts of the host it
+//! drives (image store, runtime, proxy). One per process, shared by the per-app tasks.
 
 use crate::config::AgentConfig;
+use crate::parts::{Parts, RealParts};
 use crate::state::{AppState, StateFile};
 use slipway_proto::TrustFile;
 use std::sync::Mutex;
@@ -10,13 +11,11 @@ pub struct Agent {
     pub cfg: AgentConfig,
     pub trust: TrustFile,
     pub state: Mutex<StateFile>,
-    pub puller: slipway_image::Puller,
-    pub store: slipway_image::Store,
-    pub runtime: slipway_runtime::Runtime,
-    pub proxy: slipway_proxy::ProxyClient,
+    pub parts: Box<dyn Parts>,
 }
 
 impl Agent {
+    /// Reads the trust and state files and opens the real parts (the image store once).
     pub fn open(cfg: AgentConfig) -> anyhow::Result<Self> {
         use anyhow::Context;
         let trust_text = std::fs::read_to_string(&cfg.trust)
@@ -26,22 +25,31 @@ impl Agent {
         let state = StateFile::load(&cfg.state_dir)?;
         let store = slipway_image::Store::open(&cfg.images_dir())
             .with_context(|| format!("image store {}", cfg.images_dir().display()))?;
-        let puller = slipway_image::Puller::new(
-            slipway_image::Store::open(&cfg.images_dir())?,
-            cfg.registry.clone(),
-        );
+        let puller = slipway_image::Puller::new(store, cfg.registry.clone());
         let runtime =
             slipway_runtime::Runtime::new(cfg.runtime_config()).context("container runtime")?;
         let proxy = slipway_proxy::ProxyClient::new(cfg.proxy_socket.clone());
-        Ok(Self {
+        let parts = RealParts {
+            puller,
+            runtime,
+            proxy,
+        };
+        Ok(Self::new(cfg, trust, state, Box::new(parts)))
+    }
+
+    /// An agent over the given parts (the real ones, or a test double).
+    pub fn new(
+        cfg: AgentConfig,
+        trust: TrustFile,
+        state: StateFile,
+        parts: Box<dyn Parts>,
+    ) -> Self {
+        Self {
             cfg,
             trust,
             state: Mutex::new(state),
-            puller,
-            store,
-            runtime,
-            proxy,
-        })
+            parts,
+        }
     }
 
     /// Reads an app's state (a copy).

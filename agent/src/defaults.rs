@@ -10,18 +10,23 @@ pub const TRUST_FILE: &str = "/etc/slipway/trust.toml";
 pub const RELEASES_DIR: &str = "/etc/slipway/releases";
 /// Control socket of `slipway-agent proxy`.
 pub const PROXY_SOCKET: &str = "/run/slipway/proxy.sock";
-/// The directory source is re-read this often (plus at once on every change we notice).
+/// The directory source is re-read this often, and at once on every change inotify reports.
 pub const DIR_POLL: Duration = Duration::from_millis(250);
 /// Releases per app whose images stay cached for an instant rollback.
 pub const KEEP_RELEASES: usize = 3;
 /// Deploy records kept per app for `slipway-agent status`.
 pub const HISTORY: usize = 10;
+/// Until a new container first answers healthy, its next probe follows after this (doubling
+/// up to the spec's interval): the app is usually up milliseconds after `runc start`.
+pub const FIRST_PROBE_RETRY: Duration = Duration::from_millis(10);
 /// During bake, health and error rate are checked this often.
 pub const BAKE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// Fewer requests than this in the bake window are too few to judge an error rate.
 pub const BAKE_MIN_REQUESTS: u64 = 20;
 /// Failed health probes in a row during bake that count as unhealthy.
 pub const BAKE_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Attempts at pointing the proxy at a new upstream before the switch counts as failed.
+pub const SWITCH_ATTEMPTS: u32 = 5;
 /// Retry delay after an error talking to the proxy or the runtime.
 pub const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// How often the agent checks whether a live release's signature has expired (a cheap look

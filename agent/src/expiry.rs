@@ -121,7 +121,7 @@ mod tests {
         )
         .unwrap();
         let rel = Release {
-            app: "web".into(),
+            app: "web".parse().unwrap(),
             seq: 3,
             image: format!("reg/web@sha256:{}", "ab".repeat(32)),
             spec,

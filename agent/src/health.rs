@@ -1,6 +1,8 @@
 //! Health checks against a container: HTTP (2xx on a path), TCP connect, or exec inside it.
 
+use crate::parts::Parts;
 use slipway_proto::spec::{HealthKind, HealthSpec};
+use slipway_proto::ContainerId;
 use slipway_runtime::Runtime;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -76,19 +78,39 @@ async fn probe_inner(spec: &HealthSpec, target: &Target<'_>) -> Probe {
     }
 }
 
+/// Why a container is not running.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AliveError {
+    #[error("container {id} is {status:?}{}", exit_code.map(|e| format!(" (exit code {e})")).unwrap_or_default())]
+    NotRunning {
+        id: ContainerId,
+        status: slipway_runtime::ContainerStatus,
+        exit_code: Option<i32>,
+    },
+    #[error("container {id} is gone")]
+    Gone { id: ContainerId },
+}
+
+/// Why a container did not become healthy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HealthError {
+    #[error("{source}; last health check: {last}")]
+    Died { source: AliveError, last: String },
+    #[error("not healthy within {}; last health check: {last}", humantime::format_duration(*deadline))]
+    Deadline { deadline: Duration, last: String },
+}
+
 /// Ok while the container runs; otherwise why not (stopped with its exit code, or gone).
-pub async fn check_alive(runtime: &Runtime, id: &str) -> Result<(), String> {
-    match runtime.list().await {
-        Ok(list) => match list.into_iter().find(|c| c.id == id) {
-            Some(c) if c.status == slipway_runtime::Status::Running => Ok(()),
-            Some(c) => Err(format!(
-                "container {id} is {:?}{}",
-                c.status,
-                c.exit_code
-                    .map(|e| format!(" (exit code {e})"))
-                    .unwrap_or_default()
-            )),
-            None => Err(format!("container {id} is gone")),
+pub async fn check_alive(parts: &dyn Parts, id: &ContainerId) -> Result<(), AliveError> {
+    match parts.containers().await {
+        Ok(list) => match list.into_iter().find(|c| c.id == *id) {
+            Some(c) if c.status == slipway_runtime::ContainerStatus::Running => Ok(()),
+            Some(c) => Err(AliveError::NotRunning {
+                id: id.clone(),
+                status: c.status,
+                exit_code: c.exit_code,
+            }),
+            None => Err(AliveError::Gone { id: id.clone() }),
         },
         // Cannot tell; do not fail a deploy on a transient runtime error.
         Err(_) => Ok(()),
@@ -158,23 +180,26 @@ async fn http(addr: SocketAddr, path: &str) -> Probe {
     }
 }
 
-/// Probes until `healthy_threshold` successes in a row (Ok) or the deadline (Err with the
-/// last probe's output). A container that died fails at once, with its exit code.
-pub fn wait_healthy<'a>(
-    spec: &'a HealthSpec,
-    target: &'a Target<'a>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Duration, String>> + Send + 'a>> {
-    Box::pin(wait_healthy_inner(spec, target))
-}
-
-async fn wait_healthy_inner(spec: &HealthSpec, target: &Target<'_>) -> Result<Duration, String> {
+/// Probes until `healthy_threshold` successes in a row (Ok: how long it took) or the deadline
+/// (Err with the last probe's output). The first probe goes out at once, the next ones soon
+/// after until one is healthy; a container that died fails at once, with its exit code.
+pub async fn wait_healthy(
+    parts: &dyn Parts,
+    spec: &HealthSpec,
+    id: &ContainerId,
+    addr: SocketAddr,
+) -> Result<Duration, HealthError> {
     let start = tokio::time::Instant::now();
     let deadline = start + spec.deadline;
     let mut streak = 0;
     let mut last;
+    // Until the first healthy answer, retry sooner than `interval` (doubling up to it): an
+    // app is usually listening a few milliseconds after its start.
+    let mut retry = Some(crate::defaults::FIRST_PROBE_RETRY);
     loop {
-        let p = probe(spec, target).await;
+        let p = parts.probe(spec, id, addr).await;
         if p.healthy {
+            retry = None;
             streak += 1;
             if streak >= spec.healthy_threshold {
                 return Ok(start.elapsed());
@@ -183,16 +208,18 @@ async fn wait_healthy_inner(spec: &HealthSpec, target: &Target<'_>) -> Result<Du
             streak = 0;
         }
         last = p.output;
-        if let Err(why) = check_alive(target.runtime, target.container_id).await {
-            return Err(format!("{why}; last health check: {last}"));
+        if let Err(source) = check_alive(parts, id).await {
+            return Err(HealthError::Died { source, last });
         }
-        if tokio::time::Instant::now() + spec.interval > deadline {
-            return Err(format!(
-                "not healthy within {}; last health check: {last}",
-                humantime::format_duration(spec.deadline)
-            ));
+        let pause = retry.map_or(spec.interval, |r| r.min(spec.interval));
+        retry = retry.map(|r| r * 2);
+        if tokio::time::Instant::now() + pause > deadline {
+            return Err(HealthError::Deadline {
+                deadline: spec.deadline,
+                last,
+            });
         }
-        tokio::time::sleep(spec.interval).await;
+        tokio::time::sleep(pause).await;
     }
 }
 

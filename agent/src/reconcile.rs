@@ -6,7 +6,7 @@
 use crate::agent::Agent;
 use crate::defaults;
 use crate::source::controller::ControllerSource;
-use crate::source::dir::DirSource;
+use crate::source::dir::{DirSource, DirWatch};
 use crate::source::Desired;
 use crate::swap::{self, Cmd};
 use slipway_proto::{Digest, Envelope, Release, VerifyError};
@@ -70,7 +70,7 @@ pub fn accept(agent: &Agent, app: &str, bytes: &[u8]) -> Result<Accepted, Refuse
     if rel.app != app {
         return Err(RefusedRelease::WrongApp {
             file_app: app.to_string(),
-            body_app: rel.app,
+            body_app: rel.app.to_string(),
         });
     }
     if rel.seq == st.accepted_seq && st.accepted_seq > 0 {
@@ -166,14 +166,24 @@ pub enum Source {
     Controller(Box<ControllerSource>),
 }
 
+/// Why no desired set could be read this time (nothing changes).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read the release directory {}: {source}", dir.display())]
+    Dir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no desired set from the controller: {0:#}")]
+    Controller(anyhow::Error),
+}
+
 impl Source {
-    async fn next(&mut self) -> Result<Desired, String> {
+    async fn next(&mut self) -> Result<Desired, SourceError> {
         match self {
-            Source::Dir(d) => d.read().map_err(|e| {
-                format!(
-                    "cannot read the release directory {}: {e}",
-                    d.dir().display()
-                )
+            Source::Dir(d) => d.read().map_err(|source| SourceError::Dir {
+                dir: d.dir().to_path_buf(),
+                source,
             }),
             Source::Controller(c) => c
                 .next()
@@ -181,7 +191,7 @@ impl Source {
                 .map(|set| Desired {
                     releases: set.releases,
                 })
-                .map_err(|e| format!("no desired set from the controller: {e:#}")),
+                .map_err(SourceError::Controller),
         }
     }
 }
@@ -210,6 +220,15 @@ pub async fn run(
         .map(|(a, _)| a.clone())
         .collect();
     let mut first = true;
+    // Set up before the first read, so no change after that read goes unnoticed.
+    let mut watch = match &source {
+        Source::Dir(d) => DirWatch::new(d.dir())
+            .inspect_err(|e| {
+                tracing::warn!(dir = %d.dir().display(), error = %e, "cannot watch the release directory; polling it only")
+            })
+            .ok(),
+        Source::Controller(_) => None,
+    };
     tokio::pin!(shutdown);
     loop {
         let desired = tokio::select! {
@@ -231,8 +250,20 @@ pub async fn run(
             Err(e) => tracing::error!("{e}; changing nothing"),
         }
         if matches!(source, Source::Dir(_)) {
+            let changed = async {
+                match &mut watch {
+                    // A watch that stopped (logged by its thread) leaves the poll alone.
+                    Some(w) => {
+                        if w.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = changed => tracing::debug!("release directory changed"),
                 _ = tokio::time::sleep(defaults::DIR_POLL) => {}
             }
         }

@@ -18,7 +18,7 @@ pub async fn adopt(agent: &Agent) {
     };
     let is_known =
         |c: &slipway_runtime::ContainerInfo| known.iter().any(|(a, s)| *a == c.app && *s == c.seq);
-    match agent.runtime.adopt(&is_known).await {
+    match agent.parts.adopt(&is_known).await {
         Ok(report) => tracing::info!(?report, "adopted containers from the previous run"),
         Err(e) => tracing::error!(error = %e, "adoption failed"),
     }
@@ -27,7 +27,7 @@ pub async fn adopt(agent: &Agent) {
 /// Per-app recovery: the proxy's route says which container is live; a container of the
 /// accepted (newer) release is kept so its deploy can resume; everything else is discarded.
 pub async fn recover_app(agent: &Agent, app: &str) {
-    let routed = match agent.proxy.routes().await {
+    let routed = match agent.parts.routes().await {
         Ok(routes) => routes
             .into_iter()
             .find(|r| r.app == app)
@@ -38,13 +38,13 @@ pub async fn recover_app(agent: &Agent, app: &str) {
             return;
         }
     };
-    let Ok(list) = agent.runtime.list().await else {
+    let Ok(list) = agent.parts.containers().await else {
         return;
     };
     let st = agent.app_state(app);
     let mut live = None;
     for c in list.into_iter().filter(|c| c.app == app) {
-        let running = c.status == slipway_runtime::Status::Running;
+        let running = c.status == slipway_runtime::ContainerStatus::Running;
         if Some(&c.id) == routed.as_ref() && running {
             live = Some((c.seq, c.id.clone(), c.image.clone()));
         } else if running

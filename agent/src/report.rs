@@ -4,7 +4,7 @@
 use crate::agent::Agent;
 use crate::expiry;
 use crate::source::controller::ControllerSource;
-use crate::state::{AppState, Phase};
+use crate::state::{AppState, DeployPhase, PhaseReport};
 use slipway_proto::api::{HostStatus, Phase as WirePhase};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,20 +27,19 @@ pub fn status_of(app: &str, s: &AppState, now: SystemTime) -> Option<HostStatus>
             .unwrap_or_default()
     };
     let phase = if s.failed_seq == Some(seq) {
-        match last.map(|h| h.outcome) {
-            Some(Phase::RolledBack) => WirePhase::RolledBack { reason: reason() },
-            _ => WirePhase::Failed { reason: reason() },
-        }
+        let failed = match last.map(|h| h.outcome) {
+            Some(DeployPhase::RolledBack) => DeployPhase::RolledBack,
+            _ => DeployPhase::Failed,
+        };
+        Option::<WirePhase>::from(PhaseReport::new(failed, reason()))?
     } else {
         match s.phase? {
-            Phase::Pulling => WirePhase::Pulling,
-            Phase::Starting => WirePhase::Starting,
-            Phase::HealthChecking => WirePhase::HealthChecking,
-            Phase::Switching | Phase::Draining | Phase::Baking => WirePhase::Baking,
-            Phase::Live if s.live_seq == Some(seq) => WirePhase::Live,
-            Phase::Live | Phase::Superseded | Phase::Removing => return None,
-            Phase::Failed => WirePhase::Failed { reason: reason() },
-            Phase::RolledBack => WirePhase::RolledBack { reason: reason() },
+            // Live is reported only once this very seq is the live one.
+            DeployPhase::Live if s.live_seq != Some(seq) => return None,
+            p @ (DeployPhase::Failed | DeployPhase::RolledBack) => {
+                Option::<WirePhase>::from(PhaseReport::new(p, reason()))?
+            }
+            p => Option::<WirePhase>::from(PhaseReport::new(p, String::new()))?,
         }
     };
     let image = s.releases.get(&seq).map(|r| r.image.clone());

@@ -2,15 +2,16 @@
 //! phase, the last error and a short history. Written atomically (temp + fsync + rename).
 
 use serde::{Deserialize, Serialize};
+use slipway_proto::api::Phase as WirePhase;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// Where an app's deploy stands.
+/// Where an app's deploy stands on this host (finer than the wire's [`WirePhase`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Phase {
+pub enum DeployPhase {
     Pulling,
     Starting,
     HealthChecking,
@@ -24,7 +25,7 @@ pub enum Phase {
     Removing,
 }
 
-impl std::fmt::Display for Phase {
+impl std::fmt::Display for DeployPhase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = serde_json::to_value(self)
             .ok()
@@ -34,17 +35,50 @@ impl std::fmt::Display for Phase {
     }
 }
 
+/// A deploy phase with the reason a failed or rolled-back one carries, as reported to the
+/// controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseReport {
+    pub phase: DeployPhase,
+    pub reason: String,
+}
+
+impl PhaseReport {
+    pub fn new(phase: DeployPhase, reason: String) -> Self {
+        Self { phase, reason }
+    }
+}
+
+/// The wire phase of an agent phase: switching and draining count as baking; superseded and
+/// removing are not reported (None).
+impl From<PhaseReport> for Option<WirePhase> {
+    fn from(r: PhaseReport) -> Self {
+        Some(match r.phase {
+            DeployPhase::Pulling => WirePhase::Pulling,
+            DeployPhase::Starting => WirePhase::Starting,
+            DeployPhase::HealthChecking => WirePhase::HealthChecking,
+            DeployPhase::Switching | DeployPhase::Draining | DeployPhase::Baking => {
+                WirePhase::Baking
+            }
+            DeployPhase::Live => WirePhase::Live,
+            DeployPhase::Failed => WirePhase::Failed { reason: r.reason },
+            DeployPhase::RolledBack => WirePhase::RolledBack { reason: r.reason },
+            DeployPhase::Superseded | DeployPhase::Removing => return None,
+        })
+    }
+}
+
 /// One deploy attempt, for the history shown by `slipway-agent status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployRecord {
     pub seq: u64,
     pub image: String,
-    pub container: String,
+    pub container: slipway_proto::ContainerId,
     #[serde(with = "humantime_serde")]
     pub started: SystemTime,
     #[serde(with = "humantime_serde", default)]
     pub finished: Option<SystemTime>,
-    pub outcome: Phase,
+    pub outcome: DeployPhase,
     #[serde(default)]
     pub error: Option<String>,
     /// Milliseconds from release seen to new container serving, when it went live.
@@ -61,7 +95,7 @@ pub struct AppState {
     pub accepted_envelope: String,
     /// Seq and container routed now.
     pub live_seq: Option<u64>,
-    pub live_container: Option<String>,
+    pub live_container: Option<slipway_proto::ContainerId>,
     pub live_image: Option<String>,
     /// A release that failed; it is not retried until a newer one arrives.
     #[serde(default)]
@@ -69,7 +103,7 @@ pub struct AppState {
     /// Recently accepted releases by seq (verified when accepted), to map containers back.
     #[serde(default)]
     pub releases: BTreeMap<u64, slipway_proto::Release>,
-    pub phase: Option<Phase>,
+    pub phase: Option<DeployPhase>,
     pub last_error: Option<String>,
     pub history: VecDeque<DeployRecord>,
 }
@@ -166,6 +200,19 @@ impl AppState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_phases_on_the_wire() {
+        let wire = |p, r: &str| Option::<WirePhase>::from(PhaseReport::new(p, r.into()));
+        assert_eq!(wire(DeployPhase::Draining, ""), Some(WirePhase::Baking));
+        assert_eq!(
+            wire(DeployPhase::RolledBack, "5xx"),
+            Some(WirePhase::RolledBack {
+                reason: "5xx".into()
+            })
+        );
+        assert_eq!(wire(DeployPhase::Superseded, ""), None);
+    }
 
     #[test]
     fn round_trip_and_corrupt_kept() {

@@ -62,7 +62,8 @@ pub async fn create_token(
             )))
         }
         (Role::Agent, Some(h)) => {
-            valid_host_id(h).map_err(|e| ApiError::BadRequest(e.to_string()))?
+            h.parse::<slipway_proto::HostId>()
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         }
         (_, Some(_)) => {
             return Err(ApiError::BadRequest(format!(
@@ -81,25 +82,6 @@ pub async fn create_token(
     };
     store.create_token(&record).await?;
     Ok((secret, record))
-}
-
-/// A host id that is not 1..=64 characters of `[a-z0-9._-]`.
-#[derive(Debug, thiserror::Error)]
-#[error("host id `{0}` must be 1..=64 characters of [a-z0-9._-]")]
-pub struct BadHostId(pub String);
-
-/// Host ids: 1..=64 characters of `[a-z0-9.-]`, like a hostname.
-pub fn valid_host_id(host: &str) -> Result<(), BadHostId> {
-    if !host.is_empty()
-        && host.len() <= 64
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
-    {
-        Ok(())
-    } else {
-        Err(BadHostId(host.to_string()))
-    }
 }
 
 /// The authenticated caller of a request.

@@ -96,7 +96,7 @@ impl ReleaseSigner {
         };
         let (release, env) = signer::sign_release(spec, params, &[&self.key]).map_err(|e| {
             ReleaseError::Unsignable {
-                app: spec.name.clone(),
+                app: spec.name.to_string(),
                 seq,
                 source: e,
             }

@@ -2,6 +2,7 @@
 //! and the `slipway` CLI. Pure serde types; every struct refuses unknown fields.
 
 use crate::envelope::Envelope;
+use crate::id::HostId;
 use crate::spec::AppSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -95,7 +96,7 @@ pub struct HostStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRow {
-    pub host: String,
+    pub host: HostId,
     pub app: String,
     pub seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,7 +124,7 @@ pub struct StaleRelease {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostInfo {
-    pub host: String,
+    pub host: HostId,
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
@@ -216,16 +217,19 @@ impl Role {
     }
 }
 
+/// A role name that is none of `admin`, `read-only`, `agent`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role `{0}`: expected admin, read-only or agent")]
+pub struct UnknownRole(pub String);
+
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
         match s {
             "admin" => Ok(Role::Admin),
             "read-only" => Ok(Role::ReadOnly),
             "agent" => Ok(Role::Agent),
-            _ => Err(format!(
-                "unknown role `{s}`: expected admin, read-only or agent"
-            )),
+            _ => Err(UnknownRole(s.to_string())),
         }
     }
 }
@@ -245,7 +249,7 @@ pub struct CreateTokenRequest {
     pub role: Role,
     /// Required for (and only for) `agent` tokens: the host it speaks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
+    pub host: Option<HostId>,
 }
 
 /// A token as listed (never the secret itself).
@@ -255,7 +259,7 @@ pub struct TokenInfo {
     pub name: String,
     pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
+    pub host: Option<HostId>,
     /// RFC 3339.
     pub created_at: String,
 }

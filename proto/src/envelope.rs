@@ -1,6 +1,7 @@
 //! The DSSE-style signed envelope. Signatures cover
 //! `"DSSEv1 <len(type)> <type> <len(body)> <body>"`; the body is verified before it is parsed.
 
+use crate::id::AppName;
 use crate::keys::{KeyId, SigningKey};
 use crate::release::{ImageRef, ImageRefError, Release};
 use crate::trust::TrustFile;
@@ -49,25 +50,25 @@ pub enum VerifyError {
     MalformedBody(String),
     #[error("release {app} seq {seq}: {source}")]
     Image {
-        app: String,
+        app: AppName,
         seq: u64,
         source: ImageRefError,
     },
     #[error("release {app} seq {seq} expired at {expired_at}")]
     Expired {
-        app: String,
+        app: AppName,
         seq: u64,
         expired_at: String,
     },
     #[error("release {app} seq {seq} is issued in the future ({issued_at}); check the clocks")]
     NotYetValid {
-        app: String,
+        app: AppName,
         seq: u64,
         issued_at: String,
     },
     #[error("release {app} seq {seq} was signed for key set version {found}, this host trusts version {required} and later")]
     StaleKeySet {
-        app: String,
+        app: AppName,
         seq: u64,
         found: u64,
         required: u64,
@@ -76,9 +77,9 @@ pub enum VerifyError {
         "release {app} seq {seq}: body app `{app}` does not match its spec name `{spec_name}`"
     )]
     AppMismatch {
-        app: String,
+        app: AppName,
         seq: u64,
-        spec_name: String,
+        spec_name: AppName,
     },
 }
 

@@ -61,7 +61,8 @@ impl PublicKey {
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let text = text.trim();
         if text.starts_with("-----BEGIN") {
-            let der = pem_decode(text, "PUBLIC KEY").map_err(KeyError::BadPublicKey)?;
+            let der = pem_decode(text, "PUBLIC KEY")
+                .map_err(|e| KeyError::BadPublicKey(e.to_string()))?;
             let raw = der
                 .strip_prefix(&SPKI_ED25519_PREFIX[..])
                 .ok_or_else(|| KeyError::BadPublicKey("not an Ed25519 SPKI".into()))?;
@@ -134,7 +135,8 @@ impl SigningKey {
 
     /// Parses a PEM `PRIVATE KEY` block holding a PKCS#8 Ed25519 key.
     pub fn from_pem(text: &str) -> Result<Self, KeyError> {
-        let der = pem_decode(text.trim(), "PRIVATE KEY").map_err(KeyError::BadPrivateKey)?;
+        let der = pem_decode(text.trim(), "PRIVATE KEY")
+            .map_err(|e| KeyError::BadPrivateKey(e.to_string()))?;
         Self::from_pkcs8(&der)
     }
 
@@ -163,21 +165,22 @@ fn pem_encode(der: &[u8], label: &str) -> String {
     out
 }
 
-fn pem_decode(text: &str, label: &str) -> Result<Vec<u8>, String> {
+/// Why a PEM block could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PemError {
+    #[error("missing `{0}`")]
+    Missing(String),
+    #[error("bad base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+}
+
+fn pem_decode(text: &str, label: &str) -> Result<Vec<u8>, PemError> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
-    let start = text
-        .find(&begin)
-        .ok_or_else(|| format!("missing `{begin}`"))?
-        + begin.len();
-    let stop = text[start..]
-        .find(&end)
-        .ok_or_else(|| format!("missing `{end}`"))?
-        + start;
+    let start = text.find(&begin).ok_or(PemError::Missing(begin.clone()))? + begin.len();
+    let stop = text[start..].find(&end).ok_or(PemError::Missing(end))? + start;
     let body: String = text[start..stop].split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .map_err(|e| format!("bad base64: {e}"))
+    Ok(base64::engine::general_purpose::STANDARD.decode(body)?)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod edge;
 pub mod envelope;
+pub mod id;
 pub mod keys;
 pub mod release;
 pub mod spec;
@@ -12,6 +13,7 @@ pub mod trust;
 
 pub use edge::{EdgeSpec, TlsSpec};
 pub use envelope::{Envelope, Signature, VerifiedRelease, VerifyError, RELEASE_PAYLOAD_TYPE};
+pub use id::{AppName, ContainerId, HostId, IdError};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
 pub use release::{check_seq, Digest, ImageRef, ImageRefError, Release, ReplayError};
 pub use spec::{valid_volume_name, AppSpec, DnsSpec, HealthKind, Protocol, Seccomp, SpecError};

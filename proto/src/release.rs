@@ -1,6 +1,7 @@
 //! The release document: which app, which sequence number, which image (by digest only),
 //! which spec, and when it stops being valid.
 
+use crate::id::{AppName, ContainerId};
 use crate::spec::AppSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -168,7 +169,7 @@ impl fmt::Debug for ImageRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Release {
-    pub app: String,
+    pub app: AppName,
     pub seq: u64,
     /// `repository@sha256:<64 hex>`; checked by [`Release::image_ref`] during verification.
     pub image: String,
@@ -189,13 +190,13 @@ impl Release {
         self.image.parse()
     }
 
-    /// Container id for this release on a host: `<app>-<seq>-<short digest>`.
-    pub fn container_id(&self) -> Result<String, ImageRefError> {
-        Ok(format!(
-            "{}-{}-{}",
-            self.app,
+    /// Container id for this release on a host: `<app>-<seq>-<short digest>`; fails only
+    /// when the image is not digest-pinned.
+    pub fn container_id(&self) -> Result<ContainerId, ImageRefError> {
+        Ok(ContainerId::for_release(
+            &self.app,
             self.seq,
-            self.image_ref()?.digest.short()
+            &self.image_ref()?.digest,
         ))
     }
 }

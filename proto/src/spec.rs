@@ -1,6 +1,7 @@
 //! The app spec (`app.toml`): what to run, where it listens, how to check it and how to roll
 //! it out. Every field but `name`, `image`, `listen` and `container_port` has a default.
 
+use crate::id::AppName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,8 +60,8 @@ pub enum HealthKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
-    /// App name: `[a-z0-9-]`, 1..=48 characters, starting with a letter.
-    pub name: String,
+    /// App name (rule in [`AppName`]), checked when the spec is parsed.
+    pub name: AppName,
     /// Image repository, e.g. `registry.example.com/team/web` (no tag, no digest).
     pub image: String,
     /// Port the proxy listens on for this app on the host; may be left out (0) when
@@ -311,7 +312,6 @@ impl AppSpec {
 
     /// Checks what types alone cannot: names, ports, paths, ranges.
     pub fn validate(&self) -> Result<(), SpecError> {
-        valid_app_name(&self.name).map_err(|r| invalid("name", r))?;
         if self.image.contains('@')
             || self
                 .image
@@ -426,25 +426,6 @@ impl AppSpec {
     }
 }
 
-/// App names become container ids, file names and metric labels: keep them plain.
-pub fn valid_app_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 48 {
-        return Err("must be 1 to 48 characters".into());
-    }
-    if !name.as_bytes()[0].is_ascii_lowercase() {
-        return Err(format!("`{name}` must start with a lowercase letter"));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(format!(
-            "`{name}` may hold only lowercase letters, digits and `-`"
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,10 +469,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`listen`"));
-        assert!(AppSpec::from_toml(&MIN.replace("\"web\"", "\"\""))
+        let e = AppSpec::from_toml(&MIN.replace("\"web\"", "\"Web\""))
             .unwrap_err()
-            .to_string()
-            .contains("`name`"));
+            .to_string();
+        assert!(
+            e.contains("name = \"Web\"") && e.contains("app `Web` is invalid"),
+            "{e}"
+        );
         assert!(AppSpec::from_toml(&MIN.replace("5000/web", "5000/web:v1"))
             .unwrap_err()
             .to_string()

@@ -5,6 +5,7 @@
 use crate::bins::bin;
 use anyhow::{bail, Context};
 use slipway_proto::{AppSpec, Envelope, Release, SigningKey, TrustFile};
+use slipway_runtime::network::{netns_name, NETNS_DIR};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -204,6 +205,22 @@ impl TestHost {
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
+    /// Network namespaces (under /run/netns) of this host's containers of `app`, named as
+    /// the runtime names them.
+    pub fn netns_of(&self, app: &str) -> Vec<String> {
+        let root = self.path().join("runc");
+        std::fs::read_dir(self.path().join("state/containers"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|id| id.strip_prefix(app).is_some_and(|r| r.starts_with('-')))
+                    .map(|id| netns_name(&root, &id))
+                    .filter(|ns| Path::new(NETNS_DIR).join(ns).exists())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Container ids `runc list` shows under this host's runc root.
     pub fn runc_list(&self) -> Vec<String> {
         let out = Command::new("runc")
@@ -281,25 +298,6 @@ pub fn get_at(addr: SocketAddr) -> anyhow::Result<(u16, String)> {
     Ok((code, body))
 }
 
-/// Network namespaces under /run/netns that belong to containers of `app`.
-pub fn netns_of(app: &str) -> Vec<String> {
-    // `slipway-<6 hex runtime tag>-<app>-<seq>-<short digest>`
-    let prefix = format!("{app}-");
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| {
-                    n.strip_prefix("slipway-")
-                        .and_then(|rest| rest.get(7..))
-                        .and_then(|rest| rest.strip_prefix(&prefix))
-                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Removes the CNI egress NAT rule and chain of the container CNI knows as `cni_id` (its
 /// netns name), for containers a failed test left without a CNI DEL.
 pub fn remove_cni_masquerade(cni_id: &str) {
@@ -366,15 +364,13 @@ impl Drop for TestHost {
                 let _ = Command::new("umount").args(["-l", t]).output();
             }
         }
-        // This host's netns: `slipway-<tag>-<id>`, the tag being the runtime's hash of its
-        // runc root, for every container it ever recorded (also those a controller started).
-        let tag =
-            slipway_proto::Digest::of(root.to_string_lossy().as_bytes()).hex()[..6].to_string();
+        // This host's netns, for every container it ever recorded (also those a controller
+        // started).
         if let Ok(dirs) = std::fs::read_dir(self.path().join("state/containers")) {
             for d in dirs.flatten() {
-                let ns = format!("slipway-{tag}-{}", d.file_name().to_string_lossy());
+                let ns = netns_name(&root, &d.file_name().to_string_lossy());
                 remove_cni_masquerade(&ns);
-                if std::path::Path::new("/run/netns").join(&ns).exists() {
+                if Path::new(NETNS_DIR).join(&ns).exists() {
                     let _ = Command::new("ip").args(["netns", "del", &ns]).output();
                 }
             }

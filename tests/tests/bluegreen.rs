@@ -2,7 +2,7 @@
 //! and `slipway-agent run` as separate processes, runc containers in CNI network namespaces,
 //! and a client that keeps requesting during swaps and counts every failure.
 
-use slipway_tests::host::{free_port, get, netns_of, wait_until, TestHost};
+use slipway_tests::host::{free_port, get, wait_until, TestHost};
 use slipway_tests::image::busybox_httpd_image;
 use slipway_tests::load::Load;
 use slipway_tests::registry::Registry;
@@ -284,7 +284,7 @@ fn proxy_restart_restores_routes_and_removal_leaves_nothing() {
         .expect("route restored from the proxy's state file");
 
     assert_eq!(
-        netns_of("bgproxy").len(),
+        bed.host.netns_of("bgproxy").len(),
         1,
         "one netns for the one container"
     );
@@ -293,8 +293,10 @@ fn proxy_restart_restores_routes_and_removal_leaves_nothing() {
         .expect("containers discarded on removal");
     wait_until(Duration::from_secs(5), || get(bed.listen).is_err())
         .expect("listener closed on removal");
-    wait_until(Duration::from_secs(10), || netns_of("bgproxy").is_empty())
-        .expect("netns removed with the container");
+    wait_until(Duration::from_secs(10), || {
+        bed.host.netns_of("bgproxy").is_empty()
+    })
+    .expect("netns removed with the container");
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(
         !mounts.contains(&bed.host.path().to_string_lossy().to_string()),

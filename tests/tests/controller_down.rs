@@ -69,7 +69,7 @@ fn release(
     expires: SystemTime,
 ) -> Release {
     Release {
-        app: APP.into(),
+        app: APP.parse().unwrap(),
         seq,
         image: image.into(),
         spec: spec.clone(),

@@ -372,5 +372,4 @@ pub fn check_platform(digest: &Digest, config: &ImageConfiguration) -> Result<()
 }
 
 #[cfg(test)]
-#[path = "manifest_tests.rs"]
 mod tests;

@@ -496,5 +496,4 @@ pub(crate) fn open_blob(path: &Path) -> Result<File, ImageError> {
 }
 
 #[cfg(test)]
-#[path = "unpack_tests.rs"]
 mod tests;

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use slipway_proto::{EdgeSpec, Protocol};
+use slipway_proto::{ContainerId, EdgeSpec, Protocol};
 
 use crate::metrics::{LatencySummary, StatusCounts};
 use crate::pause::Mode;
@@ -17,7 +17,7 @@ pub struct AppStats {
     pub listen: u16,
     pub protocol: Protocol,
     /// Id of the upstream that takes new traffic.
-    pub current: Option<String>,
+    pub current: Option<ContainerId>,
     /// Current and retired upstreams, oldest first.
     pub upstreams: Vec<UpstreamStats>,
 }
@@ -30,7 +30,7 @@ impl AppStats {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamStats {
-    pub id: String,
+    pub id: ContainerId,
     pub addr: SocketAddr,
     pub current: bool,
     /// HTTP requests or TCP connections open right now.

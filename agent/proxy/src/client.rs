@@ -10,7 +10,7 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use slipway_proto::Protocol;
+use slipway_proto::{ContainerId, Protocol};
 use tokio::net::UnixStream;
 
 use crate::api::{
@@ -20,7 +20,7 @@ use crate::api::{
 use crate::drain::DrainReport;
 use crate::error::ProxyError;
 use crate::pause::Mode;
-use crate::router::validate_name;
+use crate::router::app_name;
 use crate::upstream::Upstream;
 
 /// Client of the proxy's control socket. Cheap to clone; one connection per call.
@@ -132,8 +132,7 @@ impl ProxyClient {
         route: &RouteSpec,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError> {
-        validate_name("app", app)?;
-        validate_name("upstream id", &upstream.id)?;
+        app_name(app)?;
         let op = format!("set upstream of {app} to {}", upstream.id);
         let body = Self::body(&SetUpstreamRequest {
             listen: route.listen,
@@ -149,7 +148,7 @@ impl ProxyClient {
 
     /// Removes the app and closes its listener. Succeeds if the app is already gone.
     pub async fn remove_app(&self, app: &str) -> Result<(), ProxyError> {
-        validate_name("app", app)?;
+        app_name(app)?;
         self.call(
             &format!("remove {app}"),
             Method::DELETE,
@@ -180,8 +179,8 @@ impl ProxyClient {
         timeout: Duration,
         long_lived_grace: Option<Duration>,
     ) -> Result<DrainReport, ProxyError> {
-        validate_name("app", app)?;
-        validate_name("upstream id", upstream_id)?;
+        app_name(app)?;
+        upstream_id.parse::<ContainerId>()?;
         let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
         let body = Self::body(&DrainRequest {
             upstream_id: upstream_id.to_owned(),
@@ -199,7 +198,7 @@ impl ProxyClient {
 
     /// Per-upstream counters of `app` (current and retired upstreams).
     pub async fn stats(&self, app: &str) -> Result<AppStats, ProxyError> {
-        validate_name("app", app)?;
+        app_name(app)?;
         self.call(
             &format!("stats of {app}"),
             Method::GET,
@@ -217,7 +216,7 @@ impl ProxyClient {
     /// Runs, pauses (requests held up to the mode's timeout) or stops (503 page) an app.
     /// Persisted: the mode survives a proxy restart.
     pub async fn set_mode(&self, app: &str, mode: &Mode) -> Result<(), ProxyError> {
-        validate_name("app", app)?;
+        app_name(app)?;
         self.call(
             &format!("set mode of {app}"),
             Method::PUT,
@@ -235,8 +234,8 @@ impl ProxyClient {
     /// Drops a retired upstream's counters (after its container is discarded). Retired
     /// upstreams are also dropped automatically beyond the newest few.
     pub async fn forget_upstream(&self, app: &str, upstream_id: &str) -> Result<(), ProxyError> {
-        validate_name("app", app)?;
-        validate_name("upstream id", upstream_id)?;
+        app_name(app)?;
+        upstream_id.parse::<ContainerId>()?;
         self.call(
             &format!("forget {upstream_id} of {app}"),
             Method::DELETE,

@@ -45,6 +45,8 @@ pub enum ProxyError {
     UnknownUpstream { app: String, id: String },
     #[error("app `{app}`: upstream `{id}` still takes traffic; switch the app to another upstream first")]
     StillCurrent { app: String, id: String },
+    #[error(transparent)]
+    Id(#[from] slipway_proto::IdError),
     #[error("{what} `{value}` is invalid: {reason}")]
     Invalid {
         what: &'static str,
@@ -87,7 +89,7 @@ impl ProxyError {
             | ProxyError::HostTaken { .. }
             | ProxyError::NoAcme(..) => 409,
             ProxyError::Certificate { .. } => 400,
-            ProxyError::Invalid { .. } => 400,
+            ProxyError::Invalid { .. } | ProxyError::Id(_) => 400,
             _ => 500,
         }
     }

@@ -188,7 +188,7 @@ async fn handle(
         );
     };
     if let Some(p) = pending.as_mut() {
-        p.upstream = Some(up.upstream.id.clone());
+        p.upstream = Some(up.upstream.id.to_string());
     }
     let limits = &conn.ctx.cfg.limits;
     let too_large = req

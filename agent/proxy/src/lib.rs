@@ -99,7 +99,7 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
         }
         table::Loaded::Table(t) => {
             info!(state = %cfg.state_file.display(), routes = t.routes.len(), "routing table restored");
-            router.restore(t);
+            router.restore(t).await;
         }
         table::Loaded::Corrupt { reason, moved_to } => error!(
             state = %cfg.state_file.display(), moved_to = %moved_to.display(), %reason,

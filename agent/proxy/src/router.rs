@@ -51,30 +51,9 @@ pub(crate) fn bind_tcp(app: &str, addr: SocketAddr) -> Result<TcpListener, Proxy
     socket.listen(defaults::LISTEN_BACKLOG).map_err(err)
 }
 
-/// Upstream ids are container ids; they become metric labels and URL path segments.
-pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), ProxyError> {
-    let invalid = |reason: String| ProxyError::Invalid {
-        what,
-        value: value.to_owned(),
-        reason,
-    };
-    if what == "app" {
-        return slipway_proto::spec::valid_app_name(value).map_err(invalid);
-    }
-    if value.is_empty() || value.len() > 128 {
-        return Err(invalid("must be 1 to 128 characters".into()));
-    }
-    if !value.as_bytes()[0].is_ascii_alphanumeric()
-        || !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(invalid(
-            "may hold only letters, digits, `-`, `_` and `.`, starting with a letter or digit"
-                .into(),
-        ));
-    }
-    Ok(())
+/// Checks an app name from a request (the rule is [`slipway_proto::AppName`]'s).
+pub(crate) fn app_name(value: &str) -> Result<slipway_proto::AppName, ProxyError> {
+    Ok(value.parse()?)
 }
 
 /// All apps, the shared connection context, and where the table is persisted.
@@ -246,13 +225,15 @@ impl Router {
     }
 
     /// Binds with retries: a previous proxy may still be letting go of the port.
-    fn bind_retrying<T>(mut bind: impl FnMut() -> Result<T, ProxyError>) -> Result<T, ProxyError> {
+    async fn bind_retrying<T>(
+        mut bind: impl FnMut() -> Result<T, ProxyError>,
+    ) -> Result<T, ProxyError> {
         let mut bound = bind();
         for _ in 0..defaults::RESTORE_BIND_RETRIES {
             if bound.is_ok() {
                 break;
             }
-            std::thread::sleep(defaults::RESTORE_BIND_RETRY_DELAY);
+            tokio::time::sleep(defaults::RESTORE_BIND_RETRY_DELAY).await;
             bound = bind();
         }
         bound
@@ -260,7 +241,7 @@ impl Router {
 
     /// Starts the routes of a table read at start-up. A port that cannot be bound is logged
     /// and kept in the table (the next `set_upstream` retries it).
-    pub(crate) fn restore(&self, t: RouteTable) {
+    pub(crate) async fn restore(&self, t: RouteTable) {
         for r in t.routes {
             let app = Arc::new(App::new(&r.app, r.listen, r.protocol));
             let state = app.state_for(&r.upstream);
@@ -271,8 +252,9 @@ impl Router {
                 edge: r.edge.clone(),
             };
             if route.own_port() {
+                let bound = Self::bind_retrying(|| self.bind_listener(&r.app, r.listen)).await;
                 let mut slot = app.listener.lock().unwrap();
-                match Self::bind_retrying(|| self.bind_listener(&r.app, r.listen)) {
+                match bound {
                     Ok(l) => self.start_listener(&app, l, &mut slot),
                     Err(e) => {
                         error!(app = %r.app, error = %e, "restored route has no listener");
@@ -280,7 +262,7 @@ impl Router {
                     }
                 }
             }
-            if let Err(e) = Self::bind_retrying(|| self.ensure_shared(&r.app, &r.edge)) {
+            if let Err(e) = Self::bind_retrying(|| self.ensure_shared(&r.app, &r.edge)).await {
                 error!(app = %r.app, error = %e, "restored route: shared listener is not up");
             }
             match self.load_certs(&r.app, &r.edge) {
@@ -319,8 +301,7 @@ impl Router {
         route: RouteSpec,
         upstream: Upstream,
     ) -> Result<Option<Upstream>, ProxyError> {
-        validate_name("app", name)?;
-        validate_name("upstream id", &upstream.id)?;
+        app_name(name)?;
         route.edge.validate().map_err(|e| ProxyError::Invalid {
             what: "edge spec of app",
             value: name.to_owned(),
@@ -458,7 +439,7 @@ impl Router {
     /// Removes the app and closes its listener; open connections finish gracefully.
     /// Removing an unknown app succeeds (the agent may retry after a crash).
     pub(crate) async fn remove_app(&self, name: &str) -> Result<(), ProxyError> {
-        validate_name("app", name)?;
+        app_name(name)?;
         let _ops = self.ops.lock().await;
         if !self.apps.read().unwrap().contains_key(name) {
             info!(app = name, "remove: app has no route; nothing to do");
@@ -504,13 +485,9 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert!(validate_name("app", "web-1").is_ok());
-        assert!(validate_name("app", "Web").is_err());
-        assert!(validate_name("upstream id", "web-1.abc_def").is_ok());
-        let e = validate_name("upstream id", "../x")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("upstream id `../x` is invalid"), "{e}");
-        assert!(validate_name("upstream id", "").is_err());
+        assert!(app_name("web-1").is_ok());
+        let e = app_name("Web").unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("app `Web` is invalid"), "{e}");
     }
 }

@@ -59,20 +59,29 @@ pub(crate) enum Loaded {
     },
 }
 
-fn parse(bytes: &[u8]) -> Result<RouteTable, String> {
-    let t: RouteTable = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+/// Why a routing table file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TableError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("version {0} (this proxy reads {TABLE_VERSION})")]
+    Version(u32),
+    #[error(transparent)]
+    Id(#[from] slipway_proto::IdError),
+    #[error("app `{0}` listed twice")]
+    Duplicate(String),
+}
+
+fn parse(bytes: &[u8]) -> Result<RouteTable, TableError> {
+    let t: RouteTable = serde_json::from_slice(bytes)?;
     if t.version != TABLE_VERSION {
-        return Err(format!(
-            "version {} (this proxy reads {TABLE_VERSION})",
-            t.version
-        ));
+        return Err(TableError::Version(t.version));
     }
     let mut seen = std::collections::HashSet::new();
     for r in &t.routes {
-        crate::router::validate_name("app", &r.app).map_err(|e| e.to_string())?;
-        crate::router::validate_name("upstream id", &r.upstream.id).map_err(|e| e.to_string())?;
+        r.app.parse::<slipway_proto::AppName>()?;
         if !seen.insert(&r.app) {
-            return Err(format!("app `{}` listed twice", r.app));
+            return Err(TableError::Duplicate(r.app.clone()));
         }
     }
     Ok(t)
@@ -104,7 +113,10 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, ProxyError> {
                 path: path.to_owned(),
                 source,
             })?;
-            Ok(Loaded::Corrupt { reason, moved_to })
+            Ok(Loaded::Corrupt {
+                reason: reason.to_string(),
+                moved_to,
+            })
         }
     }
 }
@@ -150,7 +162,7 @@ mod tests {
                 listen: 8080,
                 protocol: Protocol::Http,
                 upstream: Upstream {
-                    id: "c1".into(),
+                    id: "c1".parse().unwrap(),
                     addr: "10.1.0.2:80".parse().unwrap(),
                 },
                 edge: EdgeSpec::default(),
@@ -207,11 +219,13 @@ mod tests {
         t.routes.push(t.routes[0].clone());
         assert!(parse(&serde_json::to_vec(&t).unwrap())
             .unwrap_err()
+            .to_string()
             .contains("twice"));
         let mut t = table();
         t.version = 9;
         assert!(parse(&serde_json::to_vec(&t).unwrap())
             .unwrap_err()
+            .to_string()
             .contains("version 9"));
     }
 }

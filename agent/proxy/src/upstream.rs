@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use hyper::header::HeaderValue;
 use serde::{Deserialize, Serialize};
+use slipway_proto::ContainerId;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
@@ -23,7 +24,7 @@ use crate::pool::Pool;
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// Container id; names the upstream in stats, drain and logs.
-    pub id: String,
+    pub id: ContainerId,
     pub addr: SocketAddr,
 }
 
@@ -156,7 +157,7 @@ mod tests {
 
     fn state() -> Arc<UpstreamState> {
         Arc::new(UpstreamState::new(Upstream {
-            id: "c1".into(),
+            id: "c1".parse().unwrap(),
             addr: "127.0.0.1:8080".parse().unwrap(),
         }))
     }
@@ -187,7 +188,7 @@ mod tests {
     #[test]
     fn upstream_json_shape() {
         let u = Upstream {
-            id: "abc".into(),
+            id: "abc".parse().unwrap(),
             addr: "10.0.0.2:80".parse().unwrap(),
         };
         let j = serde_json::to_string(&u).unwrap();

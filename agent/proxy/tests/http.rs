@@ -69,7 +69,7 @@ async fn dead_upstream_answers_502_and_counts_against_it() {
     let proxy = Proxy::start(dir.path()).await;
     let a = Backend::start("a").await;
     let dead = Upstream {
-        id: "dead".into(),
+        id: "dead".parse().unwrap(),
         addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
     };
     proxy
@@ -253,7 +253,7 @@ async fn upstream_hanging_up_idle_connections_costs_no_request() {
     let proxy = Proxy::start(dir.path()).await;
     let (addr, accepted) = hang_up_upstream().await;
     let up = Upstream {
-        id: "flaky".into(),
+        id: "flaky".parse().unwrap(),
         addr,
     };
     proxy

@@ -64,7 +64,7 @@ async fn h2c_backend() -> (Upstream, tokio::task::JoinHandle<()>) {
         }
     });
     let up = Upstream {
-        id: "grpc-1".into(),
+        id: "grpc-1".parse().unwrap(),
         addr,
     };
     (up, task)

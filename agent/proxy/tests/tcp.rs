@@ -80,7 +80,7 @@ async fn unreachable_tcp_upstream_counts_a_connect_error() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path()).await;
     let dead = slipway_proxy::Upstream {
-        id: "dead".into(),
+        id: "dead".parse().unwrap(),
         addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
     };
     proxy

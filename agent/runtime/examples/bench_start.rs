@@ -125,7 +125,7 @@ fn release(seq: u64) -> Release {
     .unwrap();
     let digest = Digest::of(format!("bench-{}-{seq}", std::process::id()).as_bytes());
     Release {
-        app: "bench".into(),
+        app: "bench".parse().unwrap(),
         seq,
         image: format!("registry.test/bench@{digest}"),
         spec,

@@ -6,7 +6,7 @@ use crate::container::ContainerInfo;
 use crate::error::{io, RuntimeError};
 use crate::rootfs::{self, RootfsPaths};
 use crate::runc::RuncState;
-use crate::state::{Phase, Record};
+use crate::state::{Record, RecordPhase};
 use crate::Runtime;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -33,7 +33,7 @@ impl Runtime {
     /// interrupted discards.
     pub async fn adopt(
         &self,
-        known: &dyn Fn(&ContainerInfo) -> bool,
+        known: &(dyn Fn(&ContainerInfo) -> bool + Sync),
     ) -> Result<AdoptReport, RuntimeError> {
         let mut report = AdoptReport::default();
         let mut runc: HashMap<String, RuncState> = self
@@ -60,11 +60,11 @@ impl Runtime {
                 }
                 continue;
             };
-            if rec.phase == Phase::Discarded {
+            if rec.phase == RecordPhase::Discarded {
                 continue;
             }
             let status = state.as_ref().map(|s| s.status.as_str());
-            let adoptable = matches!(rec.phase, Phase::Created | Phase::Started)
+            let adoptable = matches!(rec.phase, RecordPhase::Created | RecordPhase::Started)
                 && matches!(status, Some("running") | Some("paused"));
             if adoptable {
                 let info = rec.info(state.as_ref());
@@ -73,9 +73,9 @@ impl Runtime {
                     continue;
                 }
                 let pid = state.as_ref().map(|s| s.pid).unwrap_or_default();
-                if rec.phase == Phase::Created || rec.pid != Some(pid) {
+                if rec.phase == RecordPhase::Created || rec.pid != Some(pid) {
                     // The crash came between `runc start` and recording it.
-                    rec.phase = Phase::Started;
+                    rec.phase = RecordPhase::Started;
                     rec.pid = Some(pid);
                     rec.started_at.get_or_insert(SystemTime::now());
                     rec.save(&dir)?;
@@ -85,7 +85,7 @@ impl Runtime {
                 }
                 tracing::info!(container = %id, pid, "adopted");
                 report.adopted.push(id);
-            } else if rec.phase == Phase::Started && status == Some("stopped") {
+            } else if rec.phase == RecordPhase::Started && status == Some("stopped") {
                 report.exited.push(id);
             } else {
                 // Preparing, created-but-never-started, vanished from runc, or a discard

@@ -6,8 +6,9 @@ use crate::network::{netns_add, netns_name, netns_path};
 use crate::reaper::{self, Exit};
 use crate::rootfs::{self, RootfsPaths};
 use crate::runc::{ExecOutput, RuncState};
-use crate::state::{write_atomic, Durability, Phase, Record};
+use crate::state::{write_atomic, Durability, Record, RecordPhase};
 use crate::{defaults, logs, Runtime, Shared};
+use slipway_proto::{AppName, ContainerId};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ pub(crate) const RUNC_LOG: &str = "runc.log";
 /// What to run: one release, its image config and its unpacked layers.
 pub struct ContainerSpec<'a> {
     /// `<app>-<seq>-<short digest>`, as [`slipway_proto::Release::container_id`] makes it.
-    pub id: String,
+    pub id: ContainerId,
     pub release: &'a slipway_proto::Release,
     pub image_config: &'a oci_spec::image::ImageConfiguration,
     /// Unpacked layer dirs, base layer first.
@@ -32,7 +33,7 @@ pub struct ContainerSpec<'a> {
 /// Where a container is in its life, as runc and our record see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum ContainerStatus {
     /// Being set up (or left half-made by a crash; [`Runtime::adopt`] cleans it).
     Preparing,
     /// Created by runc, process not started.
@@ -48,15 +49,15 @@ pub enum Status {
 /// A container as [`Runtime::list`] and [`Runtime::start`] report it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ContainerInfo {
-    pub id: String,
-    pub app: String,
+    pub id: ContainerId,
+    pub app: AppName,
     pub seq: u64,
     /// `repository@sha256:...`
     pub image: String,
     /// Address on the bridge; unspecified (`0.0.0.0`) until CNI has given one.
     pub address: IpAddr,
     pub pid: Option<i32>,
-    pub status: Status,
+    pub status: ContainerStatus,
     /// When the process was started (creation time while not started).
     pub started_at: SystemTime,
     /// Exit code (128+signal) once stopped, when the agent saw it exit.
@@ -74,26 +75,9 @@ pub enum CrashPoint {
     AfterStart,
 }
 
-/// Checks a container id: `[a-z0-9-]`, starts with a letter, at most 128 bytes (it becomes
-/// a file name, a netns name and a cgroup name).
-pub fn check_id(id: &str) -> Result<(), RuntimeError> {
-    let bad = |reason| RuntimeError::BadId {
-        id: id.escape_debug().to_string(),
-        reason,
-    };
-    if id.is_empty() || id.len() > 128 {
-        return Err(bad("must be 1..=128 characters"));
-    }
-    if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
-        return Err(bad("must start with a lowercase letter"));
-    }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(bad("may only hold a-z, 0-9 and `-`"));
-    }
-    Ok(())
+/// Checks that `id` follows the container id rule (it names a dir, a netns and a cgroup).
+pub(crate) fn check_id(id: &str) -> Result<ContainerId, RuntimeError> {
+    Ok(id.parse()?)
 }
 
 impl Shared {
@@ -118,12 +102,12 @@ impl Shared {
 impl Record {
     pub(crate) fn info(&self, runc: Option<&RuncState>) -> ContainerInfo {
         let status = match (self.phase, runc.map(|s| s.status.as_str())) {
-            (Phase::Discarding, _) => Status::Discarding,
-            (_, Some("created")) => Status::Created,
-            (_, Some("running")) => Status::Running,
-            (_, Some("paused")) => Status::Paused,
-            (Phase::Preparing, None) => Status::Preparing,
-            _ => Status::Stopped,
+            (RecordPhase::Discarding, _) => ContainerStatus::Discarding,
+            (_, Some("created")) => ContainerStatus::Created,
+            (_, Some("running")) => ContainerStatus::Running,
+            (_, Some("paused")) => ContainerStatus::Paused,
+            (RecordPhase::Preparing, None) => ContainerStatus::Preparing,
+            _ => ContainerStatus::Stopped,
         };
         ContainerInfo {
             id: self.id.clone(),
@@ -150,14 +134,10 @@ impl Runtime {
     /// On failure everything made so far is torn down and the error says what failed.
     pub async fn start(&self, spec: ContainerSpec<'_>) -> Result<ContainerInfo, RuntimeError> {
         let id = spec.id.clone();
-        check_id(&id)?;
         let release = spec.release;
         if let Ok(expected) = release.container_id() {
             if expected != id {
-                return Err(RuntimeError::BadId {
-                    id,
-                    reason: "must be `<app>-<seq>-<short digest>` of its release",
-                });
+                return Err(RuntimeError::IdMismatch { id, expected });
             }
         }
         self.hand_over_volumes(&id, release).await?;
@@ -174,11 +154,11 @@ impl Runtime {
                 // A discarded container whose process never ran (a failed start, or one a
                 // crash left half-made) may be tried again; anything that ran may not.
                 match Record::load(&dir) {
-                    Ok(Some(r)) if r.phase == Phase::Discarded && r.started_at.is_none() => {
+                    Ok(Some(r)) if r.phase == RecordPhase::Discarded && r.started_at.is_none() => {
                         std::fs::remove_dir_all(&dir).map_err(io(&dir, "remove"))?;
                         private().map_err(io(&dir, "create container dir"))?;
                     }
-                    _ => return Err(RuntimeError::Exists { id }),
+                    _ => return Err(RuntimeError::Exists { id: id.to_string() }),
                 }
             }
             Err(e) => return Err(io(&dir, "create container dir")(e)),
@@ -186,15 +166,15 @@ impl Runtime {
         // runc keeps each container's state in `<root>/<id>`: a stat, not a runc process.
         if self.cfg.runc_root.join(&id).exists() {
             let _ = std::fs::remove_dir(&dir);
-            return Err(RuntimeError::Exists { id });
+            return Err(RuntimeError::Exists { id: id.to_string() });
         }
         let mut rec = Record {
             id: id.clone(),
             app: release.app.clone(),
             seq: release.seq,
             image: release.image.clone(),
-            phase: Phase::Preparing,
-            netns: netns_name(&format!("{}-{id}", self.tag)),
+            phase: RecordPhase::Preparing,
+            netns: netns_name(&self.cfg.runc_root, &id),
             address: None,
             pid: None,
             stop_grace_ms: release.spec.stop_grace.as_millis() as u64,
@@ -240,7 +220,9 @@ impl Runtime {
         // The address reaches the record with the next save (after `runc create`).
         rec.cni_id = Some(rec.netns.clone());
         rec.save(dir)?;
+        let t = std::time::Instant::now();
         rec.address = Some(self.net.add(&rec.netns, &ns, &netconf).await?);
+        tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "CNI add done");
         self.maybe_crash(CrashPoint::AfterNetwork);
 
         let paths = RootfsPaths::new(dir);
@@ -277,12 +259,14 @@ impl Runtime {
         let stdout = logs::open_append(&out).map_err(io(&out, "open log"))?;
         let stderr = logs::open_append(&err).map_err(io(&err, "open log"))?;
         let pid_file = dir.join(PID_FILE);
+        let t = std::time::Instant::now();
         self.runc
             .create(id, dir, &pid_file, &dir.join(RUNC_LOG), stdout, stderr)
             .await?;
+        tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "runc create done");
         let pid = crate::runc::read_pid(&pid_file);
         rec.pid = pid;
-        rec.phase = Phase::Created;
+        rec.phase = RecordPhase::Created;
         rec.save(dir)?;
         if let Some(pid) = pid {
             // Supervise before start, so even an instant exit is reaped and recorded.
@@ -290,16 +274,18 @@ impl Runtime {
         }
         self.maybe_crash(CrashPoint::AfterCreate);
 
+        let t = std::time::Instant::now();
         self.runc.start(id).await?;
+        tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "runc start done");
         self.maybe_crash(CrashPoint::AfterStart);
-        rec.phase = Phase::Started;
+        rec.phase = RecordPhase::Started;
         rec.started_at = Some(SystemTime::now());
         rec.save(dir)?;
         tracing::info!(container = %id, address = ?rec.address, "started");
         // Reported as running without asking runc again (a process spawn): an instant exit
         // shows up in the next `list`.
         let mut info = rec.info(None);
-        info.status = Status::Running;
+        info.status = ContainerStatus::Running;
         Ok(info)
     }
 
@@ -345,7 +331,9 @@ impl Runtime {
             let lock = shared.lock(&id);
             let _g = lock.lock().await;
             if let Ok(Some(mut rec)) = Record::load(&dir) {
-                if matches!(rec.phase, Phase::Created | Phase::Started) && rec.exit_code.is_none() {
+                if matches!(rec.phase, RecordPhase::Created | RecordPhase::Started)
+                    && rec.exit_code.is_none()
+                {
                     rec.exit_code = exit.code;
                     let _ = rec.save(&dir);
                 }
@@ -382,8 +370,8 @@ impl Runtime {
         let mut out = Vec::new();
         for (_, dir) in crate::state::container_dirs(&self.cfg.state_dir)? {
             if let Some(rec) = Record::load(&dir)? {
-                if rec.phase != Phase::Discarded {
-                    out.push(rec.info(runc.get(&rec.id)));
+                if rec.phase != RecordPhase::Discarded {
+                    out.push(rec.info(runc.get(rec.id.as_str())));
                 }
             }
         }

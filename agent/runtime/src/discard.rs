@@ -6,7 +6,7 @@ use crate::error::RuntimeError;
 use crate::network::{netns_del, netns_path};
 use crate::reaper;
 use crate::rootfs::{self, RootfsPaths};
-use crate::state::{Phase, Record};
+use crate::state::{Record, RecordPhase};
 use crate::{defaults, logs, Runtime};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,10 +30,10 @@ impl Runtime {
             }
             return Ok(());
         };
-        if rec.phase == Phase::Discarded {
+        if rec.phase == RecordPhase::Discarded {
             return Ok(());
         }
-        rec.phase = Phase::Discarding;
+        rec.phase = RecordPhase::Discarding;
         rec.save(&dir)?;
         self.teardown(&dir, &mut rec, grace).await
     }
@@ -87,13 +87,13 @@ impl Runtime {
                 .strip_prefix(defaults::NETNS_PREFIX)
                 .unwrap_or(&id),
         );
-        rec.phase = Phase::Discarded;
+        rec.phase = RecordPhase::Discarded;
         rec.netconf = None;
         if rec.exit_code.is_none() {
             rec.exit_code = exit.and_then(|e| e.code);
         }
         rec.save(dir)?;
-        self.shared.exits.lock().unwrap().remove(&id);
+        self.shared.exits.lock().unwrap().remove(id.as_str());
         self.prune_logs(&rec.app);
         tracing::info!(container = %id, "discarded");
         Ok(())
@@ -164,7 +164,7 @@ impl Runtime {
             .into_iter()
             .filter_map(|(_, d)| {
                 let r = Record::load(&d).ok()??;
-                (r.app == app && r.phase == Phase::Discarded).then_some((r.seq, d))
+                (r.app == app && r.phase == RecordPhase::Discarded).then_some((r.seq, d))
             })
             .collect();
         gone.sort_by_key(|g| std::cmp::Reverse(g.0));

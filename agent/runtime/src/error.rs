@@ -103,8 +103,13 @@ pub enum RuntimeError {
     Exists { id: String },
     #[error("no container {id} in {state_dir}")]
     NotFound { id: String, state_dir: PathBuf },
-    #[error("container id `{id}` is not valid: {reason}")]
-    BadId { id: String, reason: &'static str },
+    #[error(transparent)]
+    BadId(#[from] slipway_proto::IdError),
+    #[error("container id `{id}` does not match its release, whose id is `{expected}`")]
+    IdMismatch {
+        id: slipway_proto::ContainerId,
+        expected: slipway_proto::ContainerId,
+    },
     #[error("container {id} is {status}, not running")]
     NotRunning { id: String, status: String },
     #[error("state record {path} is corrupt: {reason}; move it aside to let the agent clean up")]

@@ -28,7 +28,7 @@ pub mod volumes;
 
 pub use adopt::AdoptReport;
 pub use config::{CniConfig, RuntimeConfig};
-pub use container::{ContainerInfo, ContainerSpec, CrashPoint, Status};
+pub use container::{ContainerInfo, ContainerSpec, ContainerStatus, CrashPoint};
 pub use error::{BundleError, NetworkError, RuncError, RuntimeError};
 pub use runc::ExecOutput;
 
@@ -44,9 +44,6 @@ pub struct Runtime {
     net: network::Network,
     mounter: Box<dyn rootfs::Mounter>,
     shared: Arc<Shared>,
-    /// Short hash of the runc root: makes netns and cgroup names unique per runtime, so
-    /// several agents on one machine (test beds) never share them.
-    tag: String,
 }
 
 /// Becomes `Some` when a supervised container's init has exited and been reaped.
@@ -94,8 +91,6 @@ impl Runtime {
             },
             mounter: Box::new(rootfs::SysMounter),
             shared: Arc::default(),
-            tag: slipway_proto::Digest::of(cfg.runc_root.to_string_lossy().as_bytes()).hex()[..6]
-                .to_string(),
             cfg,
         })
     }

@@ -24,9 +24,16 @@ pub struct Network {
     pub ipam_dir: PathBuf,
 }
 
-/// Name of a container's network namespace.
-pub fn netns_name(id: &str) -> String {
-    format!("{}{id}", defaults::NETNS_PREFIX)
+/// Name under `/run/netns` of container `id` of the runtime whose runc root is `runc_root`:
+/// `slipway-<runtime tag>-<id>`. The one place that names a netns; tests use it too.
+pub fn netns_name(runc_root: &Path, id: &str) -> String {
+    format!("{}{}-{id}", defaults::NETNS_PREFIX, runtime_tag(runc_root))
+}
+
+/// Short hash of a runc root: makes netns and cgroup names unique per runtime, so several
+/// agents on one machine (test beds) never share them.
+pub fn runtime_tag(runc_root: &Path) -> String {
+    slipway_proto::Digest::of(runc_root.to_string_lossy().as_bytes()).hex()[..6].to_string()
 }
 
 pub fn netns_path(name: &str) -> PathBuf {

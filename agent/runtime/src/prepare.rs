@@ -87,7 +87,8 @@ impl Runtime {
                 continue;
             };
             let shared: Vec<&String> = rec.volumes.iter().filter(|v| wanted.contains(v)).collect();
-            if other == id || shared.is_empty() || rec.phase == crate::state::Phase::Discarded {
+            if other == id || shared.is_empty() || rec.phase == crate::state::RecordPhase::Discarded
+            {
                 continue;
             }
             tracing::warn!(

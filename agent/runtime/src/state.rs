@@ -14,7 +14,7 @@ pub const RECORD: &str = "state.json";
 /// How far a container got; written *before* each step so a crash is always cleaned up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Phase {
+pub enum RecordPhase {
     /// Dir, rootfs, netns or `runc create` in progress; nothing has run yet.
     Preparing,
     /// `runc create` done, pid known; `runc start` may or may not have run.
@@ -31,11 +31,11 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
-    pub id: String,
-    pub app: String,
+    pub id: slipway_proto::ContainerId,
+    pub app: slipway_proto::AppName,
     pub seq: u64,
     pub image: String,
-    pub phase: Phase,
+    pub phase: RecordPhase,
     /// Name under `/run/netns`.
     pub netns: String,
     pub address: Option<IpAddr>,
@@ -155,11 +155,11 @@ mod tests {
 
     fn record() -> Record {
         Record {
-            id: "web-1-0123456789ab".into(),
-            app: "web".into(),
+            id: "web-1-0123456789ab".parse().unwrap(),
+            app: "web".parse().unwrap(),
             seq: 1,
             image: "r/web@sha256:00".into(),
-            phase: Phase::Preparing,
+            phase: RecordPhase::Preparing,
             netns: "slipway-web-1-0123456789ab".into(),
             address: None,
             pid: None,
@@ -179,7 +179,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = record();
         r.save_new(dir.path()).unwrap();
-        r.phase = Phase::Started;
+        r.phase = RecordPhase::Started;
         r.pid = Some(42);
         r.save(dir.path()).unwrap();
         assert_eq!(Record::load(dir.path()).unwrap(), Some(r));

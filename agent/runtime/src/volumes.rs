@@ -5,7 +5,7 @@
 
 use crate::bundle::Bind;
 use crate::error::{io, BundleError, RuntimeError};
-use crate::state::{Phase, Record};
+use crate::state::{Record, RecordPhase};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -301,7 +301,7 @@ fn users(state_dir: &Path) -> Result<Vec<(String, Vec<String>)>, RuntimeError> {
     let mut out = Vec::new();
     for (id, dir) in crate::state::container_dirs(state_dir)? {
         if let Some(r) = Record::load(&dir)? {
-            if r.phase != Phase::Discarded && !r.volumes.is_empty() {
+            if r.phase != RecordPhase::Discarded && !r.volumes.is_empty() {
                 out.push((id, r.volumes));
             }
         }

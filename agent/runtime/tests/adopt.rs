@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use serde::{Deserialize, Serialize};
 use slipway_proto::Release;
-use slipway_runtime::{ContainerSpec, CrashPoint, RuntimeConfig, Status};
+use slipway_runtime::{ContainerSpec, ContainerStatus, CrashPoint, RuntimeConfig};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,7 +54,7 @@ async fn crash_helper() {
 }
 
 /// Runs the crashing agent and returns (fixture, healthy id, doomed id).
-fn crash(fx: &Fixture, at: &str) -> (String, String) {
+fn crash(fx: &Fixture, at: &str) -> (slipway_proto::ContainerId, slipway_proto::ContainerId) {
     let plan = Plan {
         cfg: fx.cfg.clone(),
         layers: fx.layers("still here"),
@@ -92,10 +92,10 @@ async fn crash_between_create_and_start_is_cleaned_and_healthy_containers_keep_r
     );
     let before = rt.list().await.unwrap();
     let h = before.iter().find(|c| c.id == healthy).unwrap().clone();
-    assert_eq!(h.status, Status::Running);
+    assert_eq!(h.status, ContainerStatus::Running);
     assert_eq!(
         before.iter().find(|c| c.id == doomed).unwrap().status,
-        Status::Created
+        ContainerStatus::Created
     );
 
     let report = rt.adopt(&|c| c.app == "web").await.unwrap();
@@ -106,7 +106,10 @@ async fn crash_between_create_and_start_is_cleaned_and_healthy_containers_keep_r
     // The healthy one was never touched: same process, still serving.
     let after = rt.list().await.unwrap();
     assert_eq!(after.len(), 1);
-    assert_eq!((after[0].pid, after[0].status), (h.pid, Status::Running));
+    assert_eq!(
+        (after[0].pid, after[0].status),
+        (h.pid, ContainerStatus::Running)
+    );
     assert_eq!(get(h.address, SECS_5).unwrap(), "still here");
     // The half-made one left nothing behind.
     fx.assert_gone(&doomed);
@@ -117,7 +120,7 @@ async fn crash_between_create_and_start_is_cleaned_and_healthy_containers_keep_r
     let again = rt.adopt(&|_| true).await.unwrap();
     assert_eq!(
         (again.adopted, again.cleaned),
-        (vec![healthy.clone()], vec![])
+        (vec![healthy.to_string()], vec![])
     );
 
     // The adopted container is supervised: discard reaps it and records its exit.
@@ -158,7 +161,7 @@ async fn crash_between_start_and_recording_it_is_adopted_not_restarted() {
     );
     assert_eq!(rec(&started)["phase"], "started");
     for c in rt.list().await.unwrap() {
-        assert_eq!(c.status, Status::Running);
+        assert_eq!(c.status, ContainerStatus::Running);
         assert_eq!(get(c.address, SECS_5).unwrap(), "still here");
     }
     for id in [&healthy, &started] {
@@ -194,7 +197,7 @@ async fn crash_after_wiring_the_network_releases_netns_veth_and_address() {
         "the crash left a wired netns without a container"
     );
     assert_eq!(fx.veth_count(), 2);
-    assert!(!fx.runc_list().contains(&doomed));
+    assert!(!fx.runc_list().contains(&doomed.to_string()));
     let ipam = fx.cfg.state_dir.join("_ipam/slipway");
     let allocated = || {
         std::fs::read_dir(&ipam)

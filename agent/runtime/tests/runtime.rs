@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use slipway_runtime::{ContainerSpec, RuntimeError, Status};
+use slipway_runtime::{ContainerSpec, ContainerStatus, RuntimeError};
 use std::time::{Duration, Instant};
 
 const SECS_5: Duration = Duration::from_secs(5);
@@ -29,7 +29,7 @@ async fn serves_its_page_with_limits_in_its_cgroup_and_leaves_nothing_after_disc
     };
     let info = rt.start(spec()).await.unwrap();
     assert_eq!((info.app.as_str(), info.seq), ("web", 1));
-    assert_eq!(info.status, Status::Running);
+    assert_eq!(info.status, ContainerStatus::Running);
     assert!(
         info.address.to_string().starts_with("10.213."),
         "{}",
@@ -52,7 +52,7 @@ async fn serves_its_page_with_limits_in_its_cgroup_and_leaves_nothing_after_disc
     let listed = rt.list().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, id);
-    assert_eq!(listed[0].status, Status::Running);
+    assert_eq!(listed[0].status, ContainerStatus::Running);
     assert!(fx.netns_exists(&id));
     assert!(!fx.veths().is_empty());
 
@@ -210,7 +210,7 @@ async fn a_command_that_exits_at_once_is_reported_stopped_with_its_code_and_outp
     let deadline = Instant::now() + SECS_5;
     let info = loop {
         let c = rt.list().await.unwrap().pop().unwrap();
-        if c.status == Status::Stopped && c.exit_code.is_some() {
+        if c.status == ContainerStatus::Stopped && c.exit_code.is_some() {
             break c;
         }
         assert!(Instant::now() < deadline, "still {:?}", c);

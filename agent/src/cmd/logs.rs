@@ -2,7 +2,7 @@
 
 use super::ps::Settings;
 use anyhow::Context;
-use slipway_runtime::state::{container_dirs, Phase, Record};
+use slipway_runtime::state::{container_dirs, Record, RecordPhase};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,8 +52,8 @@ fn pick(state_dir: &Path, app: &str, seq: Option<u64>) -> anyhow::Result<PathBuf
     for (_, dir) in container_dirs(state_dir)? {
         if let Some(r) = Record::load(&dir)? {
             if r.app == app && seq.is_none_or(|s| s == r.seq) {
-                let live =
-                    matches!(r.phase, Phase::Created | Phase::Started) && r.exit_code.is_none();
+                let live = matches!(r.phase, RecordPhase::Created | RecordPhase::Started)
+                    && r.exit_code.is_none();
                 found.push((live, r.seq, dir));
             }
         }

@@ -1,6 +1,6 @@
 //! `slipway-agent ps`: the containers this host runs, as the runtime sees them.
 
-use slipway_runtime::{ContainerInfo, Runtime, RuntimeConfig, Status};
+use slipway_runtime::{ContainerInfo, ContainerStatus, Runtime, RuntimeConfig};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -44,11 +44,11 @@ fn table(containers: &[ContainerInfo], now: SystemTime) -> String {
             .map(|(_, h)| &h[..h.len().min(12)])
             .unwrap_or("-");
         let state = match (c.status, c.exit_code) {
-            (Status::Stopped, Some(code)) => format!("exited({code})"),
+            (ContainerStatus::Stopped, Some(code)) => format!("exited({code})"),
             (s, _) => status_name(s).to_string(),
         };
         let uptime = match c.status {
-            Status::Running => now
+            ContainerStatus::Running => now
                 .duration_since(c.started_at)
                 .map(|d| {
                     humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
@@ -115,14 +115,14 @@ impl Settings {
     }
 }
 
-pub fn status_name(s: Status) -> &'static str {
+pub fn status_name(s: ContainerStatus) -> &'static str {
     match s {
-        Status::Preparing => "preparing",
-        Status::Created => "created",
-        Status::Running => "running",
-        Status::Paused => "paused",
-        Status::Stopped => "stopped",
-        Status::Discarding => "discarding",
+        ContainerStatus::Preparing => "preparing",
+        ContainerStatus::Created => "created",
+        ContainerStatus::Running => "running",
+        ContainerStatus::Paused => "paused",
+        ContainerStatus::Stopped => "stopped",
+        ContainerStatus::Discarding => "discarding",
     }
 }
 
@@ -135,19 +135,19 @@ mod tests {
     fn table_shows_app_seq_digest_address_state_uptime() {
         let now = SystemTime::now();
         let c = ContainerInfo {
-            id: "web-3-0123456789ab".into(),
-            app: "web".into(),
+            id: "web-3-0123456789ab".parse().unwrap(),
+            app: "web".parse().unwrap(),
             seq: 3,
             image: format!("r.example/web@sha256:{}", "0123456789ab".repeat(5) + "cdef"),
             address: "10.88.0.7".parse().unwrap(),
             pid: Some(42),
-            status: Status::Running,
+            status: ContainerStatus::Running,
             started_at: now - Duration::from_secs(125),
             exit_code: None,
         };
         let mut stopped = c.clone();
         stopped.seq = 2;
-        stopped.status = Status::Stopped;
+        stopped.status = ContainerStatus::Stopped;
         stopped.exit_code = Some(137);
         let t = table(&[stopped, c], now);
         let lines: Vec<&str> = t.lines().collect();

@@ -21,7 +21,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let controller = cfg.controller.clone();
     let agent = Arc::new(Agent::open(cfg).context("starting the agent")?);
     // Logs runc's version and warns of known escapes it lacks fixes for.
-    if let Err(e) = agent.runtime.check_runc().await {
+    if let Err(e) = agent.parts.check_runtime().await {
         tracing::warn!(error = %e, "cannot ask runc for its version");
     }
     tokio::spawn(slipway_agent::expiry::run(agent.clone()));

@@ -1,7 +1,7 @@
 //! `/v1/hosts`: agents register, long-poll their desired set and report phases.
 
-use super::{audit, parse_json, rfc3339, AppState};
-use crate::auth::{valid_host_id, Caller};
+use super::{audit, parse_json, rfc3339, stored_host, AppState};
+use crate::auth::Caller;
 use crate::defaults;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{HostRecord, StatusRecord};
@@ -16,15 +16,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-fn info(h: HostRecord, stale: Vec<StaleRelease>) -> HostInfo {
-    HostInfo {
-        host: h.host,
+fn info(h: HostRecord, stale: Vec<StaleRelease>) -> ApiResult<HostInfo> {
+    Ok(HostInfo {
+        host: stored_host(h.host)?,
         labels: h.labels,
         agent_version: h.agent_version,
         registered_at: rfc3339(h.registered_at),
         last_seen: rfc3339(h.last_seen),
         stale,
-    }
+    })
 }
 
 /// Per host, the releases it last reported serving live past their signature's expiry.
@@ -48,7 +48,8 @@ pub async fn register(
     Path(host): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<HostInfo>> {
-    valid_host_id(&host).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    host.parse::<slipway_proto::HostId>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     caller.require_host(&host, "register as")?;
     let req: RegisterRequest = parse_json(&body)?;
     let before = state.store.host(&host).await?;
@@ -73,7 +74,7 @@ pub async fn register(
         .await?;
     }
     tracing::info!(host, "host registered");
-    Ok(Json(info(rec, Vec::new())))
+    Ok(Json(info(rec, Vec::new())?))
 }
 
 #[derive(Deserialize)]
@@ -224,7 +225,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
                 let s = stale.remove(&h.host).unwrap_or_default();
                 info(h, s)
             })
-            .collect(),
+            .collect::<ApiResult<_>>()?,
     ))
 }
 
@@ -243,15 +244,17 @@ pub async fn status(
     let rows = state.store.statuses(q.app.as_deref()).await?;
     Ok(Json(
         rows.into_iter()
-            .map(|s| StatusRow {
-                host: s.host,
-                app: s.app,
-                seq: s.seq,
-                image: s.image,
-                phase: s.phase,
-                expired_at: s.expired_at.map(rfc3339),
-                updated_at: rfc3339(s.updated_at),
+            .map(|s| {
+                Ok(StatusRow {
+                    host: stored_host(s.host)?,
+                    app: s.app,
+                    seq: s.seq,
+                    image: s.image,
+                    phase: s.phase,
+                    expired_at: s.expired_at.map(rfc3339),
+                    updated_at: rfc3339(s.updated_at),
+                })
             })
-            .collect(),
+            .collect::<ApiResult<_>>()?,
     ))
 }

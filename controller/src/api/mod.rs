@@ -141,6 +141,12 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResu
     })
 }
 
+/// A host id read back from the store, checked again as it goes on the wire.
+pub(crate) fn stored_host(host: String) -> ApiResult<slipway_proto::HostId> {
+    host.try_into()
+        .map_err(|e| ApiError::Internal(format!("stored host: {e}")))
+}
+
 pub(crate) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }

@@ -1,6 +1,6 @@
 //! `/v1/tokens` (admin only) and `/v1/audit`.
 
-use super::{audit as record, parse_json, rfc3339, AppState};
+use super::{audit as record, parse_json, rfc3339, stored_host, AppState};
 use crate::auth::{self, Caller};
 use crate::defaults;
 use crate::error::{ApiError, ApiResult};
@@ -12,13 +12,13 @@ use axum::Json;
 use serde::Deserialize;
 use slipway_proto::api::{AuditEntry, CreateTokenRequest, CreatedToken, TokenInfo};
 
-pub(crate) fn info(t: TokenRecord) -> TokenInfo {
-    TokenInfo {
+pub(crate) fn info(t: TokenRecord) -> ApiResult<TokenInfo> {
+    Ok(TokenInfo {
         name: t.name,
         role: t.role,
-        host: t.host,
+        host: t.host.map(stored_host).transpose()?,
         created_at: rfc3339(t.created_at),
-    }
+    })
 }
 
 pub async fn create(
@@ -54,7 +54,7 @@ pub async fn create(
         StatusCode::CREATED,
         Json(CreatedToken {
             token,
-            info: info(rec),
+            info: info(rec)?,
         }),
     ))
 }
@@ -65,7 +65,13 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<TokenInfo>>> {
     caller.require_admin("list tokens")?;
     Ok(Json(
-        state.store.tokens().await?.into_iter().map(info).collect(),
+        state
+            .store
+            .tokens()
+            .await?
+            .into_iter()
+            .map(info)
+            .collect::<ApiResult<_>>()?,
     ))
 }
 

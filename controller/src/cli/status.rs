@@ -32,7 +32,7 @@ pub async fn status(client: &Client, a: StatusArgs) -> anyhow::Result<()> {
         rows.into_iter()
             .map(|r| {
                 vec![
-                    r.host,
+                    r.host.to_string(),
                     r.app,
                     r.seq.to_string(),
                     phase_cell(&r.phase, r.expired_at.as_deref()),
@@ -95,7 +95,7 @@ pub async fn hosts(client: &Client) -> anyhow::Result<()> {
                 let labels: Vec<String> =
                     h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 vec![
-                    h.host,
+                    h.host.to_string(),
                     labels.join(","),
                     h.agent_version.unwrap_or_default(),
                     h.last_seen,

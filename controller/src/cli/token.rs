@@ -15,7 +15,7 @@ pub enum Command {
         role: Role,
         /// For agent tokens: the host id the token speaks for.
         #[arg(long)]
-        host: Option<String>,
+        host: Option<slipway_proto::HostId>,
     },
     /// List tokens (names and roles; secrets are never shown again).
     List,
@@ -50,7 +50,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                         vec![
                             t.name,
                             t.role.to_string(),
-                            t.host.unwrap_or_default(),
+                            t.host.map(String::from).unwrap_or_default(),
                             t.created_at,
                         ]
                     })

@@ -97,10 +97,11 @@ pub fn parse_app(
             format!("{dir}/{app}/{file}")
         }
     };
-    slipway_proto::spec::valid_app_name(app).map_err(|reason| InvalidApp::Name {
-        file: shown(""),
-        reason,
-    })?;
+    app.parse::<slipway_proto::AppName>()
+        .map_err(|e| InvalidApp::Name {
+            file: shown(""),
+            reason: e.reason.to_string(),
+        })?;
     let text = |file: &str| -> Result<String, InvalidApp> {
         let (_, e) = files
             .iter()
@@ -125,7 +126,7 @@ pub fn parse_app(
     if spec.name != app {
         return Err(InvalidApp::NameMismatch {
             file: shown(APP_FILE),
-            name: spec.name,
+            name: spec.name.to_string(),
             app: app.to_string(),
         });
     }

@@ -26,7 +26,7 @@ macro_rules! impl_store {
                 Self::lock_app(&mut tx, &spec.name).await?;
                 let current: Option<$crate::store::AppRecord> = rows::record(
                     sqlx::query_as::<_, rows::AppRow>(queries::APP)
-                        .bind(&spec.name)
+                        .bind(spec.name.as_str())
                         .fetch_optional(&mut *tx)
                         .await?,
                 )?;
@@ -35,7 +35,7 @@ macro_rules! impl_store {
                 }
                 let version = current.map_or(1, |c| c.version + 1);
                 sqlx::query(queries::INSERT_APP)
-                    .bind(&spec.name)
+                    .bind(spec.name.as_str())
                     .bind(version as i64)
                     .bind(&json)
                     .bind(rows::to_ms(now))
@@ -43,7 +43,7 @@ macro_rules! impl_store {
                     .await?;
                 tx.commit().await?;
                 let rec = $crate::store::AppRecord {
-                    name: spec.name.clone(),
+                    name: spec.name.to_string(),
                     version,
                     spec: spec.clone(),
                     updated_at: now,

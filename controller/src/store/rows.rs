@@ -164,7 +164,9 @@ impl TryFrom<TokenRow> for TokenRecord {
             role: r
                 .role
                 .parse()
-                .map_err(|e: String| corrupt(format!("token {}", r.name), e))?,
+                .map_err(|e: slipway_proto::api::UnknownRole| {
+                    corrupt(format!("token {}", r.name), e.to_string())
+                })?,
             host: r.host,
             hash: r.hash,
             created_at: from_ms(r.created_at),

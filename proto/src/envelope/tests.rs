@@ -16,7 +16,7 @@ fn spec() -> AppSpec {
 fn release(image: &str, expires_in: Duration) -> Release {
     let now = SystemTime::now();
     Release {
-        app: "web".into(),
+        app: "web".parse().unwrap(),
         seq: 7,
         image: image.into(),
         spec: spec(),

@@ -176,7 +176,7 @@ impl Backend {
 
     pub fn upstream(&self) -> Upstream {
         Upstream {
-            id: self.name.clone(),
+            id: self.name.parse().unwrap(),
             addr: self.addr,
         }
     }
@@ -336,7 +336,7 @@ impl TcpBackend {
 
     pub fn upstream(&self) -> Upstream {
         Upstream {
-            id: self.name.clone(),
+            id: self.name.parse().unwrap(),
             addr: self.addr,
         }
     }

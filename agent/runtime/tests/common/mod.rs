@@ -4,6 +4,7 @@
 
 use oci_spec::image::{ConfigBuilder, ImageConfiguration, ImageConfigurationBuilder};
 use slipway_proto::{AppSpec, Release};
+use slipway_runtime::network::{netns_name, NETNS_DIR};
 use slipway_runtime::{CniConfig, Runtime, RuntimeConfig};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -85,7 +86,7 @@ impl Fixture {
         .unwrap();
         let digest = slipway_proto::Digest::of(format!("{}-{app}-{seq}", self.tag).as_bytes());
         Release {
-            app: app.into(),
+            app: app.parse().unwrap(),
             seq,
             image: format!("registry.test/{app}@{digest}"),
             spec,
@@ -97,7 +98,9 @@ impl Fixture {
     }
 
     pub fn netns_exists(&self, id: &str) -> bool {
-        netns_of_id(id).is_some()
+        Path::new(NETNS_DIR)
+            .join(netns_name(&self.cfg.runc_root, id))
+            .exists()
     }
 
     /// veths attached to this fixture's bridge.
@@ -186,7 +189,8 @@ impl Drop for Fixture {
             for e in rd.flatten() {
                 let id = e.file_name().to_string_lossy().to_string();
                 remove_masquerade(&id);
-                if let Some(name) = netns_of_id(&id) {
+                let name = netns_name(&self.cfg.runc_root, &id);
+                if Path::new(NETNS_DIR).join(&name).exists() {
                     let _ = Command::new("ip").args(["netns", "delete", &name]).output();
                 }
             }
@@ -298,19 +302,5 @@ pub fn cgroup_dir(controller: &str, id: &str) -> Option<std::path::PathBuf> {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.ends_with(&suffix) && n.len() == 6 + suffix.len())
-        })
-}
-
-/// The netns of container `id`: `slipway-<runtime tag>-<id>` under /run/netns.
-pub fn netns_of_id(id: &str) -> Option<String> {
-    let suffix = format!("-{id}");
-    std::fs::read_dir("/run/netns")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .find(|n| {
-            n.starts_with("slipway-")
-                && n.ends_with(&suffix)
-                && n.len() == "slipway-".len() + 6 + suffix.len()
         })
 }

@@ -1,0 +1,226 @@
+//! The swap against the fake parts, on a paused clock: supersede, revert during bake, a
+//! container that fails or crashes in start, and a rollback to an older image.
+
+use super::{deploy, Cmd};
+use crate::agent::Agent;
+use crate::config::AgentConfig;
+use crate::parts::fake::FakeParts;
+use crate::state::{DeployPhase, StateFile};
+use slipway_proto::{AppSpec, ContainerId, Release, SigningKey, TrustFile};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+const V1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const V2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+struct Bed {
+    agent: Agent,
+    fake: FakeParts,
+    _dir: tempfile::TempDir,
+}
+
+impl Bed {
+    fn new() -> Bed {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg: AgentConfig = toml::from_str(&format!(
+            "state_dir = {:?}",
+            dir.path().display().to_string()
+        ))
+        .unwrap();
+        let key = SigningKey::generate().unwrap();
+        let trust = TrustFile::new(vec![key.public_key()], 1, 1).unwrap();
+        let state = StateFile::load(dir.path()).unwrap();
+        let fake = FakeParts::default();
+        let agent = Agent::new(cfg, trust, state, Box::new(fake.clone()));
+        Bed {
+            agent,
+            fake,
+            _dir: dir,
+        }
+    }
+
+    fn fake(&self) -> std::sync::MutexGuard<'_, crate::parts::fake::World> {
+        self.fake.world()
+    }
+
+    /// Accepts `rel` as the reconciler would, then deploys it.
+    async fn deploy(&self, rel: &Release, rx: &mut mpsc::Receiver<Cmd>) -> Option<Cmd> {
+        self.agent.update(&rel.app, |s| {
+            s.accepted_seq = rel.seq;
+            s.releases.insert(rel.seq, rel.clone());
+        });
+        deploy(&self.agent, rel.clone(), rx).await
+    }
+
+    fn routed(&self) -> Option<ContainerId> {
+        self.fake().routes.get("web").map(|u| u.id.clone())
+    }
+}
+
+fn release(seq: u64, digest: &str) -> Release {
+    let spec = AppSpec::from_toml(
+        "name = \"web\"\nimage = \"127.0.0.1:5000/web\"\nlisten = 8080\ncontainer_port = 80\n\
+         [swap]\nbake = \"5s\"\n[health]\ndeadline = \"10s\"\n",
+    )
+    .unwrap();
+    let now = SystemTime::now();
+    Release {
+        app: "web".parse().unwrap(),
+        seq,
+        image: format!("127.0.0.1:5000/web@{digest}"),
+        spec,
+        issued_at: now,
+        expires: now + Duration::from_secs(3600),
+        key_set_version: 1,
+        annotations: Default::default(),
+    }
+}
+
+fn id(rel: &Release) -> ContainerId {
+    rel.container_id().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_goes_live_and_the_next_replaces_it() {
+    let bed = Bed::new();
+    let (_tx, mut rx) = mpsc::channel(4);
+    let (r1, r2) = (release(1, V1), release(2, V2));
+    assert!(bed.deploy(&r1, &mut rx).await.is_none());
+    assert_eq!(bed.routed(), Some(id(&r1)));
+    assert!(bed.deploy(&r2, &mut rx).await.is_none());
+    assert_eq!(bed.routed(), Some(id(&r2)));
+    assert_eq!(bed.fake().discarded, vec![id(&r1)]);
+    let st = bed.agent.app_state("web");
+    assert_eq!(st.live_seq, Some(2));
+    assert_eq!(st.live_container, Some(id(&r2)));
+    assert_eq!(st.phase, Some(DeployPhase::Live));
+    assert!(st.history[0].swap_ms.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_release_supersedes_one_still_health_checking() {
+    let bed = Bed::new();
+    let (tx, mut rx) = mpsc::channel(4);
+    let (r1, r2, r3) = (release(1, V1), release(2, V2), release(3, V1));
+    bed.deploy(&r1, &mut rx).await;
+    bed.fake().healthy_probes.insert(id(&r2), 0);
+    tx.send(Cmd::Deploy(Box::new(r3.clone()))).await.unwrap();
+    let next = bed.deploy(&r2, &mut rx).await;
+    assert!(matches!(next, Some(Cmd::Deploy(r)) if r.seq == 3));
+    // The superseded container never took traffic and is gone; v1 still serves.
+    assert_eq!(bed.routed(), Some(id(&r1)));
+    assert!(!bed.fake().containers.contains_key(&id(&r2)));
+    let st = bed.agent.app_state("web");
+    assert_eq!(st.history[0].outcome, DeployPhase::Superseded);
+    assert_eq!(st.failed_seq, None, "a superseded release is not a failure");
+    assert_eq!(st.live_seq, Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_during_bake_switches_back_to_the_old_container() {
+    let bed = Bed::new();
+    let (_tx, mut rx) = mpsc::channel(4);
+    let (r1, r2) = (release(1, V1), release(2, V2));
+    bed.deploy(&r1, &mut rx).await;
+    // Healthy for the health phase, failing once in bake.
+    bed.fake().healthy_probes.insert(id(&r2), 1);
+    let started = tokio::time::Instant::now();
+    assert!(bed.deploy(&r2, &mut rx).await.is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "reverted before the bake ended"
+    );
+    assert_eq!(bed.routed(), Some(id(&r1)));
+    assert!(bed.fake().discarded.contains(&id(&r2)));
+    assert!(bed.fake().containers.contains_key(&id(&r1)));
+    let st = bed.agent.app_state("web");
+    assert_eq!(st.live_seq, Some(1));
+    assert_eq!(st.live_container, Some(id(&r1)));
+    assert_eq!(st.failed_seq, Some(2));
+    assert_eq!(st.history[0].outcome, DeployPhase::RolledBack);
+    let why = st.last_error.unwrap();
+    assert!(
+        why.contains(&format!("rolled back to {}", id(&r1))),
+        "{why}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_during_bake_with_nothing_to_revert_to_stays_live_flagged() {
+    let bed = Bed::new();
+    let (_tx, mut rx) = mpsc::channel(4);
+    let r1 = release(1, V1);
+    bed.fake().healthy_probes.insert(id(&r1), 1);
+    bed.deploy(&r1, &mut rx).await;
+    assert_eq!(bed.routed(), Some(id(&r1)));
+    let st = bed.agent.app_state("web");
+    assert_eq!(st.live_seq, Some(1));
+    assert_eq!(st.failed_seq, None);
+    assert!(st.last_error.unwrap().contains("no previous container"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_that_fails_or_crashes_in_start_is_discarded_and_the_old_keeps_serving() {
+    let bed = Bed::new();
+    let (_tx, mut rx) = mpsc::channel(4);
+    let (r1, r2, r3) = (release(1, V1), release(2, V2), release(3, V2));
+    bed.deploy(&r1, &mut rx).await;
+
+    bed.fake().fail_start.insert(id(&r2));
+    assert!(bed.deploy(&r2, &mut rx).await.is_none());
+    let st = bed.agent.app_state("web");
+    assert_eq!(st.failed_seq, Some(2));
+    let why = st.last_error.unwrap();
+    assert!(
+        why.contains(&format!("container {} did not start", id(&r2))),
+        "{why}"
+    );
+    assert_eq!(st.history[0].outcome, DeployPhase::Failed);
+
+    // Its process exits at once: unhealthy with the exit code, well before the deadline.
+    bed.fake().crash_on_start.insert(id(&r3));
+    let started = tokio::time::Instant::now();
+    bed.deploy(&r3, &mut rx).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let st = bed.agent.app_state("web");
+    assert_eq!(st.failed_seq, Some(3));
+    let why = st.last_error.unwrap();
+    assert!(
+        why.contains("unhealthy") && why.contains("exit code 1"),
+        "{why}"
+    );
+    assert!(bed.fake().discarded.contains(&id(&r3)));
+
+    assert_eq!(bed.routed(), Some(id(&r1)));
+    assert_eq!(st.live_seq, Some(1));
+    // A failed release is not retried.
+    bed.deploy(&r3, &mut rx).await;
+    assert!(!bed.fake().containers.contains_key(&id(&r3)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_is_a_new_release_of_the_older_image_from_the_store() {
+    let bed = Bed::new();
+    let (_tx, mut rx) = mpsc::channel(4);
+    let (r1, r2, r3) = (release(1, V1), release(2, V2), release(3, V1));
+    bed.deploy(&r1, &mut rx).await;
+    bed.deploy(&r2, &mut rx).await;
+    bed.deploy(&r3, &mut rx).await;
+    assert_eq!(bed.routed(), Some(id(&r3)));
+    assert_ne!(
+        id(&r3),
+        id(&r1),
+        "a new container, never the old one restarted"
+    );
+    assert_eq!(
+        bed.fake().pulled.len(),
+        2,
+        "the older image came from the store"
+    );
+    let st = bed.agent.app_state("web");
+    assert_eq!(st.live_seq, Some(3));
+    assert_eq!(
+        bed.fake().containers.keys().cloned().collect::<Vec<_>>(),
+        vec![id(&r3)]
+    );
+}
