@@ -44,3 +44,13 @@ pub const ROLLOUT_TICK: Duration = Duration::from_millis(500);
 /// A long-poll waits at most this long for its view of the rollouts to catch up with a release
 /// just published on this controller.
 pub const ROLLOUT_VIEW_CATCH_UP: Duration = Duration::from_secs(2);
+
+// The `slipway` CLI.
+
+/// `--wait` / `--watch` read the rollout this often: quick enough to follow a host's phases.
+pub const WATCH_POLL: Duration = Duration::from_secs(1);
+/// `--wait` gives up after this long without `--timeout`: a CI job must not hang forever,
+/// and most rollouts (pulls, health checks, bake windows) finish well within it.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Failed reads in a row after which `--wait` / `--watch` give up on the controller.
+pub const WATCH_MAX_ERRORS: u32 = 10;

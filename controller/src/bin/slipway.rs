@@ -58,6 +58,9 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(n) = e.downcast_ref::<cli::watch::NotLive>() {
+                return std::process::ExitCode::from(n.code);
+            }
             std::process::ExitCode::FAILURE
         }
     }

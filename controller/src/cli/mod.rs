@@ -1,6 +1,6 @@
 //! `slipway` subcommands, one module each. Offline: `keygen`, `trust`, `release sign`.
 //! Online (against a controller, see [`client`]): `app`, `release`, `rollback`, `status`,
-//! `hosts`, `history`, `token`, `audit`.
+//! `hosts`, `history`, `token`, `audit`; [`watch`] follows a rollout (`--wait`, `--watch`).
 pub mod app;
 pub mod client;
 pub mod keygen;
@@ -9,3 +9,4 @@ pub mod rollout;
 pub mod status;
 pub mod token;
 pub mod trust;
+pub mod watch;

@@ -101,11 +101,16 @@ fn change(doc: &mut Rollout, action: RolloutAction, actor: &str) -> ReleaseResul
 
 /// The newest rollout of `app` as operators see it.
 pub async fn info(state: &AppState, app: &str) -> ReleaseResult<RolloutInfo> {
-    let rec = state
-        .store
-        .latest_rollout(app)
-        .await?
-        .ok_or_else(|| no_rollout(app))?;
+    info_of(state, app, None).await
+}
+
+/// The rollout of release `seq` of `app` (the newest when `None`) as operators see it.
+pub async fn info_of(state: &AppState, app: &str, seq: Option<u64>) -> ReleaseResult<RolloutInfo> {
+    let rec = match seq {
+        Some(seq) => state.store.rollout(app, seq).await?,
+        None => state.store.latest_rollout(app).await?,
+    }
+    .ok_or_else(|| no_rollout(app))?;
     let doc = parse(&rec.app, rec.seq, &rec.doc)?;
     let reports: BTreeMap<String, _> = state
         .store
