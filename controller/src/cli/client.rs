@@ -35,6 +35,15 @@ pub struct ConnectArgs {
     /// Print JSON instead of tables (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
+    /// `wide`: full digests and timestamps in tables (default: `sha256:ab12cd34ef56`, `2m ago`).
+    #[arg(short = 'o', long = "output", global = true, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// `-o` formats of tables.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Wide,
 }
 
 #[derive(Deserialize, Default)]
@@ -66,6 +75,8 @@ pub struct Client {
     token: String,
     http: reqwest::Client,
     pub json: bool,
+    /// `-o wide`: cells in full.
+    pub wide: bool,
 }
 
 impl Client {
@@ -106,6 +117,7 @@ impl Client {
             token,
             http: builder.build().context("building the HTTP client")?,
             json: a.json,
+            wide: a.output == Some(Output::Wide),
         })
     }
 

@@ -2,6 +2,7 @@
 //! Online (against a controller, see [`client`]): `app`, `release`, `rollback`, `status`,
 //! `hosts`, `history`, `token`, `audit`; [`watch`] follows a rollout (`--wait`, `--watch`).
 pub mod app;
+pub mod cells;
 pub mod client;
 pub mod keygen;
 pub mod release;
