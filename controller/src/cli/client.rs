@@ -126,6 +126,27 @@ impl Client {
         self.send(req, "GET", path).await
     }
 
+    /// A GET answered as a Server-Sent Events stream (the response, its body unread).
+    pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("accept", "text/event-stream")
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("controller {} unreachable (GET {path})", self.url))?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            let msg = serde_json::from_str::<ErrorBody>(&body)
+                .map(|e| e.error)
+                .unwrap_or(body);
+            bail!("{msg} [HTTP {status}]");
+        }
+        Ok(resp)
+    }
+
     pub async fn post<B: serde::Serialize, T: DeserializeOwned>(
         &self,
         path: &str,

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cells;
 pub mod client;
+pub mod events;
 pub mod keygen;
 pub mod release;
 pub mod rollout;

@@ -45,6 +45,13 @@ pub async fn apply(
                     SystemTime::now(),
                 )
                 .await?;
+            crate::events::emit(
+                state,
+                &format!("rollout.{}", past_tense(action)),
+                Some(app),
+                serde_json::json!({"seq": rec.seq, "by": actor, "state": doc.state}),
+            )
+            .await;
             state.rollouts.changed(state).await;
             return info(state, app).await;
         }
@@ -61,6 +68,15 @@ fn action_name(a: RolloutAction) -> &'static str {
         RolloutAction::Pause => "pause",
         RolloutAction::Resume => "resume",
         RolloutAction::Abort => "abort",
+    }
+}
+
+fn past_tense(a: RolloutAction) -> &'static str {
+    match a {
+        RolloutAction::Promote => "promoted",
+        RolloutAction::Pause => "paused",
+        RolloutAction::Resume => "resumed",
+        RolloutAction::Abort => "aborted",
     }
 }
 

@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "stale",
         include_str!("../../migrations/sqlite/0003_stale.sql"),
     ),
+    (
+        4,
+        "events",
+        include_str!("../../migrations/sqlite/0004_events.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
