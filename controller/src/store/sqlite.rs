@@ -266,13 +266,16 @@ mod tests {
             .unwrap();
         assert!(e2.id > e1.id);
         let all = s.events_since(0, None, 10).await.unwrap();
-        assert_eq!(all, [e1.clone(), e2.clone()]);
-        assert_eq!(s.events_since(e1.id, None, 10).await.unwrap(), [e2.clone()]);
+        assert_eq!(all, vec![e1.clone(), e2.clone()]);
+        assert_eq!(
+            s.events_since(e1.id, None, 10).await.unwrap(),
+            vec![e2.clone()]
+        );
         assert_eq!(
             s.events_since(0, Some("web"), 10).await.unwrap(),
-            [e2.clone()]
+            vec![e2.clone()]
         );
-        assert_eq!(s.events_since(0, None, 1).await.unwrap(), [e1.clone()]);
+        assert_eq!(s.events_since(0, None, 1).await.unwrap(), vec![e1.clone()]);
         assert_eq!(s.prune_events(t1, 100).await.unwrap(), 1, "older than t1");
         let e3 = s
             .add_event("host.phase", Some("web"), &serde_json::json!({}), t1)
@@ -283,6 +286,6 @@ mod tests {
             1,
             "all but the newest"
         );
-        assert_eq!(s.events_since(0, None, 10).await.unwrap(), [e3]);
+        assert_eq!(s.events_since(0, None, 10).await.unwrap(), vec![e3]);
     }
 }
