@@ -22,6 +22,7 @@ async fn resolves_a_tag_on_a_private_tls_registry() {
             user: Some(("ci".into(), "pw".into())),
             tls: Some((ca.server_cert(), ca.server_key())),
             client_ca: None,
+            token: None,
         },
     )
     .unwrap();

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Proxy overhead: throughput and p99 through `slipway-agent proxy` vs haproxy, both in front
 # of the same nginx upstream on 127.0.0.1, same wrk settings, one run each, HTTP and TCP.
+# Then the edge: HTTPS over HTTP/1.1 (wrk) and HTTP/2 (h2load) with the same certificate,
+# the same route with 100 hosts routed instead of 1, and a proxy upgrade (systemctl reload's
+# SIGUSR2 takeover) in the middle of a run, which must fail no request. EDGE=0 skips it.
 # Loopback only; each run lasts DURATION (default 5s). Prints a table and slipway/haproxy ratios.
 #
 #   deploy/bench/proxy.sh                 # builds target/release/slipway-agent if missing
@@ -25,6 +28,8 @@ need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx-light)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
   [[ $(id -u) == 0 ]] || die "missing ${need[*]}; install them (apt-get install -y ${need[*]})"
   say "Installing ${need[*]}"
@@ -44,10 +49,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Five free ports on 127.0.0.1.
-read -r UP HA_HTTP HA_TCP SW_HTTP SW_TCP < <(python3 - <<'PY'
+# Free ports on 127.0.0.1.
+read -r UP HA_HTTP HA_TCP SW_HTTP SW_TCP HA_TLS SW_PLAIN SW_TLS < <(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(5)]
+socks = [socket.socket() for _ in range(8)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])
 PY
@@ -79,7 +84,13 @@ CONF
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 
-say "haproxy: HTTP on :$HA_HTTP, TCP on :$HA_TCP ($PROXY_THREADS threads)"
+say "Certificate for localhost (both proxies serve the same one)"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -addext "subjectAltName=DNS:localhost,DNS:*.bench.test" \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/combined.pem"
+
+say "haproxy: HTTP on :$HA_HTTP, TCP on :$HA_TCP, HTTPS on :$HA_TLS ($PROXY_THREADS threads)"
 cat >"$WORK/haproxy.cfg" <<CONF
 global
   nbthread $PROXY_THREADS
@@ -97,6 +108,11 @@ backend be_http
   mode http
   http-reuse always
   server up 127.0.0.1:$UP
+frontend fe_https
+  mode http
+  bind 127.0.0.1:$HA_TLS ssl crt $WORK/combined.pem alpn h2,http/1.1
+  option forwardfor
+  default_backend be_http
 frontend fe_tcp
   mode tcp
   bind 127.0.0.1:$HA_TCP
@@ -109,17 +125,30 @@ haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 
 say "slipway-agent proxy: HTTP on :$SW_HTTP, TCP on :$SW_TCP ($PROXY_THREADS threads; routes from its state file)"
-cat >"$WORK/routes.json" <<JSON
-{"version": 1, "routes": [
-  {"app": "bench-http", "listen": $SW_HTTP, "protocol": "http", "upstream": {"id": "nginx", "addr": "127.0.0.1:$UP"}},
-  {"app": "bench-tcp", "listen": $SW_TCP, "protocol": "tcp", "upstream": {"id": "nginx", "addr": "127.0.0.1:$UP"}}
-]}
-JSON
-TOKIO_WORKER_THREADS=$PROXY_THREADS SLIPWAY_LOG=warn "$BIN" proxy --control-socket "$WORK/proxy.sock" \
-  --state "$WORK/routes.json" --bind 127.0.0.1 --http-workers "$PROXY_THREADS" >"$WORK/proxy.log" 2>&1 &
-PIDS+=($!)
+# routes EXTRA_HOSTS: the two port routes, and the HTTPS route for localhost plus EXTRA_HOSTS
+# other apps' hosts (so the host table holds EXTRA_HOSTS+1 entries).
+routes() {
+  local tls="\"tls\": {\"cert\": \"$WORK/cert.pem\", \"key\": \"$WORK/key.pem\"}, \"redirect_https\": false"
+  echo '{"version": 1, "routes": ['
+  echo "  {\"app\": \"bench-http\", \"listen\": $SW_HTTP, \"protocol\": \"http\", \"upstream\": {\"id\": \"nginx\", \"addr\": \"127.0.0.1:$UP\"}},"
+  echo "  {\"app\": \"bench-tcp\", \"listen\": $SW_TCP, \"protocol\": \"tcp\", \"upstream\": {\"id\": \"nginx\", \"addr\": \"127.0.0.1:$UP\"}},"
+  for i in $(seq "$1"); do
+    echo "  {\"app\": \"extra-$i\", \"listen\": 0, \"protocol\": \"http\", \"upstream\": {\"id\": \"nginx\", \"addr\": \"127.0.0.1:$UP\"}, \"edge\": {\"hosts\": [\"h$i.bench.test\"], $tls}},"
+  done
+  echo "  {\"app\": \"bench-edge\", \"listen\": 0, \"protocol\": \"http\", \"upstream\": {\"id\": \"nginx\", \"addr\": \"127.0.0.1:$UP\"}, \"edge\": {\"hosts\": [\"localhost\"], $tls}}"
+  echo ']}'
+}
+start_slipway() {
+  TOKIO_WORKER_THREADS=$PROXY_THREADS SLIPWAY_LOG=warn "$BIN" proxy --control-socket "$WORK/proxy.sock" \
+    --state "$WORK/routes.json" --bind 127.0.0.1 --http-workers "$PROXY_THREADS" \
+    --http-port "$SW_PLAIN" --https-port "$SW_TLS" >>"$WORK/proxy.log" 2>&1 &
+  SW_PID=$!
+  PIDS+=($SW_PID)
+}
+routes 0 >"$WORK/routes.json"
+start_slipway
 
-for port in $UP $HA_HTTP $HA_TCP $SW_HTTP $SW_TCP; do
+for port in $UP $HA_HTTP $HA_TCP $SW_HTTP $SW_TCP $SW_PLAIN; do
   for _ in $(seq 100); do
     curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && continue 2
     sleep 0.05
@@ -161,3 +190,73 @@ for proto in http tcp; do
   printf '%s: slipway/haproxy throughput %sx (goal >= 0.90), p99 %sx\n' \
     "${proto^^}" "$(ratio "$s_rps" "$h_rps")" "$(ratio "$s_p99" "$h_p99")"
 done
+
+[[ ${EDGE:-1} == 1 ]] || exit 0
+
+# https NAME PORT -> "rps p99_ms errors" (wrk, HTTP/1.1 over TLS, keep-alive)
+https() {
+  local out
+  wrk -t1 -c4 -d1s "https://localhost:$2/" >/dev/null 2>&1 || true
+  out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "https://localhost:$2/")
+  echo "$out" >"$WORK/wrk-$1.txt"
+  awk '/^Requests\/sec:/ {r=$2} $1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; p=v}
+       /Socket errors/ {gsub(",",""); e=$4+$6+$8+$10} /Non-2xx/ {e+=$NF}
+       END {printf "%s %.2f %d\n", r, p, e}' <<<"$out"
+}
+# h2 NAME PORT -> "rps p99_ms errors" (h2load: CONNECTIONS clients, 10 streams each)
+H2_REQUESTS=${H2_REQUESTS:-200000}
+h2() {
+  local out
+  out=$(h2load -n "$H2_REQUESTS" -c "$CONNECTIONS" -m 10 -t "$WRK_THREADS" "https://localhost:$2/" 2>&1)
+  echo "$out" >"$WORK/h2load-$1.txt"
+  python3 - "$WORK/h2load-$1.txt" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+rps = re.search(r"finished in [^,]+, ([0-9.]+) req/s", t)
+ok = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", t)
+# h2load has no p99: the request-time line gives min/max/mean/sd; report mean+2sd as a p99 stand-in.
+m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", t)
+def ms(v):
+    return float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-2]) if v.endswith("ms") else float(v[:-1]) * 1000
+p = ms(m.group(3)) + 2 * ms(m.group(4)) if m else 0
+print(rps.group(1) if rps else 0, "%.2f" % p, int(ok.group(2)) + int(ok.group(3)) if ok else -1)
+PY
+}
+
+say "Edge: HTTPS (same certificate), wrk for HTTP/1.1, h2load for HTTP/2"
+declare -A E
+E[haproxy-h1]=$(https haproxy-h1 "$HA_TLS")
+E[slipway-h1]=$(https slipway-h1 "$SW_TLS")
+E[haproxy-h2]=$(h2 haproxy-h2 "$HA_TLS")
+E[slipway-h2]=$(h2 slipway-h2 "$SW_TLS")
+
+say "Edge: the same route with 100 hosts in the table"
+kill "$SW_PID"; wait "$SW_PID" 2>/dev/null || true
+routes 99 >"$WORK/routes.json"
+start_slipway
+for _ in $(seq 100); do curl -fsSk -o /dev/null "https://localhost:$SW_TLS/" 2>/dev/null && break; sleep 0.05; done
+E[slipway-h1-100]=$(https slipway-h1-100 "$SW_TLS")
+
+say "Edge: proxy upgrade (SIGUSR2 takeover) in the middle of an HTTP/2 run"
+( sleep 1; kill -USR2 "$SW_PID" ) &
+E[slipway-h2-upgrade]=$(h2 slipway-h2-upgrade "$SW_TLS")
+SW_PID=$(pgrep -n -f -- "--control-socket $WORK/proxy.sock" || echo "$SW_PID")
+PIDS+=($SW_PID)
+
+printf '\n%-20s %12s %10s %8s\n' edge req/s p99_ms errors
+for t in haproxy-h1 slipway-h1 slipway-h1-100 haproxy-h2 slipway-h2 slipway-h2-upgrade; do
+  read -r rps p99 errs <<<"${E[$t]}"
+  printf '%-20s %12s %10s %8s\n' "$t" "$rps" "$p99" "$errs"
+done
+echo
+for v in h1 h2; do
+  read -r s_rps s_p99 _ <<<"${E[slipway-$v]}"
+  read -r h_rps h_p99 _ <<<"${E[haproxy-$v]}"
+  printf 'HTTPS %s: slipway/haproxy throughput %sx (goal >= 1.0), p99 %sx (goal <= 1.2)\n' \
+    "$v" "$(ratio "$s_rps" "$h_rps")" "$(ratio "$s_p99" "$h_p99")"
+done
+read -r one _ _ <<<"${E[slipway-h1]}"
+read -r hundred _ _ <<<"${E[slipway-h1-100]}"
+printf '100 hosts vs 1: throughput %sx (goal >= 0.95)\n' "$(ratio "$hundred" "$one")"
+read -r _ _ up_errs <<<"${E[slipway-h2-upgrade]}"
+printf 'upgrade mid-run: %s failed requests (goal 0)\n' "$up_errs"

@@ -38,6 +38,10 @@ pub struct EdgeSpec {
     /// Speak HTTP/2 without TLS (h2c) to the container, e.g. for gRPC.
     #[serde(default, skip_serializing_if = "is_false")]
     pub upstream_h2c: bool,
+    /// TCP apps: start each upstream connection with a PROXY protocol v1 line naming the
+    /// client.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub send_proxy_protocol: bool,
 }
 
 /// Where the certificate of an app's hosts comes from: PEM files on the host, or ACME.
@@ -65,6 +69,7 @@ impl Default for EdgeSpec {
             redirect_https: true,
             hsts: None,
             upstream_h2c: false,
+            send_proxy_protocol: false,
         }
     }
 }

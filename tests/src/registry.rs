@@ -34,6 +34,18 @@ pub struct Private {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Require client certificates signed by this CA.
     pub client_ca: Option<PathBuf>,
+    /// Token auth (`auth.token`): the registry trusts JWTs signed under this root.
+    pub token: Option<TokenAuth>,
+}
+
+/// The distribution token-auth settings: where clients get tokens and whose they are.
+#[derive(Debug, Clone)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    /// PEM certificate(s) whose keys sign the tokens.
+    pub rootcertbundle: PathBuf,
 }
 
 impl Registry {
@@ -96,7 +108,7 @@ impl Registry {
             dir,
             storage,
         };
-        reg.wait_ready(private.tls.is_some() || private.user.is_some())?;
+        reg.wait_ready(private.tls.is_some() || private.user.is_some() || private.token.is_some())?;
         Ok(reg)
     }
 
@@ -171,6 +183,15 @@ fn private_yaml(dir: &Path, private: &Private) -> anyhow::Result<String> {
         if let Some(ca) = &private.client_ca {
             y.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
         }
+    }
+    if let Some(t) = &private.token {
+        y.push_str(&format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            t.realm,
+            t.service,
+            t.issuer,
+            t.rootcertbundle.display()
+        ));
     }
     if let Some((user, password)) = &private.user {
         let out = Command::new("htpasswd")

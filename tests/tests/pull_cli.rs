@@ -114,6 +114,7 @@ fn pull_with_credentials_from_a_helper_over_tls() {
             user: Some(("ci".into(), "helper-secret".into())),
             tls: Some((ca.server_cert(), ca.server_key())),
             client_ca: None,
+            token: None,
         },
     )
     .unwrap();

@@ -34,6 +34,7 @@ fn setup(client_certs: bool) -> Setup {
             user: Some((USER.into(), PASSWORD.into())),
             tls: Some((ca.server_cert(), ca.server_key())),
             client_ca: client_certs.then(|| ca.ca_file()),
+            token: None,
         },
     )
     .unwrap();
@@ -161,6 +162,7 @@ async fn unknown_ca_is_a_tls_error() {
     let err = s.pull(cfg).await.unwrap_err();
     assert!(err.contains("TLS failed"), "{err}");
     assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(err.contains("ca_file"), "says where the CA goes: {err}");
     s.assert_names_target(&err);
 }
 

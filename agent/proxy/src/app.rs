@@ -54,6 +54,8 @@ pub(crate) struct App {
     pub(crate) gate: Gate,
     /// Requests go upstream as h2c (`edge.upstream_h2c`); read per request.
     pub(crate) h2c: AtomicBool,
+    /// TCP: send a PROXY protocol v1 line upstream (`edge.send_proxy_protocol`).
+    pub(crate) send_proxy: AtomicBool,
     /// Turns true when the app is removed or the proxy stops: connections finish gracefully.
     pub(crate) closing: watch::Sender<bool>,
 }
@@ -74,6 +76,7 @@ impl App {
             }),
             edge: Mutex::new(EdgeSpec::default()),
             h2c: AtomicBool::new(false),
+            send_proxy: AtomicBool::new(false),
             gate: Gate::default(),
             closing: watch::channel(false).0,
         }

@@ -41,6 +41,9 @@ pub struct EdgeConfig {
     pub limits: Limits,
     /// One JSON line per HTTP request; None: no access log.
     pub access_log: Option<AccessLogConfig>,
+    /// Every public listener expects a PROXY protocol (v1 or v2) header first, as sent by a
+    /// load balancer in front; connections without one are closed.
+    pub proxy_protocol: bool,
 }
 
 /// Timeouts and size limits; defaults in [`defaults`].
@@ -138,6 +141,7 @@ impl Default for EdgeConfig {
             acme: None,
             limits: Limits::default(),
             access_log: None,
+            proxy_protocol: false,
         }
     }
 }

@@ -142,10 +142,22 @@ async fn serve_conn(
         }
     };
     let _ = stream.set_nodelay(true);
+    let mut stream = stream;
+    let tcp_peer = peer;
+    let mut peer = peer;
+    if ctx.cfg.proxy_protocol {
+        let header = crate::proxy_protocol::read_header(&mut stream);
+        match tokio::time::timeout(ctx.cfg.limits.client_header_timeout, header).await {
+            Ok(Ok(Some(client))) => peer = client,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return debug!(%peer, error = %e, "connection refused"),
+            Err(_) => return debug!(%peer, "no PROXY protocol header in time"),
+        }
+    }
     let tls = matches!(target, Target::Edge(_, Scheme::Https));
     let conn = Arc::new(Conn {
         peer_ip: HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a header value"),
-        trusted: ctx.cfg.is_trusted(peer.ip()),
+        trusted: ctx.cfg.is_trusted(tcp_peer.ip()),
         target,
         ctx,
         peer,

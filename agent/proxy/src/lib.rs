@@ -28,6 +28,7 @@ mod notify;
 mod pages;
 mod pause;
 mod pool;
+mod proxy_protocol;
 mod route_certs;
 mod router;
 mod table;

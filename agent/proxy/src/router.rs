@@ -216,7 +216,13 @@ impl Router {
                 tokio::spawn(crate::http::accept_loop(l, target, self.ctx.clone()))
             }
             Protocol::Tcp => {
-                tokio::spawn(crate::tcp::accept_loop(l, app.clone(), self.conns.clone()))
+                let accept_proxy = self.ctx.cfg.proxy_protocol;
+                tokio::spawn(crate::tcp::accept_loop(
+                    l,
+                    app.clone(),
+                    self.conns.clone(),
+                    accept_proxy,
+                ))
             }
         };
         slot.task = Some(task);
@@ -288,6 +294,10 @@ impl Router {
             }
             app.h2c
                 .store(r.edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
+            app.send_proxy.store(
+                r.edge.send_proxy_protocol,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if !r.mode.is_running() {
                 warn!(app = %r.app, mode = ?r.mode, "restored route is not running");
             }
@@ -403,6 +413,10 @@ impl Router {
             *e = edge.clone();
             app.h2c
                 .store(edge.upstream_h2c, std::sync::atomic::Ordering::Relaxed);
+            app.send_proxy.store(
+                edge.send_proxy_protocol,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             changed
         };
         let state = app.state_for(&upstream);

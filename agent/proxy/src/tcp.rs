@@ -19,11 +19,17 @@ use crate::upstream::UpstreamState;
 const COPY_BUF: usize = 64 * 1024;
 
 /// Accepts client connections for one app until the task is aborted.
-pub(crate) async fn accept_loop(listener: TcpListener, app: Arc<App>, conns: Arc<Tracker>) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    conns: Arc<Tracker>,
+    accept_proxy: bool,
+) {
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
-                tokio::spawn(serve_conn(stream, app.clone(), conns.clone()));
+            Ok((stream, peer)) => {
+                let (app, conns) = (app.clone(), conns.clone());
+                tokio::spawn(serve_conn(stream, peer, app, conns, accept_proxy));
             }
             Err(e) => {
                 warn!(app = %app.name, error = %e, "accept failed");
@@ -86,8 +92,23 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-async fn serve_conn(client: TcpStream, app: Arc<App>, conns: Arc<Tracker>) {
+async fn serve_conn(
+    mut client: TcpStream,
+    mut peer: std::net::SocketAddr,
+    app: Arc<App>,
+    conns: Arc<Tracker>,
+    accept_proxy: bool,
+) {
     let _open = conns.enter();
+    if accept_proxy {
+        let header = crate::proxy_protocol::read_header(&mut client);
+        match tokio::time::timeout(defaults::CLIENT_HEADER_TIMEOUT, header).await {
+            Ok(Ok(Some(c))) => peer = c,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return debug!(app = %app.name, %peer, error = %e, "connection refused"),
+            Err(_) => return debug!(app = %app.name, %peer, "no PROXY protocol header in time"),
+        }
+    }
     let Some(up) = app.current.load_full() else {
         debug!(app = %app.name, "no upstream; connection closed");
         return;
@@ -120,6 +141,15 @@ async fn serve_conn(client: TcpStream, app: Arc<App>, conns: Arc<Tracker>) {
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
+    if app.send_proxy.load(Relaxed) {
+        use tokio::io::AsyncWriteExt;
+        let local = client.local_addr().unwrap_or(peer);
+        let line = crate::proxy_protocol::v1_line(peer, local);
+        if let Err(e) = server.write_all(line.as_bytes()).await {
+            m.connect_errors.fetch_add(1, Relaxed);
+            return warn!(app = %app.name, error = %e, "cannot send the PROXY header upstream");
+        }
+    }
     let mut client = Counted::new(client, up.clone());
     tokio::select! {
         r = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, COPY_BUF, COPY_BUF) => {

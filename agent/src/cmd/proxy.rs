@@ -60,6 +60,9 @@ pub struct Args {
     /// Rotate the access log file past this many bytes (0: only reopen on SIGHUP).
     #[arg(long, default_value_t = defaults::ACCESS_LOG_MAX_BYTES)]
     access_log_max_bytes: u64,
+    /// Every public listener expects a PROXY protocol v1/v2 header (behind a load balancer).
+    #[arg(long)]
+    accept_proxy_protocol: bool,
 }
 
 /// Operator actions on a running proxy (over its control socket).
@@ -133,6 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 max_bytes: args.access_log_max_bytes,
                 keep: defaults::ACCESS_LOG_KEEP,
             }),
+            proxy_protocol: args.accept_proxy_protocol,
         },
     };
     let socket = cfg.control_socket.clone();

@@ -153,7 +153,7 @@ impl Session {
             if let Some(h) = self.auth_header(&scope) {
                 req = req.header(AUTHORIZATION, h);
             }
-            let resp = req.send().await.map_err(|e| RegistryError::transport(&e))?;
+            let resp = req.send().await.map_err(|e| self.transport(&e))?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
@@ -274,6 +274,18 @@ impl Session {
             .unwrap_or(defaults::TOKEN_DEFAULT_TTL);
         // Renew a little early rather than send a token that expires in flight.
         Ok((token, ttl.saturating_sub(defaults::TOKEN_EXPIRY_MARGIN)))
+    }
+
+    /// A transport error; a TLS one says which setting decides trust for this registry.
+    fn transport(&self, e: &reqwest::Error) -> RegistryError {
+        let mut err = RegistryError::transport(e);
+        if err.kind == FailureKind::Tls {
+            err.reason = format!(
+                "{}; the registry's CA goes in [registry.tls.\"{}\"] ca_file",
+                err.reason, self.registry
+            );
+        }
+        err
     }
 
     fn who(&self) -> String {
