@@ -44,3 +44,26 @@ pub const ROLLOUT_TICK: Duration = Duration::from_millis(500);
 /// A long-poll waits at most this long for its view of the rollouts to catch up with a release
 /// just published on this controller.
 pub const ROLLOUT_VIEW_CATCH_UP: Duration = Duration::from_secs(2);
+
+// The `slipway` CLI.
+
+/// `--wait` / `--watch` read the rollout this often: quick enough to follow a host's phases.
+pub const WATCH_POLL: Duration = Duration::from_secs(1);
+/// `--wait` gives up after this long without `--timeout`: a CI job must not hang forever,
+/// and most rollouts (pulls, health checks, bake windows) finish well within it.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Failed reads in a row after which `--wait` / `--watch` give up on the controller.
+pub const WATCH_MAX_ERRORS: u32 = 10;
+
+// The event log (`GET /v1/events`).
+
+/// Events are kept a week: long enough to look back over a weekend's deploys.
+pub const EVENTS_KEEP_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+/// ... and at most this many rows, so a busy fleet cannot fill the disk with them.
+pub const EVENTS_KEEP_ROWS: u64 = 100_000;
+/// How often old events are pruned.
+pub const EVENTS_PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+/// Stored events one read returns: a page of backlog before an SSE stream goes live.
+pub const EVENTS_PAGE: u32 = 1000;
+/// Live events buffered per subscriber; a slower one re-reads what it missed from the store.
+pub const EVENTS_BUFFER: usize = 1024;

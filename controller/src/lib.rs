@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod defaults;
 pub mod error;
+pub mod events;
 pub mod gitops;
 pub mod publish;
 pub mod release;

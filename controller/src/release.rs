@@ -285,6 +285,14 @@ async fn append(
             Ok(()) => {
                 state.publisher.publish(state.store.as_ref()).await?;
                 state.metrics.releases.inc();
+                crate::events::emit(
+                    state,
+                    "release.created",
+                    Some(app),
+                    serde_json::json!({"seq": seq, "image": new.image, "requested": new.requested,
+                        "by": actor, "rollback_of": rollback_of}),
+                )
+                .await;
                 tracing::info!(app, seq, image = %new.image, "release published");
                 return state.store.release(app, seq).await?.ok_or_else(|| {
                     ReleaseError::Vanished {

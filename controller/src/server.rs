@@ -114,6 +114,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
             cfg.long_poll_max_wait,
         )),
         shutdown: shutdown_rx.clone(),
+        events: Arc::default(),
         gitops: match &cfg.gitops {
             Some(g) => Some(Arc::new(crate::gitops::GitOps::open(g, &cfg.data_dir)?)),
             None => None,
@@ -158,6 +159,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         tracing::info!(url = %g.cfg.url, branch = %g.cfg.branch, "GitOps sync enabled");
         tokio::spawn(g.run(state.clone(), shutdown_rx.clone()))
     });
+    tokio::spawn(crate::events::prune(state.clone(), shutdown_rx.clone()));
     let resigner = tokio::spawn(resign::run(
         state.clone(),
         cfg.resign_before,

@@ -165,6 +165,17 @@ fn cli_applies_releases_rolls_back_and_reports_against_a_running_controller() {
     assert!(lines[0].starts_with("HOST"), "{status}");
     let cells: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(&cells[..4], ["h1", "web", "3", "live"], "{status}");
+    // Digests shortened, times as ages; `-o wide` shows them in full.
+    let full = v1.image_ref();
+    let (repo, hex) = full.split_once("@sha256:").unwrap();
+    assert_eq!(
+        cells[4],
+        format!("{repo}@sha256:{}", &hex[..12]),
+        "{status}"
+    );
+    assert!(status.trim_end().ends_with(" ago"), "{status}");
+    let wide = ok(slipway(&url, &admin, &["status", "web", "-o", "wide"]));
+    assert!(wide.contains(&full) && !wide.contains(" ago"), "{wide}");
     let hosts = ok(slipway(&url, &admin, &["hosts"]));
     assert!(
         hosts.contains("h1") && hosts.contains("role=web") && hosts.contains("0.1.0"),

@@ -325,6 +325,52 @@ async fn rollouts_are_stored_once_and_updated_by_compare_and_set() {
 }
 
 #[tokio::test]
+async fn events_get_increasing_ids_filter_by_since_and_app_and_are_pruned() {
+    let pg = Postgres::start().unwrap();
+    let (_, s) = fresh(&pg, "events").await;
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let t1 = t0 + Duration::from_secs(5);
+
+    // The event log: ids increase, `since` and `app` filter, retention prunes.
+    let e1 = s
+        .add_event("host.joined", None, &serde_json::json!({"host": "h1"}), t0)
+        .await
+        .unwrap();
+    let e2 = s
+        .add_event(
+            "release.created",
+            Some("web"),
+            &serde_json::json!({"seq": 1}),
+            t1,
+        )
+        .await
+        .unwrap();
+    assert!(e2.id > e1.id);
+    let all = s.events_since(0, None, 10).await.unwrap();
+    assert_eq!(all, vec![e1.clone(), e2.clone()]);
+    assert_eq!(
+        s.events_since(e1.id, None, 10).await.unwrap(),
+        vec![e2.clone()]
+    );
+    assert_eq!(
+        s.events_since(0, Some("web"), 10).await.unwrap(),
+        vec![e2.clone()]
+    );
+    assert_eq!(s.events_since(0, None, 1).await.unwrap(), vec![e1.clone()]);
+    assert_eq!(s.prune_events(t1, 100).await.unwrap(), 1, "older than t1");
+    let e3 = s
+        .add_event("host.phase", Some("web"), &serde_json::json!({}), t1)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.prune_events(t0, 1).await.unwrap(),
+        1,
+        "all but the newest"
+    );
+    assert_eq!(s.events_since(0, None, 10).await.unwrap(), vec![e3]);
+}
+
+#[tokio::test]
 async fn a_change_on_one_replica_ticks_the_others_but_not_itself() {
     let pg = Postgres::start().unwrap();
     let (url, a) = fresh(&pg, "notify").await;

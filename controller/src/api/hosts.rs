@@ -73,6 +73,15 @@ pub async fn register(
         )
         .await?;
     }
+    if before.is_none() {
+        crate::events::emit(
+            &state,
+            "host.joined",
+            None,
+            serde_json::json!({"host": host, "labels": rec.labels}),
+        )
+        .await;
+    }
     tracing::info!(host, "host registered");
     Ok(Json(info(rec, Vec::new())?))
 }
@@ -185,6 +194,13 @@ pub async fn report(
         .store
         .put_status(&host, &status, SystemTime::now())
         .await?;
+    crate::events::emit(
+        &state,
+        "host.phase",
+        Some(&status.app),
+        serde_json::json!({"host": host, "seq": status.seq, "phase": status.phase.to_string()}),
+    )
+    .await;
     audit(
         &state,
         &caller.name,

@@ -2,6 +2,7 @@
 //! `/metrics` needs a bearer token; see [`crate::auth`] for who may do what.
 
 mod apps;
+mod events;
 mod hosts;
 mod releases;
 mod rollout;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// The git sync, when `[gitops]` is configured.
     pub gitops: Option<Arc<crate::gitops::GitOps>>,
+    /// Live delivery of the event log to SSE streams.
+    pub events: Arc<crate::events::Events>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -101,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hosts/{host}/status", post(hosts::report))
         .route("/v1/status", get(hosts::status))
         .route("/v1/audit", get(tokens::audit))
+        .route("/v1/events", get(events::list))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{name}", delete(tokens::revoke))
         .route("/v1/gitops", get(webhooks::status))

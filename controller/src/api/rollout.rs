@@ -5,17 +5,26 @@ use super::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::rollout::actions;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use slipway_proto::api::{RolloutAction, RolloutInfo};
+
+/// `?seq=N`: the rollout of release N instead of the newest (how `--wait` sees how the
+/// release it follows ended once a rollback or a newer release took over).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    pub seq: Option<u64>,
+}
 
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(app): Path<String>,
+    Query(q): Query<ShowQuery>,
 ) -> ApiResult<Json<RolloutInfo>> {
     caller.require_operator("read rollouts")?;
-    Ok(Json(actions::info(&state, &app).await?))
+    Ok(Json(actions::info_of(&state, &app, q.seq).await?))
 }
 
 pub async fn act(

@@ -48,6 +48,8 @@ enum Command {
     Token(cli::token::Command),
     /// Who changed what, and when.
     Audit(cli::status::AuditArgs),
+    /// The event log: releases, waves, host phases, halts, rollbacks; `-f` follows it live.
+    Events(cli::events::Args),
 }
 
 #[tokio::main]
@@ -58,6 +60,9 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(n) = e.downcast_ref::<cli::watch::NotLive>() {
+                return std::process::ExitCode::from(n.code);
+            }
             std::process::ExitCode::FAILURE
         }
     }
@@ -80,5 +85,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History(a) => cli::status::history(&connect()?, a).await,
         Command::Token(c) => cli::token::run(&connect()?, c).await,
         Command::Audit(a) => cli::status::audit(&connect()?, a).await,
+        Command::Events(a) => cli::events::run(&connect()?, a).await,
     }
 }

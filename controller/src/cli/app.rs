@@ -51,7 +51,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                             a.version.to_string(),
                             a.spec.image,
                             a.spec.listen.to_string(),
-                            a.updated_at,
+                            super::cells::age(&a.updated_at, client.wide),
                         ]
                     })
                     .collect(),

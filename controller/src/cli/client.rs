@@ -35,6 +35,15 @@ pub struct ConnectArgs {
     /// Print JSON instead of tables (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
+    /// `wide`: full digests and timestamps in tables (default: `sha256:ab12cd34ef56`, `2m ago`).
+    #[arg(short = 'o', long = "output", global = true, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// `-o` formats of tables.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Wide,
 }
 
 #[derive(Deserialize, Default)]
@@ -66,6 +75,8 @@ pub struct Client {
     token: String,
     http: reqwest::Client,
     pub json: bool,
+    /// `-o wide`: cells in full.
+    pub wide: bool,
 }
 
 impl Client {
@@ -106,12 +117,34 @@ impl Client {
             token,
             http: builder.build().context("building the HTTP client")?,
             json: a.json,
+            wide: a.output == Some(Output::Wide),
         })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let req = self.http.get(format!("{}{path}", self.url));
         self.send(req, "GET", path).await
+    }
+
+    /// A GET answered as a Server-Sent Events stream (the response, its body unread).
+    pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("accept", "text/event-stream")
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("controller {} unreachable (GET {path})", self.url))?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            let msg = serde_json::from_str::<ErrorBody>(&body)
+                .map(|e| e.error)
+                .unwrap_or(body);
+            bail!("{msg} [HTTP {status}]");
+        }
+        Ok(resp)
     }
 
     pub async fn post<B: serde::Serialize, T: DeserializeOwned>(

@@ -1,11 +1,14 @@
 //! `slipway` subcommands, one module each. Offline: `keygen`, `trust`, `release sign`.
 //! Online (against a controller, see [`client`]): `app`, `release`, `rollback`, `status`,
-//! `hosts`, `history`, `token`, `audit`.
+//! `hosts`, `history`, `token`, `audit`; [`watch`] follows a rollout (`--wait`, `--watch`).
 pub mod app;
+pub mod cells;
 pub mod client;
+pub mod events;
 pub mod keygen;
 pub mod release;
 pub mod rollout;
 pub mod status;
 pub mod token;
 pub mod trust;
+pub mod watch;

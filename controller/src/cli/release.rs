@@ -25,6 +25,12 @@ pub struct Args {
     /// Provenance annotation `KEY=VALUE` (repeatable), e.g. `commit=abc123`.
     #[arg(long = "annotation")]
     pub annotations: Vec<String>,
+    /// Follow the rollout until it is live everywhere (exit 0), halts or is rolled back
+    /// (exit 2), or `--timeout` passes (exit 3).
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub timeout: super::watch::TimeoutArg,
 }
 
 /// `slipway release <app> --image REF` against the controller.
@@ -44,6 +50,9 @@ pub async fn run_online(client: &super::client::Client, a: Args) -> anyhow::Resu
         super::client::print_json(&r)?;
     } else {
         println!("released {} seq {}: {}", r.app, r.seq, r.image);
+    }
+    if a.wait {
+        super::watch::follow(client, &r.app, Some(r.seq), a.timeout.get()).await?;
     }
     Ok(())
 }

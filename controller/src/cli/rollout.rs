@@ -16,6 +16,12 @@ pub struct Args {
     /// and the reason it halted or waits.
     #[arg(required = true)]
     pub app: Option<String>,
+    /// Follow the current rollout until it is live everywhere (exit 0), halts or is rolled
+    /// back (exit 2), or `--timeout` passes (exit 3).
+    #[arg(long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub timeout: super::watch::TimeoutArg,
 }
 
 #[derive(clap::Subcommand)]
@@ -46,6 +52,9 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<()> {
                 )
                 .await
                 .with_context(|| format!("rollout {name} {app}"))?
+        }
+        (None, Some(app)) if a.watch => {
+            return super::watch::follow(client, &app, None, a.timeout.get()).await
         }
         (None, Some(app)) => client
             .get(&format!("/v1/apps/{app}/rollout"))

@@ -1,6 +1,7 @@
 //! `slipway status`, `slipway hosts`, `slipway history`, `slipway rollback`, `slipway audit`:
 //! reading the fleet and going back.
 
+use super::cells::{age, image};
 use super::client::{print_json, table, Client};
 use slipway_proto::api::{
     AuditEntry, HostInfo, Phase, ReleaseInfo, RollbackRequest, StaleRelease, StatusRow,
@@ -36,8 +37,8 @@ pub async fn status(client: &Client, a: StatusArgs) -> anyhow::Result<()> {
                     r.app,
                     r.seq.to_string(),
                     phase_cell(&r.phase, r.expired_at.as_deref()),
-                    r.image.unwrap_or_default(),
-                    r.updated_at,
+                    image(&r.image.unwrap_or_default(), client.wide),
+                    age(&r.updated_at, client.wide),
                 ]
             })
             .collect(),
@@ -98,7 +99,7 @@ pub async fn hosts(client: &Client) -> anyhow::Result<()> {
                     h.host.to_string(),
                     labels.join(","),
                     h.agent_version.unwrap_or_default(),
-                    h.last_seen,
+                    age(&h.last_seen, client.wide),
                     stale_cell(&h.stale),
                 ]
             })
@@ -145,11 +146,11 @@ pub async fn history(client: &Client, a: HistoryArgs) -> anyhow::Result<()> {
             .map(|r| {
                 vec![
                     r.seq.to_string(),
-                    r.image,
-                    r.requested,
+                    image(&r.image, client.wide),
+                    image(&r.requested, client.wide),
                     r.created_by,
-                    r.created_at,
-                    r.expires,
+                    age(&r.created_at, client.wide),
+                    age(&r.expires, client.wide),
                 ]
             })
             .collect(),
@@ -201,7 +202,15 @@ pub async fn audit(client: &Client, a: AuditArgs) -> anyhow::Result<()> {
     table(
         &["AT", "ACTOR", "ACTION", "OBJECT", "DETAIL"],
         rows.into_iter()
-            .map(|e| vec![e.at, e.actor, e.action, e.object, e.detail])
+            .map(|e| {
+                vec![
+                    age(&e.at, client.wide),
+                    e.actor,
+                    e.action,
+                    e.object,
+                    e.detail,
+                ]
+            })
             .collect(),
     );
     Ok(())

@@ -51,7 +51,7 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                             t.name,
                             t.role.to_string(),
                             t.host.map(String::from).unwrap_or_default(),
-                            t.created_at,
+                            super::cells::age(&t.created_at, client.wide),
                         ]
                     })
                     .collect(),

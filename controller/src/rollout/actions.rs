@@ -45,6 +45,13 @@ pub async fn apply(
                     SystemTime::now(),
                 )
                 .await?;
+            crate::events::emit(
+                state,
+                &format!("rollout.{}", past_tense(action)),
+                Some(app),
+                serde_json::json!({"seq": rec.seq, "by": actor, "state": doc.state}),
+            )
+            .await;
             state.rollouts.changed(state).await;
             return info(state, app).await;
         }
@@ -61,6 +68,15 @@ fn action_name(a: RolloutAction) -> &'static str {
         RolloutAction::Pause => "pause",
         RolloutAction::Resume => "resume",
         RolloutAction::Abort => "abort",
+    }
+}
+
+fn past_tense(a: RolloutAction) -> &'static str {
+    match a {
+        RolloutAction::Promote => "promoted",
+        RolloutAction::Pause => "paused",
+        RolloutAction::Resume => "resumed",
+        RolloutAction::Abort => "aborted",
     }
 }
 
@@ -101,11 +117,16 @@ fn change(doc: &mut Rollout, action: RolloutAction, actor: &str) -> ReleaseResul
 
 /// The newest rollout of `app` as operators see it.
 pub async fn info(state: &AppState, app: &str) -> ReleaseResult<RolloutInfo> {
-    let rec = state
-        .store
-        .latest_rollout(app)
-        .await?
-        .ok_or_else(|| no_rollout(app))?;
+    info_of(state, app, None).await
+}
+
+/// The rollout of release `seq` of `app` (the newest when `None`) as operators see it.
+pub async fn info_of(state: &AppState, app: &str, seq: Option<u64>) -> ReleaseResult<RolloutInfo> {
+    let rec = match seq {
+        Some(seq) => state.store.rollout(app, seq).await?,
+        None => state.store.latest_rollout(app).await?,
+    }
+    .ok_or_else(|| no_rollout(app))?;
     let doc = parse(&rec.app, rec.seq, &rec.doc)?;
     let reports: BTreeMap<String, _> = state
         .store

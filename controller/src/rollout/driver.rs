@@ -79,13 +79,23 @@ pub async fn tick(state: &AppState) -> Result<bool, RolloutError> {
                     )
                 })
                 .collect();
-            let was = doc.state;
+            let (was, started) = (doc.state, doc.started);
             if doc.evaluate(&seen, now_ms(), state.rollouts.cfg.silent_after) {
                 if !save(state, &rec, &doc).await? {
                     continue; // an operator changed it meanwhile: next tick
                 }
                 changed = true;
+                if doc.started != started {
+                    wave_started(state, &doc).await;
+                }
                 if doc.state != was {
+                    crate::events::emit(
+                        state,
+                        &format!("rollout.{}", doc.state),
+                        Some(&doc.app),
+                        serde_json::json!({"seq": doc.seq, "reason": doc.reason}),
+                    )
+                    .await;
                     tracing::info!(app = %doc.app, seq = doc.seq, state = %doc.state, reason = doc.reason.as_deref().unwrap_or(""), "rollout state changed");
                     let _ = state
                         .store
@@ -109,6 +119,19 @@ pub async fn tick(state: &AppState) -> Result<bool, RolloutError> {
         }
     }
     Ok(changed)
+}
+
+/// Records that the newest started wave of `doc` began.
+pub(crate) async fn wave_started(state: &AppState, doc: &Rollout) {
+    let n = doc.started;
+    crate::events::emit(
+        state,
+        "wave.started",
+        Some(&doc.app),
+        serde_json::json!({"seq": doc.seq, "wave": n, "waves": doc.waves.len(),
+            "hosts": doc.waves.get(n.wrapping_sub(1))}),
+    )
+    .await;
 }
 
 async fn save(state: &AppState, rec: &RolloutRecord, doc: &Rollout) -> Result<bool, RolloutError> {
@@ -157,5 +180,12 @@ async fn roll_back(
     let mut cur = parse(&fresh.app, fresh.seq, &fresh.doc)?;
     cur.rollback_seq = Some(made.seq);
     save(state, &fresh, &cur).await?;
+    crate::events::emit(
+        state,
+        "rollout.rolled-back",
+        Some(&doc.app),
+        serde_json::json!({"seq": doc.seq, "rollback_seq": made.seq, "to_seq": stable}),
+    )
+    .await;
     Ok(true)
 }

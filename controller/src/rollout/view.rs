@@ -202,6 +202,9 @@ pub async fn ensure(
         return parse(&r.app, r.seq, &r.doc);
     }
     tracing::info!(app = %rec.app, seq = rec.seq, kind = doc.kind.as_str(), waves = ?doc.waves, "rollout planned");
+    if doc.started > 0 {
+        super::driver::wave_started(state, &doc).await;
+    }
     if let Some((rev, mut p)) = prev {
         if p.is_active() {
             p.state = RolloutState::Superseded;

@@ -122,6 +122,22 @@ pub struct RolloutRecord {
     pub updated_at: SystemTime,
 }
 
+/// One entry of the event log (`GET /v1/events`): what happened, to which app, when.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventRecord {
+    /// Increasing; `since=` resumes after it.
+    pub id: u64,
+    /// RFC 3339.
+    pub at: String,
+    /// `release.created`, `wave.started`, `host.phase`, `rollout.promoted`, `rollout.paused`,
+    /// `rollout.halted`, `rollout.done`, `rollout.rolled-back`, `host.joined`, ...
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Kind-specific fields (seq, host, phase, reason, ...).
+    pub detail: serde_json::Value,
+}
+
 /// Everything the controller keeps. Implementations must make `insert_release` fail with
 /// [`StoreError::SeqTaken`] when the seq exists, so concurrent releases get unique seqs.
 #[async_trait::async_trait]
@@ -195,6 +211,24 @@ pub trait Store: Send + Sync + 'static {
         doc: &str,
         now: SystemTime,
     ) -> Result<bool>;
+
+    /// Appends an event to the log; answers it with its id.
+    async fn add_event(
+        &self,
+        kind: &str,
+        app: Option<&str>,
+        detail: &serde_json::Value,
+        now: SystemTime,
+    ) -> Result<EventRecord>;
+    /// Events after id `since` (of `app` only, when given), oldest first, at most `limit`.
+    async fn events_since(
+        &self,
+        since: u64,
+        app: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>>;
+    /// Drops events older than `before` and all but the newest `keep`; answers how many.
+    async fn prune_events(&self, before: SystemTime, keep: u64) -> Result<u64>;
 
     /// Whether this replica drives rollouts now (and keeps doing so while it lives). A store
     /// that only one controller can open always says yes.

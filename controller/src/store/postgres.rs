@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "stale",
         include_str!("../../migrations/postgres/0003_stale.sql"),
     ),
+    (
+        4,
+        "events",
+        include_str!("../../migrations/postgres/0004_events.sql"),
+    ),
 ];
 
 /// Connections per replica: long-polls answer from memory, so the store sees requests that

@@ -79,3 +79,13 @@ pub const LATEST_ROLLOUT: &str = "SELECT * FROM rollouts WHERE app = $1 ORDER BY
 /// Compare-and-set: replaces the document only while its revision is still `$5`.
 pub const UPDATE_ROLLOUT: &str = "UPDATE rollouts SET rev = rev + 1, doc = $1, updated_at = $2 \
      WHERE app = $3 AND seq = $4 AND rev = $5";
+
+/// Appends an event; answers its id.
+pub const INSERT_EVENT: &str =
+    "INSERT INTO events (at, kind, app, detail) VALUES ($1, $2, $3, $4) RETURNING id";
+/// Events after id `$1`, of app `$2` (all when NULL), oldest first, at most `$3`.
+pub const EVENTS_SINCE: &str = "SELECT * FROM events WHERE id > $1 \
+     AND (CAST($2 AS TEXT) IS NULL OR app = $2) ORDER BY id LIMIT $3";
+/// Retention: drops events older than `$1` and all but the newest `$2`.
+pub const PRUNE_EVENTS: &str = "DELETE FROM events WHERE at < $1 \
+     OR id <= (SELECT MAX(id) FROM events) - $2";

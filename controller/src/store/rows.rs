@@ -3,8 +3,8 @@
 //! JSON text), so one `FromRow` struct per table serves both backends.
 
 use super::{
-    AppRecord, AuditRecord, HostRecord, ReleaseRecord, RolloutRecord, StatusRecord, StoreError,
-    TokenRecord,
+    AppRecord, AuditRecord, EventRecord, HostRecord, ReleaseRecord, RolloutRecord, StatusRecord,
+    StoreError, TokenRecord,
 };
 use std::time::{Duration, SystemTime};
 
@@ -394,5 +394,30 @@ mod tests {
         assert_eq!(ok.len(), 2);
         let err = records::<_, TokenRecord>(vec![row("a", "admin"), row("b", "x")]).unwrap_err();
         assert_eq!(corrupt_of(err).0, "token b");
+    }
+}
+
+/// A row of `events`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct EventRow {
+    id: i64,
+    at: i64,
+    kind: String,
+    app: Option<String>,
+    /// A JSON object.
+    detail: String,
+}
+
+impl TryFrom<EventRow> for EventRecord {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> Result<Self, StoreError> {
+        Ok(EventRecord {
+            detail: serde_json::from_str(&r.detail)
+                .map_err(|e| corrupt(format!("event {}", r.id), e))?,
+            id: r.id as u64,
+            at: humantime::format_rfc3339_millis(from_ms(r.at)).to_string(),
+            kind: r.kind,
+            app: r.app,
+        })
     }
 }
