@@ -69,7 +69,7 @@ async fn proxy_protocol_in_and_out() {
         "db",
         &route,
         Upstream {
-            id: "db-1".into(),
+            id: "db-1".parse().expect("container id"),
             addr: up_addr,
         },
     )
