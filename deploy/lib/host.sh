@@ -1,7 +1,8 @@
 # Shared by deploy/quickstart and deploy/bench/*: one Slipway host on this machine — a local
 # registry, `slipway-agent proxy` and `slipway-agent run` — under a temp dir, cleaned up on exit.
 # Source it, then call: host_setup; host_push TAG TEXT; host_release SEQ IMAGE; host_wait_for TEXT SECS.
-# Settings (env): PORT (proxy listen port for the app), APP (app name), APP_EXTRA (extra app.toml).
+# Settings (env): PORT (proxy listen port for the app), APP (app name), APP_EXTRA (extra app.toml),
+# CNI_EXTRA (extra [runtime.cni] lines, e.g. "masquerade = false").
 
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 # free_port FROM: the first TCP port at or above FROM that nothing listens on.
@@ -83,6 +84,7 @@ runc_root = "$WORK/runc"
 [runtime.cni]
 bridge = "$BRIDGE"
 subnet = "${SUBNET:-10.231.0.0/24}"
+${CNI_EXTRA:-}
 TOML
   say "Starting the proxy and the agent"
   "$BIN/slipway-agent" proxy --control-socket "$WORK/proxy.sock" --state "$WORK/routes.json" --bind 127.0.0.1 \
