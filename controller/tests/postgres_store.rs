@@ -1,6 +1,6 @@
 //! The PostgreSQL store against a real, private PostgreSQL cluster: the behaviours the SQLite
 //! store has (apps versioned, releases append-only with unique gapless seqs, signatures,
-//! hosts and status, tokens, audit, rollouts compare-and-set), plus what only a shared store
+//! hosts and status, tokens, audit, rollouts compare-and-set), plus the event log on both backends, and what only a shared store
 //! does: notifications between replicas and one lead at a time.
 
 use slipway_controller::store::{self, ReleaseRecord, Store, StoreError, TokenRecord};
@@ -328,10 +328,22 @@ async fn rollouts_are_stored_once_and_updated_by_compare_and_set() {
 async fn events_get_increasing_ids_filter_by_since_and_app_and_are_pruned() {
     let pg = Postgres::start().unwrap();
     let (_, s) = fresh(&pg, "events").await;
+    check_event_log(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn events_behave_the_same_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("events.db").display());
+    let s = store::open(&url).await.unwrap();
+    check_event_log(s.as_ref()).await;
+}
+
+/// The event log on either backend: ids increase, `since` and `app` filter, retention prunes.
+async fn check_event_log(s: &dyn Store) {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let t1 = t0 + Duration::from_secs(5);
 
-    // The event log: ids increase, `since` and `app` filter, retention prunes.
     let e1 = s
         .add_event("host.joined", None, &serde_json::json!({"host": "h1"}), t0)
         .await
