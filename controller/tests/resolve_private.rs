@@ -6,7 +6,7 @@ use slipway_controller::resolve::{ResolveError, Resolver};
 use slipway_image::{Credentials, TlsFiles};
 use slipway_tests::image::busybox_httpd_image;
 use slipway_tests::pki::TestCa;
-use slipway_tests::registry::{Private, Registry};
+use slipway_tests::registry::Registry;
 
 #[tokio::test]
 async fn resolves_a_tag_on_a_private_tls_registry() {
@@ -15,17 +15,7 @@ async fn resolves_a_tag_on_a_private_tls_registry() {
     let pushed = busybox_httpd_image("resolve")
         .push(plain.addr(), "private/web", "v1")
         .unwrap();
-    let private = Registry::start_private(
-        "127.0.0.1",
-        &Private {
-            storage: Some(plain.storage_dir()),
-            user: Some(("ci".into(), "pw".into())),
-            tls: Some((ca.server_cert(), ca.server_key())),
-            client_ca: None,
-            token: None,
-        },
-    )
-    .unwrap();
+    let private = Registry::locked(&plain, &ca, "ci", "pw").unwrap();
     let addr = private.addr().to_string();
     let repo = format!("{addr}/private/web");
     let config = |password: &str, ca_file| {

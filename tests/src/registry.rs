@@ -59,6 +59,25 @@ impl Registry {
         Self::start_private(ip, &Private::default())
     }
 
+    /// Serves `plain`'s storage on loopback behind one htpasswd user over TLS, with `ca`'s
+    /// server certificate: push to `plain` over HTTP, then pull from this one.
+    pub fn locked(
+        plain: &Registry,
+        ca: &crate::pki::TestCa,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Registry> {
+        Self::start_private(
+            "127.0.0.1",
+            &Private {
+                storage: Some(plain.storage_dir()),
+                user: Some((user.into(), password.into())),
+                tls: Some((ca.server_cert(), ca.server_key())),
+                ..Private::default()
+            },
+        )
+    }
+
     /// A registry on `ip` locked as `private` says (HTTPS, htpasswd, client certificates).
     pub fn start_private(ip: &str, private: &Private) -> anyhow::Result<Registry> {
         if !Path::new(REGISTRY_BIN).exists() {

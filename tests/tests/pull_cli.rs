@@ -99,7 +99,6 @@ fn pull_reports_a_missing_image() {
 #[test]
 fn pull_with_credentials_from_a_helper_over_tls() {
     use slipway_tests::pki::TestCa;
-    use slipway_tests::registry::Private;
     use std::os::unix::fs::PermissionsExt;
 
     let ca = TestCa::new("cli").unwrap();
@@ -107,17 +106,7 @@ fn pull_with_credentials_from_a_helper_over_tls() {
     let pushed = busybox_httpd_image("cli private")
         .push(plain.addr(), "private/web", "v1")
         .unwrap();
-    let private = Registry::start_private(
-        "127.0.0.1",
-        &Private {
-            storage: Some(plain.storage_dir()),
-            user: Some(("ci".into(), "helper-secret".into())),
-            tls: Some((ca.server_cert(), ca.server_key())),
-            client_ca: None,
-            token: None,
-        },
-    )
-    .unwrap();
+    let private = Registry::locked(&plain, &ca, "ci", "helper-secret").unwrap();
     let addr = private.addr();
     let image = format!("{addr}/private/web@{}", pushed.digest);
 
