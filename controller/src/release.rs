@@ -154,6 +154,7 @@ pub async fn create(
         resolved.image,
         requested,
         None,
+        None,
         annotations,
     )
     .await?;
@@ -175,6 +176,7 @@ pub async fn rollback(
     actor: &str,
     app: &str,
     to_seq: Option<u64>,
+    now: bool,
 ) -> ReleaseResult<ReleaseRecord> {
     if state.store.app(app).await?.is_none() {
         return Err(unknown_app(app));
@@ -205,19 +207,30 @@ pub async fn rollback(
             })?,
     };
     let target_seq = target.seq;
+    let corrupt = |reason: String| ReleaseError::CorruptRelease {
+        app: app.into(),
+        seq: target_seq,
+        reason,
+    };
     let image: ImageRef = target
         .image
         .parse()
-        .map_err(
-            |e: slipway_proto::ImageRefError| ReleaseError::CorruptRelease {
-                app: app.into(),
-                seq: target_seq,
-                reason: e.to_string(),
-            },
-        )?;
+        .map_err(|e: slipway_proto::ImageRefError| corrupt(e.to_string()))?;
+    // The release comes back whole: the spec it was signed with (env, volumes, health...),
+    // not whatever was applied since.
+    let envelope = slipway_proto::Envelope::from_json(target.envelope.as_bytes())
+        .map_err(|e| corrupt(e.to_string()))?;
+    let body = crate::publish::release_body(&envelope).map_err(|e| corrupt(e.to_string()))?;
+    let spec = Pinned {
+        spec: body.spec,
+        version: target.spec_version,
+    };
     let mut annotations = BTreeMap::new();
     annotations.insert("slipway.rollback-of".into(), target_seq.to_string());
     annotations.insert("slipway.released-by".into(), actor.to_string());
+    if now {
+        annotations.insert(ONE_WAVE.0.into(), ONE_WAVE.1.into());
+    }
     let requested = format!("rollback to seq {target_seq}");
     let rec = append(
         state,
@@ -226,6 +239,7 @@ pub async fn rollback(
         image,
         &requested,
         Some(target_seq),
+        Some(spec),
         annotations,
     )
     .await?;
@@ -240,11 +254,22 @@ pub async fn rollback(
     Ok(rec)
 }
 
+/// The annotation that asks for a rollout in one wave (`slipway rollback --now`).
+pub const ONE_WAVE: (&str, &str) = ("slipway.rollout", "one-wave");
+
 fn unknown_app(app: &str) -> ReleaseError {
     ReleaseError::UnknownApp { app: app.into() }
 }
 
-/// Takes the next seq, signs with the app's current spec, stores and publishes.
+/// A spec to sign instead of the app's current one, and the spec version it came from.
+struct Pinned {
+    spec: AppSpec,
+    version: u64,
+}
+
+/// Takes the next seq, signs with `pinned` (a rollback: the target release's own spec) or
+/// else the app's current spec, stores and publishes.
+#[allow(clippy::too_many_arguments)]
 async fn append(
     state: &AppState,
     actor: &str,
@@ -252,15 +277,25 @@ async fn append(
     image: ImageRef,
     requested: &str,
     rollback_of: Option<u64>,
+    pinned: Option<Pinned>,
     annotations: BTreeMap<String, String>,
 ) -> ReleaseResult<ReleaseRecord> {
     let lock = state.locks.get(app).await;
     let _guard = lock.lock().await;
-    let app_rec = state
-        .store
-        .app(app)
-        .await?
-        .ok_or_else(|| unknown_app(app))?;
+    let pinned = match pinned {
+        Some(p) => p,
+        None => {
+            let app_rec = state
+                .store
+                .app(app)
+                .await?
+                .ok_or_else(|| unknown_app(app))?;
+            Pinned {
+                spec: app_rec.spec,
+                version: app_rec.version,
+            }
+        }
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -268,13 +303,13 @@ async fn append(
         let (envelope, expires) =
             state
                 .signer
-                .sign(&app_rec.spec, seq, image.clone(), annotations.clone())?;
+                .sign(&pinned.spec, seq, image.clone(), annotations.clone())?;
         let new = ReleaseRecord {
             app: app.to_string(),
             seq,
             image: image.to_string(),
             requested: requested.to_string(),
-            spec_version: app_rec.version,
+            spec_version: pinned.version,
             rollback_of,
             created_by: actor.to_string(),
             created_at: SystemTime::now(),

@@ -307,3 +307,56 @@ async fn concurrent_releases_of_one_app_get_unique_gapless_seqs() {
     seqs.sort();
     assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_rollback_re_signs_the_old_release_whole_not_todays_spec() {
+    let (_registry, [v1, _v2], h) = web_app(["v1", "v2"]).await;
+    let spec = |greeting: &str| {
+        format!(
+            "{}[env]\nGREETING = \"{greeting}\"\n",
+            app_toml(&v1.repository)
+        )
+    };
+    h.apply(&spec("good")).await;
+    let release = |tag: &str| json!({"image": format!("{}:{tag}", v1.repository)});
+    let (s, r) = h
+        .post("/v1/apps/web/releases", &h.admin, &release("v1"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    // A bad `app apply`, released with a new image.
+    h.apply(&spec("bad")).await;
+    let (s, r) = h
+        .post("/v1/apps/web/releases", &h.admin, &release("v2"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(
+        verify(&h, &r["envelope"]).release.spec.env["GREETING"],
+        "bad"
+    );
+
+    let (s, r) = h
+        .post("/v1/apps/web/rollback", &h.admin, &json!({"to_seq": 1}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let v = verify(&h, &r["envelope"]);
+    assert_eq!((v.release.seq, &v.image.digest), (3, &v1.digest));
+    assert_eq!(v.release.spec.env["GREETING"], "good");
+    assert_eq!(
+        r["spec_version"], 2,
+        "the spec version seq 1 was signed with"
+    );
+    assert!(!v.release.annotations.contains_key("slipway.rollout"));
+
+    // `--now`: marked to go out in one wave.
+    let (s, r) = h
+        .post(
+            "/v1/apps/web/rollback",
+            &h.admin,
+            &json!({"to_seq": 1, "now": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let v = verify(&h, &r["envelope"]);
+    assert_eq!(v.release.annotations["slipway.rollout"], "one-wave");
+    assert_eq!(v.release.spec.env["GREETING"], "good");
+}

@@ -288,6 +288,56 @@ fn cli_applies_releases_rolls_back_and_reports_against_a_running_controller() {
         9
     );
 
+    // A changed spec: without --release it only says how to roll it out (no terminal here);
+    // with --release it goes out with the live image (seq 3 runs v1).
+    std::fs::write(
+        &app,
+        format!("{}[env]\nGREETING = \"hi\"\n", app_toml(&v1.repository)),
+    )
+    .unwrap();
+    let out = ok(slipway(
+        &url,
+        &admin,
+        &["app", "apply", "-f", app.to_str().unwrap()],
+    ));
+    assert!(
+        out.contains("spec version 2 is not running anywhere yet") && out.contains("--release"),
+        "{out}"
+    );
+    let history: Value =
+        serde_json::from_str(&ok(slipway(&url, &admin, &["--json", "history", "web"]))).unwrap();
+    let seqs: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs.iter().max(), Some(&3), "no release without --release");
+    std::fs::write(
+        &app,
+        format!("{}[env]\nGREETING = \"hey\"\n", app_toml(&v1.repository)),
+    )
+    .unwrap();
+    let out = ok(slipway(
+        &url,
+        &admin,
+        &["app", "apply", "-f", app.to_str().unwrap(), "--release"],
+    ));
+    assert!(
+        out.contains(&format!(
+            "released web seq 4: {} with spec version 3",
+            v1.image_ref()
+        )),
+        "{out}"
+    );
+    // The same spec again changes nothing and releases nothing.
+    let out = ok(slipway(
+        &url,
+        &admin,
+        &["app", "apply", "-f", app.to_str().unwrap(), "--release"],
+    ));
+    assert_eq!(out.trim(), "app web spec version 3");
+
     let (status, took) = controller.terminate();
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");

@@ -168,6 +168,9 @@ pub struct RollbackRequest {
     /// from the latest one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_seq: Option<u64>,
+    /// Go out to every host in one wave, with no canary and no pause.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub now: bool,
 }
 
 /// A stored release, as listed by `GET /v1/apps/{app}/releases`.

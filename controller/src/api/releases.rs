@@ -54,7 +54,7 @@ pub async fn rollback(
     } else {
         parse_json(&body)?
     };
-    let rec = release::rollback(&state, &caller.name, &app, req.to_seq).await?;
+    let rec = release::rollback(&state, &caller.name, &app, req.to_seq, req.now).await?;
     Ok((StatusCode::CREATED, Json(info(rec)?)))
 }
 

@@ -2,7 +2,8 @@
 
 use super::client::{print_json, table, Client};
 use anyhow::Context;
-use slipway_proto::api::AppInfo;
+use slipway_proto::api::{AppInfo, CreateReleaseRequest, ReleaseInfo};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -12,6 +13,15 @@ pub enum Command {
         /// The app spec (TOML; see deploy/examples/app.toml).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// When the spec changed and the app has a release: release it at once with the live
+        /// image, through the app's waves (without this flag a terminal asks).
+        #[arg(long)]
+        release: bool,
+        /// With --release: follow that rollout like `slipway release --wait`.
+        #[arg(long, requires = "release")]
+        wait: bool,
+        #[command(flatten)]
+        timeout: super::watch::TimeoutArg,
     },
     /// List apps and their spec versions.
     List,
@@ -22,11 +32,90 @@ pub enum Command {
     },
 }
 
+/// A changed spec reaches the hosts only in a release: make one with the live image (asked
+/// on a terminal, at once with `--release`), or say how.
+async fn release_changed_spec(
+    client: &Client,
+    info: &AppInfo,
+    file: &std::path::Path,
+    release: bool,
+    wait: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let app = &info.name;
+    let history: Vec<ReleaseInfo> = client.get(&format!("/v1/apps/{app}/releases")).await?;
+    let Some(live) = history.last() else {
+        return Ok(());
+    };
+    let go = release || (!client.json && std::io::stdin().is_terminal() && ask(app, info, live)?);
+    if !go {
+        if !client.json {
+            println!(
+                "spec version {} is not running anywhere yet: `slipway app apply -f {} --release` \
+                 (or `slipway release {app} --image {}`) rolls it out through the waves",
+                info.version,
+                file.display(),
+                live.image
+            );
+        }
+        return Ok(());
+    }
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert(
+        "slipway.reason".to_string(),
+        format!("spec version {}", info.version),
+    );
+    let req = CreateReleaseRequest {
+        image: live.image.clone(),
+        annotations,
+    };
+    let r: ReleaseInfo = client
+        .post(&format!("/v1/apps/{app}/releases"), &req)
+        .await
+        .with_context(|| format!("releasing {app} spec version {}", info.version))?;
+    if client.json {
+        print_json(&r)?;
+    } else {
+        println!(
+            "released {} seq {}: {} with spec version {}",
+            r.app, r.seq, r.image, info.version
+        );
+    }
+    if wait {
+        super::watch::follow(client, &r.app, Some(r.seq), timeout).await?;
+    }
+    Ok(())
+}
+
+fn ask(app: &str, info: &AppInfo, live: &ReleaseInfo) -> anyhow::Result<bool> {
+    use std::io::Write;
+    print!(
+        "release {app} spec version {} with the live image {} (seq {}) through its waves? [y/N] ",
+        info.version, live.image, live.seq
+    );
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
 pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Apply { file } => {
+        Command::Apply {
+            file,
+            release,
+            wait,
+            timeout,
+        } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading app spec {}", file.display()))?;
+            let spec = slipway_proto::AppSpec::from_toml(&text)
+                .with_context(|| format!("app spec {}", file.display()))?;
+            let before = client
+                .get::<AppInfo>(&format!("/v1/apps/{}", spec.name))
+                .await
+                .ok()
+                .map(|a| a.version);
             let info: AppInfo = client
                 .post_toml("/v1/apps", text)
                 .await
@@ -35,6 +124,9 @@ pub async fn run(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 print_json(&info)?;
             } else {
                 println!("app {} spec version {}", info.name, info.version);
+            }
+            if before.is_some_and(|v| v != info.version) {
+                release_changed_spec(client, &info, &file, release, wait, timeout.get()).await?;
             }
         }
         Command::List => {

@@ -165,13 +165,20 @@ pub struct RollbackArgs {
     /// Release seq to go back to [default: the newest earlier release with a different image].
     #[arg(long = "to", visible_alias = "to-seq", value_name = "SEQ")]
     pub to: Option<u64>,
+    /// Send it to every host at once (one wave, no canary, no pause) instead of through the
+    /// app's waves.
+    #[arg(long)]
+    pub now: bool,
 }
 
 pub async fn rollback(client: &Client, a: RollbackArgs) -> anyhow::Result<()> {
     let r: ReleaseInfo = client
         .post(
             &format!("/v1/apps/{}/rollback", a.app),
-            &RollbackRequest { to_seq: a.to },
+            &RollbackRequest {
+                to_seq: a.to,
+                now: a.now,
+            },
         )
         .await?;
     if client.json {

@@ -169,7 +169,7 @@ async fn roll_back(
         ));
         return save(state, rec, &doc).await;
     };
-    let made = crate::release::rollback(state, ACTOR, &doc.app, Some(stable))
+    let made = crate::release::rollback(state, ACTOR, &doc.app, Some(stable), false)
         .await
         .map_err(|e| err(format!("automatic rollback to seq {stable}: {e}")))?;
     tracing::warn!(app = %doc.app, halted = doc.seq, rollback = made.seq, to = stable, "rollout halted; rolled back");

@@ -169,6 +169,20 @@ impl Rollout {
         out
     }
 
+    /// Every wave of a just-planned rollout as one, with no canary, pause or manual gate
+    /// (`slipway rollback --now`).
+    pub fn into_one_wave(&mut self) {
+        let hosts = self.waves.concat();
+        self.waves = if hosts.is_empty() {
+            vec![]
+        } else {
+            vec![hosts]
+        };
+        self.canary = false;
+        self.pause_ms = 0;
+        self.manual_promotion = false;
+    }
+
     fn start_next(&mut self, now_ms: i64) {
         if self.started < self.waves.len() {
             self.started += 1;
@@ -395,6 +409,20 @@ mod tests {
         assert_eq!(r.assigned("h00"), Some(2));
         assert_eq!(r.assigned("h01"), Some(1));
         assert_eq!(r.assigned("new"), Some(1));
+    }
+
+    #[test]
+    fn one_wave_sends_every_host_at_once() {
+        let mut r = plan(
+            "[rollout]\nbatch_size = \"25%\"\npause = \"1m\"\nmanual_promotion = true\n",
+            8,
+        );
+        r.into_one_wave();
+        assert_eq!((r.waves.len(), r.started, r.canary), (1, 1, false));
+        assert!((0..8).all(|i| r.assigned(&format!("h{i:02}")) == Some(2)));
+        let silent = Duration::from_secs(60);
+        r.evaluate(&report(&r, Phase::Live), 10, silent);
+        assert_eq!(r.state, RolloutState::Done, "no pause, no promotion gate");
     }
 
     #[test]

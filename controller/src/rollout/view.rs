@@ -65,7 +65,7 @@ impl View {
         let mut apps = BTreeMap::new();
         for rec in state.store.latest_releases().await? {
             let (env, rel) = envelope(&rec)?;
-            let doc = ensure(state, &rec, &rel.spec).await?;
+            let doc = ensure(state, &rec, &rel).await?;
             let mut v = AppView {
                 selector: rel.spec.rollout.selector.clone(),
                 default: doc.default_seq(),
@@ -121,8 +121,9 @@ fn envelope(rec: &ReleaseRecord) -> Result<(Envelope, slipway_proto::Release), R
 pub async fn ensure(
     state: &AppState,
     rec: &ReleaseRecord,
-    spec: &slipway_proto::AppSpec,
+    rel: &slipway_proto::Release,
 ) -> Result<Rollout, RolloutError> {
+    let spec = &rel.spec;
     let store = &state.store;
     if let Some(r) = store.rollout(&rec.app, rec.seq).await? {
         return parse(&r.app, r.seq, &r.doc);
@@ -174,7 +175,7 @@ pub async fn ensure(
                     (BTreeMap::new(), earlier)
                 }
             };
-            Rollout::plan(PlanParams {
+            let mut doc = Rollout::plan(PlanParams {
                 app: &rec.app,
                 seq: rec.seq,
                 spec,
@@ -183,7 +184,12 @@ pub async fn ensure(
                 stable,
                 deploy_margin: state.rollouts.cfg.deploy_margin,
                 now_ms: now,
-            })
+            });
+            let (k, v) = crate::release::ONE_WAVE;
+            if rel.annotations.get(k).map(String::as_str) == Some(v) {
+                doc.into_one_wave();
+            }
+            doc
         }
     };
     let wall = SystemTime::now();
