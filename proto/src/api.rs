@@ -1,5 +1,8 @@
 //! Wire types of the controller's HTTP API (`/v1/...`), shared by the controller, the agent
-//! and the `slipway` CLI. Pure serde types; every struct refuses unknown fields.
+//! and the `slipway` CLI. Pure serde types. Every struct accepts fields it does not know
+//! (and ignores them), so a controller, agent or CLI one version apart can read what the
+//! other sends; the signed release body (`crate::release::Release`, with its `AppSpec`) is
+//! the exception and stays strict, because a signature covers it.
 
 use crate::envelope::Envelope;
 use crate::id::HostId;
@@ -10,14 +13,12 @@ use std::fmt;
 
 /// Body of every error answer: what failed and why, ready to show to a user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     pub error: String,
 }
 
 /// `POST /v1/hosts/{host}/register`: the agent announces itself and its labels.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -28,7 +29,6 @@ pub struct RegisterRequest {
 
 /// `GET /v1/hosts/{host}/desired`: the signed releases aimed at a host now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DesiredSetBody {
     /// Opaque token; send it back as `?version=` to wait for a change.
     pub version: String,
@@ -38,7 +38,7 @@ pub struct DesiredSetBody {
 
 /// Where one deploy of one release stands on one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub enum Phase {
     Pulling,
     Starting,
@@ -77,7 +77,6 @@ impl fmt::Display for Phase {
 
 /// `POST /v1/hosts/{host}/status`: one phase of one deploy on the reporting host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HostStatus {
     pub app: String,
     pub seq: u64,
@@ -94,7 +93,6 @@ pub struct HostStatus {
 
 /// A row of `GET /v1/status`: the last phase a host reported for an app.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StatusRow {
     pub host: HostId,
     pub app: String,
@@ -112,7 +110,6 @@ pub struct StatusRow {
 /// A release a host keeps serving past its signature's expiry: stale until a freshly signed
 /// release of it (or a newer one) reaches the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StaleRelease {
     pub app: String,
     pub seq: u64,
@@ -122,7 +119,6 @@ pub struct StaleRelease {
 
 /// A row of `GET /v1/hosts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HostInfo {
     pub host: HostId,
     pub labels: BTreeMap<String, String>,
@@ -135,11 +131,14 @@ pub struct HostInfo {
     /// Releases this host reported serving past their signature's expiry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale: Vec<StaleRelease>,
+    /// How the agent's version stands against the controller's (`+1 minor`, `-1 minor`),
+    /// absent when they are the same minor version or the agent did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew: Option<String>,
 }
 
 /// `GET /v1/apps/{app}` and the answer to `POST /v1/apps`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AppInfo {
     pub name: String,
     /// Spec version: 1 for the first apply, +1 for each apply that changed it.
@@ -151,7 +150,6 @@ pub struct AppInfo {
 
 /// `POST /v1/apps/{app}/releases`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CreateReleaseRequest {
     /// `REPOSITORY:TAG`, `REPOSITORY` (tag `latest`) or `REPOSITORY@sha256:...`.
     pub image: String,
@@ -162,7 +160,6 @@ pub struct CreateReleaseRequest {
 
 /// `POST /v1/apps/{app}/rollback`: a new release of an older release's digest.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// Release to go back to; when absent, the newest earlier release whose image differs
     /// from the latest one.
@@ -175,7 +172,6 @@ pub struct RollbackRequest {
 
 /// A stored release, as listed by `GET /v1/apps/{app}/releases`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ReleaseInfo {
     pub app: String,
     pub seq: u64,
@@ -245,7 +241,6 @@ impl fmt::Display for Role {
 
 /// `POST /v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// Unique name, recorded as the actor in the audit log.
     pub name: String,
@@ -257,7 +252,6 @@ pub struct CreateTokenRequest {
 
 /// A token as listed (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TokenInfo {
     pub name: String,
     pub role: Role,
@@ -269,7 +263,6 @@ pub struct TokenInfo {
 
 /// The answer to `POST /v1/tokens`: the secret, shown once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CreatedToken {
     pub token: String,
     pub info: TokenInfo,
@@ -277,7 +270,6 @@ pub struct CreatedToken {
 
 /// A row of `GET /v1/audit`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AuditEntry {
     pub id: u64,
     /// RFC 3339.
@@ -331,7 +323,6 @@ impl fmt::Display for RolloutState {
 
 /// One host of a rollout plan and what it reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RolloutHost {
     pub host: String,
     /// Index into `waves` (0 is the canary when the spec has one).
@@ -355,7 +346,6 @@ pub struct RolloutHost {
 
 /// `GET /v1/apps/{app}/rollout`: the plan of the newest release and each host's phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RolloutInfo {
     pub app: String,
     pub seq: u64,
@@ -415,10 +405,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.phase.to_string(), "failed: unhealthy");
+        // A field from a newer agent is ignored.
         assert!(serde_json::from_str::<HostStatus>(
             r#"{"app":"web","seq":3,"phase":"live","extra":1}"#
         )
-        .is_err());
+        .is_ok());
         assert!(
             serde_json::from_str::<HostStatus>(r#"{"app":"web","seq":3,"phase":"nope"}"#).is_err()
         );

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod release;
 pub mod spec;
 pub mod trust;
+pub mod version;
 
 pub use edge::{EdgeSpec, TlsSpec};
 pub use envelope::{Envelope, Signature, VerifiedRelease, VerifyError, RELEASE_PAYLOAD_TYPE};

@@ -12,12 +12,20 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use slipway_proto::api::{HostInfo, HostStatus, Phase, RegisterRequest, StaleRelease, StatusRow};
+use slipway_proto::version;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 fn info(h: HostRecord, stale: Vec<StaleRelease>) -> ApiResult<HostInfo> {
+    let skew = h
+        .agent_version
+        .as_deref()
+        .and_then(|v| version::skew(version::VERSION, v).ok())
+        .filter(|s| *s != version::Skew::Same)
+        .map(|s| s.to_string());
     Ok(HostInfo {
+        skew,
         host: stored_host(h.host)?,
         labels: h.labels,
         agent_version: h.agent_version,
@@ -42,6 +50,23 @@ fn stale_by_host(rows: Vec<StatusRecord>) -> BTreeMap<String, Vec<StaleRelease>>
     out
 }
 
+/// Refuses an agent more than one minor version from this controller, before it registers
+/// and is sent releases it may not understand.
+fn check_skew(host: &str, agent: &str) -> ApiResult<()> {
+    let ours = version::VERSION;
+    let refuse = |why: String| {
+        ApiError::Conflict(format!(
+            "agent on host {host} is version {agent}, controller is {ours}: {why}; the \
+             controller serves agents one minor version older or newer: upgrade one side first"
+        ))
+    };
+    match version::skew(ours, agent) {
+        Ok(s) if s.supported() => Ok(()),
+        Ok(s) => Err(refuse(format!("{s} apart"))),
+        Err(e) => Err(refuse(e.to_string())),
+    }
+}
+
 pub async fn register(
     State(state): State<AppState>,
     caller: Caller,
@@ -52,6 +77,9 @@ pub async fn register(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     caller.require_host(&host, "register as")?;
     let req: RegisterRequest = parse_json(&body)?;
+    if let Some(v) = &req.agent_version {
+        check_skew(&host, v)?;
+    }
     let before = state.store.host(&host).await?;
     let rec = state
         .store
@@ -86,8 +114,8 @@ pub async fn register(
     Ok(Json(info(rec, Vec::new())?))
 }
 
+/// Unknown parameters are ignored: a newer agent may send more.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DesiredQuery {
     /// The version the agent holds; the answer waits while it is still current.
     version: Option<String>,

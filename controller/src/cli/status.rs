@@ -98,7 +98,10 @@ pub async fn hosts(client: &Client) -> anyhow::Result<()> {
                 vec![
                     h.host.to_string(),
                     labels.join(","),
-                    h.agent_version.unwrap_or_default(),
+                    match (h.agent_version, h.skew) {
+                        (Some(v), Some(skew)) => format!("{v} ({skew})"),
+                        (v, _) => v.unwrap_or_default(),
+                    },
                     age(&h.last_seen, client.wide),
                     stale_cell(&h.stale),
                 ]
