@@ -129,7 +129,14 @@ pub async fn run(
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Only the lead re-signs (two replicas signing the same release race for its row); a
+    // replica that becomes the lead runs a pass at once.
+    let mut lead = state.rollouts.lead();
     loop {
+        tokio::select! {
+            ok = async { lead.wait_for(|l| *l).await.is_ok() } => if !ok { return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
         // Failures of single releases are logged by `resign_due` itself.
         if let Err(e) = resign_due(&state, before).await {
             tracing::error!(error = %e, "re-signing pass failed; will retry");

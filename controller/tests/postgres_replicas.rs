@@ -15,10 +15,16 @@ use slipway_tests::registry::Registry;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use support::gitops::{self, GitRepo};
 use support::{app_toml, decode, push_image};
 
 /// Starts a controller named `name` under `dir` on the database at `url`.
 async fn replica(dir: &Path, name: &str, url: &str) -> Running {
+    replica_with(dir, name, url, "", "").await
+}
+
+/// The same, with top-level keys `top` and config sections `sections`.
+async fn replica_with(dir: &Path, name: &str, url: &str, top: &str, sections: &str) -> Running {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let key_path = dir.join("release.key");
     if !key_path.exists() {
@@ -27,8 +33,8 @@ async fn replica(dir: &Path, name: &str, url: &str) -> Running {
     }
     let cfg = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nsigning_key = \"{}\"\n\
-         database_url = \"{url}\"\nlong_poll_max_wait = \"30s\"\n\
-         [rollout]\nsilent_after = \"40s\"\ntick = \"100ms\"\n",
+         database_url = \"{url}\"\nlong_poll_max_wait = \"30s\"\n{top}\n\
+         [rollout]\nsilent_after = \"40s\"\ntick = \"100ms\"\n{sections}",
         dir.join(format!("{name}-data")).display(),
         key_path.display()
     );
@@ -196,5 +202,145 @@ async fn a_release_on_one_replica_wakes_long_polls_on_the_other_and_one_replica_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(took, "the remaining replica takes the lead");
+    follower.shutdown().await;
+}
+
+/// The replica leading now, and the other one, once exactly one leads.
+async fn lead_and_follower(a: Running, b: Running) -> (Running, Running) {
+    for _ in 0..100 {
+        match (a.state.rollouts.leading(), b.state.rollouts.leading()) {
+            (true, false) => return (a, b),
+            (false, true) => return (b, a),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("no single lead");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lead_syncs_gitops_and_re_signs_and_a_webhook_to_any_replica_reaches_it() {
+    let registry = Registry::start().unwrap();
+    let v1 = gitops::push(&registry, "demo/web", "v1", "web v1");
+    let repo = GitRepo::new();
+    repo.write(
+        "apps/web/app.toml",
+        &gitops::app_toml("web", &v1.repository, 8080),
+    );
+    repo.write("apps/web/image", "v1");
+    let c1 = repo.commit("Alice", "v1");
+    let pg = Postgres::start().unwrap();
+    let url = pg.create_database("replicas_gitops").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-pg-gitops-")
+        .tempdir()
+        .unwrap();
+    let secret = dir.path().join("github-secret");
+    std::fs::write(&secret, gitops::SECRET).unwrap();
+    // Every pass re-signs what is a second old (resign_before close to the validity), every
+    // 200ms;
+    // GitOps polls only hourly, so after the first sync only webhooks sync.
+    let top = "release_validity = \"1h\"\nresign_before = \"3599s\"\nresign_interval = \"200ms\"";
+    let extra = format!(
+        "[gitops]\nurl = \"{}\"\nbranch = \"main\"\npath = \"apps\"\npoll_interval = \"1h\"\n\
+         github_secret_file = \"{}\"\n",
+        repo.origin().display(),
+        secret.display()
+    );
+    let a = replica_with(dir.path(), "a", &url, top, &extra).await;
+    let b = replica_with(dir.path(), "b", &url, top, &extra).await;
+    let (lead, follower) = lead_and_follower(a, b).await;
+    let http = reqwest::Client::new();
+    let admin = token(&lead, "admin", Role::Admin, None).await;
+    let status = |r: &Running| {
+        let (http, url, admin) = (http.clone(), r.url(), admin.clone());
+        async move {
+            let (s, v) = call(
+                &http,
+                reqwest::Method::GET,
+                format!("{url}/v1/gitops"),
+                &admin,
+                None,
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v
+        }
+    };
+    let releases = || {
+        let (http, url, admin) = (http.clone(), lead.url(), admin.clone());
+        async move {
+            let (_, v) = call(
+                &http,
+                reqwest::Method::GET,
+                format!("{url}/v1/apps/web/releases"),
+                &admin,
+                None,
+            )
+            .await;
+            v.as_array().cloned().unwrap_or_default()
+        }
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while status(&lead).await["commit"] != c1.as_str() || releases().await.is_empty() {
+        assert!(Instant::now() < end, "the lead never synced {c1}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let f = status(&follower).await;
+    assert_eq!(
+        (f["leading"].as_bool(), f["attempts"].as_u64()),
+        (Some(false), Some(0)),
+        "{f}"
+    );
+    assert_eq!(status(&lead).await["leading"], true);
+
+    // Re-signing runs on the lead only.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(lead.state.metrics.resigns.get() > 0, "the lead re-signs");
+    assert_eq!(
+        follower.state.metrics.resigns.get(),
+        0,
+        "the follower never re-signs"
+    );
+
+    // A push, announced to the follower: it accepts the webhook and the lead syncs it.
+    let v2 = gitops::push(&registry, "demo/web", "v2", "web v2");
+    repo.write("apps/web/image", "v2");
+    let c2 = repo.commit("Bob", "v2");
+    let body = gitops::push_body("refs/heads/main");
+    let r = http
+        .post(format!("{}/v1/webhooks/github", follower.url()))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "delivery-1")
+        .header("x-hub-signature-256", gitops::sign(gitops::SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = decode(r).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("from the lead"),
+        "{v}"
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rels = releases().await;
+        if status(&lead).await["commit"] == c2.as_str()
+            && rels.last().is_some_and(|r| r["image"] == v2.image_ref())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the lead did not act on the follower's webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status(&follower).await["attempts"],
+        0,
+        "the follower never synced"
+    );
+    lead.shutdown().await;
     follower.shutdown().await;
 }

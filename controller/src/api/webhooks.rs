@@ -52,8 +52,9 @@ struct PushEvent {
     git_ref: String,
 }
 
-/// Asks for a sync when the push went to the synced branch.
-fn on_push(g: &GitOps, source: &str, body: &[u8]) -> Reply {
+/// Asks for a sync when the push went to the synced branch: at once when this replica leads,
+/// else through the store (event `gitops.sync-requested`), which the lead follows.
+async fn on_push(state: &AppState, g: &GitOps, source: &str, body: &[u8]) -> Reply {
     let push: PushEvent = serde_json::from_slice(body).map_err(|e| {
         ApiError::BadRequest(format!(
             "{source} push event: body has no usable `ref`: {e}"
@@ -67,14 +68,27 @@ fn on_push(g: &GitOps, source: &str, body: &[u8]) -> Reply {
             push.git_ref
         ));
     }
-    tracing::info!(source, git_ref = %push.git_ref, "webhook: sync now");
-    g.sync_now();
+    let leading = state.rollouts.leading();
+    tracing::info!(source, git_ref = %push.git_ref, leading, "webhook: sync now");
+    crate::events::emit(
+        state,
+        crate::gitops::SYNC_REQUESTED,
+        None,
+        serde_json::json!({"source": source, "ref": push.git_ref}),
+    )
+    .await;
+    let reason = if leading {
+        g.sync_now();
+        format!("push to {wanted}: sync started")
+    } else {
+        if let Err(e) = state.store.notify_changed().await {
+            tracing::warn!(error = %e, "could not tell the lead controller to sync");
+        }
+        format!("push to {wanted}: sync requested from the lead controller")
+    };
     Ok((
         StatusCode::ACCEPTED,
-        Json(WebhookReply {
-            sync: true,
-            reason: format!("push to {wanted}: sync started"),
-        }),
+        Json(WebhookReply { sync: true, reason }),
     ))
 }
 
@@ -105,7 +119,7 @@ pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Byt
         .accept(&format!("github:{delivery}"))
         .map_err(rejected)?;
     match header(&headers, "x-github-event").unwrap_or_default() {
-        "push" => on_push(g, "github", &body),
+        "push" => on_push(&state, g, "github", &body).await,
         "ping" => ignored("ping: webhook reached the controller".into()),
         other => ignored(format!(
             "event `{other}` ignored: only push triggers a sync"
@@ -128,7 +142,7 @@ pub async fn gitlab(State(state): State<AppState>, headers: HeaderMap, body: Byt
             .map_err(rejected)?;
     }
     match header(&headers, "x-gitlab-event").unwrap_or_default() {
-        "Push Hook" => on_push(g, "gitlab", &body),
+        "Push Hook" => on_push(&state, g, "gitlab", &body).await,
         other => ignored(format!(
             "event `{other}` ignored: only Push Hook triggers a sync"
         )),
@@ -138,5 +152,7 @@ pub async fn gitlab(State(state): State<AppState>, headers: HeaderMap, body: Byt
 /// `GET /v1/gitops`: the last sync and each app's outcome.
 pub async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<SyncStatus>> {
     caller.require_operator("read the GitOps status")?;
-    Ok(Json(gitops(&state)?.status()))
+    let mut st = gitops(&state)?.status();
+    st.leading = state.rollouts.leading();
+    Ok(Json(st))
 }

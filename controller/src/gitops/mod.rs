@@ -52,6 +52,50 @@ pub enum GitopsError {
     },
 }
 
+/// Event kind of a webhook push; the lead syncs on each one, whichever replica took it.
+pub const SYNC_REQUESTED: &str = "gitops.sync-requested";
+
+/// The newest event id now (0 when none), read page by page.
+async fn last_event_id(state: &AppState) -> u64 {
+    let mut last = 0;
+    loop {
+        match state.store.events_since(last, None, PAGE).await {
+            Ok(page) => {
+                let full = page.len() == PAGE as usize;
+                last = page.last().map_or(last, |e| e.id);
+                if !full {
+                    return last;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading events failed");
+                return last;
+            }
+        }
+    }
+}
+
+const PAGE: u32 = 1000;
+
+/// Whether a webhook push was recorded after `seen`; moves `seen` on.
+async fn sync_requested(state: &AppState, seen: &mut u64) -> bool {
+    let mut asked = false;
+    loop {
+        let page = match state.store.events_since(*seen, None, PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading events failed");
+                return asked;
+            }
+        };
+        asked |= page.iter().any(|e| e.kind == SYNC_REQUESTED);
+        *seen = page.last().map_or(*seen, |e| e.id);
+        if page.len() < PAGE as usize {
+            return asked;
+        }
+    }
+}
+
 /// The running GitOps sync: its repository, webhook secrets and last outcome.
 pub struct GitOps {
     pub cfg: GitopsConfig,
@@ -111,13 +155,28 @@ impl GitOps {
         self.status.read().expect("gitops status lock").clone()
     }
 
-    /// Syncs at start, then every `poll_interval` and on every [`GitOps::sync_now`], until
-    /// shutdown. A repository that cannot be read, or a release that failed, is retried sooner,
-    /// backing off from [`defaults::RETRY_START`] up to the poll interval; releases already
-    /// made stay as they are.
+    /// While this replica leads: syncs when it takes the lead, then every `poll_interval`, on
+    /// every [`GitOps::sync_now`] and on every webhook another replica took
+    /// ([`SYNC_REQUESTED`]), until shutdown. A repository that cannot be read, or a release that
+    /// failed, is retried sooner, backing off from [`defaults::RETRY_START`] up to the poll
+    /// interval; releases already made stay as they are.
     pub async fn run(self: Arc<Self>, state: AppState, mut shutdown: watch::Receiver<bool>) {
         let mut retry = defaults::RETRY_START;
+        let mut lead = state.rollouts.lead();
+        let mut remote = state.store.changes();
+        let mut requests_seen = 0;
         loop {
+            let leading = *lead.borrow_and_update();
+            if !leading {
+                tracing::info!("GitOps waits for this controller to lead");
+                tokio::select! {
+                    ok = async { lead.wait_for(|l| *l).await.is_ok() } => if !ok { return },
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                tracing::info!("GitOps syncs from this controller (it leads)");
+                // Requests made before now are served by the sync about to run.
+                requests_seen = last_event_id(&state).await;
+            }
             let wait = if self.sync(&state).await {
                 retry = defaults::RETRY_START;
                 self.cfg.poll_interval
@@ -127,10 +186,25 @@ impl GitOps {
                 retry = (retry * 2).min(self.cfg.poll_interval);
                 w
             };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.wake.notified() => {}
-                _ = shutdown.wait_for(|s| *s) => return,
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = self.wake.notified() => break,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = async { let _ = lead.wait_for(|l| !*l).await; } => break,
+                    _ = async {
+                        match remote.as_mut() {
+                            Some(rx) => { let _ = rx.changed().await; }
+                            None => std::future::pending::<()>().await,
+                        }
+                    } => {}
+                }
+                // Something changed on another replica: a webhook it took, or anything else.
+                if sync_requested(&state, &mut requests_seen).await {
+                    tracing::info!("GitOps sync requested through another controller");
+                    break;
+                }
             }
         }
     }

@@ -22,6 +22,10 @@ pub struct SyncStatus {
     /// Attempts in a row that failed that way.
     pub failures: u32,
     pub apps: Vec<AppSync>,
+    /// Whether this controller leads and so is the one that syncs; another replica's status
+    /// (commit, attempts, apps) is the lead's as of when it last led, or empty.
+    #[serde(default)]
+    pub leading: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -30,6 +30,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 leading = false;
             }
         }
+        state.rollouts.set_leading(leading);
         if leading {
             match tick(&state).await {
                 Ok(true) => state.rollouts.changed(&state).await,

@@ -85,6 +85,9 @@ pub struct Rollouts {
     pub long_poll_max_wait: Duration,
     view: watch::Sender<Arc<View>>,
     poke: Notify,
+    /// Whether this replica holds the lead (set by the driver): only the lead drives
+    /// rollouts, re-signs and syncs GitOps.
+    lead: watch::Sender<bool>,
 }
 
 impl Rollouts {
@@ -95,7 +98,23 @@ impl Rollouts {
             long_poll_max_wait,
             view,
             poke: Notify::new(),
+            lead: watch::channel(false).0,
         }
+    }
+
+    /// Whether this replica leads now.
+    pub fn leading(&self) -> bool {
+        *self.lead.borrow()
+    }
+
+    /// Follows the lead: true while this replica holds it.
+    pub fn lead(&self) -> watch::Receiver<bool> {
+        self.lead.subscribe()
+    }
+
+    pub(crate) fn set_leading(&self, leading: bool) {
+        self.lead
+            .send_if_modified(|l| std::mem::replace(l, leading) != leading);
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<View>> {
