@@ -181,7 +181,6 @@ async fn the_audit_log_records_every_write_with_who_and_what() {
         ("admin", "release.create", "release/web/1"),
         ("admin", "release.rollback", "release/web/2"),
         ("agent-h1", "host.register", "host/h1"),
-        ("agent-h1", "host.status", "host/h1/web"),
         ("admin", "token.create", "token/ci"),
     ];
     let got: Vec<(&str, &str, &str)> = rows
@@ -190,6 +189,49 @@ async fn the_audit_log_records_every_write_with_who_and_what() {
         .collect();
     assert_eq!(got, want);
     assert!(log[0]["at"].as_str().unwrap().ends_with('Z'));
+
+    // The phase report is in the status history (events), not the audit log.
+    let (_, events) = h.get("/v1/events?app=web", &h.admin).await;
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "host.phase"
+                && e["detail"]["host"] == "h1"
+                && e["detail"]["phase"] == "failed: health check timed out"),
+        "{events}"
+    );
+
+    // Filters: by app, by actor, by time; a bad one is refused.
+    let actions = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|e| e["action"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, v) = h.get("/v1/audit?app=web", &h.admin).await;
+    assert_eq!(
+        actions(&v),
+        ["app.apply", "release.create", "release.rollback"]
+    );
+    let (_, v) = h.get("/v1/audit?actor=agent-h1", &h.admin).await;
+    assert_eq!(actions(&v), ["host.register"]);
+    let (_, v) = h.get("/v1/audit?app=nope", &h.admin).await;
+    assert_eq!(actions(&v), Vec::<String>::new());
+    let (_, v) = h.get("/v1/audit?since=1h&actor=admin", &h.admin).await;
+    assert_eq!(v.as_array().unwrap().len(), 4, "{v}");
+    let (_, v) = h
+        .get("/v1/audit?since=2999-01-01T00:00:00Z", &h.admin)
+        .await;
+    assert_eq!(actions(&v), Vec::<String>::new());
+    let (s, v) = h.get("/v1/audit?since=yesterday", &h.admin).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("`yesterday`"), "{v}");
+    let (s, _) = h.get("/v1/audit?app=Bad_App", &h.admin).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
 
     let (_, status) = h.get("/v1/status?app=web", &h.admin).await;
     assert_eq!(status[0]["host"], "h1");

@@ -212,14 +212,16 @@ async fn a_host_serving_an_expired_release_shows_stale_counts_as_live_and_clears
         .unwrap()
         .starts_with("2001-02-03T04:05:06"));
     assert_eq!(rows[0]["phase"], "live");
-    let (_, log) = h.get("/v1/audit", &h.admin).await;
+    let (_, log) = h.get("/v1/events?app=web", &h.admin).await;
     assert!(log
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["action"] == "host.status"
-            && e["object"] == "host/h1/web"
-            && e["detail"].as_str().unwrap().contains("stale")));
+        .any(|e| e["kind"] == "host.phase"
+            && e["detail"]["host"] == "h1"
+            && e["detail"]["expired_at"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("2001-02-03T04:05:06"))));
 
     // Stale but live counts as live: the next wave (h2) starts.
     eventually("the wave after the stale canary starts", || async {

@@ -279,6 +279,30 @@ async fn hosts_statuses_tokens_and_the_audit_log() {
         "newest first"
     );
     assert!(log[0].id > log[1].id);
+    // Filters, as `GET /v1/audit?app=&actor=&since=` asks (the same SQL as SQLite's).
+    s.audit("ci", "app.apply", "app/api", "", t0).await.unwrap();
+    let find = |app: Option<&str>, actor: Option<&str>, since: Option<std::time::SystemTime>| {
+        let filter = store::AuditFilter {
+            app: app.map(Into::into),
+            actor: actor.map(Into::into),
+            since,
+        };
+        let s = &s;
+        async move {
+            s.audit_find(&filter, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.object)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(find(Some("api"), None, None).await, ["app/api"]);
+    assert_eq!(find(None, Some("admin"), None).await.len(), 5);
+    assert_eq!(find(Some("web"), Some("ci"), None).await.len(), 0);
+    let later = t0 + std::time::Duration::from_secs(1);
+    assert_eq!(find(None, None, Some(later)).await.len(), 0);
+    assert_eq!(find(None, None, Some(t0)).await.len(), 6);
     let err = pg.psql("misc", "DELETE FROM audit").unwrap_err();
     assert!(format!("{err:#}").contains("append-only"), "{err:#}");
 
@@ -286,7 +310,7 @@ async fn hosts_statuses_tokens_and_the_audit_log() {
     drop(s);
     let s = store::open(&url).await.unwrap();
     assert_eq!(s.hosts().await.unwrap().len(), 2);
-    assert_eq!(s.audit_log(100).await.unwrap().len(), 5);
+    assert_eq!(s.audit_log(100).await.unwrap().len(), 6);
 }
 
 #[tokio::test]

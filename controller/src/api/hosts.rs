@@ -222,27 +222,14 @@ pub async fn report(
         .store
         .put_status(&host, &status, SystemTime::now())
         .await?;
-    crate::events::emit(
-        &state,
-        "host.phase",
-        Some(&status.app),
-        serde_json::json!({"host": host, "seq": status.seq, "phase": status.phase.to_string()}),
-    )
-    .await;
-    audit(
-        &state,
-        &caller.name,
-        "host.status",
-        &format!("host/{host}/{}", status.app),
-        &match &status.expired_at {
-            None => format!("seq {}: {}", status.seq, status.phase),
-            Some(t) => format!(
-                "seq {}: {}, stale (signature expired at {t})",
-                status.seq, status.phase
-            ),
-        },
-    )
-    .await?;
+    // Phase reports go to the event log (the status history, pruned with it), not the audit
+    // log, which keeps operator actions and rollout decisions.
+    let mut detail =
+        serde_json::json!({"host": host, "seq": status.seq, "phase": status.phase.to_string()});
+    if let Some(t) = &status.expired_at {
+        detail["expired_at"] = t.clone().into();
+    }
+    crate::events::emit(&state, "host.phase", Some(&status.app), detail).await;
     if status.expired_at.is_some() {
         tracing::warn!(
             host,

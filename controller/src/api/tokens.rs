@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use slipway_proto::api::{AuditEntry, CreateTokenRequest, CreatedToken, TokenInfo};
+use std::time::SystemTime;
 
 pub(crate) fn info(t: TokenRecord) -> ApiResult<TokenInfo> {
     Ok(TokenInfo {
@@ -99,6 +100,24 @@ pub async fn revoke(
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     limit: Option<u32>,
+    app: Option<String>,
+    actor: Option<String>,
+    /// `2h`, `7d` (that long ago) or an RFC 3339 time.
+    since: Option<String>,
+}
+
+/// `since=`: a duration back from now, or an RFC 3339 time.
+fn parse_since(s: &str) -> ApiResult<SystemTime> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(SystemTime::now()
+            .checked_sub(d)
+            .unwrap_or(SystemTime::UNIX_EPOCH));
+    }
+    humantime::parse_rfc3339_weak(s).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "since `{s}` is neither a duration (2h, 7d) nor an RFC 3339 time"
+        ))
+    })
 }
 
 pub async fn audit(
@@ -107,9 +126,18 @@ pub async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
     caller.require_operator("read the audit log")?;
+    if let Some(app) = &q.app {
+        app.parse::<slipway_proto::AppName>()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
+    let filter = crate::store::AuditFilter {
+        app: q.app,
+        actor: q.actor,
+        since: q.since.as_deref().map(parse_since).transpose()?,
+    };
     let rows = state
         .store
-        .audit_log(q.limit.unwrap_or(defaults::AUDIT_LIMIT))
+        .audit_find(&filter, q.limit.unwrap_or(defaults::AUDIT_LIMIT))
         .await?;
     Ok(Json(
         rows.into_iter()

@@ -197,15 +197,44 @@ pub async fn rollback(client: &Client, a: RollbackArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Percent-encodes a query value (RFC 3339 times carry `:` and `+`).
+fn urlencoding(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[derive(clap::Args)]
 pub struct AuditArgs {
     /// Newest entries to show.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
+    /// Only entries about this app: its spec, releases, rollouts and hosts' actions on it.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Only entries by this token name (`controller`, `gitops`: the controller itself).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only entries this recent (`2h`, `7d`) or since a time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
 }
 
 pub async fn audit(client: &Client, a: AuditArgs) -> anyhow::Result<()> {
-    let rows: Vec<AuditEntry> = client.get(&format!("/v1/audit?limit={}", a.limit)).await?;
+    let mut query = vec![format!("limit={}", a.limit)];
+    for (k, v) in [("app", &a.app), ("actor", &a.actor), ("since", &a.since)] {
+        if let Some(v) = v {
+            query.push(format!("{k}={}", urlencoding(v)));
+        }
+    }
+    let rows: Vec<AuditEntry> = client
+        .get(&format!("/v1/audit?{}", query.join("&")))
+        .await?;
     if client.json {
         return print_json(&rows);
     }

@@ -352,14 +352,18 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn audit_log(
+            async fn audit_find(
                 &self,
+                filter: &$crate::store::AuditFilter,
                 limit: u32,
             ) -> $crate::store::Result<Vec<$crate::store::AuditRecord>> {
                 use $crate::store::{queries, rows};
                 rows::records(
                     sqlx::query_as::<_, rows::AuditRow>(queries::AUDIT_LOG)
                         .bind(limit as i64)
+                        .bind(filter.actor.as_deref())
+                        .bind(filter.app.as_deref())
+                        .bind(filter.since.map_or(0, rows::to_ms))
                         .fetch_all(&self.pool)
                         .await?,
                 )

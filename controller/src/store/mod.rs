@@ -193,8 +193,12 @@ pub trait Store: Send + Sync + 'static {
         detail: &str,
         now: SystemTime,
     ) -> Result<()>;
-    /// Newest first.
-    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditRecord>>;
+    /// Newest first, at most `limit`.
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditRecord>> {
+        self.audit_find(&AuditFilter::default(), limit).await
+    }
+    /// The entries `filter` selects, newest first, at most `limit`.
+    async fn audit_find(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditRecord>>;
 
     /// Stores the rollout of a release unless one exists; returns whether this call stored it.
     async fn insert_rollout(&self, app: &str, seq: u64, doc: &str, now: SystemTime)
@@ -243,6 +247,17 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+}
+
+/// Which audit entries to read (`GET /v1/audit?app=&actor=&since=`); empty: all.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Entries about this app: its spec, releases, rollouts and hosts' actions on it.
+    pub app: Option<String>,
+    /// Entries made by this token name (`controller` and `gitops` for the controller's own).
+    pub actor: Option<String>,
+    /// Entries at or after this time.
+    pub since: Option<SystemTime>,
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (created when missing), or

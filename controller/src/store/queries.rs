@@ -68,8 +68,14 @@ pub const REVOKE_TOKEN: &str = "DELETE FROM tokens WHERE name = $1";
 
 pub const AUDIT: &str =
     "INSERT INTO audit (at, actor, action, object, detail) VALUES ($1, $2, $3, $4, $5)";
-/// Newest first.
-pub const AUDIT_LOG: &str = "SELECT * FROM audit ORDER BY id DESC LIMIT $1";
+/// Newest first; `$2` actor, `$3` app (NULL: any), `$4` earliest time. App names have no
+/// LIKE wildcards (`[a-z0-9-]`).
+pub const AUDIT_LOG: &str = "SELECT * FROM audit \
+     WHERE (CAST($2 AS TEXT) IS NULL OR actor = $2) \
+     AND (CAST($3 AS TEXT) IS NULL OR object = 'app/' || $3 \
+          OR object LIKE 'release/' || $3 || '/%' OR object LIKE 'rollout/' || $3 || '/%' \
+          OR object LIKE 'host/%/' || $3) \
+     AND at >= $4 ORDER BY id DESC LIMIT $1";
 
 /// Stores revision 1 of a rollout unless the release has one.
 pub const INSERT_ROLLOUT: &str = "INSERT INTO rollouts (app, seq, rev, doc, updated_at) \
