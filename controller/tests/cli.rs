@@ -290,16 +290,23 @@ fn cli_applies_releases_rolls_back_and_reports_against_a_running_controller() {
 
     // A changed spec: without --release it only says how to roll it out (no terminal here);
     // with --release it goes out with the live image (seq 3 runs v1).
-    std::fs::write(
-        &app,
-        format!("{}[env]\nGREETING = \"hi\"\n", app_toml(&v1.repository)),
-    )
-    .unwrap();
-    let out = ok(slipway(
-        &url,
-        &admin,
-        &["app", "apply", "-f", app.to_str().unwrap()],
-    ));
+    let apply_env = |greeting: &str, more: &[&str]| {
+        std::fs::write(
+            &app,
+            format!(
+                "{}[env]\nGREETING = \"{greeting}\"\n",
+                app_toml(&v1.repository)
+            ),
+        )
+        .unwrap();
+        let file = app.to_str().unwrap();
+        ok(slipway(
+            &url,
+            &admin,
+            &[&["app", "apply", "-f", file], more].concat(),
+        ))
+    };
+    let out = apply_env("hi", &[]);
     assert!(
         out.contains("spec version 2 is not running anywhere yet") && out.contains("--release"),
         "{out}"
@@ -313,16 +320,7 @@ fn cli_applies_releases_rolls_back_and_reports_against_a_running_controller() {
         .map(|r| r["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs.iter().max(), Some(&3), "no release without --release");
-    std::fs::write(
-        &app,
-        format!("{}[env]\nGREETING = \"hey\"\n", app_toml(&v1.repository)),
-    )
-    .unwrap();
-    let out = ok(slipway(
-        &url,
-        &admin,
-        &["app", "apply", "-f", app.to_str().unwrap(), "--release"],
-    ));
+    let out = apply_env("hey", &["--release"]);
     assert!(
         out.contains(&format!(
             "released web seq 4: {} with spec version 3",

@@ -251,34 +251,25 @@ async fn only_the_lead_syncs_gitops_and_re_signs_and_a_webhook_to_any_replica_re
     let (lead, follower) = lead_and_follower(a, b).await;
     let http = reqwest::Client::new();
     let admin = token(&lead, "admin", Role::Admin, None).await;
-    let status = |r: &Running| {
+    let get = |r: &Running, path: &'static str| {
         let (http, url, admin) = (http.clone(), r.url(), admin.clone());
         async move {
             let (s, v) = call(
                 &http,
                 reqwest::Method::GET,
-                format!("{url}/v1/gitops"),
+                format!("{url}{path}"),
                 &admin,
                 None,
             )
             .await;
-            assert_eq!(s, StatusCode::OK, "{v}");
+            assert_eq!(s, StatusCode::OK, "{path}: {v}");
             v
         }
     };
-    let releases = || {
-        let (http, url, admin) = (http.clone(), lead.url(), admin.clone());
-        async move {
-            let (_, v) = call(
-                &http,
-                reqwest::Method::GET,
-                format!("{url}/v1/apps/web/releases"),
-                &admin,
-                None,
-            )
-            .await;
-            v.as_array().cloned().unwrap_or_default()
-        }
+    let status = |r: &Running| get(r, "/v1/gitops");
+    let releases = || async {
+        let v = get(&lead, "/v1/apps/web/releases").await;
+        v.as_array().cloned().unwrap_or_default()
     };
     let end = Instant::now() + Duration::from_secs(30);
     while status(&lead).await["commit"] != c1.as_str() || releases().await.is_empty() {

@@ -197,18 +197,6 @@ pub async fn rollback(client: &Client, a: RollbackArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Percent-encodes a query value (RFC 3339 times carry `:` and `+`).
-fn urlencoding(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[derive(clap::Args)]
 pub struct AuditArgs {
     /// Newest entries to show.
@@ -226,15 +214,21 @@ pub struct AuditArgs {
 }
 
 pub async fn audit(client: &Client, a: AuditArgs) -> anyhow::Result<()> {
-    let mut query = vec![format!("limit={}", a.limit)];
-    for (k, v) in [("app", &a.app), ("actor", &a.actor), ("since", &a.since)] {
-        if let Some(v) = v {
-            query.push(format!("{k}={}", urlencoding(v)));
-        }
-    }
-    let rows: Vec<AuditEntry> = client
-        .get(&format!("/v1/audit?{}", query.join("&")))
-        .await?;
+    let limit = a.limit.to_string();
+    let query: Vec<(&str, &str)> = [
+        ("limit", Some(&limit)),
+        ("app", a.app.as_ref()),
+        ("actor", a.actor.as_ref()),
+        ("since", a.since.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v.as_str())))
+    .collect();
+    let query = anyhow::Context::context(
+        serde_urlencoded::to_string(query),
+        "encoding the audit query",
+    )?;
+    let rows: Vec<AuditEntry> = client.get(&format!("/v1/audit?{query}")).await?;
     if client.json {
         return print_json(&rows);
     }
