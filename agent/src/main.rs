@@ -28,7 +28,7 @@ enum Command {
     /// Show a container's output.
     Logs(cmd::logs::Args),
     /// Run the data plane: public listeners, atomic upstream swap, verified drain.
-    Proxy(cmd::proxy::Args),
+    Proxy(Box<cmd::proxy::Args>),
     /// Run the agent: deploy the signed releases of the release directory blue-green.
     Run(cmd::run::Args),
     /// Show each app's live release, phase, last error and recent deploys.
@@ -46,7 +46,7 @@ async fn main() -> std::process::ExitCode {
         Command::Pull(a) => cmd::pull::run(a).await,
         Command::Ps(a) => cmd::ps::run(a).await,
         Command::Logs(a) => cmd::logs::run(a).await,
-        Command::Proxy(a) => cmd::proxy::run(a).await,
+        Command::Proxy(a) => cmd::proxy::run(*a).await,
         Command::Run(a) => cmd::run::run(a).await,
         Command::Status(a) => cmd::status::run(a).await,
         Command::Volume(a) => cmd::volume::run(a).await,

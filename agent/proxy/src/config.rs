@@ -44,6 +44,9 @@ pub struct EdgeConfig {
     /// Every public listener expects a PROXY protocol (v1 or v2) header first, as sent by a
     /// load balancer in front; connections without one are closed.
     pub proxy_protocol: bool,
+    /// TLS clients that send no SNI (reached by IP address) get this routed host's
+    /// certificate; None: their handshake fails.
+    pub default_tls_host: Option<String>,
 }
 
 /// Timeouts and size limits; defaults in [`defaults`].
@@ -56,6 +59,8 @@ pub struct Limits {
     /// A client must send a request's headers within this, counted from when the connection
     /// waits for one (so it also closes idle HTTP/1.1 keep-alive connections).
     pub client_header_timeout: std::time::Duration,
+    /// A client connection with no request in flight this long is closed (HTTP/2: GOAWAY).
+    pub client_idle_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -64,6 +69,7 @@ impl Default for Limits {
             response_header_timeout: defaults::UPSTREAM_RESPONSE_HEADER_TIMEOUT,
             max_request_body: defaults::MAX_REQUEST_BODY,
             client_header_timeout: defaults::CLIENT_HEADER_TIMEOUT,
+            client_idle_timeout: defaults::CLIENT_IDLE_TIMEOUT,
         }
     }
 }
@@ -142,6 +148,7 @@ impl Default for EdgeConfig {
             limits: Limits::default(),
             access_log: None,
             proxy_protocol: false,
+            default_tls_host: None,
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::defaults;
 use crate::drain::Tracker;
 use crate::edge::{Edge, Scheme};
 use crate::headers::RequestIds;
+use crate::idle::{Activity, Tracked};
 use crate::workers::Workers;
 
 /// What a listener serves: one app (routed by port) or the host table (shared listener).
@@ -183,10 +184,17 @@ where
     let mut closing = conn.target.closing();
     let peer = conn.peer;
     let header_timeout = conn.ctx.cfg.limits.client_header_timeout;
+    let idle_timeout = conn.ctx.cfg.limits.client_idle_timeout;
     let ctx = conn.ctx.clone();
     let draining = &ctx.draining;
     let io = ClientIo::new(stream, conn.unflushed.clone());
-    let svc = hyper::service::service_fn(move |req| crate::http::proxy(req, conn.clone()));
+    let activity = Arc::new(Activity::new());
+    let counted = activity.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let in_flight = counted.start();
+        let resp = crate::http::proxy(req, conn.clone());
+        async move { resp.await.map(|r| r.map(|b| Tracked::new(b, in_flight))) }
+    });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -207,6 +215,11 @@ where
             if let Err(e) = r {
                 debug!(%peer, error = %e, "client connection ended with an error");
             }
+        }
+        _ = activity.idle(idle_timeout) => {
+            debug!(%peer, timeout = ?idle_timeout, "idle client connection closed");
+            http.as_mut().graceful_shutdown();
+            let _ = http.await;
         }
         _ = closed => {
             if draining.load(Relaxed) {

@@ -19,6 +19,9 @@ pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(30);
 pub const UPSTREAM_POOL_MAX_IDLE: usize = 256;
 /// A client must send a request's headers within this (also closes idle keep-alive clients).
 pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// A client connection (HTTP/1.1 or HTTP/2) with no request in flight this long is closed;
+/// nginx's HTTP/2 idle default is 3 min, browsers reopen in a round trip.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// On SIGTERM, open requests get this long to finish before the process exits.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// After a drain timeout cuts requests, how long we wait for them to be torn down.

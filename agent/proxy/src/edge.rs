@@ -66,7 +66,7 @@ pub(crate) struct Edge {
 
 impl Edge {
     pub(crate) fn new(bind: IpAddr, cfg: EdgeConfig, inherited: Arc<Inherited>) -> Self {
-        let certs: Arc<CertStore> = Arc::default();
+        let certs = Arc::new(CertStore::with_default_host(cfg.default_tls_host.clone()));
         Edge {
             acme: cfg
                 .acme

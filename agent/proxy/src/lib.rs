@@ -22,6 +22,7 @@ mod h2c;
 mod headers;
 mod hosts;
 mod http;
+mod idle;
 mod inspect;
 mod metrics;
 mod notify;

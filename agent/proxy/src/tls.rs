@@ -67,9 +67,18 @@ pub(crate) struct CertStore {
     /// TLS-ALPN-01 challenge certificates, by host (ACME).
     pub(crate) challenges: ArcSwap<KeyMap>,
     apps: Mutex<HashMap<String, AppCerts>>,
+    /// Whose certificate a client without SNI gets (lowercase); None: its handshake fails.
+    default_host: Option<String>,
 }
 
 impl CertStore {
+    pub(crate) fn with_default_host(host: Option<String>) -> Self {
+        CertStore {
+            default_host: host.map(|h| h.to_ascii_lowercase()),
+            ..CertStore::default()
+        }
+    }
+
     fn rebuild(&self, apps: &HashMap<String, AppCerts>) {
         let map: KeyMap = apps
             .values()
@@ -292,13 +301,17 @@ fn covers(name: &str, host: &str) -> bool {
 }
 
 /// Picks the certificate by SNI: exact name, then the wildcard of its parent; the challenge
-/// certificate when the client asks for TLS-ALPN-01.
+/// certificate when the client asks for TLS-ALPN-01. A client without SNI gets the default
+/// host's certificate, if one is set.
 #[derive(Debug)]
 struct Resolver(Arc<CertStore>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name()?.to_ascii_lowercase();
+        let name = match hello.server_name() {
+            Some(n) => n.to_ascii_lowercase(),
+            None => self.0.default_host.clone()?,
+        };
         let acme = hello
             .alpn()
             .is_some_and(|mut a| a.any(|p| p == ACME_TLS_ALPN));

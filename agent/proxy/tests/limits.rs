@@ -18,6 +18,7 @@ fn limited() -> EdgeConfig {
             response_header_timeout: Duration::from_millis(300),
             max_request_body: 1024,
             client_header_timeout: Duration::from_millis(300),
+            ..Limits::default()
         },
         ..test_edge()
     }

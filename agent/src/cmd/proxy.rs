@@ -63,6 +63,23 @@ pub struct Args {
     /// Every public listener expects a PROXY protocol v1/v2 header (behind a load balancer).
     #[arg(long)]
     accept_proxy_protocol: bool,
+    /// An upstream that sends no response headers within this gets a 504.
+    #[arg(long, default_value = "60s")]
+    response_header_timeout: humantime::Duration,
+    /// Request bodies larger than this many bytes get a 413 (default 64 MiB).
+    #[arg(long, default_value_t = defaults::MAX_REQUEST_BODY)]
+    max_request_body: u64,
+    /// A client must send a request's headers within this (also closes idle HTTP/1.1
+    /// keep-alive connections).
+    #[arg(long, default_value = "60s")]
+    client_header_timeout: humantime::Duration,
+    /// A client connection with no request in flight this long is closed (HTTP/2: GOAWAY).
+    #[arg(long, default_value = "180s")]
+    client_idle_timeout: humantime::Duration,
+    /// Certificate for TLS clients that send no SNI (e.g. reached by IP): the one of this
+    /// routed host. Without it such handshakes fail.
+    #[arg(long)]
+    default_tls_host: Option<String>,
 }
 
 /// Operator actions on a running proxy (over its control socket).
@@ -126,7 +143,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 challenge: args.acme_challenge,
                 ..AcmeConfig::new(url, args.acme_dir)
             }),
-            limits: Default::default(),
+            limits: slipway_proxy::Limits {
+                response_header_timeout: args.response_header_timeout.into(),
+                max_request_body: args.max_request_body,
+                client_header_timeout: args.client_header_timeout.into(),
+                client_idle_timeout: args.client_idle_timeout.into(),
+            },
+            default_tls_host: args.default_tls_host,
             access_log: args.access_log.map(|p| AccessLogConfig {
                 target: if p.as_os_str() == "-" {
                     AccessLogTarget::Stdout
