@@ -111,14 +111,15 @@ impl Edge {
             Scheme::Http => self.cfg.http_port,
             Scheme::Https => self.cfg.https_port,
         };
-        let taken = self.inherited.take(&match scheme {
+        let store_slot = match scheme {
             Scheme::Http => TakeoverSlot::Http,
             Scheme::Https => TakeoverSlot::Https,
-        });
-        let l = match taken {
+        };
+        let l = match self.inherited.take(&store_slot) {
             Some(l) => l,
             None => crate::router::bind_tcp(app, SocketAddr::new(self.bind, port))?,
         };
+        crate::fdstore::store(&store_slot, l.as_fd());
         slot.fd = l.as_fd().try_clone_to_owned().ok();
         let addr = l.local_addr().ok();
         if let (Scheme::Https, Some(a)) = (scheme, addr) {

@@ -2,7 +2,8 @@
 //!
 //! `serve` runs the proxy (`slipway-agent proxy` is a thin wrapper); `ProxyClient` drives it
 //! over its unix socket. Routes persist in a state file and are restored on start.
-#![forbid(unsafe_code)]
+// One exception: taking ownership of the fds systemd passes at start (`fdstore`).
+#![deny(unsafe_code)]
 
 mod access_log;
 mod acme;
@@ -18,6 +19,7 @@ pub mod defaults;
 mod drain;
 mod edge;
 mod error;
+mod fdstore;
 mod h2c;
 mod headers;
 mod hosts;
@@ -66,7 +68,8 @@ pub async fn serve(cfg: ProxyConfig, shutdown: impl Future<Output = ()>) -> Resu
             None => return control::check_not_running(&cfg.control_socket),
         }
     } else {
-        takeover::Inherited::default()
+        // Started by systemd after a crash: the sockets it kept for us (if any).
+        takeover::Inherited::from_sockets(fdstore::passed())
     };
     let inherited = Arc::new(inherited);
     let workers = workers::Workers::start(cfg.http_workers)?;

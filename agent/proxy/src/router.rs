@@ -186,6 +186,13 @@ impl Router {
     }
 
     fn start_listener(&self, app: &Arc<App>, l: TcpListener, slot: &mut Listener) {
+        // systemd keeps a copy, so a crash refuses no connection (replacing any copy of
+        // this app's previous listener).
+        let store_slot = Slot::App {
+            app: app.name.clone(),
+        };
+        crate::fdstore::remove(&store_slot);
+        crate::fdstore::store(&store_slot, l.as_fd());
         slot.bound = l.local_addr().ok();
         slot.fd = l.as_fd().try_clone_to_owned().ok();
         slot.error = None;
@@ -382,7 +389,11 @@ impl Router {
                 slot.stop();
                 self.start_listener(&app, l, &mut slot);
             } else if !own_port {
-                slot.stop();
+                if slot.stop().is_some() {
+                    crate::fdstore::remove(&Slot::App {
+                        app: name.to_owned(),
+                    });
+                }
                 slot.error = None;
             }
             slot.listen = listen;
@@ -453,6 +464,9 @@ impl Router {
         if let Some(acme) = &self.edge.acme {
             acme.remove_app(name);
         }
+        crate::fdstore::remove(&Slot::App {
+            app: name.to_owned(),
+        });
         if let Some(app) = removed {
             app.close();
             if !app.edge.lock().unwrap().hosts.is_empty() {

@@ -61,6 +61,14 @@ pub(crate) struct Inherited {
 }
 
 impl Inherited {
+    /// Sockets handed over by something other than a running proxy (systemd's fd store).
+    pub(crate) fn from_sockets(sockets: HashMap<Slot, std::net::TcpListener>) -> Self {
+        Inherited {
+            sockets: Mutex::new(sockets),
+            peer: Mutex::new(None),
+        }
+    }
+
     /// The inherited listener for `slot`, if the previous proxy had one.
     pub(crate) fn take(&self, slot: &Slot) -> Option<tokio::net::TcpListener> {
         let l = self.sockets.lock().unwrap().remove(slot)?;
