@@ -146,6 +146,10 @@ pub struct RegistryConfig {
     /// A docker `config.json` (auths, credHelpers, credsStore).
     #[serde(default)]
     pub docker_config: Option<PathBuf>,
+    /// A Docker-style certs.d directory (`HOST[:PORT]/ca.crt`, `client.cert`, `client.key`),
+    /// as in agent.toml.
+    #[serde(default)]
+    pub certs_d: Option<PathBuf>,
 }
 
 fn d_listen() -> SocketAddr {

@@ -123,6 +123,7 @@ impl Resolver {
                 auth: cfg.auth.clone(),
                 tls: cfg.tls.clone(),
                 docker_config: cfg.docker_config.clone(),
+                certs_d: cfg.certs_d.clone(),
             },
             timeout: cfg.timeout.unwrap_or(defaults::RESOLVE_TIMEOUT),
         }

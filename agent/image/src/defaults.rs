@@ -42,3 +42,6 @@ pub const TOKEN_DEFAULT_TTL: Duration = Duration::from_secs(60);
 pub const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(5);
 /// Longest a `docker-credential-*` helper may take (ECR's and GCR's call a cloud API).
 pub const CREDENTIAL_HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `client_id` sent with an identity (refresh) token to a registry's OAuth2 token endpoint.
+pub const OAUTH_CLIENT_ID: &str = "slipway";

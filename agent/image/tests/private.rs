@@ -217,3 +217,34 @@ async fn docker_config_json_auths() {
     cfg.docker_config = Some(path);
     s.pull(cfg).await.unwrap();
 }
+
+#[tokio::test]
+async fn docker_certs_d_directory() {
+    // The registry's CA and a client certificate, laid out as /etc/docker/certs.d is:
+    // HOST:PORT/ca.crt, client.cert, client.key; no [tls] entry.
+    let s = setup(true);
+    let certs_d = s.dir.path().join("certs.d");
+    let host_dir = certs_d.join(s.private.addr());
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::copy(s.ca.ca_file(), host_dir.join("ca.crt")).unwrap();
+    let mut cfg = s.config(PASSWORD);
+    cfg.tls.clear();
+    cfg.certs_d = Some(certs_d.clone());
+    let err = s.pull(cfg.clone()).await.unwrap_err();
+    assert!(
+        err.contains("TLS failed"),
+        "CA but no client certificate: {err}"
+    );
+    std::fs::copy(s.ca.client_cert(), host_dir.join("client.cert")).unwrap();
+    std::fs::copy(s.ca.client_key(), host_dir.join("client.key")).unwrap();
+    let pulled = s.pull(cfg.clone()).await.unwrap();
+    assert_eq!(pulled.report.layers_fetched, 2);
+    // Without the directory the private CA is unknown.
+    std::fs::remove_dir_all(&host_dir).unwrap();
+    let err = Puller::new(Store::open(&s.dir.path().join("fresh")).unwrap(), cfg)
+        .pull(&s.image_ref())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+}

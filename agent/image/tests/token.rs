@@ -15,6 +15,8 @@ const USER: &str = "robot";
 const PASSWORD: &str = "pat-9";
 const SERVICE: &str = "slipway-test-registry";
 const ISSUER: &str = "slipway-test-issuer";
+/// The identity (OAuth2 refresh) token the issuer accepts.
+const REFRESH: &str = "refresh-77";
 
 fn b64url(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
@@ -130,13 +132,33 @@ async fn serve_tokens(
                     head.push(byte[0]);
                 }
                 let head = String::from_utf8_lossy(&head).into_owned();
-                let target = head.split(' ').nth(1).unwrap_or("").to_string();
+                // OAuth2 (identity token): a POST form with the refresh token.
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                if conn.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let form = String::from_utf8_lossy(&body).into_owned();
+                let target = if head.starts_with("POST ") {
+                    format!("POST {}?{form}", head.split(' ').nth(1).unwrap_or(""))
+                } else {
+                    head.split(' ').nth(1).unwrap_or("").to_string()
+                };
                 let expected = format!(
                     "authorization: basic {}",
                     base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
                 )
                 .to_ascii_lowercase();
-                let authorized = head.lines().any(|l| l.to_ascii_lowercase() == expected);
+                let authorized = head.lines().any(|l| l.to_ascii_lowercase() == expected)
+                    || (form.contains("grant_type=refresh_token")
+                        && form.contains(&format!("refresh_token={REFRESH}")));
                 seen.lock().unwrap().push(target.clone());
                 let scope = target
                     .split(['?', '&'])
@@ -144,9 +166,14 @@ async fn serve_tokens(
                     .map(|s| s.replace("%3A", ":").replace("%2F", "/"))
                     .unwrap_or_default();
                 let reply = if authorized {
-                    let body =
-                        serde_json::json!({"token": issuer.token(&scope), "expires_in": 300})
-                            .to_string();
+                    // The OAuth2 answer names it access_token.
+                    let key = if form.is_empty() {
+                        "token"
+                    } else {
+                        "access_token"
+                    };
+                    let body = serde_json::json!({key: issuer.token(&scope), "expires_in": 300})
+                        .to_string();
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
@@ -227,6 +254,53 @@ async fn bearer_token_flow_on_a_real_registry() {
     .to_string();
     assert!(
         err.contains("authentication failed") && err.contains("token endpoint"),
+        "{err}"
+    );
+
+    // An identity token from a docker config.json (as `docker login` stores it for Azure
+    // ACR): exchanged at the token endpoint with grant_type=refresh_token.
+    let docker = dir.path().join("config.json");
+    let identity = |token: &str| {
+        std::fs::write(
+            &docker,
+            serde_json::json!({"auths": {reg.addr(): {"auth": "", "identitytoken": token}}})
+                .to_string(),
+        )
+        .unwrap();
+        RegistryConfig {
+            insecure: vec![reg.addr().into()],
+            docker_config: Some(docker.clone()),
+            ..Default::default()
+        }
+    };
+    seen.lock().unwrap().clear();
+    let pulled = Puller::new(
+        Store::open(&dir.path().join("identity")).unwrap(),
+        identity(REFRESH),
+    )
+    .pull(&image_ref)
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", reg.log()));
+    assert_eq!(pulled.report.layers_fetched, 2);
+    let asked = seen.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].starts_with("POST /token?")
+            && asked[0].contains("grant_type=refresh_token")
+            && asked[0].contains("client_id=slipway")
+            && asked[0].contains(&format!("service={SERVICE}")),
+        "{asked:?}"
+    );
+    let err = Puller::new(
+        Store::open(&dir.path().join("identity-bad")).unwrap(),
+        identity("revoked"),
+    )
+    .pull(&image_ref)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("token endpoint") && err.contains("identity token"),
         "{err}"
     );
     task.abort();

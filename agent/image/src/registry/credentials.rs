@@ -37,6 +37,9 @@ struct AuthEntry {
     /// A bearer token for the registry itself.
     #[serde(default)]
     registrytoken: Option<String>,
+    /// An OAuth2 refresh token for the registry's token endpoint.
+    #[serde(default)]
+    identitytoken: Option<String>,
 }
 
 /// What a credential helper prints.
@@ -96,6 +99,11 @@ fn entry_credentials(
 ) -> Result<Option<Credentials>, RegistryError> {
     if let Some(token) = &entry.registrytoken {
         return Ok(Some(Credentials::Bearer {
+            token: token.clone(),
+        }));
+    }
+    if let Some(token) = entry.identitytoken.as_ref().filter(|t| !t.is_empty()) {
+        return Ok(Some(Credentials::IdentityToken {
             token: token.clone(),
         }));
     }
@@ -189,11 +197,20 @@ pub async fn run_helper(
             "credential helper `{shown} get` for {server_url} printed no {{\"Username\",\"Secret\"}} JSON: {e}"
         ))
     })?;
+    // The protocol's way of answering an identity token instead of a password.
+    if answer.username == HELPER_IDENTITY_TOKEN_USER {
+        return Ok(Some(Credentials::IdentityToken {
+            token: answer.secret,
+        }));
+    }
     Ok(Some(Credentials::Basic {
         username: answer.username,
         password: answer.secret,
     }))
 }
+
+/// The `Username` a credential helper answers when `Secret` is an identity token.
+const HELPER_IDENTITY_TOKEN_USER: &str = "<token>";
 
 #[cfg(test)]
 mod tests {
@@ -222,7 +239,8 @@ mod tests {
             "config.json",
             r#"{"auths":{"https://index.docker.io/v1/":{"auth":"aHViOnNlY3JldA=="},
                 "ghcr.io":{"username":"gh","password":"pat"},
-                "r.example":{"auth":"bm9jb2xvbg=="}},
+                "r.example":{"auth":"bm9jb2xvbg=="},
+                "acr.example":{"auth":"","identitytoken":"refresh-2"}},
                "HttpHeaders":{"User-Agent":"x"}}"#,
             0o600,
         );
@@ -236,6 +254,12 @@ mod tests {
         );
         assert_eq!(lookup(&cfg, "ghcr.io").await.unwrap(), basic("gh", "pat"));
         assert_eq!(lookup(&cfg, "quay.io").await.unwrap(), None);
+        assert_eq!(
+            lookup(&cfg, "acr.example").await.unwrap(),
+            Some(Credentials::IdentityToken {
+                token: "refresh-2".into()
+            })
+        );
         let err = lookup(&cfg, "r.example").await.unwrap_err();
         assert!(
             err.to_string().contains("auths entry for r.example"),
@@ -258,7 +282,8 @@ mod tests {
             "docker-credential-test",
             &format!(
                 "#!/bin/sh\n[ \"$1\" = get ] || exit 3\nread url\necho \"$url\" > {}\n\
-                 case \"$url\" in\n  ecr.example) echo '{{\"ServerURL\":\"ecr.example\",\"Username\":\"AWS\",\"Secret\":\"tok\"}}';;\n  \
+                 case \"$url\" in\n  ecr.example) echo '{{\"ServerURL\":\"ecr.example\",\"Username\":\"AWS\",\"Secret\":\"tok\"}}';;\n  
+                 acr.example) echo '{{\"Username\":\"<token>\",\"Secret\":\"refresh-1\"}}';;\n  \
                  *) echo 'credentials not found in native keychain'; exit 1;;\nesac\n",
                 log.display()
             ),
@@ -267,6 +292,13 @@ mod tests {
         let c = run_helper(&helper, "ecr.example").await.unwrap();
         assert_eq!(c, basic("AWS", "tok"));
         assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), "ecr.example");
+        assert_eq!(
+            run_helper(&helper, "acr.example").await.unwrap(),
+            Some(Credentials::IdentityToken {
+                token: "refresh-1".into()
+            }),
+            "Username <token>: the secret is an identity token"
+        );
         assert_eq!(run_helper(&helper, "other").await.unwrap(), None);
         let broken = write(
             dir.path(),

@@ -34,6 +34,11 @@ pub struct RegistryConfig {
     /// A docker `config.json` (`auths`, `credHelpers`, `credsStore`), read at every pull.
     #[serde(default)]
     pub docker_config: Option<PathBuf>,
+    /// A directory laid out as Docker's `/etc/docker/certs.d`: `HOST[:PORT]/*.crt` are CAs
+    /// trusted for that registry, `HOST[:PORT]/NAME.cert` with `NAME.key` its client
+    /// certificate. Used for registries without a `[tls."HOST"]` entry.
+    #[serde(default)]
+    pub certs_d: Option<PathBuf>,
 }
 
 /// Credentials for one registry. Never logged: `Debug` redacts the secrets.
@@ -44,6 +49,10 @@ pub enum Credentials {
     Basic { username: String, password: String },
     /// A ready registry token, sent as `Authorization: Bearer`.
     Bearer { token: String },
+    /// An OAuth2 refresh token for the registry's token endpoint (`identitytoken` in a docker
+    /// config.json, what `docker login` stores for Azure ACR and others): exchanged for an
+    /// access token with `grant_type=refresh_token`.
+    IdentityToken { token: String },
 }
 
 impl fmt::Debug for Credentials {
@@ -56,6 +65,9 @@ impl fmt::Debug for Credentials {
                 )
             }
             Credentials::Bearer { .. } => write!(f, "Bearer {{ token: <redacted> }}"),
+            Credentials::IdentityToken { .. } => {
+                write!(f, "IdentityToken {{ token: <redacted> }}")
+            }
         }
     }
 }
@@ -73,6 +85,9 @@ pub struct TlsFiles {
     /// The client certificate's private key.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// More CA files (from a certs.d directory).
+    #[serde(skip)]
+    pub more_ca_files: Vec<PathBuf>,
 }
 
 /// The registry host oci-client and Docker use for images without one.
@@ -80,14 +95,39 @@ pub const DEFAULT_REGISTRY: &str = name::DOCKER_HUB;
 
 impl RegistryConfig {
     /// The TLS files for `registry`, if configured.
-    pub fn tls_for(&self, registry: &str) -> Option<&TlsFiles> {
-        name::credential_keys(registry)
-            .iter()
-            .find_map(|k| self.tls.get(k))
+    pub fn tls_for(&self, registry: &str) -> Option<TlsFiles> {
+        let keys = name::credential_keys(registry);
+        if let Some(t) = keys.iter().find_map(|k| self.tls.get(k)) {
+            return Some(t.clone());
+        }
+        let dir = self.certs_d.as_ref()?;
+        keys.iter()
+            .find_map(|k| TlsFiles::from_certs_d(&dir.join(k)))
     }
 }
 
 impl TlsFiles {
+    /// What one registry's certs.d directory holds (None when it does not exist or is
+    /// empty): every `*.crt` as a CA, the first `*.cert` with its `*.key` as the client.
+    fn from_certs_d(dir: &std::path::Path) -> Option<TlsFiles> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        let ext = |p: &PathBuf, x: &str| p.extension().is_some_and(|e| e == x);
+        let mut cas = files.iter().filter(|p| ext(p, "crt")).cloned();
+        let cert = files.iter().find(|p| ext(p, "cert")).cloned();
+        let out = TlsFiles {
+            ca_file: cas.next(),
+            more_ca_files: cas.collect(),
+            key_file: cert.as_ref().map(|c| c.with_extension("key")),
+            cert_file: cert,
+        };
+        (out != TlsFiles::default()).then_some(out)
+    }
+
     /// Adds this CA and client identity to an HTTP client for `registry`.
     pub(crate) fn apply(
         &self,
@@ -106,7 +146,7 @@ impl TlsFiles {
         let read = |what: &str, path: &std::path::Path| {
             std::fs::read(path).map_err(|e| bad(what, path, e.to_string()))
         };
-        if let Some(ca) = &self.ca_file {
+        for ca in self.ca_file.iter().chain(&self.more_ca_files) {
             let certs = reqwest::Certificate::from_pem_bundle(&read("ca_file", ca)?)
                 .map_err(|e| bad("ca_file", ca, e.to_string()))?;
             if certs.is_empty() {

@@ -11,7 +11,7 @@ use super::{credentials, name, Credentials, RegistryConfig};
 use crate::defaults;
 use base64::Engine;
 use futures_util::StreamExt;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,7 +52,7 @@ impl Session {
             .connect_timeout(timeout.unwrap_or(defaults::CONNECT_TIMEOUT))
             .read_timeout(timeout.unwrap_or(defaults::READ_TIMEOUT))
             .user_agent(defaults::USER_AGENT);
-        if let Some(tls) = cfg.tls_for(registry) {
+        if let Some(tls) = &cfg.tls_for(registry) {
             builder = tls.apply(builder, registry)?;
         }
         let http = builder.build().map_err(|e| {
@@ -236,10 +236,31 @@ impl Session {
             }
             q.append_pair("scope", scope);
         }
-        let mut req = self.http.get(url.clone());
-        if let Some(Credentials::Basic { username, password }) = &self.credentials {
-            req = req.basic_auth(username, Some(password));
-        }
+        let req = match &self.credentials {
+            // OAuth2 (the distribution token spec's POST form): the refresh token buys an
+            // access token for this scope.
+            Some(Credentials::IdentityToken { token }) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                    ("client_id", defaults::OAUTH_CLIENT_ID),
+                    ("scope", scope),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s));
+                }
+                let body = serde_urlencoded::to_string(&form).expect("strings encode");
+                self.http
+                    .post(realm)
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body)
+            }
+            Some(Credentials::Basic { username, password }) => self
+                .http
+                .get(url.clone())
+                .basic_auth(username, Some(password)),
+            _ => self.http.get(url.clone()),
+        };
         let resp = req.send().await.map_err(|e| RegistryError::transport(&e))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -292,6 +313,7 @@ impl Session {
         match &self.credentials {
             Some(Credentials::Basic { username, .. }) => format!("user `{username}`"),
             Some(Credentials::Bearer { .. }) => "the configured token".into(),
+            Some(Credentials::IdentityToken { .. }) => "the identity token".into(),
             None => "anonymous access".into(),
         }
     }
