@@ -13,9 +13,9 @@ use std::time::Duration;
 
 const NGINX: Recipe = Recipe {
     name: "nginx",
-    // keyutils: the isolation probes run inside this image too. (iputils-ping is left out:
-    // its file capability xattr is refused by the image unpacker for now.)
-    packages: &["nginx-light", "keyutils"],
+    // keyutils: the isolation probes run inside this image too; iputils-ping carries a file
+    // capability (`security.capability`, cap_net_raw=p).
+    packages: &["nginx-light", "keyutils", "iputils-ping"],
     hooks: &[],
     cmd: &["nginx", "-g", "daemon off;"],
     expose: &["80/tcp"],
@@ -121,6 +121,34 @@ fn nginx_as_debian_packages_it_serves_its_page_and_is_confined() {
     assert!(caps.contains("00000000a80405fb"), "{caps}");
     let (code, _) = exec(&host, "nginx", "echo x > /var/www/html/probe");
     assert_eq!(code, 0, "the root is writable by default");
+
+    // The image's device nodes (mmdebstrap's /dev) were skipped and said so; its file
+    // capability (Debian's ping: cap_net_raw+ep) is on the unpacked file, so the kernel
+    // refuses to exec that ping in a container without NET_RAW, as it would anywhere; a copy
+    // without the capability pings through ICMP datagram sockets (ping_group_range).
+    let log = std::fs::read_to_string(host.path().join("agent.log")).unwrap();
+    assert!(
+        log.contains("skipped device nodes in the layer"),
+        "{}",
+        host.log_tail("agent.log", 40)
+    );
+    let ping = find_file(host.path(), "usr/bin/ping").expect("ping unpacked in the store");
+    let cap = get_xattr(&ping, "security.capability");
+    assert!(
+        cap.as_ref().is_some_and(|c| c.len() >= 20),
+        "{} has no file capability: {cap:?}",
+        ping.display()
+    );
+    let (code, out) = exec(&host, "nginx", "ping -c 1 -W 5 127.0.0.1");
+    assert_eq!(code, 126, "cap_net_raw+ep without NET_RAW: {out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    let (code, out) = exec(
+        &host,
+        "nginx",
+        "cp /usr/bin/ping /tmp/ping && /tmp/ping -c 1 -W 5 127.0.0.1",
+    );
+    assert_eq!(code, 0, "ping without NET_RAW: {out}");
+    assert!(out.contains("1 received"), "{out}");
 
     // Bad input is refused with its name and reason; the running nginx keeps serving.
     let bad = spec(&host, &format!("name = \"nginx\"\nimage = \"REGISTRY/nginx\"\nlisten = {listen}\ncontainer_port = 80\nseccomp = \"{}/nope.json\"\n", host.path().display()));
@@ -362,6 +390,35 @@ fn an_image_of_128_layers_starts() {
     .unwrap();
     let (_, n) = exec(&host, "many", "ls /layers | grep -c .");
     assert_eq!(n.trim(), "126");
+}
+
+/// The first regular file under `root` whose path ends with `suffix` (a layer in the store).
+fn find_file(root: &std::path::Path, suffix: &str) -> Option<std::path::PathBuf> {
+    let out = Command::new("find")
+        .arg(root)
+        .args(["-type", "f", "-path"])
+        .arg(format!("*/{suffix}"))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(Into::into)
+}
+
+/// The value of xattr `name` on `path` (not following symlinks).
+fn get_xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let n = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: both strings are NUL-terminated and the buffer is as long as we say.
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| {
+        buf.truncate(len as usize);
+        buf
+    })
 }
 
 /// A child process killed on drop.
