@@ -220,50 +220,28 @@ impl Runtime {
         // The address reaches the record with the next save (after `runc create`).
         rec.cni_id = Some(rec.netns.clone());
         rec.save(dir)?;
-        let t = std::time::Instant::now();
-        rec.address = Some(self.net.add(&rec.netns, &ns, &netconf).await?);
-        tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "CNI add done");
-        self.maybe_crash(CrashPoint::AfterNetwork);
-
-        let paths = RootfsPaths::new(dir);
-        rootfs::mount(self.mounter.as_ref(), id, spec.layer_dirs, &paths)?;
-        let address = rec.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let prepared = self.prepare(
-            id,
-            spec.release,
-            spec.image_config,
-            dir,
-            &paths.target,
-            address,
-        )?;
-        rec.volumes = prepared.named.clone();
-        let oci = bundle::build(&BundleInput {
-            id,
-            image: &rec.image,
-            spec: &spec.release.spec,
-            config: spec.image_config,
-            etc: &RootfsEtc(&paths.target),
-            netns: &ns,
-            cgroup: rec
-                .netns
-                .strip_prefix(crate::defaults::NETNS_PREFIX)
-                .unwrap_or(id),
-            hostname: &prepared.hostname,
-            binds: &prepared.binds,
-            seccomp: seccomp.as_ref(),
-        })?;
-        let json = serde_json::to_vec_pretty(&oci).expect("spec serializes");
-        write_atomic(&dir.join(CONFIG), &json, Durability::Atomic)?;
-
-        let (out, err) = logs::paths(dir);
-        let stdout = logs::open_append(&out).map_err(io(&out, "open log"))?;
-        let stderr = logs::open_append(&err).map_err(io(&err, "open log"))?;
-        let pid_file = dir.join(PID_FILE);
-        let t = std::time::Instant::now();
-        self.runc
-            .create(id, dir, &pid_file, &dir.join(RUNC_LOG), stdout, stderr)
-            .await?;
-        tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "runc create done");
+        // CNI ADD and everything up to `runc create` run side by side: `runc create` only
+        // needs the namespace to exist, not its interfaces. The one thing that needs the
+        // address, /etc/hosts, is written in place once both are done (the container's
+        // process waits for `runc start` before it reads anything).
+        let netns = rec.netns.clone();
+        let network = async {
+            let t = std::time::Instant::now();
+            let address = self.net.add(&netns, &ns, &netconf).await?;
+            tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "CNI add done");
+            self.maybe_crash(CrashPoint::AfterNetwork);
+            Ok::<_, RuntimeError>(address)
+        };
+        let create = self.build_and_create(spec, dir, &rec.image, &netns, &ns, seccomp.as_ref());
+        let (address, created) = tokio::join!(network, create);
+        if let Ok((prepared, _)) = &created {
+            // Named volumes are handed back by the teardown even when the network failed.
+            rec.volumes = prepared.named.clone();
+        }
+        let address = address?;
+        rec.address = Some(address);
+        let (prepared, pid_file) = created?;
+        crate::prepare::write_hosts(dir, &prepared.hostname, address)?;
         let pid = crate::runc::read_pid(&pid_file);
         rec.pid = pid;
         rec.phase = RecordPhase::Created;
@@ -287,6 +265,57 @@ impl Runtime {
         let mut info = rec.info(None);
         info.status = ContainerStatus::Running;
         Ok(info)
+    }
+
+    /// Mounts the root, writes the name files (/etc/hosts without the address yet) and the
+    /// bundle, and runs `runc create` in the existing namespace `ns`.
+    async fn build_and_create(
+        &self,
+        spec: &ContainerSpec<'_>,
+        dir: &Path,
+        image: &str,
+        netns: &str,
+        ns: &Path,
+        seccomp: Option<&crate::seccomp::Profile>,
+    ) -> Result<(crate::prepare::Prepared, PathBuf), RuntimeError> {
+        let id = spec.id.as_str();
+        let paths = RootfsPaths::new(dir);
+        rootfs::mount(self.mounter.as_ref(), id, spec.layer_dirs, &paths)?;
+        let prepared = self.prepare(
+            id,
+            spec.release,
+            spec.image_config,
+            dir,
+            &paths.target,
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        )?;
+        let oci = bundle::build(&BundleInput {
+            id,
+            image,
+            spec: &spec.release.spec,
+            config: spec.image_config,
+            etc: &RootfsEtc(&paths.target),
+            netns: ns,
+            cgroup: netns
+                .strip_prefix(crate::defaults::NETNS_PREFIX)
+                .unwrap_or(id),
+            hostname: &prepared.hostname,
+            binds: &prepared.binds,
+            seccomp,
+        })?;
+        let json = serde_json::to_vec_pretty(&oci).expect("spec serializes");
+        write_atomic(&dir.join(CONFIG), &json, Durability::Atomic)?;
+
+        let (out, err) = logs::paths(dir);
+        let stdout = logs::open_append(&out).map_err(io(&out, "open log"))?;
+        let stderr = logs::open_append(&err).map_err(io(&err, "open log"))?;
+        let pid_file = dir.join(PID_FILE);
+        let t = std::time::Instant::now();
+        self.runc
+            .create(id, dir, &pid_file, &dir.join(RUNC_LOG), stdout, stderr)
+            .await?;
+        tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "runc create done");
+        Ok((prepared, pid_file))
     }
 
     fn maybe_crash(&self, at: CrashPoint) {

@@ -163,3 +163,10 @@ impl Runtime {
         })
     }
 }
+
+/// Rewrites a container's /etc/hosts with its address, in place: the file is bind-mounted
+/// into the created container, so a new inode (an atomic rename) would not be seen.
+pub(crate) fn write_hosts(dir: &Path, hostname: &str, address: IpAddr) -> Result<(), RuntimeError> {
+    let p = dir.join(ETC_DIR).join("hosts");
+    std::fs::write(&p, dns::hosts(hostname, address)).map_err(io(&p, "write"))
+}

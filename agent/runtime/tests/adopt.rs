@@ -197,7 +197,8 @@ async fn crash_after_wiring_the_network_releases_netns_veth_and_address() {
         "the crash left a wired netns without a container"
     );
     assert_eq!(fx.veth_count(), 2);
-    assert!(!fx.runc_list().contains(&doomed.to_string()));
+    // `runc create` runs beside CNI ADD, so the crash may also have left a created
+    // container: the adoption below cleans both.
     let ipam = fx.cfg.state_dir.join("_ipam/slipway");
     let allocated = || {
         std::fs::read_dir(&ipam)
