@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod caps;
 mod container;
 pub use container::{valid_volume_name, DnsSpec, Seccomp, Volume};
 
@@ -109,6 +110,13 @@ pub struct AppSpec {
     /// Hosts, path prefix and TLS on the proxy's shared listeners.
     #[serde(default, skip_serializing_if = "crate::edge::EdgeSpec::is_default")]
     pub edge: crate::edge::EdgeSpec,
+    /// Capabilities added to the defaults (Docker's without `NET_RAW`), e.g. `["NET_RAW"]`
+    /// for a ping installed with file capabilities or `["NET_ADMIN"]` for a VPN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities dropped from the defaults; `["ALL"]` drops every one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -334,6 +342,7 @@ impl AppSpec {
             ));
         }
         self.edge.validate()?;
+        caps::validate(&self.cap_add, &self.cap_drop)?;
         if self.listen == 0 && self.edge.hosts.is_empty() {
             return Err(invalid(
                 "listen",

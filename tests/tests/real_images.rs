@@ -169,6 +169,25 @@ fn nginx_as_debian_packages_it_serves_its_page_and_is_confined() {
     let e = wait_error(&host, "nginx", "Web_Data");
     assert!(e.contains("a-z"), "{e}");
     assert!(get(listen).unwrap().1.contains("Welcome to nginx!"));
+
+    // With NET_RAW added back, Debian's ping runs as installed.
+    let mut raw = s.clone();
+    raw.cap_add = vec!["NET_RAW".into()];
+    host.release(&raw, 4, &image).unwrap();
+    wait_until(Duration::from_secs(120), || {
+        let ids = host.runc_list();
+        ids.len() == 1 && ids[0].starts_with("nginx-4-")
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}\n{}",
+            host.runc_list(),
+            host.log_tail("agent.log", 30)
+        )
+    });
+    let (code, out) = exec(&host, "nginx", "ping -c 1 -W 5 127.0.0.1");
+    assert_eq!(code, 0, "cap_add NET_RAW: {out}");
+    assert!(get(listen).unwrap().1.contains("Welcome to nginx!"));
 }
 
 fn psql(listen: u16, sql: &str) -> Result<String, String> {

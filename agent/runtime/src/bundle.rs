@@ -98,6 +98,23 @@ impl EtcFiles for RootfsEtc<'_> {
     }
 }
 
+/// The defaults without the app's `cap_drop` (`ALL`: all of them), plus its `cap_add`. Names
+/// were checked when the spec was parsed; one this build of oci-spec does not know is skipped.
+pub fn capabilities(spec: &AppSpec) -> HashSet<Capability> {
+    let parse = |name: &String| {
+        slipway_proto::spec::caps::canonical(name).and_then(|n| n.parse::<Capability>().ok())
+    };
+    let mut caps: HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    if spec.cap_drop.iter().any(|n| n.eq_ignore_ascii_case("ALL")) {
+        caps.clear();
+    }
+    for c in spec.cap_drop.iter().filter_map(parse) {
+        caps.remove(&c);
+    }
+    caps.extend(spec.cap_add.iter().filter_map(parse));
+    caps
+}
+
 /// Builds the container's `config.json`.
 pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
     let image = input.image;
@@ -110,7 +127,7 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
     let args = command(image, cfg, spec)?;
     let env = environment(image, cfg.env().as_deref().unwrap_or(&[]), spec)?;
 
-    let caps: HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let caps = capabilities(spec);
     let err = |e| BundleError::Spec(e, input.id.to_string());
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())

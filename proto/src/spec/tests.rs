@@ -104,3 +104,21 @@ fn batch_sizes() {
     assert_eq!(BatchSize::Count(5).hosts(2), 2);
     assert_eq!(BatchSize::Count(1).hosts(0), 1);
 }
+
+#[test]
+fn capabilities_are_checked_by_name() {
+    let base = "name = \"web\"\nimage = \"r/web\"\nlisten = 8080\ncontainer_port = 80\n";
+    let s = AppSpec::from_toml(&format!(
+        "{base}cap_add = [\"NET_RAW\", \"cap_sys_ptrace\"]\ncap_drop = [\"ALL\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(s.cap_add, ["NET_RAW", "cap_sys_ptrace"]);
+    let err = AppSpec::from_toml(&format!("{base}cap_add = [\"NET_RAWW\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cap_add") && err.contains("NET_RAWW"), "{err}");
+    let err = AppSpec::from_toml(&format!("{base}cap_add = [\"ALL\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cap_add"), "{err}");
+}

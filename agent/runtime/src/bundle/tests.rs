@@ -246,3 +246,18 @@ fn the_root_is_writable_unless_read_only() {
     assert_eq!(s.root().as_ref().unwrap().readonly(), Some(true));
     assert!(tmp(&s));
 }
+
+#[test]
+fn cap_add_and_cap_drop_change_the_defaults() {
+    let mut spec = app();
+    assert!(!capabilities(&spec).contains(&Capability::NetRaw));
+    spec.cap_add = vec!["net_raw".into(), "CAP_SYS_PTRACE".into()];
+    spec.cap_drop = vec!["CHOWN".into()];
+    let caps = capabilities(&spec);
+    assert!(caps.contains(&Capability::NetRaw) && caps.contains(&Capability::SysPtrace));
+    assert!(!caps.contains(&Capability::Chown));
+    assert_eq!(caps.len(), CAPABILITIES.len() + 1);
+    spec.cap_drop = vec!["all".into()];
+    spec.cap_add = vec!["NET_BIND_SERVICE".into()];
+    assert_eq!(capabilities(&spec), [Capability::NetBindService].into());
+}
