@@ -217,3 +217,43 @@ async fn a_session_cookie_opens_the_api_only_to_the_dashboard_and_only_while_its
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn an_expired_session_goes_back_to_the_login_form() {
+    let h = Harness::start_with("[ui]\nsession_ttl = \"1s\"").await;
+    let b = Browserish::new(&h);
+    let own = format!("http://{}", h.addr);
+    let (s, _, set_cookie, _) = b.login(&h.admin, &own).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert!(set_cookie.contains("Max-Age=1"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    assert_eq!(b.get("/v1/apps", &cookie, true, None).await, StatusCode::OK);
+
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let (s, v) = decode(
+        b.http
+            .get(format!("{}/v1/apps", h.url))
+            .header(COOKIE, &cookie)
+            .header("x-slipway-ui", "1")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        v["error"].as_str().unwrap().contains("session expired"),
+        "{v}"
+    );
+    let r = b
+        .http
+        .get(format!("{}/ui/", h.url))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[LOCATION], "/ui/login");
+    // The token itself is fine: a new login works.
+    let (s, _, _, _) = b.login(&h.admin, &own).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+}

@@ -6,9 +6,11 @@
 //! `GET|POST /ui/login`, `POST /ui/logout`, `GET /ui/session` (who is logged in), and the
 //! assets `GET /ui/app.js`, `GET /ui/app.css`.
 
+pub mod config;
 pub mod defaults;
 pub mod session;
 
+pub use config::UiConfig;
 pub use session::Sessions;
 
 use crate::api::AppState;

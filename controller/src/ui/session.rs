@@ -7,7 +7,6 @@
 //! script could send only after a CORS preflight this controller never answers) and, when
 //! the browser sends `Origin`, that origin is the controller's own.
 
-use super::defaults;
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::store::Store;
@@ -36,10 +35,6 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(secure: bool) -> Self {
-        Self::with_ttl(secure, defaults::SESSION_TTL)
-    }
-
     pub fn with_ttl(secure: bool, ttl: Duration) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
@@ -182,7 +177,9 @@ mod tests {
         s.close(&id);
         assert!(s.token_hash(&id, t0).is_none());
         assert!(s.cookie("abc").contains("HttpOnly; SameSite=Strict"));
-        assert!(Sessions::new(true).cookie("abc").ends_with("; Secure"));
+        assert!(Sessions::with_ttl(true, Duration::from_secs(1))
+            .cookie("abc")
+            .ends_with("; Secure"));
     }
 
     #[test]
