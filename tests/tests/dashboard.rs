@@ -68,8 +68,9 @@ fn dashboard_shows_a_real_rollout_and_only_admins_steer_it() {
         &admin,
         &["release", APP, "--image", &format!("{}:v1", v1.repository)],
     ));
-    host.wait_for_body(listen, "dashboard v1", Duration::from_secs(60))
-        .unwrap();
+    if let Err(e) = host.wait_for_body(listen, "dashboard v1", Duration::from_secs(60)) {
+        panic!("{e:#}\n--- controller log:\n{}", controller.log_tail(40));
+    }
     wait_until(WAIT, || {
         rollout(&controller, &admin)["state"] == "awaiting-promotion"
     })
