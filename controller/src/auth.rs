@@ -162,6 +162,11 @@ impl FromRequestParts<crate::api::AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        if header.is_none() && crate::ui::session::session_id(&parts.headers).is_some() {
+            // The dashboard: its session cookie, on the CSRF terms of `ui::session`.
+            crate::ui::session::check_same_origin(&parts.headers)?;
+            return state.ui.caller(state.store.as_ref(), &parts.headers).await;
+        }
         authenticate(state.store.as_ref(), header).await
     }
 }

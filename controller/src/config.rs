@@ -117,6 +117,9 @@ pub struct Config {
     /// Rollout deadlines: `silent_after`, `deploy_margin`, `tick`.
     #[serde(default)]
     pub rollout: crate::rollout::RolloutConfig,
+    /// The dashboard at `/ui/`: `session_ttl`.
+    #[serde(default)]
+    pub ui: crate::ui::UiConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

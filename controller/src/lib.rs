@@ -19,3 +19,4 @@ pub mod rollout;
 pub mod server;
 pub mod signer;
 pub mod store;
+pub mod ui;

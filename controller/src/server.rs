@@ -115,6 +115,10 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         )),
         shutdown: shutdown_rx.clone(),
         events: Arc::default(),
+        ui: Arc::new(crate::ui::Sessions::with_ttl(
+            cfg.tls.is_some() || cfg.allow_plain_http,
+            cfg.ui.session_ttl,
+        )),
         gitops: match &cfg.gitops {
             Some(g) => Some(Arc::new(crate::gitops::GitOps::open(g, &cfg.data_dir)?)),
             None => None,

@@ -1,8 +1,10 @@
 # Shared by deploy/quickstart and deploy/bench/*: one Slipway host on this machine — a local
 # registry, `slipway-agent proxy` and `slipway-agent run` — under a temp dir, cleaned up on exit.
-# Source it, then call: host_setup; host_push TAG TEXT; host_release SEQ IMAGE; host_wait_for TEXT SECS.
+# Source it, then call: host_setup (= host_prepare; host_start); host_push TAG TEXT;
+# host_release SEQ IMAGE; host_wait_for TEXT SECS.
 # Settings (env): PORT (proxy listen port for the app), APP (app name), APP_EXTRA (extra app.toml),
-# CNI_EXTRA (extra [runtime.cni] lines, e.g. "masquerade = false").
+# CNI_EXTRA (extra [runtime.cni] lines, e.g. "masquerade = false"), SLIPWAY_PROFILE (cargo
+# profile to build and run, default release).
 
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 # free_port FROM: the first TCP port at or above FROM that nothing listens on.
@@ -13,7 +15,8 @@ free_port() {
 }
 PORT=${PORT:-$(free_port $((20000 + RANDOM % 20000)))}
 APP=${APP:-web}
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+PROFILE=${SLIPWAY_PROFILE:-release}
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 HOST_PIDS=()
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -23,8 +26,8 @@ host_build() {
   [ "$(id -u)" -eq 0 ] || die "run as root: containers need runc, network namespaces and overlay mounts"
   say "Installing Debian packages (runc, docker-registry, busybox-static, CNI plugins, wrk...)"
   "$ROOT/deploy/install-deps"
-  say "Building Slipway (release)"
-  (cd "$ROOT" && cargo build --release --quiet -p slipway-agent -p slipway-controller -p slipway-tests --bins)
+  say "Building Slipway ($PROFILE)"
+  (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p slipway-agent -p slipway-controller -p slipway-tests --bins)
 }
 
 host_cleanup() {
@@ -49,6 +52,12 @@ host_cleanup() {
 
 # Starts registry, proxy and agent; defines WORK, REG, BRIDGE.
 host_setup() {
+  host_prepare
+  host_start
+}
+
+# Starts the registry and writes keys, app.toml and agent.toml; defines WORK, REG, BRIDGE.
+host_prepare() {
   WORK=$(mktemp -d /tmp/slipway-host.XXXXXX)
   BRIDGE=${BRIDGE:-sw$$}
   BRIDGE=${BRIDGE:0:15}
@@ -86,6 +95,10 @@ bridge = "$BRIDGE"
 subnet = "${SUBNET:-10.231.0.0/24}"
 ${CNI_EXTRA:-}
 TOML
+}
+
+# Starts the proxy and the agent (on $WORK/agent.toml, which the caller may have extended).
+host_start() {
   say "Starting the proxy and the agent"
   "$BIN/slipway-agent" proxy --control-socket "$WORK/proxy.sock" --state "$WORK/routes.json" --bind 127.0.0.1 \
     >"$WORK/proxy.log" 2>&1 &

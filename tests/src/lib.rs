@@ -1,5 +1,6 @@
 //! Test support for end-to-end tests.
 pub mod bins;
+pub mod browser;
 pub mod controller;
 pub mod debian_image;
 pub mod fleet;

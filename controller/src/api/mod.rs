@@ -82,6 +82,8 @@ pub struct AppState {
     pub gitops: Option<Arc<crate::gitops::GitOps>>,
     /// Live delivery of the event log to SSE streams.
     pub events: Arc<crate::events::Events>,
+    /// Dashboard sessions (`/ui/`).
+    pub ui: Arc<crate::ui::Sessions>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -120,6 +122,7 @@ pub fn router(state: AppState) -> Router {
                 crate::gitops::defaults::WEBHOOK_MAX_BODY,
             )),
         )
+        .merge(crate::ui::router())
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(DefaultBodyLimit::max(crate::defaults::MAX_BODY))
         .with_state(state)
