@@ -54,6 +54,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     slipway_telemetry::init(cli.log_json);
     match run(cli).await {
@@ -87,4 +88,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(a) => cli::status::audit(&connect()?, a).await,
         Command::Events(a) => cli::events::run(&connect()?, a).await,
     }
+}
+
+/// `slipway rollout web | head`: once the reader is gone, printing fails with EPIPE; end as a
+/// program killed by SIGPIPE would (status 141), without a panic message.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }
