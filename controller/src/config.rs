@@ -79,6 +79,8 @@ pub enum InvalidConfig {
     },
     #[error(transparent)]
     Gitops(#[from] crate::gitops::config::InvalidGitops),
+    #[error(transparent)]
+    Notify(#[from] crate::notify::InvalidNotify),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +119,9 @@ pub struct Config {
     /// Rollout deadlines: `silent_after`, `deploy_margin`, `tick`.
     #[serde(default)]
     pub rollout: crate::rollout::RolloutConfig,
+    /// `[[notify]]` webhook targets; see [`crate::notify`].
+    #[serde(default)]
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,6 +216,9 @@ impl Config {
                 silent_after: self.rollout.silent_after,
                 long_poll_max_wait: self.long_poll_max_wait,
             });
+        }
+        for n in &self.notify {
+            n.validate()?;
         }
         Ok(())
     }
