@@ -12,6 +12,8 @@ pub struct Agent {
     pub trust: TrustFile,
     pub state: Mutex<StateFile>,
     pub parts: Box<dyn Parts>,
+    /// Served at `/metrics` on `metrics_addr`.
+    pub metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
 }
 
 impl Agent {
@@ -25,7 +27,9 @@ impl Agent {
         let state = StateFile::load(&cfg.state_dir)?;
         let store = slipway_image::Store::open(&cfg.images_dir())
             .with_context(|| format!("image store {}", cfg.images_dir().display()))?;
-        let puller = slipway_image::Puller::new(store, cfg.registry.clone());
+        let metrics = std::sync::Arc::new(crate::metrics::AgentMetrics::default());
+        let puller = slipway_image::Puller::new(store, cfg.registry.clone())
+            .with_metrics(metrics.image.clone());
         let runtime =
             slipway_runtime::Runtime::new(cfg.runtime_config()).context("container runtime")?;
         let proxy = slipway_proxy::ProxyClient::new(cfg.proxy_socket.clone());
@@ -34,7 +38,9 @@ impl Agent {
             runtime,
             proxy,
         };
-        Ok(Self::new(cfg, trust, state, Box::new(parts)))
+        let mut agent = Self::new(cfg, trust, state, Box::new(parts));
+        agent.metrics = metrics;
+        Ok(agent)
     }
 
     /// An agent over the given parts (the real ones, or a test double).
@@ -49,6 +55,7 @@ impl Agent {
             trust,
             state: Mutex::new(state),
             parts,
+            metrics: Default::default(),
         }
     }
 

@@ -30,6 +30,9 @@ pub struct AgentConfig {
     /// When set, desired state comes from the controller instead of `releases_dir`.
     #[serde(default)]
     pub controller: Option<crate::source::controller::ControllerSourceConfig>,
+    /// Where `GET /metrics` (Prometheus) is served; loopback by default.
+    #[serde(default = "d_metrics_addr")]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 fn d_state_dir() -> PathBuf {
@@ -43,6 +46,11 @@ fn d_releases_dir() -> PathBuf {
 }
 fn d_proxy_socket() -> PathBuf {
     defaults::PROXY_SOCKET.into()
+}
+fn d_metrics_addr() -> std::net::SocketAddr {
+    defaults::METRICS_ADDR
+        .parse()
+        .expect("default metrics address parses")
 }
 fn d_keep() -> usize {
     defaults::KEEP_RELEASES

@@ -35,3 +35,6 @@ pub const STALE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// A stale app is warned about when it turns stale and again this often: visible in any log
 /// window without flooding it during a long controller outage.
 pub const STALE_WARN_EVERY: Duration = Duration::from_secs(3600);
+
+/// Where the agent serves `GET /metrics` unless agent.toml says `metrics_addr`.
+pub const METRICS_ADDR: &str = "127.0.0.1:9464";

@@ -7,6 +7,7 @@ pub mod config;
 pub mod defaults;
 pub mod expiry;
 pub mod health;
+pub mod metrics;
 pub mod parts;
 pub mod reconcile;
 pub mod recover;

@@ -245,6 +245,7 @@ pub async fn run(
                     first.then_some(&known[..]),
                 )
                 .await;
+                agent.metrics.reconciled();
                 first = false;
             }
             Err(e) => tracing::error!("{e}; changing nothing"),

@@ -79,6 +79,8 @@ pub enum InvalidConfig {
     },
     #[error(transparent)]
     Gitops(#[from] crate::gitops::config::InvalidGitops),
+    #[error(transparent)]
+    Notify(#[from] crate::notify::InvalidNotify),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +122,9 @@ pub struct Config {
     /// The dashboard at `/ui/`: `session_ttl`.
     #[serde(default)]
     pub ui: crate::ui::UiConfig,
+    /// `[[notify]]` webhook targets; see [`crate::notify`].
+    #[serde(default)]
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +223,9 @@ impl Config {
                 silent_after: self.rollout.silent_after,
                 long_poll_max_wait: self.long_poll_max_wait,
             });
+        }
+        for n in &self.notify {
+            n.validate()?;
         }
         Ok(())
     }

@@ -32,11 +32,8 @@ impl Events {
 
 /// Stores and broadcasts one event.
 pub async fn emit(state: &AppState, kind: &str, app: Option<&str>, detail: Value) {
-    match state
-        .store
-        .add_event(kind, app, &detail, SystemTime::now())
-        .await
-    {
+    let add = state.store.add_event(kind, app, &detail, SystemTime::now());
+    match state.metrics.time("add_event", add).await {
         Ok(ev) => {
             let _ = state.events.tx.send(ev);
         }

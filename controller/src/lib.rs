@@ -11,6 +11,8 @@ pub mod defaults;
 pub mod error;
 pub mod events;
 pub mod gitops;
+pub mod metrics;
+pub mod notify;
 pub mod publish;
 pub mod release;
 pub mod resign;

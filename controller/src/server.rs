@@ -164,6 +164,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         tokio::spawn(g.run(state.clone(), shutdown_rx.clone()))
     });
     tokio::spawn(crate::events::prune(state.clone(), shutdown_rx.clone()));
+    crate::notify::spawn(&state, cfg.notify.clone(), shutdown_rx.clone());
     let resigner = tokio::spawn(resign::run(
         state.clone(),
         cfg.resign_before,

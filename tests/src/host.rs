@@ -21,6 +21,8 @@ pub struct TestHost {
     pub registry: String,
     pub bridge: String,
     pub subnet: String,
+    /// The agent serves `GET /metrics` on 127.0.0.1 at this port.
+    pub metrics_port: u16,
     proxy: Option<Child>,
     agent: Option<Child>,
 }
@@ -60,10 +62,11 @@ impl TestHost {
             (n * 7 + pid / 100) % 250
         );
         let d = dir.path().display();
+        let metrics_port = free_port();
         std::fs::write(
             dir.path().join("agent.toml"),
             format!(
-                "state_dir = \"{d}/state\"\ntrust = \"{d}/trust.toml\"\nreleases_dir = \"{d}/releases\"\nproxy_socket = \"{d}/proxy.sock\"\n\n[registry]\ninsecure = [\"{registry}\"]\n\n[runtime]\nstate_dir = \"{d}/state/containers\"\nrunc_root = \"{d}/runc\"\n\n[runtime.cni]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n{extra_agent_toml}"
+                "state_dir = \"{d}/state\"\ntrust = \"{d}/trust.toml\"\nreleases_dir = \"{d}/releases\"\nproxy_socket = \"{d}/proxy.sock\"\nmetrics_addr = \"127.0.0.1:{metrics_port}\"\n\n[registry]\ninsecure = [\"{registry}\"]\n\n[runtime]\nstate_dir = \"{d}/state/containers\"\nrunc_root = \"{d}/runc\"\n\n[runtime.cni]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n{extra_agent_toml}"
             ),
         )?;
         let mut host = TestHost {
@@ -72,6 +75,7 @@ impl TestHost {
             registry: registry.to_string(),
             bridge,
             subnet,
+            metrics_port,
             proxy: None,
             agent: None,
         };

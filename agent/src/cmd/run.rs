@@ -25,6 +25,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "cannot ask runc for its version");
     }
     tokio::spawn(slipway_agent::expiry::run(agent.clone()));
+    // Metrics are an aid: a taken address is logged loudly and the agent deploys on.
+    match slipway_agent::metrics::bind(agent.cfg.metrics_addr).await {
+        Ok(l) => {
+            tracing::info!(addr = %agent.cfg.metrics_addr, "serving /metrics");
+            tokio::spawn(slipway_agent::metrics::serve(agent.clone(), l));
+        }
+        Err(e) => tracing::error!("{e:#}; serving no metrics"),
+    }
     let source = match controller {
         Some(c) => {
             tracing::info!(config = %args.config.display(), controller = %c.url, host = %c.host_id, "agent starting; desired state from the controller");

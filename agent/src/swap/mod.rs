@@ -79,26 +79,40 @@ async fn run(
     rec: &mut DeployRecord,
     t0: Instant,
 ) -> Result<(Ended, SocketAddr), DeployError> {
+    let m = &d.agent.metrics;
     d.set_phase(DeployPhase::Pulling);
+    let t = Instant::now();
     let pulled = d.pull().await?;
+    m.phase("pull", t.elapsed());
     d.set_phase(DeployPhase::Starting);
+    let t = Instant::now();
     let addr = d.start(&pulled).await?;
+    m.phase("start", t.elapsed());
     d.set_phase(DeployPhase::HealthChecking);
+    let t = Instant::now();
     tokio::select! {
         r = d.health(addr) => r?,
         cmd = rx.recv() => return Ok((Ended::Superseded(cmd.unwrap_or(Cmd::Remove)), addr)),
     }
+    m.phase("health", t.elapsed());
     d.set_phase(DeployPhase::Switching);
+    let t = Instant::now();
     d.switch(addr).await?;
+    m.phase("switch", t.elapsed());
     let swap_ms = t0.elapsed().as_millis() as u64;
     rec.swap_ms = Some(swap_ms);
     tracing::info!(app = %d.rel.app, seq = d.rel.seq, container = %d.id, swap_ms, "traffic switched to the new container");
     if let Some(o) = old {
         d.set_phase(DeployPhase::Draining);
+        let t = Instant::now();
         d.drain(&o.id).await;
+        m.phase("drain", t.elapsed());
     }
     d.set_phase(DeployPhase::Baking);
-    Ok((d.bake(addr, rx).await?, addr))
+    let t = Instant::now();
+    let ended = d.bake(addr, rx).await?;
+    m.phase("bake", t.elapsed());
+    Ok((ended, addr))
 }
 
 /// Records how the deploy ended and cleans up after it: the one place that discards, reverts
@@ -248,6 +262,7 @@ fn finish(
 ) {
     rec.finished = Some(SystemTime::now());
     rec.outcome = outcome;
+    agent.metrics.deploy(outcome);
     rec.error = error;
     agent.update(app, |s| {
         s.phase = Some(if s.live_seq.is_some() {

@@ -218,10 +218,8 @@ pub async fn report(
             status.app, status.seq
         )));
     }
-    state
-        .store
-        .put_status(&host, &status, SystemTime::now())
-        .await?;
+    let put = state.store.put_status(&host, &status, SystemTime::now());
+    state.metrics.time("put_status", put).await?;
     // Phase reports go to the event log (the status history, pruned with it), not the audit
     // log, which keeps operator actions and rollout decisions.
     let mut detail =

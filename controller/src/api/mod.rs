@@ -9,6 +9,7 @@ mod rollout;
 mod tokens;
 mod webhooks;
 
+pub use crate::metrics::Metrics;
 pub use webhooks::WebhookReply;
 
 use crate::error::{ApiError, ApiResult};
@@ -19,51 +20,9 @@ use crate::store::Store;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
-
-/// Controller metrics, served at `/metrics`.
-pub struct Metrics {
-    pub registry: Registry,
-    pub releases: Counter,
-    pub resigns: Counter,
-    pub status_reports: Counter,
-    pub long_polls: Gauge,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("slipway_controller");
-        let m = Metrics {
-            releases: Counter::default(),
-            resigns: Counter::default(),
-            status_reports: Counter::default(),
-            long_polls: Gauge::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "releases",
-            "Releases created (including rollbacks)",
-            m.releases.clone(),
-        );
-        registry.register(
-            "resigns",
-            "Releases re-signed before expiry",
-            m.resigns.clone(),
-        );
-        registry.register(
-            "status_reports",
-            "Phase reports received from agents",
-            m.status_reports.clone(),
-        );
-        registry.register("long_polls", "Long-polls waiting now", m.long_polls.clone());
-        Metrics { registry, ..m }
-    }
-}
 
 /// Shared by every request.
 #[derive(Clone)]
@@ -129,6 +88,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> ApiResult<String> {
+    crate::metrics::refresh(&state).await?;
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &state.metrics.registry)
         .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
