@@ -10,6 +10,7 @@
 //! - [`actions`]: `promote`, `pause`, `resume`, `abort`, and the plan as operators see it.
 
 pub mod actions;
+pub mod canary;
 pub mod driver;
 pub mod isolate;
 pub mod plan;

@@ -163,13 +163,18 @@ pub async fn ensure(
         }
         _ => {
             let selector = &spec.rollout.selector;
-            let hosts: Vec<String> = store
+            let selected: Vec<_> = store
                 .hosts()
                 .await?
                 .into_iter()
                 .filter(|h| selector.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
-                .map(|h| h.host)
                 .collect();
+            let canaries = selected
+                .iter()
+                .filter(|h| super::canary::is_canary(&h.labels))
+                .map(|h| h.host.clone())
+                .collect();
+            let hosts: Vec<String> = selected.into_iter().map(|h| h.host).collect();
             let (base, stable) = match &prev {
                 Some((_, p)) => {
                     let base = p
@@ -200,6 +205,7 @@ pub async fn ensure(
                 seq: rec.seq,
                 spec,
                 hosts,
+                canaries,
                 base,
                 stable,
                 deploy_margin: state.rollouts.cfg.deploy_margin,
