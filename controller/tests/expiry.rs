@@ -55,7 +55,12 @@ async fn releases_hosts_still_hold_mid_rollout_are_resigned_and_released_ones_ar
     .await;
     let t1 = h.token("agent-h1", Role::Agent, Some("h1")).await;
     let t2 = h.token("agent-h2", Role::Agent, Some("h2")).await;
-    h.post("/v1/hosts/h1/register", &t1, &json!({})).await;
+    h.post(
+        "/v1/hosts/h1/register",
+        &t1,
+        &json!({"labels": {"slipway.canary": "true"}}),
+    )
+    .await;
     h.post("/v1/hosts/h2/register", &t2, &json!({})).await;
 
     // Seq 1 reaches both hosts in one wave.
@@ -154,7 +159,12 @@ async fn a_host_serving_an_expired_release_shows_stale_counts_as_live_and_clears
     let h = Harness::start().await;
     let t1 = h.token("agent-h1", Role::Agent, Some("h1")).await;
     let t2 = h.token("agent-h2", Role::Agent, Some("h2")).await;
-    h.post("/v1/hosts/h1/register", &t1, &json!({})).await;
+    h.post(
+        "/v1/hosts/h1/register",
+        &t1,
+        &json!({"labels": {"slipway.canary": "true"}}),
+    )
+    .await;
     h.post("/v1/hosts/h2/register", &t2, &json!({})).await;
     h.apply(&with_rollout(&v1.repository, "canary = 1\n")).await;
     let (s, r) = h

@@ -68,6 +68,26 @@ fn host_row<'a>(r: &'a Value, host: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
+/// Starts hosts `{app}-00`..`{app}-{n-1}` selected by the app; host 00 is labelled the canary
+/// (`slipway.canary=true`), so it goes first whatever the hash order of the others.
+fn add_hosts_canary_first(f: &mut Fleet, app: &str, n: usize, registries: &[&str]) {
+    let labels = format!("{{ fleet = \"{app}\" }}");
+    let canary = format!("{{ fleet = \"{app}\", \"slipway.canary\" = \"true\" }}");
+    f.add_hosts_with(app, 0..1, &canary, 0, registries);
+    f.add_hosts_with(app, 1..n, &labels, 0, registries);
+}
+
+/// The hosts of a rollout in wave order.
+fn wave_order(r: &Value) -> Vec<String> {
+    r["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| w.as_array().unwrap().iter())
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect()
+}
+
 fn push(reg: &Registry, app: &str, tag: &str, text: &str) -> Pushed {
     busybox_httpd_image(text)
         .push(reg.addr(), app, tag)
@@ -83,7 +103,8 @@ fn canary_failure_halts_rolls_back_and_touches_no_other_host() {
     let v2 = broken_image("canary v2")
         .push(f.registry.addr(), app, "v2")
         .unwrap();
-    f.add_hosts(app, 3, &format!("{{ fleet = \"{app}\" }}"), 0);
+    let reg = f.registry.addr().to_string();
+    add_hosts_canary_first(&mut f, app, 3, &[&reg]);
     f.apply(
         app,
         &app_toml(
@@ -99,13 +120,10 @@ fn canary_failure_halts_rolls_back_and_touches_no_other_host() {
     let r = f.wait_rollout(app, Duration::from_secs(60), |r| {
         state(r) == "awaiting-promotion"
     });
-    assert_eq!(
-        r["waves"],
-        serde_json::json!([
-            [format!("{app}-00")],
-            [format!("{app}-01"), format!("{app}-02")]
-        ])
-    );
+    assert_eq!(r["waves"][0], serde_json::json!([format!("{app}-00")]));
+    let mut rest = wave_order(&r)[1..].to_vec();
+    rest.sort();
+    assert_eq!(rest, [format!("{app}-01"), format!("{app}-02")]);
     wait_bodies(&f, &[&format!("{app}-00")], listen, "canary v1");
     assert_eq!(
         f.host(&format!("{app}-01")).body(listen),
@@ -178,13 +196,16 @@ fn a_later_batch_failure_continues_within_the_budget_and_halts_beyond_it() {
     let v3 = push(other, app, "v3", "budget v3");
     let labels = format!("{{ fleet = \"{app}\" }}");
     let (a, b) = (f.registry.addr().to_string(), other.addr().to_string());
-    f.add_hosts_with(app, 0..2, &labels, 0, &[&a, &b]);
+    let canary = format!("{{ fleet = \"{app}\", \"slipway.canary\" = \"true\" }}");
+    f.add_hosts_with(app, 0..1, &canary, 0, &[&a, &b]);
+    f.add_hosts_with(app, 1..2, &labels, 0, &[&a, &b]);
     f.add_hosts_with(app, 2..3, &labels, 0, &[&a]);
     f.add_hosts_with(app, 3..4, &labels, 0, &[&a, &b]);
     let rollout = |max| format!("canary = 1\nbatch_size = 1\nmax_failures = {max}\n");
     f.apply(app, &app_toml(app, &v1.repository, listen, &rollout(1)));
     release(&f, app, &v1.image_ref());
-    f.wait_rollout(app, Duration::from_secs(90), |r| state(r) == "done");
+    let first = f.wait_rollout(app, Duration::from_secs(90), |r| state(r) == "done");
+    let order = wave_order(&first);
     let all: Vec<String> = (0..4).map(|i| format!("{app}-{i:02}")).collect();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     wait_bodies(&f, &all, listen, "budget v1");
@@ -208,8 +229,10 @@ fn a_later_batch_failure_continues_within_the_budget_and_halts_beyond_it() {
         "old container kept serving"
     );
 
-    // Beyond the budget (0): halted at host 02; hosts 00..02 get a rollback to v2's digest,
-    // host 03 is never touched.
+    // Beyond the budget (0): halted at host 02; the hosts up to it (in wave order) get a
+    // rollback to v2's digest, the hosts after it are never touched.
+    let at = order.iter().position(|h| h == all[2]).unwrap();
+    let (got, untouched) = order.split_at(at + 1);
     f.apply(app, &app_toml(app, &v3.repository, listen, &rollout(0)));
     release(&f, app, &v3.image_ref());
     let r = f.wait_rollout(app, Duration::from_secs(120), |r| r["kind"] == "rollback");
@@ -218,7 +241,7 @@ fn a_later_batch_failure_continues_within_the_budget_and_halts_beyond_it() {
     assert!(reason.contains("more than max_failures = 0"), "{reason}");
     assert_eq!(
         r["waves"],
-        serde_json::json!([[all[0], all[1], all[2]]]),
+        serde_json::json!([got]),
         "the rollback goes to the hosts that got seq 3"
     );
     wait_bodies(&f, &[all[0], all[1], all[3]], listen, "budget v2");
@@ -233,20 +256,22 @@ fn a_later_batch_failure_continues_within_the_budget_and_halts_beyond_it() {
     let r = f.wait_rollout(app, Duration::from_secs(60), |r| state(r) == "done");
     assert_eq!(host_row(&r, all[0])["reported_seq"], 4);
     assert_eq!(host_row(&r, all[0])["desired_seq"], 4);
-    assert_eq!(
-        host_row(&r, all[3])["desired_seq"],
-        serde_json::Value::Null,
-        "host 03 is outside the rollback plan"
-    );
     let status: Value =
         serde_json::from_str(&ok(f.slipway(0, &["--json", "status", app]))).unwrap();
-    let h3 = status
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["host"] == all[3])
-        .unwrap();
-    assert_eq!(h3["seq"], 2, "host 03 never got seq 3 or 4");
+    for h in untouched {
+        assert_eq!(
+            host_row(&r, h)["desired_seq"],
+            serde_json::Value::Null,
+            "{h} is outside the rollback plan"
+        );
+        let row = status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["host"] == h.as_str())
+            .unwrap();
+        assert_eq!(row["seq"], 2, "{h} never got seq 3 or 4");
+    }
 }
 
 /// Three hosts `APP-00..02` serving `APP v1` after a rollout with `rollout` settings (promoted
@@ -257,7 +282,8 @@ fn three_hosts_on_v1(app: &str, rollout: &str) -> (Fleet, u16, Pushed, Vec<Strin
     let listen = free_port();
     let v1 = push(&f.registry, app, "v1", &format!("{app} v1"));
     let v2 = push(&f.registry, app, "v2", &format!("{app} v2"));
-    f.add_hosts(app, 3, &format!("{{ fleet = \"{app}\" }}"), 0);
+    let reg = f.registry.addr().to_string();
+    add_hosts_canary_first(&mut f, app, 3, &[&reg]);
     f.apply(app, &app_toml(app, &v1.repository, listen, rollout));
     release(&f, app, &v1.image_ref());
     if rollout.contains("manual_promotion = true") {

@@ -183,6 +183,7 @@ mod tests {
             seq: 2,
             spec: &spec,
             hosts: vec!["h1".into(), "h2".into()],
+            canaries: Default::default(),
             base: BTreeMap::new(),
             stable: Some(1),
             deploy_margin: Duration::from_secs(60),

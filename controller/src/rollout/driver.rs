@@ -2,6 +2,7 @@
 //! each rollout in progress reported, move the rollout on, and when it halted make the
 //! rollback release (a higher seq of the last good release's image).
 
+use super::isolate::Stage;
 use super::plan::{Rollout, Seen};
 use super::{now_ms, parse, to_doc, RolloutError};
 use crate::api::AppState;
@@ -55,69 +56,88 @@ pub async fn tick(state: &AppState) -> Result<bool, RolloutError> {
     let hosts = state.store.hosts().await?;
     let now = SystemTime::now();
     for app in apps {
-        let Some(rec) = state.store.latest_rollout(&app.name).await? else {
-            continue;
-        };
-        let mut doc = parse(&rec.app, rec.seq, &rec.doc)?;
-        if doc.is_active() {
-            let reports: BTreeMap<String, _> = state
-                .store
-                .statuses(Some(&app.name))
-                .await?
-                .into_iter()
-                .map(|s| (s.host, (s.seq, s.phase)))
-                .collect();
-            let seen: BTreeMap<String, Seen> = hosts
-                .iter()
-                .map(|h| {
-                    let silent = now.duration_since(h.last_seen).unwrap_or_default();
-                    (
-                        h.host.clone(),
-                        Seen {
-                            report: reports.get(&h.host).cloned(),
-                            silent_ms: Some(silent.as_millis() as u64),
-                        },
-                    )
-                })
-                .collect();
-            let (was, started) = (doc.state, doc.started);
-            if doc.evaluate(&seen, now_ms(), state.rollouts.cfg.silent_after) {
-                if !save(state, &rec, &doc).await? {
-                    continue; // an operator changed it meanwhile: next tick
-                }
-                changed = true;
-                if doc.started != started {
-                    wave_started(state, &doc).await;
-                }
-                if doc.state != was {
-                    crate::events::emit(
-                        state,
+        // One app's corrupt rollout, release or store row never stops the others.
+        match tick_app(state, &app.name, &hosts, now).await {
+            Ok(c) => {
+                state.rollouts.errors.ok(Stage::Driver, &app.name);
+                changed |= c;
+            }
+            Err(e) => state.rollouts.errors.failed(Stage::Driver, &app.name, &e),
+        }
+    }
+    Ok(changed)
+}
+
+/// Moves one app's newest rollout on; true when it changed.
+async fn tick_app(
+    state: &AppState,
+    app: &str,
+    hosts: &[crate::store::HostRecord],
+    now: SystemTime,
+) -> Result<bool, RolloutError> {
+    let mut changed = false;
+    let Some(rec) = state.store.latest_rollout(app).await? else {
+        return Ok(false);
+    };
+    let mut doc = parse(&rec.app, rec.seq, &rec.doc)?;
+    if doc.is_active() {
+        let reports: BTreeMap<String, _> = state
+            .store
+            .statuses(Some(app))
+            .await?
+            .into_iter()
+            .map(|s| (s.host, (s.seq, s.phase)))
+            .collect();
+        let seen: BTreeMap<String, Seen> = hosts
+            .iter()
+            .map(|h| {
+                let silent = now.duration_since(h.last_seen).unwrap_or_default();
+                (
+                    h.host.clone(),
+                    Seen {
+                        report: reports.get(&h.host).cloned(),
+                        silent_ms: Some(silent.as_millis() as u64),
+                    },
+                )
+            })
+            .collect();
+        let (was, started) = (doc.state, doc.started);
+        if doc.evaluate(&seen, now_ms(), state.rollouts.cfg.silent_after) {
+            if !save(state, &rec, &doc).await? {
+                return Ok(false); // an operator changed it meanwhile: next tick
+            }
+            changed = true;
+            if doc.started != started {
+                wave_started(state, &doc).await;
+            }
+            if doc.state != was {
+                crate::events::emit(
+                    state,
+                    &format!("rollout.{}", doc.state),
+                    Some(&doc.app),
+                    serde_json::json!({"seq": doc.seq, "reason": doc.reason}),
+                )
+                .await;
+                tracing::info!(app = %doc.app, seq = doc.seq, state = %doc.state, reason = doc.reason.as_deref().unwrap_or(""), "rollout state changed");
+                let _ = state
+                    .store
+                    .audit(
+                        ACTOR,
                         &format!("rollout.{}", doc.state),
-                        Some(&doc.app),
-                        serde_json::json!({"seq": doc.seq, "reason": doc.reason}),
+                        &format!("rollout/{}/{}", doc.app, doc.seq),
+                        doc.reason.as_deref().unwrap_or(""),
+                        now,
                     )
                     .await;
-                    tracing::info!(app = %doc.app, seq = doc.seq, state = %doc.state, reason = doc.reason.as_deref().unwrap_or(""), "rollout state changed");
-                    let _ = state
-                        .store
-                        .audit(
-                            ACTOR,
-                            &format!("rollout.{}", doc.state),
-                            &format!("rollout/{}/{}", doc.app, doc.seq),
-                            doc.reason.as_deref().unwrap_or(""),
-                            now,
-                        )
-                        .await;
-                }
-                if doc.state == RolloutState::Halted {
-                    // Saved under a new revision: re-read before the next write.
-                    continue;
-                }
+            }
+            if doc.state == RolloutState::Halted {
+                // Saved under a new revision: re-read before the next write.
+                return Ok(true);
             }
         }
-        if doc.state == RolloutState::Halted && doc.rollback_wanted && doc.rollback_seq.is_none() {
-            changed |= roll_back(state, &rec, doc).await?;
-        }
+    }
+    if doc.state == RolloutState::Halted && doc.rollback_wanted && doc.rollback_seq.is_none() {
+        changed |= roll_back(state, &rec, doc).await?;
     }
     Ok(changed)
 }

@@ -10,7 +10,9 @@
 //! - [`actions`]: `promote`, `pause`, `resume`, `abort`, and the plan as operators see it.
 
 pub mod actions;
+pub mod canary;
 pub mod driver;
+pub mod isolate;
 pub mod plan;
 pub mod view;
 
@@ -88,6 +90,8 @@ pub struct Rollouts {
     /// Whether this replica holds the lead (set by the driver): only the lead drives
     /// rollouts, re-signs and syncs GitOps.
     lead: watch::Sender<bool>,
+    /// Apps skipped because of their own errors (logged once each).
+    pub errors: isolate::AppErrors,
 }
 
 impl Rollouts {
@@ -99,6 +103,7 @@ impl Rollouts {
             view,
             poke: Notify::new(),
             lead: watch::channel(false).0,
+            errors: isolate::AppErrors::default(),
         }
     }
 

@@ -80,6 +80,8 @@ pub struct PlanParams<'a> {
     pub spec: &'a AppSpec,
     /// Selected hosts, in any order.
     pub hosts: Vec<String>,
+    /// Hosts labelled `slipway.canary=true` (they go first).
+    pub canaries: BTreeSet<String>,
     pub base: BTreeMap<String, u64>,
     pub stable: Option<u64>,
     /// Added to the spec's health deadline, drain and bake for the per-host deadline.
@@ -90,9 +92,7 @@ pub struct PlanParams<'a> {
 impl Rollout {
     /// Plans a release: canary first, then batches; the first wave starts at once.
     pub fn plan(p: PlanParams<'_>) -> Rollout {
-        let mut hosts = p.hosts;
-        hosts.sort();
-        hosts.dedup();
+        let hosts = super::canary::order(p.app, p.hosts, &p.canaries);
         let r = &p.spec.rollout;
         let mut waves = Vec::new();
         let canary = (r.canary as usize).min(hosts.len());
@@ -379,6 +379,8 @@ mod tests {
             seq: 2,
             spec: &s,
             hosts: (0..n).map(|i| format!("h{i:02}")).collect(),
+            // h00 is the canary the tests below follow.
+            canaries: ["h00".to_string()].into(),
             base: (0..n).map(|i| (format!("h{i:02}"), 1)).collect(),
             stable: Some(1),
             deploy_margin: Duration::from_secs(60),
@@ -471,7 +473,8 @@ mod tests {
             r.deadline_ms as i64 + 20,
             Duration::from_secs(5),
         );
-        assert!(r.failed["h01"].contains("not live within"));
+        let other = r.waves[0].iter().find(|h| *h != "h00").unwrap();
+        assert!(r.failed[other].contains("not live within"));
         assert_eq!(r.state, RolloutState::Halted);
     }
 

@@ -3,6 +3,7 @@
 //! last release that went out completely. Rebuilt from the store whenever a release is
 //! published, a rollout moves, or another replica says something changed.
 
+use super::isolate::Stage;
 use super::plan::{PlanParams, Rollout};
 use super::{now_ms, parse, to_doc, RolloutError};
 use crate::api::AppState;
@@ -16,7 +17,7 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 /// One app's assignment of releases to hosts.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct AppView {
     pub selector: BTreeMap<String, String>,
     /// Hosts of the plan (or its base) -> the seq they run; `None`: nothing yet.
@@ -63,38 +64,57 @@ impl View {
     pub async fn build(state: &AppState) -> Result<View, RolloutError> {
         let from = state.publisher.current();
         let mut apps = BTreeMap::new();
+        let before = state.rollouts.subscribe().borrow().clone();
         for rec in state.store.latest_releases().await? {
-            let (env, rel) = envelope(&rec)?;
-            let doc = ensure(state, &rec, &rel).await?;
-            let mut v = AppView {
-                selector: rel.spec.rollout.selector.clone(),
-                default: doc.default_seq(),
-                ..Default::default()
-            };
-            for h in doc.waves.iter().flatten().chain(doc.base.keys()) {
-                v.per_host.insert(h.clone(), doc.assigned(h));
-            }
-            let mut seqs: Vec<u64> = v.per_host.values().flatten().copied().collect();
-            seqs.extend(v.default);
-            seqs.sort_unstable();
-            seqs.dedup();
-            for seq in seqs {
-                let env = if seq == rec.seq {
-                    (env.clone(), fingerprint(&rec.envelope))
-                } else {
-                    match state.store.release(&rec.app, seq).await? {
-                        Some(r) => (envelope(&r)?.0, fingerprint(&r.envelope)),
-                        None => continue,
+            // One app's broken release or rollout never empties another app's desired set;
+            // its hosts keep what they were last told.
+            match Self::build_app(state, &rec).await {
+                Ok(v) => {
+                    state.rollouts.errors.ok(Stage::View, &rec.app);
+                    apps.insert(rec.app.clone(), v);
+                }
+                Err(e) => {
+                    state.rollouts.errors.failed(Stage::View, &rec.app, &e);
+                    if let Some(v) = before.apps.get(&rec.app) {
+                        apps.insert(rec.app.clone(), v.clone());
                     }
-                };
-                v.envelopes.insert(seq, env);
+                }
             }
-            apps.insert(rec.app.clone(), v);
         }
         Ok(View {
             apps,
             from: Some(from),
         })
+    }
+
+    /// One app's assignment, from its newest release `rec`.
+    async fn build_app(state: &AppState, rec: &ReleaseRecord) -> Result<AppView, RolloutError> {
+        let (env, rel) = envelope(rec)?;
+        let doc = ensure(state, rec, &rel).await?;
+        let mut v = AppView {
+            selector: rel.spec.rollout.selector.clone(),
+            default: doc.default_seq(),
+            ..Default::default()
+        };
+        for h in doc.waves.iter().flatten().chain(doc.base.keys()) {
+            v.per_host.insert(h.clone(), doc.assigned(h));
+        }
+        let mut seqs: Vec<u64> = v.per_host.values().flatten().copied().collect();
+        seqs.extend(v.default);
+        seqs.sort_unstable();
+        seqs.dedup();
+        for seq in seqs {
+            let env = if seq == rec.seq {
+                (env.clone(), fingerprint(&rec.envelope))
+            } else {
+                match state.store.release(&rec.app, seq).await? {
+                    Some(r) => (envelope(&r)?.0, fingerprint(&r.envelope)),
+                    None => continue,
+                }
+            };
+            v.envelopes.insert(seq, env);
+        }
+        Ok(v)
     }
 }
 
@@ -143,13 +163,18 @@ pub async fn ensure(
         }
         _ => {
             let selector = &spec.rollout.selector;
-            let hosts: Vec<String> = store
+            let selected: Vec<_> = store
                 .hosts()
                 .await?
                 .into_iter()
                 .filter(|h| selector.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
-                .map(|h| h.host)
                 .collect();
+            let canaries = selected
+                .iter()
+                .filter(|h| super::canary::is_canary(&h.labels))
+                .map(|h| h.host.clone())
+                .collect();
+            let hosts: Vec<String> = selected.into_iter().map(|h| h.host).collect();
             let (base, stable) = match &prev {
                 Some((_, p)) => {
                     let base = p
@@ -180,6 +205,7 @@ pub async fn ensure(
                 seq: rec.seq,
                 spec,
                 hosts,
+                canaries,
                 base,
                 stable,
                 deploy_margin: state.rollouts.cfg.deploy_margin,
