@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod id;
 pub mod keys;
 pub mod release;
+pub mod seal;
 pub mod spec;
 pub mod trust;
 pub mod version;
