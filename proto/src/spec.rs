@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 mod container;
+mod secrets;
 pub use container::{valid_volume_name, DnsSpec, Seccomp, Volume};
+pub use secrets::{valid_secret_name, SecretFile, SecretPin, SECRET_FILE_MODE};
 
 /// Defaults, each with the reason it is what it is.
 pub mod defaults {
@@ -109,6 +111,16 @@ pub struct AppSpec {
     /// Hosts, path prefix and TLS on the proxy's shared listeners.
     #[serde(default, skip_serializing_if = "crate::edge::EdgeSpec::is_default")]
     pub edge: crate::edge::EdgeSpec,
+    /// Env variables whose values are secrets: `ENV_NAME = "secret-name"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Secrets mounted read-only as files on a per-container tmpfs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<SecretFile>,
+    /// Written by the controller into a release's spec: version and digest of each secret,
+    /// so a changed secret is a new release and a rollback brings the old version back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_versions: BTreeMap<String, SecretPin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -334,6 +346,12 @@ impl AppSpec {
             ));
         }
         self.edge.validate()?;
+        secrets::validate(
+            &self.env,
+            &self.secrets,
+            &self.secret_files,
+            &self.secret_versions,
+        )?;
         if self.listen == 0 && self.edge.hosts.is_empty() {
             return Err(invalid(
                 "listen",
