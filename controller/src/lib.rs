@@ -16,6 +16,7 @@ pub mod release;
 pub mod resign;
 pub mod resolve;
 pub mod rollout;
+pub mod secrets;
 pub mod server;
 pub mod signer;
 pub mod store;
