@@ -94,12 +94,12 @@ pub async fn set(
         &format!("version {version}"),
     )
     .await?;
-    return Ok(Json(SecretInfo {
+    Ok(Json(SecretInfo {
         name,
         version: Some(version),
         set_by: Some(caller.name),
         set_at: Some(rfc3339(now)),
-    }));
+    }))
 }
 
 /// `GET /v1/apps/{app}/secrets`: newest version of each secret; names only for read-only.
