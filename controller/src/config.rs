@@ -125,6 +125,10 @@ pub struct Config {
     /// `[[notify]]` webhook targets; see [`crate::notify`].
     #[serde(default)]
     pub notify: Vec<crate::notify::NotifyConfig>,
+    /// File holding the key that encrypts secret values at rest (made at 0600 when absent);
+    /// default `<data_dir>/secrets-master.key`. Keep it off the database's disk and backups.
+    #[serde(default)]
+    pub secrets_master_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,6 +238,13 @@ impl Config {
         self.database_url.clone().unwrap_or_else(|| {
             format!("sqlite://{}", self.data_dir.join("controller.db").display())
         })
+    }
+
+    /// Where the secrets master key lives.
+    pub fn secrets_master_key_path(&self) -> PathBuf {
+        self.secrets_master_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::secrets::MASTER_KEY_FILE))
     }
 }
 

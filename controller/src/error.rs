@@ -84,7 +84,7 @@ impl From<ReleaseError> for ApiError {
             | E::NoOtherImage { .. }
             | E::RolloutRefused { .. }
             | E::RolloutBusy { .. } => ApiError::Conflict(e.to_string()),
-            E::Unsignable { .. } => ApiError::Unprocessable(e.to_string()),
+            E::Unsignable { .. } | E::SecretNotSet { .. } => ApiError::Unprocessable(e.to_string()),
             E::CorruptRelease { .. } | E::Vanished { .. } | E::Rollout(_) => {
                 ApiError::Internal(e.to_string())
             }

@@ -18,6 +18,7 @@ pub mod release;
 pub mod resign;
 pub mod resolve;
 pub mod rollout;
+pub mod secrets;
 pub mod server;
 pub mod signer;
 pub mod store;

@@ -42,6 +42,7 @@ impl Snapshot {
         DesiredSetBody {
             version: hex::encode(&ctx.finish().as_ref()[..12]),
             releases,
+            ..Default::default()
         }
     }
 }

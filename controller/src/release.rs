@@ -52,6 +52,8 @@ pub enum ReleaseError {
     },
     #[error("rollout of `{app}` kept changing under `{action}`; try again")]
     RolloutBusy { app: String, action: &'static str },
+    #[error("app `{app}` uses secret `{name}`, which is not set: slipway secret set {app} {name}")]
+    SecretNotSet { app: String, name: String },
     #[error(transparent)]
     Rollout(RolloutError),
     #[error(transparent)]
@@ -290,8 +292,10 @@ async fn append(
                 .app(app)
                 .await?
                 .ok_or_else(|| unknown_app(app))?;
+            // A new release pins the newest version of each secret its spec uses; a
+            // rollback keeps the pins of the release it restores.
             Pinned {
-                spec: app_rec.spec,
+                spec: crate::secrets::pin(state.store.as_ref(), app_rec.spec).await?,
                 version: app_rec.version,
             }
         }

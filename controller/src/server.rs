@@ -35,6 +35,8 @@ pub enum ServeError {
     Tls(String),
     #[error(transparent)]
     Gitops(#[from] crate::gitops::GitopsError),
+    #[error("secrets: {0}")]
+    Secrets(String),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -118,6 +120,10 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         ui: Arc::new(crate::ui::Sessions::with_ttl(
             cfg.tls.is_some() || cfg.allow_plain_http,
             cfg.ui.session_ttl,
+        )),
+        master_key: Some(Arc::new(
+            crate::secrets::load_or_create_master_key(&cfg.secrets_master_key_path())
+                .map_err(|e| ServeError::Secrets(format!("{e:#}")))?,
         )),
         gitops: match &cfg.gitops {
             Some(g) => Some(Arc::new(crate::gitops::GitOps::open(g, &cfg.data_dir)?)),

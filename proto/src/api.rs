@@ -25,15 +25,41 @@ pub struct RegisterRequest {
     /// Agent version, for `slipway hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// The host's X25519 public key; secrets are sealed to it (none without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<crate::seal::HostPublicKey>,
 }
 
 /// `GET /v1/hosts/{host}/desired`: the signed releases aimed at a host now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct DesiredSetBody {
     /// Opaque token; send it back as `?version=` to wait for a change.
     pub version: String,
     /// App name -> signed release envelope.
     pub releases: BTreeMap<String, Envelope>,
+    /// App name -> secret name -> the pinned version sealed to this host alone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, BTreeMap<String, HostSecret>>,
+}
+
+/// One secret version sealed to one host (see [`crate::seal`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSecret {
+    pub version: u64,
+    pub sealed: crate::seal::SealedSecret,
+}
+
+/// `GET /v1/apps/{app}/secrets`: one secret's newest version; never its value. Who set it
+/// and when are shown to admins only.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_at: Option<String>,
 }
 
 /// Where one deploy of one release stands on one host.

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod id;
 pub mod keys;
 pub mod release;
+pub mod seal;
 pub mod spec;
 pub mod trust;
 pub mod version;
@@ -17,5 +18,8 @@ pub use envelope::{Envelope, Signature, VerifiedRelease, VerifyError, RELEASE_PA
 pub use id::{AppName, ContainerId, HostId, IdError};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
 pub use release::{check_seq, Digest, ImageRef, ImageRefError, Release, ReplayError};
-pub use spec::{valid_volume_name, AppSpec, DnsSpec, HealthKind, Protocol, Seccomp, SpecError};
+pub use spec::{
+    valid_secret_name, valid_volume_name, AppSpec, DnsSpec, HealthKind, Protocol, Seccomp,
+    SecretFile, SecretPin, SpecError,
+};
 pub use trust::{TrustError, TrustFile};

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 pub mod caps;
 mod container;
+mod secrets;
 pub use container::{valid_volume_name, DnsSpec, Seccomp, Volume};
+pub use secrets::{valid_secret_name, SecretFile, SecretPin, SECRET_FILE_MODE};
 
 /// Defaults, each with the reason it is what it is.
 pub mod defaults {
@@ -117,6 +119,16 @@ pub struct AppSpec {
     /// Capabilities dropped from the defaults; `["ALL"]` drops every one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_drop: Vec<String>,
+    /// Env variables whose values are secrets: `ENV_NAME = "secret-name"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Secrets mounted read-only as files on a per-container tmpfs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<SecretFile>,
+    /// Written by the controller into a release's spec: version and digest of each secret,
+    /// so a changed secret is a new release and a rollback brings the old version back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_versions: BTreeMap<String, SecretPin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -343,6 +355,12 @@ impl AppSpec {
         }
         self.edge.validate()?;
         caps::validate(&self.cap_add, &self.cap_drop)?;
+        secrets::validate(
+            &self.env,
+            &self.secrets,
+            &self.secret_files,
+            &self.secret_versions,
+        )?;
         if self.listen == 0 && self.edge.hosts.is_empty() {
             return Err(invalid(
                 "listen",

@@ -52,6 +52,7 @@ fn restart_agent_with_cached(host: &mut TestHost, cache: &std::path::Path, env: 
     let body = DesiredSetBody {
         version: "planted".into(),
         releases: BTreeMap::from([(APP.to_string(), env)]),
+        ..Default::default()
     };
     std::fs::write(
         cache.join("desired.json"),

@@ -90,6 +90,8 @@ pub struct ControllerSource {
     registered: bool,
     /// The last set received (or loaded from the cache at start).
     current: Option<DesiredSetBody>,
+    /// This host's public key for sealed secrets, sent when registering.
+    secret_key: slipway_proto::seal::HostPublicKey,
     /// Consecutive failures, for the backoff.
     failures: u32,
     poll_wait: Duration,
@@ -113,6 +115,7 @@ impl ControllerSource {
         std::fs::create_dir_all(&cfg.cache_dir)
             .with_context(|| format!("creating cache dir {}", cfg.cache_dir.display()))?;
         let current = load_cache(&cfg.cache_dir.join(CACHE_FILE));
+        let secret_key = crate::host_key::load_or_create(&cfg.cache_dir)?.public();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
@@ -123,6 +126,7 @@ impl ControllerSource {
             token,
             registered: false,
             current,
+            secret_key,
             failures: 0,
             poll_wait: POLL_WAIT,
         })
@@ -245,6 +249,7 @@ impl ControllerSource {
         let req = RegisterRequest {
             labels: self.cfg.labels.clone(),
             agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            secret_key: Some(self.secret_key.clone()),
         };
         let resp = self
             .http
@@ -464,6 +469,7 @@ mod tests {
         let body = DesiredSetBody {
             version: "v".into(),
             releases: BTreeMap::new(),
+            ..Default::default()
         };
         save_cache(d.path(), &body).unwrap();
         assert_eq!(load_cache(&p), Some(body));

@@ -90,6 +90,12 @@ pub async fn register(
             SystemTime::now(),
         )
         .await?;
+    if let Some(key) = &req.secret_key {
+        state
+            .store
+            .set_host_secret_key(&host, &key.to_base64(), SystemTime::now())
+            .await?;
+    }
     if before.as_ref().map(|b| &b.labels) != Some(&rec.labels) {
         let labels = serde_json::to_string(&rec.labels).expect("labels serialize");
         audit(
@@ -161,8 +167,9 @@ pub async fn desired(
     .await;
     loop {
         let view = rx.borrow_and_update().clone();
-        let body = view.desired_for(&host, &rec.labels);
+        let mut body = view.desired_for(&host, &rec.labels);
         if q.version.as_deref() != Some(body.version.as_str()) {
+            crate::secrets::seal_for_host(&state, &host, &mut body).await?;
             return Ok(Json(body).into_response());
         }
         tokio::select! {

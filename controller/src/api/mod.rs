@@ -6,6 +6,7 @@ mod events;
 mod hosts;
 mod releases;
 mod rollout;
+mod secrets;
 mod tokens;
 mod webhooks;
 
@@ -43,6 +44,17 @@ pub struct AppState {
     pub events: Arc<crate::events::Events>,
     /// Dashboard sessions (`/ui/`).
     pub ui: Arc<crate::ui::Sessions>,
+    /// Encrypts secret values at rest; `None` refuses secret writes.
+    pub master_key: Option<Arc<slipway_proto::seal::MasterKey>>,
+}
+
+impl AppState {
+    /// The master key, or a clear error when the controller runs without one.
+    pub fn master_key(&self) -> Result<&slipway_proto::seal::MasterKey, ApiError> {
+        self.master_key.as_deref().ok_or_else(|| {
+            ApiError::Internal("secrets are unavailable: the controller has no master key".into())
+        })
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -82,6 +94,15 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .merge(crate::ui::router())
+        .route("/v1/apps/{app}/secrets", get(secrets::list))
+        .route(
+            "/v1/apps/{app}/secrets/{name}",
+            axum::routing::put(secrets::set).delete(secrets::remove),
+        )
+        .route(
+            "/v1/hosts/{host}/secret-key",
+            delete(secrets::forget_host_key),
+        )
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(DefaultBodyLimit::max(crate::defaults::MAX_BODY))
         .with_state(state)

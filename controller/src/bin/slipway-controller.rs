@@ -44,6 +44,20 @@ enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// Sealed secrets' master key.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Re-encrypt every secret version under a new master key and replace the key file.
+    /// Stop the controller(s) first.
+    RotateKey {
+        /// Controller config (for the database and the master key file).
+        #[arg(long, short, env = "SLIPWAY_CONTROLLER_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -58,6 +72,7 @@ async fn main() -> std::process::ExitCode {
             role,
             host,
         } => token_create(config, name, role, host).await,
+        Command::Secrets(SecretsCommand::RotateKey { config }) => rotate_key(config).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -108,5 +123,17 @@ async fn token_create(
         )
         .await?;
     println!("{token}");
+    Ok(())
+}
+
+async fn rotate_key(config: PathBuf) -> anyhow::Result<()> {
+    let cfg = Config::load(&config)?;
+    let store = store::open(&cfg.database_url()).await?;
+    let path = cfg.secrets_master_key_path();
+    let n = slipway_controller::secrets::rotate_master_key(store.as_ref(), &path).await?;
+    println!(
+        "master key {} rotated: {n} secret versions re-encrypted",
+        path.display()
+    );
     Ok(())
 }

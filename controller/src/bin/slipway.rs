@@ -50,6 +50,9 @@ enum Command {
     Audit(cli::status::AuditArgs),
     /// The event log: releases, waves, host phases, halts, rollbacks; `-f` follows it live.
     Events(cli::events::Args),
+    /// Secrets of an app: set (from stdin or a file), list (never values), rm.
+    #[command(subcommand)]
+    Secret(cli::secret::Command),
 }
 
 #[tokio::main]
@@ -87,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(c) => cli::token::run(&connect()?, c).await,
         Command::Audit(a) => cli::status::audit(&connect()?, a).await,
         Command::Events(a) => cli::events::run(&connect()?, a).await,
+        Command::Secret(c) => cli::secret::run(&connect()?, c).await,
     }
 }
 

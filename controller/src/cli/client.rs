@@ -169,6 +169,20 @@ impl Client {
         self.send(req, "POST", path).await
     }
 
+    /// A PUT whose body is raw bytes (a secret value).
+    pub async fn put_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<T> {
+        let req = self
+            .http
+            .put(format!("{}{path}", self.url))
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        self.send(req, "PUT", path).await
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         let req = self.http.delete(format!("{}{path}", self.url));
         self.send::<serde_json::Value>(req, "DELETE", path)

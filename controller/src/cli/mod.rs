@@ -1,6 +1,6 @@
 //! `slipway` subcommands, one module each. Offline: `keygen`, `trust`, `release sign`.
 //! Online (against a controller, see [`client`]): `app`, `release`, `rollback`, `status`,
-//! `hosts`, `history`, `token`, `audit`; [`watch`] follows a rollout (`--wait`, `--watch`).
+//! `hosts`, `history`, `token`, `audit`, `secret`; [`watch`] follows a rollout (`--wait`, `--watch`).
 pub mod app;
 pub mod cells;
 pub mod client;
@@ -8,6 +8,7 @@ pub mod events;
 pub mod keygen;
 pub mod release;
 pub mod rollout;
+pub mod secret;
 pub mod status;
 pub mod token;
 pub mod trust;

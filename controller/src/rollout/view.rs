@@ -57,6 +57,7 @@ impl View {
         DesiredSetBody {
             version: hex::encode(&ctx.finish().as_ref()[..12]),
             releases,
+            ..Default::default()
         }
     }
 

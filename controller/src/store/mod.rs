@@ -7,12 +7,15 @@
 //! `sqlite` and `postgres` hold only what differs, with the reason.
 
 mod methods;
+#[macro_use]
+mod secrets;
 mod postgres;
 mod queries;
 mod rows;
 mod sqlite;
 
 pub use postgres::PostgresStore;
+pub use secrets::{SecretRecord, SecretStore};
 pub use sqlite::SqliteStore;
 
 pub(crate) use rows::to_ms;
@@ -141,7 +144,7 @@ pub struct EventRecord {
 /// Everything the controller keeps. Implementations must make `insert_release` fail with
 /// [`StoreError::SeqTaken`] when the seq exists, so concurrent releases get unique seqs.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: SecretStore + Send + Sync + 'static {
     /// Stores `spec` as a new version when it differs from the current one.
     /// Returns the current record and whether a new version was written.
     async fn apply_app(&self, spec: &AppSpec, now: SystemTime) -> Result<(AppRecord, bool)>;

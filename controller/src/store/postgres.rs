@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events",
         include_str!("../../migrations/postgres/0004_events.sql"),
     ),
+    (
+        5,
+        "secrets",
+        include_str!("../../migrations/postgres/0005_secrets.sql"),
+    ),
 ];
 
 /// Connections per replica: long-polls answer from memory, so the store sees requests that
@@ -233,6 +238,7 @@ impl PostgresStore {
     }
 }
 
+impl_secret_store!(PostgresStore);
 impl_store!(PostgresStore {
     async fn try_lead(&self) -> Result<bool> {
         let mut guard = self.lead.lock().await;

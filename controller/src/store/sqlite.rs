@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events",
         include_str!("../../migrations/sqlite/0004_events.sql"),
     ),
+    (
+        5,
+        "secrets",
+        include_str!("../../migrations/sqlite/0005_secrets.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -98,6 +103,7 @@ fn is_busy(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5))
 }
 
+impl_secret_store!(SqliteStore);
 impl_store!(SqliteStore {});
 
 #[cfg(test)]

@@ -1,0 +1,116 @@
+//! Secrets into releases and desired sets: a new release pins each secret's newest version
+//! and digest in its signed spec; a host's desired set carries those versions sealed to the
+//! host's own key. A host without a key (never sent one, or removed) gets nothing sealed.
+
+use super::at_rest_label;
+use crate::api::AppState;
+use crate::error::ApiError;
+use crate::release::ReleaseError;
+use crate::store::Store;
+use base64::Engine;
+use slipway_proto::api::{DesiredSetBody, HostSecret};
+use slipway_proto::seal::{seal, secret_digest, HostPublicKey, SealContext};
+use slipway_proto::{AppSpec, Release, SecretPin};
+use std::collections::BTreeMap;
+
+/// Writes the newest version and digest of every secret `spec` uses into its pins.
+pub async fn pin(store: &dyn Store, mut spec: AppSpec) -> Result<AppSpec, ReleaseError> {
+    let app = spec.name.to_string();
+    let mut newest: BTreeMap<String, SecretPin> = BTreeMap::new();
+    for r in store.secret_versions(Some(&app)).await? {
+        newest.insert(
+            r.name,
+            SecretPin {
+                version: r.version,
+                digest: r.digest,
+            },
+        );
+    }
+    let mut pins = BTreeMap::new();
+    for name in spec.secret_names() {
+        let pin = newest.get(name).ok_or_else(|| ReleaseError::SecretNotSet {
+            app: app.clone(),
+            name: name.to_string(),
+        })?;
+        pins.insert(name.to_string(), pin.clone());
+    }
+    spec.secret_versions = pins;
+    Ok(spec)
+}
+
+/// The spec inside a signed envelope this controller made (already trusted: it signed it).
+fn release_of(env: &slipway_proto::Envelope) -> Option<Release> {
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(&env.payload)
+        .ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// Seals the pinned secret versions of every release in `body` to `host`'s key.
+pub async fn seal_for_host(
+    state: &AppState,
+    host: &str,
+    body: &mut DesiredSetBody,
+) -> Result<(), ApiError> {
+    let mut key: Option<Option<HostPublicKey>> = None;
+    for (app, env) in &body.releases {
+        let Some(rel) = release_of(env) else { continue };
+        if rel.spec.secret_versions.is_empty() {
+            continue;
+        }
+        let pk = match &key {
+            Some(k) => k.clone(),
+            None => {
+                let k = match state.store.host_secret_key(host).await? {
+                    Some(text) => Some(HostPublicKey::parse(&text).map_err(|e| {
+                        ApiError::Internal(format!("stored key of host `{host}`: {e}"))
+                    })?),
+                    None => None,
+                };
+                key = Some(k.clone());
+                k
+            }
+        };
+        let Some(pk) = pk else {
+            tracing::warn!(
+                host,
+                app,
+                "host has no secret key: its secrets are not sealed"
+            );
+            continue;
+        };
+        let master = state.master_key()?;
+        let mut sealed = BTreeMap::new();
+        for (name, pin) in &rel.spec.secret_versions {
+            let Some(rec) = state.store.secret(app, name, pin.version).await? else {
+                tracing::warn!(app, secret = %name, version = pin.version, "pinned secret version is gone");
+                continue;
+            };
+            let value = master
+                .decrypt(&at_rest_label(app, name, pin.version), &rec.value_enc)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            if secret_digest(&value) != pin.digest {
+                return Err(ApiError::Internal(format!(
+                    "secret `{name}` v{} of app `{app}` does not match the digest its release pins",
+                    pin.version
+                )));
+            }
+            let ctx = SealContext {
+                app,
+                name,
+                version: pin.version,
+                host,
+            };
+            let s = seal(&pk, &ctx, &value).map_err(|e| ApiError::Internal(e.to_string()))?;
+            sealed.insert(
+                name.clone(),
+                HostSecret {
+                    version: pin.version,
+                    sealed: s,
+                },
+            );
+        }
+        body.secrets.insert(app.clone(), sealed);
+    }
+    Ok(())
+}
