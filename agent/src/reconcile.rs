@@ -29,6 +29,14 @@ pub enum RefusedRelease {
     Replay(#[from] slipway_proto::ReplayError),
     #[error("release {app} seq {seq} was already accepted with different content (replay of a reused seq)")]
     Conflict { app: String, seq: u64 },
+    /// The controller seals secrets to hosts, but this agent does not yet open them into a
+    /// container: deploying without them would start the app with its secrets missing.
+    #[error("release {app} seq {seq} uses secrets ({names}); this agent does not put secrets into containers yet, so the release is not deployed and the running one stays")]
+    Secrets {
+        app: String,
+        seq: u64,
+        names: String,
+    },
 }
 
 /// What to do with a desired entry that was not refused.
@@ -71,6 +79,20 @@ pub fn accept(agent: &Agent, app: &str, bytes: &[u8]) -> Result<Accepted, Refuse
         return Err(RefusedRelease::WrongApp {
             file_app: app.to_string(),
             body_app: rel.app.to_string(),
+        });
+    }
+    if !rel.spec.secrets.is_empty() || !rel.spec.secret_files.is_empty() {
+        let names: Vec<&str> = rel
+            .spec
+            .secrets
+            .values()
+            .map(String::as_str)
+            .chain(rel.spec.secret_files.iter().map(|f| f.name.as_str()))
+            .collect();
+        return Err(RefusedRelease::Secrets {
+            app: app.to_string(),
+            seq: rel.seq,
+            names: names.join(", "),
         });
     }
     if rel.seq == st.accepted_seq && st.accepted_seq > 0 {

@@ -132,8 +132,10 @@ fn a_git_commit_becomes_a_new_container_serving_traffic() {
     host.wait_for_body(listen, "gitops v2", Duration::from_secs(60))
         .unwrap();
     // v2 answers from its switch on; it is the live release once its bake window passed.
-    wait_until(Duration::from_secs(30), || host.status()["gitweb"]["live_seq"] == 2)
-        .expect("v2 becomes the live release after its bake");
+    wait_until(Duration::from_secs(30), || {
+        host.status()["gitweb"]["live_seq"] == 2
+    })
+    .expect("v2 becomes the live release after its bake");
     let st = host.status();
     assert_eq!(st["gitweb"]["live_image"].as_str().unwrap(), v2.image_ref());
     // After the bake window the v1 container is discarded.
