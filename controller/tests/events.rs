@@ -151,17 +151,3 @@ async fn events_of_a_rollout_in_order_resume_with_since_and_stream_live() {
     );
     cli.kill().await.unwrap();
 }
-
-async fn wait_until_async<F, Fut>(mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}

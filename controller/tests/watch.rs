@@ -57,20 +57,6 @@ async fn released(h: &Harness, seq: u64) {
     assert!(ok, "release {seq} was never made");
 }
 
-async fn wait_until_async<F, Fut>(mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 async fn report(h: &Harness, agent: &str, seq: u64, phase: serde_json::Value) {
     let (s, v) = h
         .post(
