@@ -85,7 +85,8 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<()> {
     if let Some(r) = &info.reason {
         println!("reason: {r}");
     }
-    if let Some(s) = info.stable_seq {
+    // Only while some wave has not started: once every wave has, no host is outside them.
+    if let Some(s) = info.stable_seq.filter(|_| info.started < info.waves.len()) {
         println!("hosts outside started waves keep seq {s}");
     }
     if let Some(s) = info.rollback_seq {
