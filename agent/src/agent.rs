@@ -14,6 +14,8 @@ pub struct Agent {
     pub parts: Box<dyn Parts>,
     /// Served at `/metrics` on `metrics_addr`.
     pub metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
+    /// Signalled by every [`Agent::update`]: the reporter posts a changed phase at once.
+    pub changed: tokio::sync::Notify,
 }
 
 impl Agent {
@@ -56,6 +58,7 @@ impl Agent {
             state: Mutex::new(state),
             parts,
             metrics: Default::default(),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -78,6 +81,8 @@ impl Agent {
         if let Err(e) = st.save() {
             tracing::error!(app, error = %e, "could not persist agent state");
         }
+        drop(st);
+        self.changed.notify_one();
         r
     }
 }

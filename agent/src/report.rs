@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// How often the state is compared with what was last reported.
+/// How often the state is compared with what was last reported when nothing signals a
+/// change (a signature turning stale, a failed post to retry).
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What the controller should hear about an app at `now`: the release in question, its phase
@@ -58,12 +59,16 @@ pub fn status_of(app: &str, s: &AppState, now: SystemTime) -> Option<HostStatus>
     })
 }
 
-/// Runs until the process ends: every change of an app's (seq, phase) is posted once; a
-/// failed post is retried at the next tick.
+/// Runs until the process ends: every change of an app's (seq, phase) is posted once, as
+/// soon as the state changes (so the controller's next wave need not wait for a poll); a
+/// failed post is retried at the next interval.
 pub async fn run(agent: Arc<Agent>, source: ControllerSource) {
     let mut sent: BTreeMap<String, HostStatus> = BTreeMap::new();
     loop {
-        tokio::time::sleep(REPORT_INTERVAL).await;
+        tokio::select! {
+            _ = agent.changed.notified() => {}
+            _ = tokio::time::sleep(REPORT_INTERVAL) => {}
+        }
         let now: Vec<HostStatus> = {
             let at = SystemTime::now();
             let st = agent.state.lock().expect("state lock");

@@ -245,6 +245,8 @@ pub async fn report(
         );
     }
     state.metrics.status_reports.inc();
+    // The driver acts on it now rather than at its next tick.
+    state.rollouts.reported();
     Ok(StatusCode::NO_CONTENT)
 }
 

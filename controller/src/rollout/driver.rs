@@ -9,7 +9,7 @@ use crate::api::AppState;
 use crate::store::RolloutRecord;
 use slipway_proto::api::RolloutState;
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 /// Who the driver's changes are recorded as, in the audit log and `slipway.released-by`.
@@ -32,48 +32,75 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         }
         state.rollouts.set_leading(leading);
+        let mut wait = state.rollouts.cfg.tick;
         if leading {
             match tick(&state).await {
-                Ok(true) => state.rollouts.changed(&state).await,
-                Ok(false) => {}
+                Ok(t) => {
+                    if t.changed {
+                        state.rollouts.changed(&state).await;
+                    }
+                    if let Some(due) = t.due_ms {
+                        let ms = (due - super::now_ms()).max(0) as u64;
+                        wait = wait.min(Duration::from_millis(ms));
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, "rollout tick failed; retrying"),
             }
         }
+        // The next look: at the tick, when a host reports, or when a pause ends, whichever
+        // comes first, so a wave starts as soon as the one before it allows.
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(state.rollouts.cfg.tick) => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.rollouts.report.notified() => {}
         }
     }
 }
 
-/// One pass over every app's newest rollout; true when any changed.
-pub async fn tick(state: &AppState) -> Result<bool, RolloutError> {
-    let mut changed = false;
+/// What one pass over the rollouts found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// Any rollout changed.
+    pub changed: bool,
+    /// The earliest time (ms since the epoch) a rollout waits for, e.g. a pause's end.
+    pub due_ms: Option<i64>,
+}
+
+/// One pass over every app's newest rollout.
+pub async fn tick(state: &AppState) -> Result<Tick, RolloutError> {
+    let mut out = Tick::default();
     let apps = state.store.apps().await?;
     if apps.is_empty() {
-        return Ok(false);
+        return Ok(out);
     }
     let hosts = state.store.hosts().await?;
     let now = SystemTime::now();
     for app in apps {
         // One app's corrupt rollout, release or store row never stops the others.
-        match tick_app(state, &app.name, &hosts, now).await {
+        let mut due = None;
+        match tick_app(state, &app.name, &hosts, now, &mut due).await {
             Ok(c) => {
                 state.rollouts.errors.ok(Stage::Driver, &app.name);
-                changed |= c;
+                out.changed |= c;
+                out.due_ms = match (out.due_ms, due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
             }
             Err(e) => state.rollouts.errors.failed(Stage::Driver, &app.name, &e),
         }
     }
-    Ok(changed)
+    Ok(out)
 }
 
-/// Moves one app's newest rollout on; true when it changed.
+/// Moves one app's newest rollout on; true when it changed. `due` is set to when it next
+/// waits for the clock (a pause's end).
 async fn tick_app(
     state: &AppState,
     app: &str,
     hosts: &[crate::store::HostRecord],
     now: SystemTime,
+    due: &mut Option<i64>,
 ) -> Result<bool, RolloutError> {
     let mut changed = false;
     let Some(rec) = state.store.latest_rollout(app).await? else {
@@ -136,6 +163,7 @@ async fn tick_app(
             }
         }
     }
+    *due = doc.next_due_ms();
     if doc.state == RolloutState::Halted && doc.rollback_wanted && doc.rollback_seq.is_none() {
         changed |= roll_back(state, &rec, doc).await?;
     }

@@ -87,6 +87,8 @@ pub struct Rollouts {
     pub long_poll_max_wait: Duration,
     view: watch::Sender<Arc<View>>,
     poke: Notify,
+    /// A host reported a phase: the driver looks at once instead of at its next tick.
+    report: Notify,
     /// Whether this replica holds the lead (set by the driver): only the lead drives
     /// rollouts, re-signs and syncs GitOps.
     lead: watch::Sender<bool>,
@@ -102,6 +104,7 @@ impl Rollouts {
             long_poll_max_wait,
             view,
             poke: Notify::new(),
+            report: Notify::new(),
             lead: watch::channel(false).0,
             errors: isolate::AppErrors::default(),
         }
@@ -130,6 +133,12 @@ impl Rollouts {
     /// live host is never mistaken for a silent one, and never more often than needed.
     pub fn last_seen_grain(&self) -> Duration {
         (self.cfg.silent_after / 4).min(defaults::LAST_SEEN_GRAIN)
+    }
+
+    /// A host's phase report was stored: wakes the driver (on this replica; the lead on
+    /// another one sees it at its next tick).
+    pub fn reported(&self) {
+        self.report.notify_one();
     }
 
     /// A rollout changed here: rebuild the view and tell the other replicas.

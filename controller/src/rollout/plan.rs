@@ -353,6 +353,18 @@ impl Rollout {
         *self != before
     }
 
+    /// When (ms since the epoch) the next wave may start by the clock alone: the end of the
+    /// pause after a finished wave. None when nothing waits for the clock (hosts still
+    /// deploying, a promotion gate, paused, done).
+    pub fn next_due_ms(&self) -> Option<i64> {
+        let waiting = self.state == RolloutState::Running
+            && self.started > 0
+            && self.started < self.waves.len()
+            && !self.skip_pause;
+        let done = self.wave_done_ms.filter(|_| waiting)?;
+        Some(done + self.pause_ms as i64)
+    }
+
     /// No further host gets the release; the hosts that have it get a rollback.
     pub fn halt(&mut self, why: String) {
         self.state = RolloutState::Halted;
@@ -431,10 +443,21 @@ mod tests {
     fn waves_advance_when_live_and_after_the_pause() {
         let mut r = plan("[rollout]\nbatch_size = 2\npause = \"1s\"\n", 5);
         let silent = Duration::from_secs(60);
+        assert_eq!(
+            r.next_due_ms(),
+            None,
+            "the canary deploys: nothing waits for the clock"
+        );
         assert!(r.evaluate(&report(&r, Phase::Live), 10, silent));
         assert_eq!(r.started, 1, "pausing");
+        assert_eq!(
+            r.next_due_ms(),
+            Some(1010),
+            "the pause ends 1 s after the wave was live"
+        );
         r.evaluate(&report(&r, Phase::Live), 1010, silent);
         assert_eq!(r.started, 2);
+        assert_eq!(r.next_due_ms(), None);
         r.evaluate(&report(&r, Phase::Baking), 5000, silent);
         assert_eq!(r.started, 2, "baking is not live");
         for t in [6000, 7000, 8000, 9000, 10000] {
