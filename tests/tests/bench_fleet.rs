@@ -4,14 +4,22 @@
 //! against the sum of its configured pauses and bake windows, and the memory of the agents
 //! and proxies.
 //!
+//! Then where each wave's time went, from the controller's event log: from the wave's start
+//! to each host pulling, pulling to starting (the pull), starting to health-checking
+//! (rootfs, network, runc), health-checking to baking (health check and switch), baking to
+//! live (bake window, drain), and from the wave's last host live to the next wave (the
+//! configured pause plus the driver's reaction).
+//!
 //! `SLIPWAY_BENCH_HOSTS` (default 20), `SLIPWAY_BENCH_PAUSE` (default 5s) and
 //! `SLIPWAY_BENCH_BAKE` (default 2s) change the shape.
 
+use serde_json::Value;
 use slipway_tests::fleet::{ok, Fleet};
 use slipway_tests::host::{free_port, wait_until};
 use slipway_tests::image::busybox_httpd_image;
 use slipway_tests::load::{Load, LoadReport};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -146,6 +154,8 @@ fn bench_fleet_rollout_in_waves_of_a_quarter() {
         rss_proxies as f64 / 1024.0,
         rss_proxies as f64 / 1024.0 / hosts as f64
     );
+    let seq = r["seq"].as_u64().expect("rollout seq");
+    wave_breakdown(&f, app, seq, pause);
     if let Ok(dir) = std::env::var("SLIPWAY_BENCH_LOGS") {
         std::fs::create_dir_all(&dir).unwrap();
         for h in &f.hosts {
@@ -159,4 +169,106 @@ fn bench_fleet_rollout_in_waves_of_a_quarter() {
     }
     assert_eq!(total.failed, 0, "failed requests: {:?}", total.errors);
     assert!(total.ok > 0);
+}
+
+/// The phases an agent reports, in order.
+const PHASES: [&str; 5] = ["pulling", "starting", "health-checking", "baking", "live"];
+
+/// Prints, per wave of release `seq`, the mean and max of each step across the wave's hosts,
+/// from the controller's event log (controller clock, ms resolution).
+fn wave_breakdown(f: &Fleet, app: &str, seq: u64, pause: Duration) {
+    let out = f.slipway(0, &["--json", "events", "--app", app]);
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["detail"]["seq"].as_u64() == Some(seq))
+        .collect();
+    let at = |e: &Value| humantime::parse_rfc3339(e["at"].as_str().unwrap_or_default()).ok();
+    let mut waves: Vec<(SystemTime, Vec<String>)> = Vec::new();
+    let mut first: BTreeMap<(String, String), SystemTime> = BTreeMap::new();
+    for e in &events {
+        let Some(t) = at(e) else { continue };
+        match e["kind"].as_str() {
+            Some("wave.started") => {
+                let hosts = e["detail"]["hosts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect();
+                waves.push((t, hosts));
+            }
+            Some("host.phase") => {
+                let (Some(h), Some(p)) =
+                    (e["detail"]["host"].as_str(), e["detail"]["phase"].as_str())
+                else {
+                    continue;
+                };
+                first.entry((h.to_string(), p.to_string())).or_insert(t);
+            }
+            _ => {}
+        }
+    }
+    if waves.is_empty() {
+        println!("no wave.started events for seq {seq}: no breakdown");
+        return;
+    }
+    let ms =
+        |a: SystemTime, b: SystemTime| b.duration_since(a).unwrap_or_default().as_secs_f64() * 1e3;
+    println!("--- where each wave's time went (ms, mean / max over the wave's hosts)");
+    println!(
+        "{:<5} {:>5} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "wave",
+        "hosts",
+        "to pulling",
+        "pull",
+        "start",
+        "health+switch",
+        "bake+drain",
+        "to next wave"
+    );
+    for (i, (t0, hosts)) in waves.iter().enumerate() {
+        let mut steps: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
+        let mut last_live = *t0;
+        for h in hosts {
+            let mut prev = *t0;
+            for (k, p) in PHASES.iter().enumerate() {
+                if let Some(t) = first.get(&(h.clone(), p.to_string())) {
+                    steps[k].push(ms(prev, *t));
+                    prev = *t;
+                }
+            }
+            if let Some(t) = first.get(&(h.clone(), "live".to_string())) {
+                last_live = last_live.max(*t);
+            }
+        }
+        let cell = |v: &[f64]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let max = v.iter().cloned().fold(0.0, f64::max);
+                format!("{mean:.0} / {max:.0}")
+            }
+        };
+        let next = waves
+            .get(i + 1)
+            .map(|(t, _)| format!("{:.0}", ms(last_live, *t)))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<5} {:>5} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+            i + 1,
+            hosts.len(),
+            cell(&steps[0]),
+            cell(&steps[1]),
+            cell(&steps[2]),
+            cell(&steps[3]),
+            cell(&steps[4]),
+            next
+        );
+    }
+    println!(
+        "(\"to next wave\" includes the configured pause of {} ms)",
+        pause.as_millis()
+    );
 }
