@@ -167,10 +167,9 @@ pub async fn desired(
     .await;
     loop {
         let view = rx.borrow_and_update().clone();
-        let mut body = view.desired_for(&host, &rec.labels);
-        if q.version.as_deref() != Some(body.version.as_str()) {
-            crate::secrets::seal_for_host(&state, &host, &mut body).await?;
-            return Ok(Json(body).into_response());
+        let set = view.select(&host, &rec.labels);
+        if q.version.as_deref() != Some(set.version.as_str()) {
+            return desired_answer(&state, &host, &view, &set).await;
         }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { break },
@@ -179,6 +178,37 @@ pub async fn desired(
         }
     }
     Ok(StatusCode::NOT_MODIFIED.into_response())
+}
+
+/// The JSON answer with `set`: sealed to `host` when its releases pin secrets, else the
+/// same bytes every host holding this set gets (serialized once per view).
+async fn desired_answer(
+    state: &AppState,
+    host: &str,
+    view: &crate::rollout::View,
+    set: &crate::rollout::view::Selected<'_>,
+) -> ApiResult<Response> {
+    let json = match view.cached_body(&set.version) {
+        Some(json) if !set.sealed => json,
+        _ => {
+            let mut body = set.body();
+            if set.sealed {
+                crate::secrets::seal_for_host(state, host, &mut body).await?;
+            }
+            let json = axum::body::Bytes::from(
+                serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?,
+            );
+            if !set.sealed {
+                view.cache_body(&set.version, json.clone());
+            }
+            json
+        }
+    };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json,
+    )
+        .into_response())
 }
 
 /// Counts a waiting long-poll for as long as it lives.

@@ -9,10 +9,11 @@ use super::{now_ms, parse, to_doc, RolloutError};
 use crate::api::AppState;
 use crate::publish::{release_body, Snapshot};
 use crate::store::ReleaseRecord;
+use axum::body::Bytes;
 use slipway_proto::api::{DesiredSetBody, RolloutState};
 use slipway_proto::Envelope;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
 
@@ -26,6 +27,8 @@ pub struct AppView {
     pub default: Option<u64>,
     /// Seq -> signed envelope and its fingerprint (changes on every re-signature).
     pub envelopes: HashMap<u64, (Envelope, String)>,
+    /// Seqs whose release pins secrets: their desired sets are sealed per host.
+    pub sealed: HashSet<u64>,
 }
 
 /// Every app's assignment, and the published snapshot it was built after.
@@ -33,31 +36,70 @@ pub struct AppView {
 pub struct View {
     pub apps: BTreeMap<String, AppView>,
     pub from: Option<Arc<Snapshot>>,
+    /// Serialized desired sets that are the same for every host holding them (no secrets),
+    /// by version: a publish that wakes every long-poll serializes each distinct set once.
+    /// Dropped with the view, so never stale.
+    bodies: Mutex<HashMap<String, Bytes>>,
+}
+
+/// Distinct desired sets cached per view; beyond this (hosts in many different waves and
+/// selectors) each is serialized per answer.
+const BODIES_CACHED: usize = 1024;
+
+/// What a host is told: its releases, and whether any must be sealed to it.
+pub struct Selected<'a> {
+    pub version: String,
+    releases: Vec<(&'a str, &'a Envelope)>,
+    pub sealed: bool,
 }
 
 impl View {
     /// The releases aimed at `host` (with `labels`) now, and the version token of that set.
-    pub fn desired_for(&self, host: &str, labels: &BTreeMap<String, String>) -> DesiredSetBody {
+    pub fn select<'a>(&'a self, host: &str, labels: &BTreeMap<String, String>) -> Selected<'a> {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut releases = BTreeMap::new();
+        let mut releases = Vec::new();
+        let mut sealed = false;
         for (app, v) in &self.apps {
             if !v.selector.iter().all(|(k, val)| labels.get(k) == Some(val)) {
                 continue;
             }
             let seq = v.per_host.get(host).copied().unwrap_or(v.default);
-            let Some((env, fp)) = seq.and_then(|s| v.envelopes.get(&s)) else {
+            let Some(((env, fp), seq)) = seq.and_then(|s| v.envelopes.get(&s).zip(Some(s))) else {
                 continue;
             };
             ctx.update(app.as_bytes());
             ctx.update(b"\0");
             ctx.update(fp.as_bytes());
             ctx.update(b"\n");
-            releases.insert(app.clone(), env.clone());
+            sealed |= v.sealed.contains(&seq);
+            releases.push((app.as_str(), env));
         }
-        DesiredSetBody {
+        Selected {
             version: hex::encode(&ctx.finish().as_ref()[..12]),
             releases,
-            ..Default::default()
+            sealed,
+        }
+    }
+
+    /// The releases aimed at `host` (with `labels`) now, and the version token of that set.
+    pub fn desired_for(&self, host: &str, labels: &BTreeMap<String, String>) -> DesiredSetBody {
+        self.select(host, labels).body()
+    }
+
+    /// The JSON of a set that needs no sealing, when an answer to another host made it.
+    pub fn cached_body(&self, version: &str) -> Option<Bytes> {
+        self.bodies
+            .lock()
+            .expect("bodies lock")
+            .get(version)
+            .cloned()
+    }
+
+    /// Keeps the JSON of `version`'s set for the next host holding it.
+    pub fn cache_body(&self, version: &str, json: Bytes) {
+        let mut b = self.bodies.lock().expect("bodies lock");
+        if b.len() < BODIES_CACHED {
+            b.insert(version.to_string(), json);
         }
     }
 
@@ -85,6 +127,7 @@ impl View {
         Ok(View {
             apps,
             from: Some(from),
+            bodies: Mutex::default(),
         })
     }
 
@@ -105,17 +148,44 @@ impl View {
         seqs.sort_unstable();
         seqs.dedup();
         for seq in seqs {
-            let env = if seq == rec.seq {
-                (env.clone(), fingerprint(&rec.envelope))
+            let (env, pins) = if seq == rec.seq {
+                (
+                    (env.clone(), fingerprint(&rec.envelope)),
+                    !rel.spec.secret_versions.is_empty(),
+                )
             } else {
                 match state.store.release(&rec.app, seq).await? {
-                    Some(r) => (envelope(&r)?.0, fingerprint(&r.envelope)),
+                    Some(r) => {
+                        let (e, old) = envelope(&r)?;
+                        (
+                            (e, fingerprint(&r.envelope)),
+                            !old.spec.secret_versions.is_empty(),
+                        )
+                    }
                     None => continue,
                 }
             };
+            if pins {
+                v.sealed.insert(seq);
+            }
             v.envelopes.insert(seq, env);
         }
         Ok(v)
+    }
+}
+
+impl Selected<'_> {
+    /// The desired set's body (secrets not sealed yet).
+    pub fn body(&self) -> DesiredSetBody {
+        DesiredSetBody {
+            version: self.version.clone(),
+            releases: self
+                .releases
+                .iter()
+                .map(|(app, env)| (app.to_string(), (*env).clone()))
+                .collect(),
+            ..Default::default()
+        }
     }
 }
 
@@ -295,5 +365,58 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 from_remote = Some(cur);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(payload: &str) -> Envelope {
+        Envelope {
+            payload_type: "application/vnd.slipway.release+json".into(),
+            payload: payload.into(),
+            signatures: Vec::new(),
+        }
+    }
+
+    fn view(sealed: bool) -> View {
+        let mut web = AppView {
+            default: Some(1),
+            ..Default::default()
+        };
+        web.envelopes.insert(1, (env("one"), "fp1".into()));
+        web.envelopes.insert(2, (env("two"), "fp2".into()));
+        web.per_host.insert("h2".into(), Some(2));
+        if sealed {
+            web.sealed.insert(2);
+        }
+        View {
+            apps: [("web".to_string(), web)].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hosts_holding_the_same_set_share_a_version_and_only_unsealed_sets_say_so() {
+        let v = view(true);
+        let none = BTreeMap::new();
+        let (a, b, c) = (
+            v.select("h1", &none),
+            v.select("h3", &none),
+            v.select("h2", &none),
+        );
+        assert_eq!(a.version, b.version, "same releases, same set");
+        assert_ne!(a.version, c.version);
+        assert!(!a.sealed && c.sealed, "only seq 2 pins secrets");
+        assert_eq!(a.body().releases["web"].payload, "one");
+        assert_eq!(c.body().releases["web"].payload, "two");
+        assert_eq!(v.desired_for("h2", &none).version, c.version);
+        v.cache_body(&a.version, Bytes::from_static(b"{}"));
+        assert_eq!(v.cached_body(&b.version).as_deref(), Some(&b"{}"[..]));
+        assert!(
+            view(false).cached_body(&a.version).is_none(),
+            "a new view starts empty"
+        );
     }
 }
