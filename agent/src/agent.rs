@@ -14,6 +14,9 @@ pub struct Agent {
     pub parts: Box<dyn Parts>,
     /// Served at `/metrics` on `metrics_addr`.
     pub metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
+    /// This host's id and X25519 key, to open the secrets sealed to it (controller source
+    /// only: a release directory delivers no secrets).
+    pub secret_key: Option<(String, slipway_proto::seal::HostSecretKey)>,
 }
 
 impl Agent {
@@ -38,8 +41,16 @@ impl Agent {
             runtime,
             proxy,
         };
+        let secret_key = match &cfg.controller {
+            Some(c) => Some((
+                c.host_id.clone(),
+                crate::host_key::load_or_create(&c.cache_dir)?,
+            )),
+            None => None,
+        };
         let mut agent = Self::new(cfg, trust, state, Box::new(parts));
         agent.metrics = metrics;
+        agent.secret_key = secret_key;
         Ok(agent)
     }
 
@@ -56,6 +67,7 @@ impl Agent {
             state: Mutex::new(state),
             parts,
             metrics: Default::default(),
+            secret_key: None,
         }
     }
 

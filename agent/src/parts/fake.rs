@@ -72,6 +72,7 @@ impl Parts for FakeParts {
         id: &ContainerId,
         release: &Release,
         _image: &PulledImage,
+        _secrets: &slipway_runtime::ContainerSecrets,
     ) -> Result<ContainerInfo, RuntimeError> {
         let mut w = self.world();
         if w.fail_start.contains(id) {

@@ -49,7 +49,7 @@ impl Bed {
             s.accepted_seq = rel.seq;
             s.releases.insert(rel.seq, rel.clone());
         });
-        deploy(&self.agent, rel.clone(), rx).await
+        deploy(&self.agent, rel.clone(), Default::default(), rx).await
     }
 
     fn routed(&self) -> Option<ContainerId> {
@@ -104,9 +104,11 @@ async fn a_newer_release_supersedes_one_still_health_checking() {
     let (r1, r2, r3) = (release(1, V1), release(2, V2), release(3, V1));
     bed.deploy(&r1, &mut rx).await;
     bed.fake().healthy_probes.insert(id(&r2), 0);
-    tx.send(Cmd::Deploy(Box::new(r3.clone()))).await.unwrap();
+    tx.send(Cmd::Deploy(Box::new(r3.clone()), Default::default()))
+        .await
+        .unwrap();
     let next = bed.deploy(&r2, &mut rx).await;
-    assert!(matches!(next, Some(Cmd::Deploy(r)) if r.seq == 3));
+    assert!(matches!(next, Some(Cmd::Deploy(r, _)) if r.seq == 3));
     // The superseded container never took traffic and is gone; v1 still serves.
     assert_eq!(bed.routed(), Some(id(&r1)));
     assert!(!bed.fake().containers.contains_key(&id(&r2)));
