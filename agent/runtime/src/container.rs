@@ -303,7 +303,12 @@ impl Runtime {
                 s.env_entries(id)?,
                 s.binds(&secrets_dir),
             ),
-            None => (dir.to_path_buf(), PathBuf::from("rootfs"), Vec::new(), Vec::new()),
+            None => (
+                dir.to_path_buf(),
+                PathBuf::from("rootfs"),
+                Vec::new(),
+                Vec::new(),
+            ),
         };
         binds.splice(0..0, prepared.binds.iter().cloned());
         let oci = bundle::build(&BundleInput {
@@ -346,7 +351,14 @@ impl Runtime {
         let pid_file = dir.join(PID_FILE);
         let t = std::time::Instant::now();
         self.runc
-            .create(id, &bundle_dir, &pid_file, &dir.join(RUNC_LOG), stdout, stderr)
+            .create(
+                id,
+                &bundle_dir,
+                &pid_file,
+                &dir.join(RUNC_LOG),
+                stdout,
+                stderr,
+            )
             .await?;
         tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "runc create done");
         Ok((prepared, pid_file))

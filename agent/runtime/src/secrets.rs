@@ -202,7 +202,10 @@ mod tests {
     fn debug_and_errors_name_secrets_never_values() {
         let s = secrets(b"pa55\0word");
         let dbg = format!("{s:?}");
-        assert!(dbg.contains("DB<-db") && dbg.contains("tls.key<-tls"), "{dbg}");
+        assert!(
+            dbg.contains("DB<-db") && dbg.contains("tls.key<-tls"),
+            "{dbg}"
+        );
         assert!(!dbg.contains("pa55") && !dbg.contains("key-bytes"), "{dbg}");
         let e = s.env_entries("web-1-0123456789ab").unwrap_err().to_string();
         assert!(e.contains("`db`") && e.contains("NUL"), "{e}");

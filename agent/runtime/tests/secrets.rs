@@ -99,7 +99,10 @@ async fn secrets_reach_the_container_from_its_own_tmpfs_and_leave_with_it() {
         let id = id.clone();
         let cmd = cmd.to_string();
         async move {
-            let out = rt.exec(&id, &sh(&cmd), Duration::from_secs(5)).await.unwrap();
+            let out = rt
+                .exec(&id, &sh(&cmd), Duration::from_secs(5))
+                .await
+                .unwrap();
             (
                 out.code,
                 String::from_utf8_lossy(&out.stdout).trim().to_string(),

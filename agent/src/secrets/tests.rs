@@ -61,7 +61,10 @@ fn opens_pinned_secrets_into_env_and_debug_hides_values() {
     assert_eq!(dbg, "{\"db\": 2}");
     let c = opened.into_container(&rel);
     assert_eq!(c.env.len(), 1);
-    assert_eq!((c.env[0].var.as_str(), c.env[0].value.as_slice()), ("DB", VALUE));
+    assert_eq!(
+        (c.env[0].var.as_str(), c.env[0].value.as_slice()),
+        ("DB", VALUE)
+    );
     assert!(c.files.is_empty());
     assert!(!format!("{c:?}").contains("pa55"));
 }
