@@ -105,7 +105,7 @@ impl Deploy<'_> {
 
     /// Opens the release's secrets for its container (none: empty). The values live until
     /// the container is made, then only on its tmpfs.
-    fn open_secrets(&self) -> Result<slipway_runtime::ContainerSecrets, DeployError> {
+    fn open_secrets(&self) -> Result<slipway_runtime::ContainerSecrets, secrets::SecretError> {
         let spec = &self.rel.spec;
         if spec.secrets.is_empty() && spec.secret_files.is_empty() {
             return Ok(Default::default());
@@ -114,8 +114,7 @@ impl Deploy<'_> {
             return Err(secrets::SecretError::NoController {
                 app: self.rel.app.to_string(),
                 seq: self.rel.seq,
-            }
-            .into());
+            });
         };
         let opened = secrets::open_release(key, host, self.rel, Some(self.sealed))?;
         tracing::info!(app = %self.rel.app, seq = self.rel.seq, secrets = ?opened, "secrets opened for the new container");
