@@ -204,7 +204,7 @@ fn secrets_reach_the_container_roll_out_roll_back_and_are_nowhere_else() {
     let agent = controller.agent_section("host-s", "{ role = \"web\" }");
     let agent_token = std::fs::read_to_string(controller.path().join("host-s.token")).unwrap();
     controller.start();
-    let host = TestHost::start_with(registry.addr(), key, &agent).unwrap();
+    let mut host = TestHost::start_with(registry.addr(), key, &agent).unwrap();
     let listen = free_port();
     let (env1, env2, file1) = (value("env-one"), value("env-two"), value("file-one"));
 
@@ -260,6 +260,34 @@ fn secrets_reach_the_container_roll_out_roll_back_and_are_nowhere_else() {
     ok(controller.slipway(&admin, &["rollback", APP, "--to-seq", "1"]));
     wait_serving(&host, listen, &env1);
     assert_eq!(host.status()[APP]["secrets"]["db-password"], 1);
+
+    // An agent restart adopts the container with its tmpfs; nothing is reopened or lost.
+    let live = live_container(&host);
+    host.kill_agent();
+    host.start_agent().unwrap();
+    let log = host.path().join("agent.log");
+    wait_until(MIN, || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.matches("adopted containers from the previous run")
+            .count()
+            >= 2
+    })
+    .unwrap();
+    assert!(is_tmpfs(&secrets_dir(&host, &live)), "tmpfs of {live} lost");
+    let (code, page) = get(listen).unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains(&sha(&env1)), "{page}");
+    // The containers of seq 1 and 2 are discarded, their tmpfs with them.
+    let mut dirs = Vec::new();
+    let only_live = wait_until(MIN, || {
+        dirs = std::fs::read_dir(host.path().join("secrets"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        dirs == [live.clone()]
+    });
+    assert!(only_live.is_ok(), "secrets dirs: {dirs:?}, live {live}");
 
     // The plaintext is nowhere: not in any API answer, for any role...
     let values = [env1.as_str(), env2.as_str(), file1.as_str()];
