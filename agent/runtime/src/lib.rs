@@ -3,7 +3,8 @@
 //! A release runs as one container: an overlay rootfs of its image's layer dirs
 //! ([`rootfs`]), a `config.json` from the image config and app spec ([`bundle`]), its own
 //! network namespace on the CNI bridge ([`network`]), and a runc container under a private
-//! root ([`runc`]) whose init the agent reaps ([`reaper`]). Every step is recorded first
+//! root ([`runc`]) whose init the agent reaps ([`reaper`]). A container with secrets keeps
+//! its bundle and secret files on a tmpfs of its own ([`secrets`]). Every step is recorded first
 //! ([`state`]) so [`Runtime::adopt`] ([`adopt`]) can find and finish or clean up anything
 //! after a crash; [`discard`] removes a container without a trace.
 #![deny(unsafe_code)] // one audited exception: registering a pidfd with tokio (reaper.rs)
