@@ -225,10 +225,24 @@ fn secrets_reach_the_container_roll_out_roll_back_and_are_nowhere_else() {
 
     // On the host: a tmpfs of the container's own holds them.
     let first = live_container(&host);
+    let tmpfs = secrets_dir(&host, &first);
+    assert!(is_tmpfs(&tmpfs), "no tmpfs for {first}");
+    // There, and only there (the disk walk below skips it, being another file system):
+    // config.json with the env value, and the file.
+    let config = std::fs::read(tmpfs.join("config.json")).unwrap();
     assert!(
-        is_tmpfs(&secrets_dir(&host, &first)),
-        "no tmpfs for {first}"
+        contains(&config, env1.as_bytes()),
+        "env value not in the tmpfs config.json"
     );
+    let container_dir = host.path().join("state/containers").join(&first);
+    assert!(container_dir.is_dir() && !container_dir.join("config.json").exists());
+    let files: Vec<PathBuf> = std::fs::read_dir(tmpfs.join("files"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), file1);
 
     // `slipway-agent status`: names and versions only.
     assert_eq!(
