@@ -16,6 +16,9 @@ pub struct Agent {
     pub metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
     /// Signalled by every [`Agent::update`]: the reporter posts a changed phase at once.
     pub changed: tokio::sync::Notify,
+    /// This host's id and X25519 key, to open the secrets sealed to it (controller source
+    /// only: a release directory delivers no secrets).
+    pub secret_key: Option<(String, slipway_proto::seal::HostSecretKey)>,
 }
 
 impl Agent {
@@ -40,8 +43,16 @@ impl Agent {
             runtime,
             proxy,
         };
+        let secret_key = match &cfg.controller {
+            Some(c) => Some((
+                c.host_id.clone(),
+                crate::host_key::load_or_create(&c.cache_dir)?,
+            )),
+            None => None,
+        };
         let mut agent = Self::new(cfg, trust, state, Box::new(parts));
         agent.metrics = metrics;
+        agent.secret_key = secret_key;
         Ok(agent)
     }
 
@@ -59,6 +70,7 @@ impl Agent {
             parts,
             metrics: Default::default(),
             changed: tokio::sync::Notify::new(),
+            secret_key: None,
         }
     }
 

@@ -29,14 +29,6 @@ pub enum RefusedRelease {
     Replay(#[from] slipway_proto::ReplayError),
     #[error("release {app} seq {seq} was already accepted with different content (replay of a reused seq)")]
     Conflict { app: String, seq: u64 },
-    /// The controller seals secrets to hosts, but this agent does not yet open them into a
-    /// container: deploying without them would start the app with its secrets missing.
-    #[error("release {app} seq {seq} uses secrets ({names}); this agent does not put secrets into containers yet, so the release is not deployed and the running one stays")]
-    Secrets {
-        app: String,
-        seq: u64,
-        names: String,
-    },
 }
 
 /// What to do with a desired entry that was not refused.
@@ -79,20 +71,6 @@ pub fn accept(agent: &Agent, app: &str, bytes: &[u8]) -> Result<Accepted, Refuse
         return Err(RefusedRelease::WrongApp {
             file_app: app.to_string(),
             body_app: rel.app.to_string(),
-        });
-    }
-    if !rel.spec.secrets.is_empty() || !rel.spec.secret_files.is_empty() {
-        let names: Vec<&str> = rel
-            .spec
-            .secrets
-            .values()
-            .map(String::as_str)
-            .chain(rel.spec.secret_files.iter().map(|f| f.name.as_str()))
-            .collect();
-        return Err(RefusedRelease::Secrets {
-            app: app.to_string(),
-            seq: rel.seq,
-            names: names.join(", "),
         });
     }
     if rel.seq == st.accepted_seq && st.accepted_seq > 0 {
@@ -173,7 +151,7 @@ async fn app_task(agent: Arc<Agent>, app: String, mut rx: mpsc::Receiver<Cmd>) {
             cmd = newer;
         }
         next = match cmd {
-            Cmd::Deploy(rel) => swap::deploy(&agent, *rel, &mut rx).await,
+            Cmd::Deploy(rel, sealed) => swap::deploy(&agent, *rel, sealed, &mut rx).await,
             Cmd::Remove => {
                 swap::remove(&agent, &app).await;
                 None
@@ -212,6 +190,7 @@ impl Source {
                 .await
                 .map(|set| Desired {
                     releases: set.releases,
+                    secrets: set.secrets,
                 })
                 .map_err(SourceError::Controller),
         }
@@ -310,7 +289,10 @@ async fn apply(
         }
         seen.insert(app.clone(), hash);
         match accept(agent, app, bytes) {
-            Ok(Accepted::Deploy(rel)) => apps.send(app, Cmd::Deploy(rel)).await,
+            Ok(Accepted::Deploy(rel)) => {
+                let sealed = desired.secrets.get(app).cloned().unwrap_or_default();
+                apps.send(app, Cmd::Deploy(rel, sealed)).await
+            }
             Ok(Accepted::Stale { seq, expired_at }) => {
                 tracing::info!(app, seq, expired_at, "live release's signature expired; keeping it (stale) until a freshly signed release arrives");
                 apps.task(app);

@@ -1,19 +1,31 @@
 //! Opening a release's secrets on the host, only to start its container: each pinned
 //! version must be in the desired set, sealed to this host, open with its key and match the
-//! digest the signed release pins. Values are held in memory only and never logged; their
-//! Debug output shows names and versions.
+//! digest the signed release pins. Values are held in memory only (wiped on drop) and never
+//! logged; their Debug output shows names and versions. The runtime puts them on the
+//! container's own tmpfs ([`slipway_runtime::secrets`]).
 
 use slipway_proto::api::HostSecret;
 use slipway_proto::seal::{open, secret_digest, HostSecretKey, SealContext};
 use slipway_proto::Release;
+use slipway_runtime::secrets::{ContainerSecrets, SecretEnv, SecretMount, Zeroizing};
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// What the desired set delivered for one app: secret name -> pinned version sealed to
+/// this host. Ciphertext only.
+pub type Sealed = BTreeMap<String, HostSecret>;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
     #[error(
+        "release {app} seq {seq} uses secrets, but this agent reads releases from a directory: \
+         only the controller delivers secrets (sealed to the host's key); the running \
+         container is kept"
+    )]
+    NoController { app: String, seq: u64 },
+    #[error(
         "release {app} seq {seq}: secret `{name}` v{version} was not delivered to this host \
-         (is its key registered with the controller?)"
+         (is its key registered with the controller?); the running container is kept"
     )]
     Missing {
         app: String,
@@ -22,7 +34,8 @@ pub enum SecretError {
         version: u64,
     },
     #[error(
-        "release {app} seq {seq}: secret `{name}` delivered as v{got}, the release pins v{want}"
+        "release {app} seq {seq}: secret `{name}` delivered as v{got}, the release pins \
+         v{want}; the running container is kept"
     )]
     WrongVersion {
         app: String,
@@ -50,21 +63,40 @@ pub enum SecretError {
 }
 
 /// A release's secrets, opened: name -> (version, value).
-pub struct Opened(BTreeMap<String, (u64, Vec<u8>)>);
+pub struct Opened(BTreeMap<String, (u64, Zeroizing<Vec<u8>>)>);
 
 impl Opened {
     pub fn value(&self, name: &str) -> Option<&[u8]> {
         self.0.get(name).map(|(_, v)| v.as_slice())
     }
 
-    /// Env entries `VAR=value` for the spec's `[secrets]`.
-    pub fn env(&self, release: &Release) -> Vec<(String, Vec<u8>)> {
-        release
-            .spec
-            .secrets
-            .iter()
-            .filter_map(|(var, name)| self.value(name).map(|v| (var.clone(), v.to_vec())))
-            .collect()
+    /// What the container of `release` gets: its `[secrets]` as env values and its
+    /// `[[secret_files]]` as files (every name was pinned and opened).
+    pub fn into_container(self, release: &Release) -> ContainerSecrets {
+        let value = |name: &str| Zeroizing::new(self.value(name).unwrap_or_default().to_vec());
+        ContainerSecrets {
+            env: release
+                .spec
+                .secrets
+                .iter()
+                .map(|(var, name)| SecretEnv {
+                    var: var.clone(),
+                    name: name.clone(),
+                    value: value(name),
+                })
+                .collect(),
+            files: release
+                .spec
+                .secret_files
+                .iter()
+                .map(|f| SecretMount {
+                    name: f.name.clone(),
+                    path: f.path.clone(),
+                    mode: f.mode,
+                    value: value(&f.name),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -131,6 +163,7 @@ pub fn open_release(
                 version: pin.version,
             });
         }
+        let value = Zeroizing::new(value);
         out.insert(name.clone(), (pin.version, value));
     }
     Ok(Opened(out))

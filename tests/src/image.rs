@@ -16,7 +16,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 
 mod distribution;
-mod http;
+pub mod http;
 mod tarball;
 
 pub use distribution::{get_blob, get_manifest, push_blob, push_manifest};

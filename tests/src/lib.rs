@@ -11,3 +11,4 @@ pub mod load;
 pub mod pki;
 pub mod postgres;
 pub mod registry;
+pub mod tamper;

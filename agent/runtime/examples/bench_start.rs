@@ -147,6 +147,7 @@ async fn start(
         release: r,
         image_config: image,
         layer_dirs: layers,
+        secrets: None,
     })
     .await
     .unwrap()

@@ -1,5 +1,6 @@
 //! After the agent (re)starts: find every container in the state dir and the runc root,
-//! keep the running ones that belong to known releases, finish or undo anything half-made.
+//! keep the running ones that belong to known releases, finish or undo anything half-made,
+//! and remove secrets tmpfs mounts that no container owns.
 //! A healthy container is never stopped because the agent restarted.
 
 use crate::container::ContainerInfo;
@@ -104,7 +105,36 @@ impl Runtime {
                 Err(e) => report.failed.push((id, e.to_string())),
             }
         }
+        self.sweep_secrets(&mut report);
         Ok(report)
+    }
+
+    /// Secrets tmpfs mounts no container owns any more (its record is gone or discarded):
+    /// unmounted and removed, so no secret outlives its container.
+    fn sweep_secrets(&self, report: &mut AdoptReport) {
+        let root = self.config().secrets_dir();
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().to_string();
+            let owned = matches!(
+                Record::load(&self.dir(&id)),
+                Ok(Some(r)) if r.phase != RecordPhase::Discarded
+            );
+            if owned {
+                continue;
+            }
+            match crate::secrets::remove(self.mounter.as_ref(), &id, &e.path()) {
+                Ok(()) => {
+                    tracing::info!(container = %id, "removed secrets left by a container that is gone");
+                    if !report.cleaned.contains(&id) {
+                        report.cleaned.push(id);
+                    }
+                }
+                Err(err) => report.failed.push((id, err.to_string())),
+            }
+        }
     }
 }
 

@@ -59,6 +59,11 @@ pub struct BundleInput<'a> {
     pub binds: &'a [Bind],
     /// The seccomp profile; `None` runs unconfined.
     pub seccomp: Option<&'a crate::seccomp::Profile>,
+    /// `VAR=value` entries of the spec's `[secrets]`, opened by the agent.
+    pub secret_env: &'a [crate::secrets::Zeroizing<String>],
+    /// The root's path: `rootfs` beside config.json, or absolute when the bundle lives
+    /// elsewhere (on the secrets tmpfs).
+    pub root: &'a Path,
 }
 
 /// Read access to the image's `/etc/passwd` and `/etc/group`, confined to its root.
@@ -125,7 +130,14 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
     let cwd = working_dir(image, cfg.working_dir().as_deref())?;
     let (uid, gid, extra) = user(image, cfg.user().as_deref().unwrap_or(""), input.etc)?;
     let args = command(image, cfg, spec)?;
-    let env = environment(image, cfg.env().as_deref().unwrap_or(&[]), spec)?;
+    let mut env = environment(image, cfg.env().as_deref().unwrap_or(&[]), spec)?;
+    // Secrets last: they replace image variables of the same name (the spec's env cannot
+    // name them, its validation refuses that).
+    for entry in input.secret_env {
+        let var = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
+        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != var);
+        env.push(entry.to_string());
+    }
 
     let caps = capabilities(spec);
     let err = |e| BundleError::Spec(e, input.id.to_string());
@@ -253,7 +265,7 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
         .set_process(Some(process))
         .set_root(Some(
             RootBuilder::default()
-                .path("rootfs")
+                .path(input.root)
                 .readonly(spec.read_only)
                 .build()
                 .map_err(err)?,

@@ -14,6 +14,9 @@ pub struct RuntimeConfig {
     pub runc_root: PathBuf,
     /// The runc binary.
     pub runc: PathBuf,
+    /// Per-container tmpfs mounts holding secrets and the config.json of containers that
+    /// have any; default: `secrets/` beside `runc_root` (`/run/slipway/secrets`).
+    pub secrets_dir: Option<PathBuf>,
     /// Named volumes; default: `volumes/` beside `state_dir`.
     pub volumes_dir: Option<PathBuf>,
     pub cni: CniConfig,
@@ -70,6 +73,7 @@ impl Default for RuntimeConfig {
             state_dir: defaults::STATE_DIR.into(),
             runc_root: defaults::RUNC_ROOT.into(),
             runc: defaults::RUNC.into(),
+            secrets_dir: None,
             volumes_dir: None,
             cni: CniConfig::default(),
             dns: DnsConfig::default(),
@@ -90,6 +94,16 @@ impl Default for CniConfig {
 }
 
 impl RuntimeConfig {
+    /// Where secrets tmpfs mounts go: `secrets_dir`, or `secrets/` beside the runc root.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.secrets_dir.clone().unwrap_or_else(|| {
+            self.runc_root
+                .parent()
+                .unwrap_or(&self.runc_root)
+                .join("secrets")
+        })
+    }
+
     /// Where named volumes live: `volumes_dir`, or `volumes/` beside the state dir.
     pub fn volumes_dir(&self) -> PathBuf {
         self.volumes_dir.clone().unwrap_or_else(|| {

@@ -28,6 +28,9 @@ pub struct ContainerSpec<'a> {
     pub image_config: &'a oci_spec::image::ImageConfiguration,
     /// Unpacked layer dirs, base layer first.
     pub layer_dirs: &'a [PathBuf],
+    /// The release's opened secrets, if it uses any: they go onto the container's own tmpfs
+    /// (see [`crate::secrets`]), never into the state dir.
+    pub secrets: Option<&'a crate::secrets::ContainerSecrets>,
 }
 
 /// Where a container is in its life, as runc and our record see it.
@@ -268,7 +271,9 @@ impl Runtime {
     }
 
     /// Mounts the root, writes the name files (/etc/hosts without the address yet) and the
-    /// bundle, and runs `runc create` in the existing namespace `ns`.
+    /// bundle, and runs `runc create` in the existing namespace `ns`. A container with
+    /// secrets has its bundle (config.json, which holds the secret env) and its secret files
+    /// on a tmpfs of its own; any other has its bundle in its state dir.
     async fn build_and_create(
         &self,
         spec: &ContainerSpec<'_>,
@@ -289,6 +294,23 @@ impl Runtime {
             &paths.target,
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         )?;
+        let secrets = spec.secrets.filter(|s| !s.is_empty());
+        let secrets_dir = self.secrets_dir(id);
+        let (bundle_dir, root, secret_env, mut binds) = match secrets {
+            Some(s) => (
+                secrets_dir.clone(),
+                paths.target.clone(),
+                s.env_entries(id)?,
+                s.binds(&secrets_dir),
+            ),
+            None => (
+                dir.to_path_buf(),
+                PathBuf::from("rootfs"),
+                Vec::new(),
+                Vec::new(),
+            ),
+        };
+        binds.splice(0..0, prepared.binds.iter().cloned());
         let oci = bundle::build(&BundleInput {
             id,
             image,
@@ -300,11 +322,28 @@ impl Runtime {
                 .strip_prefix(crate::defaults::NETNS_PREFIX)
                 .unwrap_or(id),
             hostname: &prepared.hostname,
-            binds: &prepared.binds,
+            binds: &binds,
             seccomp,
+            secret_env: &secret_env,
+            root: &root,
         })?;
-        let json = serde_json::to_vec_pretty(&oci).expect("spec serializes");
-        write_atomic(&dir.join(CONFIG), &json, Durability::Atomic)?;
+        let json = crate::secrets::Zeroizing::new(
+            serde_json::to_vec_pretty(&oci).expect("spec serializes"),
+        );
+        let (uid, gid) = oci
+            .process()
+            .as_ref()
+            .map_or((0, 0), |p| (p.user().uid(), p.user().gid()));
+        drop(oci);
+        if let Some(s) = secrets {
+            // A leftover of a start a crash cut short (this id never ran) goes first.
+            crate::secrets::remove(self.mounter.as_ref(), id, &secrets_dir)?;
+            crate::secrets::mount_tmpfs(self.mounter.as_ref(), id, &secrets_dir)?;
+            s.write_files(&secrets_dir, uid, gid)?;
+            tracing::debug!(container = %id, env = s.env.len(), files = s.files.len(), "secrets on the container's tmpfs");
+        }
+        // Never durable on disk for a secrets bundle: the tmpfs is RAM; fsync costs nothing.
+        write_atomic(&bundle_dir.join(CONFIG), &json, Durability::Atomic)?;
 
         let (out, err) = logs::paths(dir);
         let stdout = logs::open_append(&out).map_err(io(&out, "open log"))?;
@@ -312,7 +351,14 @@ impl Runtime {
         let pid_file = dir.join(PID_FILE);
         let t = std::time::Instant::now();
         self.runc
-            .create(id, dir, &pid_file, &dir.join(RUNC_LOG), stdout, stderr)
+            .create(
+                id,
+                &bundle_dir,
+                &pid_file,
+                &dir.join(RUNC_LOG),
+                stdout,
+                stderr,
+            )
             .await?;
         tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "runc create done");
         Ok((prepared, pid_file))

@@ -51,6 +51,9 @@ pub const EXEC_KILL_WAIT: Duration = Duration::from_secs(2);
 pub const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Open files per container: a server needs more than the kernel's 1024.
 pub const NOFILE: u64 = 65_536;
+/// Cap of a container's secrets tmpfs (its config.json and secret files of at most 64 KiB
+/// each); tmpfs takes only the pages it holds.
+pub const SECRETS_TMPFS_SIZE: &str = "size=16m";
 /// Size of the tmpfs `/tmp` of a read-only container.
 pub const TMP_SIZE: &str = "size=65536k";
 /// Image env when the image sets no PATH (the value runc and Docker use).

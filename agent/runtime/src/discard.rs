@@ -1,5 +1,5 @@
 //! Discarding a container: its STOPSIGNAL (SIGTERM by default), grace, SIGKILL, `runc delete`, CNI DEL, netns, rootfs,
-//! upper dir, cgroups; the record and recent logs stay as a tombstone. Idempotent.
+//! upper dir, secrets tmpfs, cgroups; the record and recent logs stay as a tombstone. Idempotent.
 
 use crate::container::{check_id, CONFIG, PID_FILE, RUNC_LOG};
 use crate::error::RuntimeError;
@@ -28,6 +28,7 @@ impl Runtime {
             if dir.exists() {
                 crate::adopt::remove_bare_dir(self.mounter.as_ref(), id, &dir)?;
             }
+            crate::secrets::remove(self.mounter.as_ref(), id, &self.secrets_dir(id))?;
             return Ok(());
         };
         if rec.phase == RecordPhase::Discarded {
@@ -70,6 +71,8 @@ impl Runtime {
         }
         netns_del(&rec.netns).await?;
         rootfs::remove(self.mounter.as_ref(), &id, &RootfsPaths::new(dir))?;
+        // The secrets tmpfs (config.json with the secret env, the secret files) goes too.
+        crate::secrets::remove(self.mounter.as_ref(), &id, &self.secrets_dir(&id))?;
         // Image VOLUMEs and name files die with the container (named volumes live elsewhere).
         for d in [crate::prepare::VOLUMES_DIR, crate::prepare::ETC_DIR] {
             match std::fs::remove_dir_all(dir.join(d)) {

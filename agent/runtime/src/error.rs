@@ -118,6 +118,15 @@ pub enum RuntimeError {
     Rootfs { id: String, reason: String },
     #[error("volume {name}: {reason}")]
     Volume { name: String, reason: String },
+    /// Names the secret, never its value.
+    #[error("container {id}: secret `{name}` {reason}")]
+    Secret {
+        id: String,
+        name: String,
+        reason: String,
+    },
+    #[error("container {id}: secrets tmpfs: {reason}")]
+    SecretsTmpfs { id: String, reason: String },
     #[error("runtime config: {0}")]
     Config(String),
     #[error("container {id} did not exit within {secs} s of SIGKILL")]

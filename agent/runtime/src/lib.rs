@@ -3,7 +3,8 @@
 //! A release runs as one container: an overlay rootfs of its image's layer dirs
 //! ([`rootfs`]), a `config.json` from the image config and app spec ([`bundle`]), its own
 //! network namespace on the CNI bridge ([`network`]), and a runc container under a private
-//! root ([`runc`]) whose init the agent reaps ([`reaper`]). Every step is recorded first
+//! root ([`runc`]) whose init the agent reaps ([`reaper`]). A container with secrets keeps
+//! its bundle and secret files on a tmpfs of its own ([`secrets`]). Every step is recorded first
 //! ([`state`]) so [`Runtime::adopt`] ([`adopt`]) can find and finish or clean up anything
 //! after a crash; [`discard`] removes a container without a trace.
 #![deny(unsafe_code)] // one audited exception: registering a pidfd with tokio (reaper.rs)
@@ -23,6 +24,7 @@ pub mod reaper;
 pub mod rootfs;
 pub mod runc;
 pub mod seccomp;
+pub mod secrets;
 pub mod state;
 pub mod volumes;
 
@@ -31,6 +33,7 @@ pub use config::{CniConfig, RuntimeConfig};
 pub use container::{ContainerInfo, ContainerSpec, ContainerStatus, CrashPoint};
 pub use error::{BundleError, NetworkError, RuncError, RuntimeError};
 pub use runc::ExecOutput;
+pub use secrets::{ContainerSecrets, SecretEnv, SecretMount};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -64,7 +67,12 @@ impl Runtime {
     /// Checks the config, creates the state dir and runc root (mode 0700) and makes this
     /// process the subreaper of the containers it starts.
     pub fn new(cfg: RuntimeConfig) -> Result<Runtime, RuntimeError> {
-        for (name, p) in [("state_dir", &cfg.state_dir), ("runc_root", &cfg.runc_root)] {
+        let secrets_dir = cfg.secrets_dir();
+        for (name, p) in [
+            ("state_dir", &cfg.state_dir),
+            ("runc_root", &cfg.runc_root),
+            ("secrets_dir", &secrets_dir),
+        ] {
             if !p.is_absolute() {
                 return Err(RuntimeError::Config(format!(
                     "{name} `{}` must be an absolute path",
@@ -97,6 +105,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.cfg
+    }
+
+    /// The tmpfs mount point of container `id`'s secrets (see [`secrets`]).
+    pub fn secrets_dir(&self, id: &str) -> PathBuf {
+        self.cfg.secrets_dir().join(id)
     }
 
     /// (stdout, stderr) log files of container `id`.

@@ -17,6 +17,8 @@ const MAX_MOUNT_DATA: usize = 4095;
 pub trait Mounter: Send + Sync {
     /// Mounts an overlay at `target` with option paths relative to `cwd`.
     fn mount_overlay(&self, target: &Path, cwd: &Path, data: &str) -> std::io::Result<()>;
+    /// Mounts a tmpfs (nosuid, nodev, noexec) at `target` with options `data`.
+    fn mount_tmpfs(&self, target: &Path, data: &str) -> std::io::Result<()>;
     /// Lazily detaches `target`; `Ok(false)` when nothing was mounted there.
     fn unmount(&self, target: &Path) -> std::io::Result<bool>;
 }
@@ -42,6 +44,18 @@ impl Mounter for SysMounter {
         })
         .join()
         .map_err(|_| std::io::Error::other("mount thread panicked"))?
+        .map_err(std::io::Error::from)
+    }
+
+    fn mount_tmpfs(&self, target: &Path, data: &str) -> std::io::Result<()> {
+        use nix::mount::{mount, MsFlags};
+        mount(
+            Some("tmpfs"),
+            target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(data),
+        )
         .map_err(std::io::Error::from)
     }
 
@@ -207,6 +221,14 @@ mod tests {
                 target.display(),
                 cwd.display()
             ));
+            Ok(())
+        }
+        fn mount_tmpfs(&self, target: &Path, data: &str) -> std::io::Result<()> {
+            *self.mounted.lock().unwrap() += 1;
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("tmpfs {} {data}", target.display()));
             Ok(())
         }
         fn unmount(&self, target: &Path) -> std::io::Result<bool> {

@@ -46,6 +46,7 @@ async fn crash_helper() {
             release: r,
             image_config: &image,
             layer_dirs: &plan.layers,
+            secrets: None,
         })
         .await
         .unwrap();
@@ -236,6 +237,7 @@ async fn crash_after_wiring_the_network_releases_netns_veth_and_address() {
             release: &again,
             image_config: &image,
             layer_dirs: &layers,
+            secrets: None,
         })
         .await
         .unwrap();

@@ -38,6 +38,7 @@ async fn a_container_gets_a_writable_layer_name_files_and_dockers_isolation() {
             release: &release,
             image_config: &image,
             layer_dirs: &layers,
+            secrets: None,
         })
         .await
         .unwrap();
@@ -130,6 +131,7 @@ async fn named_volumes_outlive_containers_and_image_volumes_do_not() {
             release: &release,
             image_config: &image,
             layer_dirs: &layers,
+            secrets: None,
         })
         .await
         .unwrap();
@@ -167,6 +169,7 @@ async fn a_bad_seccomp_file_fails_the_start_and_names_app_and_file() {
             release: &release,
             image_config: &image_config(|c| c),
             layer_dirs: &layers,
+            secrets: None,
         })
         .await
         .unwrap_err()
@@ -204,6 +207,7 @@ async fn discard_sends_the_images_stop_signal() {
         release: &release,
         image_config: &image,
         layer_dirs: &layers,
+        secrets: None,
     })
     .await
     .unwrap();
@@ -246,6 +250,7 @@ async fn an_image_of_128_layers_starts() {
             release: &release,
             image_config: &image_config(|c| c),
             layer_dirs: &layers,
+            secrets: None,
         })
         .await
         .unwrap();

@@ -26,6 +26,7 @@ async fn serves_its_page_with_limits_in_its_cgroup_and_leaves_nothing_after_disc
         release: &release,
         image_config: &image,
         layer_dirs: &layers,
+        secrets: None,
     };
     let info = rt.start(spec()).await.unwrap();
     assert_eq!((info.app.as_str(), info.seq), ("web", 1));
@@ -118,6 +119,7 @@ async fn two_containers_of_one_app_run_side_by_side_on_the_same_port() {
             release: &r1,
             image_config: &image,
             layer_dirs: &l1,
+            secrets: None,
         })
         .await
         .unwrap();
@@ -127,6 +129,7 @@ async fn two_containers_of_one_app_run_side_by_side_on_the_same_port() {
             release: &r2,
             image_config: &image,
             layer_dirs: &l2,
+            secrets: None,
         })
         .await
         .unwrap();
@@ -176,6 +179,7 @@ async fn hostile_image_configs_are_refused_with_a_clear_error_and_leave_nothing(
                 release: &r,
                 image_config: &image,
                 layer_dirs: &layers,
+                secrets: None,
             })
             .await
             .unwrap_err();
@@ -204,6 +208,7 @@ async fn a_command_that_exits_at_once_is_reported_stopped_with_its_code_and_outp
         release: &r,
         image_config: &image,
         layer_dirs: &layers,
+        secrets: None,
     })
     .await
     .unwrap();
@@ -254,6 +259,7 @@ async fn a_container_that_ignores_sigterm_is_killed_after_the_grace_period() {
         release: &stubborn,
         image_config: &image,
         layer_dirs: &layers,
+        secrets: None,
     })
     .await
     .unwrap();
@@ -262,6 +268,7 @@ async fn a_container_that_ignores_sigterm_is_killed_after_the_grace_period() {
         release: &polite,
         image_config: &image,
         layer_dirs: &layers,
+        secrets: None,
     })
     .await
     .unwrap();
@@ -308,6 +315,7 @@ async fn discard_is_not_blocked_by_an_exec_orphaned_when_runc_exec_died() {
         release: &r,
         image_config: &image,
         layer_dirs: &layers,
+        secrets: None,
     })
     .await
     .unwrap();
@@ -359,6 +367,7 @@ async fn image_user_spec_env_and_volumes_reach_the_process() {
             release: &r,
             image_config: &image,
             layer_dirs: &layers,
+            secrets: None,
         })
         .await
         .unwrap();
@@ -403,6 +412,7 @@ async fn logs_of_only_the_newest_discarded_containers_are_kept() {
             release: &r,
             image_config: &image,
             layer_dirs: &layers,
+            secrets: None,
         })
         .await
         .unwrap();

@@ -1,5 +1,6 @@
 //! `slipway-agent status`: per app, the live release, phase, last error and recent deploys,
-//! and whether the live release is stale (served past its signature's expiry).
+//! whether the live release is stale (served past its signature's expiry), and the names
+//! and versions of the secrets it runs with (never values: the agent keeps none).
 
 use slipway_agent::config::AgentConfig;
 use slipway_agent::expiry::expired_at;
@@ -25,6 +26,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         // The state as stored, plus `stale` on apps whose live release's signature expired.
         let mut apps = serde_json::to_value(&st.apps)?;
         for (app, s) in &st.apps {
+            if let Some(rel) = s.live_seq.and_then(|q| s.releases.get(&q)) {
+                if !rel.spec.secret_versions.is_empty() {
+                    apps[app]["secrets"] = serde_json::json!(secret_versions(rel));
+                }
+            }
             if let (Some(at), Some(seq)) = (expired_at(s, now), s.live_seq) {
                 apps[app]["stale"] = serde_json::json!({
                     "seq": seq,
@@ -61,6 +67,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 println!("  signature valid until {when}");
             }
+            if !rel.spec.secret_versions.is_empty() {
+                let list: Vec<String> = secret_versions(rel)
+                    .iter()
+                    .map(|(n, v)| format!("{n} v{v}"))
+                    .collect();
+                println!("  secrets {}", list.join(", "));
+            }
         }
         if let Some(e) = &s.last_error {
             println!("  last error: {e}");
@@ -94,4 +107,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Secret name -> version the release pins (the values are never in the agent's state).
+fn secret_versions(rel: &slipway_proto::Release) -> std::collections::BTreeMap<&str, u64> {
+    rel.spec
+        .secret_versions
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.version))
+        .collect()
 }

@@ -28,6 +28,8 @@ pub struct World {
     pub fail_start: HashSet<ContainerId>,
     /// Containers whose process exits as soon as it starts.
     pub crash_on_start: HashSet<ContainerId>,
+    /// The secret env (`VAR=value`) and files (`path=value`) each container started with.
+    pub secrets: BTreeMap<ContainerId, Vec<String>>,
     /// Containers that answer this many probes healthily, then only unhealthily.
     pub healthy_probes: HashMap<ContainerId, usize>,
     probes: HashMap<ContainerId, usize>,
@@ -72,8 +74,22 @@ impl Parts for FakeParts {
         id: &ContainerId,
         release: &Release,
         _image: &PulledImage,
+        secrets: &slipway_runtime::ContainerSecrets,
     ) -> Result<ContainerInfo, RuntimeError> {
         let mut w = self.world();
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        let seen = secrets
+            .env
+            .iter()
+            .map(|e| format!("{}={}", e.var, text(&e.value)))
+            .chain(
+                secrets
+                    .files
+                    .iter()
+                    .map(|f| format!("{}={}", f.path.display(), text(&f.value))),
+            )
+            .collect();
+        w.secrets.insert(id.clone(), seen);
         if w.fail_start.contains(id) {
             return Err(RuntimeError::Runc(RuncError::Failed {
                 args: format!("create {id}"),

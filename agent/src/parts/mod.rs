@@ -14,7 +14,7 @@ use slipway_image::{GcReport, ImageError, PulledImage};
 use slipway_proto::spec::HealthSpec;
 use slipway_proto::{AppName, ContainerId, Digest, ImageRef, Release};
 use slipway_proxy::{AppStats, DrainReport, ProxyError, RouteInfo, RouteSpec, Upstream};
-use slipway_runtime::{AdoptReport, ContainerInfo, RuntimeError};
+use slipway_runtime::{AdoptReport, ContainerInfo, ContainerSecrets, RuntimeError};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -29,12 +29,14 @@ pub trait Parts: Send + Sync {
     /// Drops stored images whose digest is not in `keep`.
     fn gc_images(&self, keep: &[Digest]) -> Result<GcReport, ImageError>;
 
-    /// Creates and starts container `id` for `release` beside whatever runs.
+    /// Creates and starts container `id` for `release` beside whatever runs, with the
+    /// release's opened `secrets` (empty when it uses none).
     async fn start(
         &self,
         id: &ContainerId,
         release: &Release,
         image: &PulledImage,
+        secrets: &ContainerSecrets,
     ) -> Result<ContainerInfo, RuntimeError>;
     /// Logs the OCI runtime's version and warns of known escapes it lacks fixes for.
     async fn check_runtime(&self) -> Result<String, RuntimeError>;

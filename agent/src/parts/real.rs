@@ -9,7 +9,9 @@ use slipway_proto::{AppName, ContainerId, Digest, ImageRef, Release};
 use slipway_proxy::{
     AppStats, DrainReport, ProxyClient, ProxyError, RouteInfo, RouteSpec, Upstream,
 };
-use slipway_runtime::{AdoptReport, ContainerInfo, ContainerSpec, Runtime, RuntimeError};
+use slipway_runtime::{
+    AdoptReport, ContainerInfo, ContainerSecrets, ContainerSpec, Runtime, RuntimeError,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ impl Parts for RealParts {
         id: &ContainerId,
         release: &Release,
         image: &PulledImage,
+        secrets: &ContainerSecrets,
     ) -> Result<ContainerInfo, RuntimeError> {
         self.runtime
             .start(ContainerSpec {
@@ -45,6 +48,7 @@ impl Parts for RealParts {
                 release,
                 image_config: &image.config,
                 layer_dirs: &image.layer_dirs,
+                secrets: Some(secrets),
             })
             .await
     }

@@ -57,9 +57,16 @@ fn opens_pinned_secrets_into_env_and_debug_hides_values() {
     let rel = release();
     let d = delivered(&key, "h1", 2, VALUE);
     let opened = open_release(&key, "h1", &rel, Some(&d)).unwrap();
-    assert_eq!(opened.env(&rel), vec![("DB".to_string(), VALUE.to_vec())]);
     let dbg = format!("{opened:?}");
     assert_eq!(dbg, "{\"db\": 2}");
+    let c = opened.into_container(&rel);
+    assert_eq!(c.env.len(), 1);
+    assert_eq!(
+        (c.env[0].var.as_str(), c.env[0].value.as_slice()),
+        ("DB", VALUE)
+    );
+    assert!(c.files.is_empty());
+    assert!(!format!("{c:?}").contains("pa55"));
 }
 
 #[test]

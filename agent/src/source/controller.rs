@@ -60,6 +60,8 @@ pub struct DesiredSet {
     /// Opaque; changes whenever any release in the set changes (including a re-signature).
     pub version: String,
     pub releases: BTreeMap<String, Vec<u8>>,
+    /// App -> secret -> pinned version sealed to this host (ciphertext).
+    pub secrets: BTreeMap<String, crate::secrets::Sealed>,
     /// True when the controller could not be reached and this came from the on-disk cache.
     pub from_cache: bool,
 }
@@ -78,6 +80,7 @@ impl DesiredSet {
                     )
                 })
                 .collect(),
+            secrets: body.secrets.clone(),
             from_cache,
         }
     }

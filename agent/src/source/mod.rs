@@ -7,8 +7,10 @@ pub mod dir;
 
 use std::collections::BTreeMap;
 
-/// The desired set: app name -> signed release envelope (JSON bytes), unverified.
+/// The desired set: app name -> signed release envelope (JSON bytes), unverified; and what
+/// the controller sealed to this host of each app's pinned secrets.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Desired {
     pub releases: BTreeMap<String, Vec<u8>>,
+    pub secrets: BTreeMap<String, crate::secrets::Sealed>,
 }

@@ -13,6 +13,10 @@ use std::fmt;
 pub enum DeployError {
     #[error("pull of {image} failed: {source}")]
     Pull { image: ImageRef, source: ImageError },
+    /// A secret could not be opened (missing, tampered, wrong version or digest): the new
+    /// container is not made.
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretError),
     #[error("container {id} did not start: {source}{cleanup}")]
     Start {
         id: ContainerId,
@@ -109,7 +113,7 @@ impl DeployError {
     /// Records what the clean-up did to the new container.
     pub fn set_cleanup(&mut self, done: Cleanup) {
         match self {
-            DeployError::Pull { .. } => {}
+            DeployError::Pull { .. } | DeployError::Secrets(_) => {}
             DeployError::Start { cleanup, .. }
             | DeployError::Unhealthy { cleanup, .. }
             | DeployError::Switch { cleanup, .. }

@@ -14,6 +14,7 @@ pub use error::{BakeFailure, Cleanup, DeployError, Reverted};
 use crate::agent::Agent;
 use crate::defaults;
 use crate::health;
+use crate::secrets::Sealed;
 use crate::state::{AppState, DeployPhase, DeployRecord};
 use phases::{Deploy, Ended, Old};
 use slipway_proto::{ContainerId, Release};
@@ -24,14 +25,21 @@ use tokio::sync::mpsc;
 /// What an app's task is asked to do.
 #[derive(Debug)]
 pub enum Cmd {
-    /// Run this verified release (image already checked to be a digest reference).
-    Deploy(Box<Release>),
+    /// Run this verified release (image already checked to be a digest reference), with
+    /// what the desired set delivered of its secrets (sealed to this host).
+    Deploy(Box<Release>, Sealed),
     /// The app left the desired set: unroute it and discard its containers.
     Remove,
 }
 
-/// Deploys `rel`. Returns the command that superseded it, if one arrived mid-deploy.
-pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -> Option<Cmd> {
+/// Deploys `rel`, opening its `sealed` secrets only to start its container. Returns the
+/// command that superseded it, if one arrived mid-deploy.
+pub async fn deploy(
+    agent: &Agent,
+    rel: Release,
+    sealed: Sealed,
+    rx: &mut mpsc::Receiver<Cmd>,
+) -> Option<Cmd> {
     let (image, id) = match rel.image_ref().and_then(|i| Ok((i, rel.container_id()?))) {
         Ok(v) => v,
         Err(e) => {
@@ -51,6 +59,7 @@ pub async fn deploy(agent: &Agent, rel: Release, rx: &mut mpsc::Receiver<Cmd>) -
     let d = Deploy {
         agent,
         rel: &rel,
+        sealed: &sealed,
         image,
         id,
     };
@@ -155,7 +164,8 @@ async fn conclude(
         }
         Err(mut e) => {
             let cleanup = match &mut e {
-                DeployError::Pull { .. } => Cleanup::Pending,
+                // Nothing was made: no container to discard.
+                DeployError::Pull { .. } | DeployError::Secrets(_) => Cleanup::Pending,
                 DeployError::Bake { reverted, .. } => {
                     let (to, cleanup) = revert(d, old.as_ref()).await;
                     *reverted = to;

@@ -6,6 +6,7 @@ use super::Cmd;
 use crate::agent::Agent;
 use crate::defaults;
 use crate::health;
+use crate::secrets::{self, Sealed};
 use crate::state::DeployPhase;
 use slipway_image::PulledImage;
 use slipway_proto::{ContainerId, ImageRef, Release};
@@ -15,10 +16,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// One deploy in flight: the release, its image and the id of its new container.
+/// One deploy in flight: the release, its sealed secrets, its image and the id of its new
+/// container.
 pub(super) struct Deploy<'a> {
     pub agent: &'a Agent,
     pub rel: &'a Release,
+    pub sealed: &'a Sealed,
     pub image: ImageRef,
     pub id: ContainerId,
 }
@@ -85,8 +88,9 @@ impl Deploy<'_> {
                 if leftover.is_some() {
                     let _ = parts.discard(&self.id, Duration::ZERO).await;
                 }
+                let secrets = self.open_secrets()?;
                 parts
-                    .start(&self.id, self.rel, pulled)
+                    .start(&self.id, self.rel, pulled, &secrets)
                     .await
                     .map_err(|source| DeployError::Start {
                         id: self.id.clone(),
@@ -97,6 +101,24 @@ impl Deploy<'_> {
         };
         tracing::debug!(app = %self.rel.app, ms = t.elapsed().as_millis() as u64, "phase start done");
         Ok(SocketAddr::new(info.address, self.rel.spec.container_port))
+    }
+
+    /// Opens the release's secrets for its container (none: empty). The values live until
+    /// the container is made, then only on its tmpfs.
+    fn open_secrets(&self) -> Result<slipway_runtime::ContainerSecrets, secrets::SecretError> {
+        let spec = &self.rel.spec;
+        if spec.secrets.is_empty() && spec.secret_files.is_empty() {
+            return Ok(Default::default());
+        }
+        let Some((host, key)) = &self.agent.secret_key else {
+            return Err(secrets::SecretError::NoController {
+                app: self.rel.app.to_string(),
+                seq: self.rel.seq,
+            });
+        };
+        let opened = secrets::open_release(key, host, self.rel, Some(self.sealed))?;
+        tracing::info!(app = %self.rel.app, seq = self.rel.seq, secrets = ?opened, "secrets opened for the new container");
+        Ok(opened.into_container(self.rel))
     }
 
     /// Probes the new container until healthy or the spec's deadline.

@@ -49,7 +49,7 @@ impl Bed {
             s.accepted_seq = rel.seq;
             s.releases.insert(rel.seq, rel.clone());
         });
-        deploy(&self.agent, rel.clone(), rx).await
+        deploy(&self.agent, rel.clone(), Default::default(), rx).await
     }
 
     fn routed(&self) -> Option<ContainerId> {
@@ -104,9 +104,11 @@ async fn a_newer_release_supersedes_one_still_health_checking() {
     let (r1, r2, r3) = (release(1, V1), release(2, V2), release(3, V1));
     bed.deploy(&r1, &mut rx).await;
     bed.fake().healthy_probes.insert(id(&r2), 0);
-    tx.send(Cmd::Deploy(Box::new(r3.clone()))).await.unwrap();
+    tx.send(Cmd::Deploy(Box::new(r3.clone()), Default::default()))
+        .await
+        .unwrap();
     let next = bed.deploy(&r2, &mut rx).await;
-    assert!(matches!(next, Some(Cmd::Deploy(r)) if r.seq == 3));
+    assert!(matches!(next, Some(Cmd::Deploy(r, _)) if r.seq == 3));
     // The superseded container never took traffic and is gone; v1 still serves.
     assert_eq!(bed.routed(), Some(id(&r1)));
     assert!(!bed.fake().containers.contains_key(&id(&r2)));
@@ -222,5 +224,97 @@ async fn a_rollback_is_a_new_release_of_the_older_image_from_the_store() {
     assert_eq!(
         bed.fake().containers.keys().cloned().collect::<Vec<_>>(),
         vec![id(&r3)]
+    );
+}
+
+/// `release(seq, digest)` using secret `db` (v`version`, pinned to `value`) as env `DB` and
+/// as the file `/run/secrets/db`.
+fn release_with_secret(seq: u64, digest: &str, version: u64, value: &[u8]) -> Release {
+    let mut rel = release(seq, digest);
+    rel.spec.secrets.insert("DB".into(), "db".into());
+    rel.spec.secret_files.push(slipway_proto::SecretFile {
+        name: "db".into(),
+        path: "/run/secrets/db".into(),
+        mode: 0o400,
+    });
+    rel.spec.secret_versions.insert(
+        "db".into(),
+        slipway_proto::SecretPin {
+            version,
+            digest: slipway_proto::seal::secret_digest(value),
+        },
+    );
+    rel
+}
+
+fn sealed_for(
+    key: &slipway_proto::seal::HostSecretKey,
+    version: u64,
+    value: &[u8],
+) -> crate::secrets::Sealed {
+    let ctx = slipway_proto::seal::SealContext {
+        app: "web",
+        name: "db",
+        version,
+        host: "h1",
+    };
+    let sealed = slipway_proto::seal::seal(&key.public(), &ctx, value).unwrap();
+    [(
+        "db".to_string(),
+        slipway_proto::api::HostSecret { version, sealed },
+    )]
+    .into()
+}
+
+#[tokio::test(start_paused = true)]
+async fn secrets_are_opened_into_the_new_container_and_a_bad_one_keeps_the_old_serving() {
+    let mut bed = Bed::new();
+    let key = slipway_proto::seal::HostSecretKey::generate().unwrap();
+    let (_tx, mut rx) = mpsc::channel(4);
+    let r1 = release_with_secret(1, V1, 1, b"one");
+    bed.agent.secret_key = Some(("h1".into(), key));
+    let key = &bed.agent.secret_key.as_ref().unwrap().1;
+    let good = sealed_for(key, 1, b"one");
+    let bad = sealed_for(key, 2, b"not the pinned value");
+    bed.agent.update("web", |s| {
+        s.accepted_seq = 1;
+        s.releases.insert(1, r1.clone());
+    });
+    assert!(deploy(&bed.agent, r1.clone(), good, &mut rx)
+        .await
+        .is_none());
+    assert_eq!(bed.routed(), Some(id(&r1)));
+    assert_eq!(
+        bed.fake().secrets[&id(&r1)],
+        vec!["DB=one".to_string(), "/run/secrets/db=one".to_string()]
+    );
+
+    let r2 = release_with_secret(2, V2, 2, b"two");
+    bed.agent.update("web", |s| {
+        s.accepted_seq = 2;
+        s.releases.insert(2, r2.clone());
+    });
+    assert!(deploy(&bed.agent, r2.clone(), bad, &mut rx).await.is_none());
+    let st = bed.agent.app_state("web");
+    assert_eq!((st.live_seq, st.failed_seq), (Some(1), Some(2)));
+    let why = st.last_error.unwrap();
+    assert!(
+        why.contains("release web seq 2: secret `db` v2 does not match the digest"),
+        "{why}"
+    );
+    assert!(!bed.fake().containers.contains_key(&id(&r2)));
+    assert_eq!(bed.routed(), Some(id(&r1)));
+    assert!(!why.contains("not the pinned value"), "{why}");
+
+    // Without a controller (a release dir), nothing can be delivered: refused by name.
+    let mut plain = Bed::new();
+    plain.agent.secret_key = None;
+    let r3 = release_with_secret(3, V1, 1, b"one");
+    plain.agent.update("web", |s| s.accepted_seq = 3);
+    deploy(&plain.agent, r3, Default::default(), &mut rx).await;
+    let why = plain.agent.app_state("web").last_error.unwrap();
+    assert!(
+        why.contains("release web seq 3 uses secrets") && why.contains("only the controller"),
+        "{why}"
     );
 }

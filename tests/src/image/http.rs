@@ -55,7 +55,7 @@ pub fn request(
     parse(&raw, method == "HEAD").with_context(|| format!("{method} {path} on {addr}"))
 }
 
-fn parse(raw: &[u8], head_only: bool) -> anyhow::Result<Response> {
+pub fn parse(raw: &[u8], head_only: bool) -> anyhow::Result<Response> {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

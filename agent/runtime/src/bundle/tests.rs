@@ -48,6 +48,8 @@ fn build_with(spec: &AppSpec, img: &ImageConfiguration) -> Result<Spec, BundleEr
         hostname: "web-1-0123456789ab",
         binds: &[],
         seccomp: Some(&crate::seccomp::Profile::docker_default()),
+        secret_env: &[],
+        root: Path::new("rootfs"),
     })
 }
 
