@@ -171,3 +171,60 @@ async fn releases_pin_secrets_and_hosts_get_them_sealed_to_their_own_key() {
         assert!(!all.contains(value), "{value} leaked");
     }
 }
+
+#[tokio::test]
+async fn an_unusable_secret_of_one_app_leaves_the_hosts_other_apps_served() {
+    let (_registry, [v1], h) = web_app(["v1"]).await;
+    h.apply(&format!(
+        "{}[secrets]\nDB_PASSWORD = \"db-password\"\n",
+        app_toml(&v1.repository)
+    ))
+    .await;
+    h.apply(
+        &app_toml(&v1.repository)
+            .replace("\"web\"", "\"api\"")
+            .replace("8080", "8081"),
+    )
+    .await;
+    let agent = h.token("agent-h1", Role::Agent, Some("h1")).await;
+    let key = HostSecretKey::generate().unwrap();
+    let (s, v) = h
+        .post(
+            "/v1/hosts/h1/register",
+            &agent,
+            &json!({"labels": {}, "secret_key": key.public().to_base64()}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    put_secret(&h, "value-4e5f").await;
+    let image = json!({"image": format!("{}:v1", v1.repository)});
+    for app in ["web", "api"] {
+        let (s, v) = h
+            .post(&format!("/v1/apps/{app}/releases"), &h.admin, &image)
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let body = desired(&h, "h1", &agent).await;
+    assert_eq!(opened(&body, &key, "h1"), (1, "value-4e5f".into()));
+
+    // The stored ciphertext of web's secret is damaged behind the controller's back.
+    let db = h.dir.path().join("data/controller.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let n = sqlx::query(
+        "UPDATE secrets SET value_enc = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' WHERE app = 'web'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(n, 1);
+    pool.close().await;
+
+    // The host still gets both releases; only web's secrets are left out (the agent refuses
+    // that release by the secret's name and keeps what runs).
+    let body = desired(&h, "h1", &agent).await;
+    assert!(body.releases.contains_key("api") && body.releases.contains_key("web"));
+    assert!(!body.secrets.contains_key("web"), "{:?}", body.secrets);
+}

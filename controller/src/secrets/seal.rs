@@ -79,38 +79,75 @@ pub async fn seal_for_host(
             );
             continue;
         };
-        let master = state.master_key()?;
-        let mut sealed = BTreeMap::new();
-        for (name, pin) in &rel.spec.secret_versions {
-            let Some(rec) = state.store.secret(app, name, pin.version).await? else {
-                tracing::warn!(app, secret = %name, version = pin.version, "pinned secret version is gone");
-                continue;
-            };
-            let value = master
-                .decrypt(&at_rest_label(app, name, pin.version), &rec.value_enc)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            if secret_digest(&value) != pin.digest {
-                return Err(ApiError::Internal(format!(
-                    "secret `{name}` v{} of app `{app}` does not match the digest its release pins",
-                    pin.version
-                )));
+        match seal_app(state, host, app, &rel, &pk).await {
+            Ok(sealed) => {
+                body.secrets.insert(app.clone(), sealed);
             }
-            let ctx = SealContext {
-                app,
-                name,
-                version: pin.version,
-                host,
-            };
-            let s = seal(&pk, &ctx, &value).map_err(|e| ApiError::Internal(e.to_string()))?;
-            sealed.insert(
-                name.clone(),
-                HostSecret {
-                    version: pin.version,
-                    sealed: s,
-                },
-            );
+            // The store is unreachable: the whole answer fails and the agent keeps its set.
+            Err(AppSeal::Store(e)) => return Err(e),
+            // This app's secrets are unusable: its release on this host is refused by the
+            // agent (a secret not delivered); the host's other apps are unaffected.
+            Err(AppSeal::Unusable(why)) => {
+                tracing::error!(host, app, error = %why, "cannot seal this app's secrets to the host; its other apps are still served");
+            }
         }
-        body.secrets.insert(app.clone(), sealed);
     }
     Ok(())
+}
+
+/// Why one app's secrets could not be sealed.
+enum AppSeal {
+    Store(ApiError),
+    Unusable(String),
+}
+
+impl From<crate::store::StoreError> for AppSeal {
+    fn from(e: crate::store::StoreError) -> Self {
+        AppSeal::Store(e.into())
+    }
+}
+
+/// Seals every version `rel` pins to `pk`.
+async fn seal_app(
+    state: &AppState,
+    host: &str,
+    app: &str,
+    rel: &Release,
+    pk: &HostPublicKey,
+) -> Result<BTreeMap<String, HostSecret>, AppSeal> {
+    let master = state
+        .master_key()
+        .map_err(|e| AppSeal::Unusable(e.to_string()))?;
+    let mut sealed = BTreeMap::new();
+    for (name, pin) in &rel.spec.secret_versions {
+        let Some(rec) = state.store.secret(app, name, pin.version).await? else {
+            tracing::warn!(app, secret = %name, version = pin.version, "pinned secret version is gone");
+            continue;
+        };
+        let value = master
+            .decrypt(&at_rest_label(app, name, pin.version), &rec.value_enc)
+            .map_err(|e| AppSeal::Unusable(format!("secret `{name}` v{}: {e}", pin.version)))?;
+        if secret_digest(&value) != pin.digest {
+            return Err(AppSeal::Unusable(format!(
+                "secret `{name}` v{} does not match the digest its release pins",
+                pin.version
+            )));
+        }
+        let ctx = SealContext {
+            app,
+            name,
+            version: pin.version,
+            host,
+        };
+        let s = seal(pk, &ctx, &value)
+            .map_err(|e| AppSeal::Unusable(format!("secret `{name}` v{}: {e}", pin.version)))?;
+        sealed.insert(
+            name.clone(),
+            HostSecret {
+                version: pin.version,
+                sealed: s,
+            },
+        );
+    }
+    Ok(sealed)
 }
