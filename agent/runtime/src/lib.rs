@@ -27,7 +27,7 @@ pub mod state;
 pub mod volumes;
 
 pub use adopt::AdoptReport;
-pub use config::{CniConfig, RuntimeConfig};
+pub use config::{ByteSize, CniConfig, RuntimeConfig};
 pub use container::{ContainerInfo, ContainerSpec, ContainerStatus, CrashPoint};
 pub use error::{BundleError, NetworkError, RuncError, RuntimeError};
 pub use runc::ExecOutput;

@@ -1,15 +1,44 @@
 //! Container output: stdout and stderr go straight from the container to append-only files
 //! in its dir (so output survives agent restarts), capped by copy-and-truncate rotation into
-//! `<name>.1`.
+//! `<name>.1` as soon as they pass the cap ([`LogWatch`] wakes on every write burst), so a
+//! stream never takes much more than twice the cap on disk.
+//!
+//! Each file has a write-time index beside it, `<name>.times`: lines of `<unix ms> <length>`
+//! ("by then the file held that many bytes"), noted at most every
+//! [`defaults::LOG_TIMES_GRAIN`] while it grows, so a reader can start at a time
+//! ([`offset_since`]) although the output itself carries none.
 
+use crate::defaults;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const STDOUT: &str = "stdout.log";
 pub const STDERR: &str = "stderr.log";
+/// Suffix of a log's write-time index.
+pub const TIMES: &str = ".times";
 
 /// (stdout, stderr) log files of the container whose dir is `dir`.
 pub fn paths(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join(STDOUT), dir.join(STDERR))
+}
+
+/// `<path>` + `suffix`.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// The rotated copy of a log: `<name>.1`.
+pub fn rotated(path: &Path) -> PathBuf {
+    with_suffix(path, ".1")
+}
+
+/// The write-time index of a log: `<name>.times`.
+pub fn times(path: &Path) -> PathBuf {
+    with_suffix(path, TIMES)
 }
 
 /// Opens a log file for the container to append to.
@@ -22,9 +51,10 @@ pub fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// When `path` is over `max` bytes: copy it to `<path>.1` (replacing the older copy) and
-/// truncate it. The writer appends (`O_APPEND`), so it carries on at the new end; output
-/// written between copy and truncate is lost, as with logrotate's copytruncate.
+/// When `path` is over `max` bytes: copy it to `<path>.1` (replacing the older copy, its
+/// index with it) and truncate it. The writer appends (`O_APPEND`), so it carries on at the
+/// new end; output written between copy and truncate is lost, as with logrotate's
+/// copytruncate. Exactly the length seen is copied, so a fast writer cannot stretch the copy.
 pub fn rotate(path: &Path, max: u64) -> std::io::Result<bool> {
     let len = match std::fs::metadata(path) {
         Ok(m) => m.len(),
@@ -34,11 +64,19 @@ pub fn rotate(path: &Path, max: u64) -> std::io::Result<bool> {
     if len <= max {
         return Ok(false);
     }
-    let mut old = path.as_os_str().to_owned();
-    old.push(".1");
-    let tmp = path.with_extension("log.1.tmp");
-    std::fs::copy(path, &tmp)?;
-    std::fs::rename(&tmp, &old)?;
+    let tmp = with_suffix(path, ".1.tmp");
+    {
+        let mut from = std::fs::File::open(path)?.take(len);
+        let mut to = std::fs::File::create(&tmp)?;
+        std::io::copy(&mut from, &mut to)?;
+    }
+    std::fs::rename(&tmp, rotated(path))?;
+    match std::fs::rename(times(path), times(&rotated(path))) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let _ = std::fs::remove_file(times(&rotated(path)));
+        }
+        r => r?,
+    }
     std::fs::OpenOptions::new()
         .write(true)
         .open(path)?
@@ -46,18 +84,161 @@ pub fn rotate(path: &Path, max: u64) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Removes a container's log files (current and rotated).
+/// Appends "by `at`, `path` held `len` bytes" to its index.
+pub fn note_length(path: &Path, len: u64, at: SystemTime) -> std::io::Result<()> {
+    let ms = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let mut f = open_append(&times(path))?;
+    f.write_all(format!("{ms} {len}\n").as_bytes())
+}
+
+/// Where in `path` the output written at or after `since` starts: the length last noted
+/// before `since` (0 when none was), so lines up to one grain older may be included.
+pub fn offset_since(path: &Path, since: SystemTime) -> u64 {
+    let since_ms = since.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let Ok(text) = std::fs::read_to_string(times(path)) else {
+        return 0;
+    };
+    let mut offset = 0;
+    for line in text.lines() {
+        let mut parts = line.split(' ');
+        let (Some(Ok(ms)), Some(Ok(len))) = (
+            parts.next().map(str::parse::<u128>),
+            parts.next().map(str::parse::<u64>),
+        ) else {
+            continue;
+        };
+        if ms >= since_ms {
+            break;
+        }
+        offset = len;
+    }
+    offset
+}
+
+/// Removes a container's log files (current and rotated) and their indexes.
 pub fn remove(dir: &Path) {
     for name in [STDOUT, STDERR] {
-        let _ = std::fs::remove_file(dir.join(name));
-        let _ = std::fs::remove_file(dir.join(format!("{name}.1")));
+        let log = dir.join(name);
+        for p in [times(&rotated(&log)), rotated(&log), times(&log), log] {
+            let _ = std::fs::remove_file(p);
+        }
     }
+}
+
+/// Keeps one container's two logs under their cap and their indexes up to date. Wakes on
+/// writes (inotify), at most once per [`defaults::LOG_WATCH_PAUSE`].
+pub struct LogWatch {
+    max: u64,
+    files: [Noted; 2],
+    inotify: Option<tokio::io::unix::AsyncFd<OwnedFd>>,
+}
+
+/// One log and what its index last said.
+struct Noted {
+    path: PathBuf,
+    len: u64,
+    at: Option<std::time::Instant>,
+}
+
+impl LogWatch {
+    /// Watches the logs in `dir` (which exist: the container was created with them). Without
+    /// inotify the watcher still works, on [`LogWatch::check`] calls alone.
+    pub fn new(dir: &Path, max: u64) -> Self {
+        let (out, err) = paths(dir);
+        let inotify = watch(&[&out, &err])
+            .map_err(|e| {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the logs for writes; checking them every second");
+            })
+            .ok();
+        let noted = |path: PathBuf| Noted {
+            path,
+            len: 0,
+            at: None,
+        };
+        Self {
+            max,
+            files: [noted(out), noted(err)],
+            inotify,
+        }
+    }
+
+    /// Waits until a log was written to (forever without inotify).
+    pub async fn written(&self) {
+        let Some(fd) = &self.inotify else {
+            return std::future::pending().await;
+        };
+        loop {
+            let Ok(mut guard) = fd.readable().await else {
+                return std::future::pending().await;
+            };
+            let mut buf = [0u8; 4096];
+            let mut any = false;
+            loop {
+                match rustix::io::read(fd.get_ref().as_fd(), &mut buf) {
+                    Ok(n) if n > 0 => any = true,
+                    _ => break,
+                }
+            }
+            guard.clear_ready();
+            if any {
+                return;
+            }
+        }
+    }
+
+    /// Rotates a log past the cap; notes lengths that changed (at most once a grain each).
+    pub fn check(&mut self) {
+        for f in &mut self.files {
+            let len = match std::fs::metadata(&f.path) {
+                Ok(m) => m.len(),
+                Err(_) => continue,
+            };
+            if len > self.max {
+                match rotate(&f.path, self.max) {
+                    Ok(_) => {
+                        f.len = 0;
+                        f.at = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %f.path.display(), error = %e, "log rotation")
+                    }
+                }
+                continue;
+            }
+            let due = f
+                .at
+                .is_none_or(|t| t.elapsed() >= defaults::LOG_TIMES_GRAIN);
+            if len != f.len && due {
+                if let Err(e) = note_length(&f.path, len, SystemTime::now()) {
+                    tracing::warn!(path = %f.path.display(), error = %e, "noting the log's length");
+                }
+                f.len = len;
+                f.at = Some(std::time::Instant::now());
+            }
+        }
+    }
+}
+
+/// An inotify instance watching `paths` for writes.
+fn watch(paths: &[&Path]) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use rustix::fs::inotify;
+    let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)?;
+    for p in paths {
+        inotify::add_watch(&fd, *p, inotify::WatchFlags::MODIFY)?;
+    }
+    // SAFETY: the AsyncFd takes ownership of the OwnedFd, so the descriptor stays open and
+    // refers to this inotify instance until the AsyncFd is dropped.
+    #[allow(unsafe_code)]
+    let afd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    afd.map_err(std::io::Error::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::time::Duration;
 
     #[test]
     fn rotation_caps_the_file_and_keeps_one_old_copy() {
@@ -67,6 +248,7 @@ mod tests {
         f.write_all(&[b'a'; 100]).unwrap();
         assert!(!rotate(&out, 100).unwrap());
         f.write_all(b"b").unwrap();
+        note_length(&out, 101, SystemTime::now()).unwrap();
         assert!(rotate(&out, 100).unwrap());
         assert_eq!(std::fs::metadata(&out).unwrap().len(), 0);
         assert_eq!(
@@ -75,8 +257,26 @@ mod tests {
                 .len(),
             101
         );
+        assert!(dir.path().join("stdout.log.1.times").is_file());
+        assert!(!dir.path().join("stdout.log.times").exists());
         // The writer keeps appending at the (new) end, not at its old offset.
         f.write_all(b"after").unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"after");
+        remove(dir.path());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_index_gives_where_output_since_a_time_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, _) = paths(dir.path());
+        let t = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(offset_since(&out, t(5)), 0, "no index: everything");
+        note_length(&out, 10, t(10)).unwrap();
+        note_length(&out, 25, t(20)).unwrap();
+        assert_eq!(offset_since(&out, t(5)), 0);
+        assert_eq!(offset_since(&out, t(10)), 0, "noted at `since`: not before it");
+        assert_eq!(offset_since(&out, t(15)), 10);
+        assert_eq!(offset_since(&out, t(30)), 25);
     }
 }
