@@ -191,6 +191,12 @@ impl LogReader {
 /// Moves the starts of `segs` (read in order) back from their ends so that exactly the
 /// last `n` lines remain (a last line without its newline counts).
 fn tail(segs: &mut [Segment], n: u64) -> std::io::Result<()> {
+    if n == 0 {
+        for s in segs.iter_mut() {
+            s.start = s.end;
+        }
+        return Ok(());
+    }
     let mut newlines = 0u64;
     // A newline ending the very last byte ends the last line; it starts none.
     let mut skip_last = true;
@@ -225,11 +231,6 @@ fn tail(segs: &mut [Segment], n: u64) -> std::io::Result<()> {
                 }
             }
             pos = from;
-        }
-    }
-    if n == 0 {
-        for s in segs.iter_mut() {
-            s.start = s.end;
         }
     }
     Ok(())
