@@ -240,22 +240,28 @@ mod tests {
             RequestError::NotListening
         );
         let poll = relay.poll("h1");
-        let waiting = tokio::spawn(async move {
-            poll.next(Instant::now() + Duration::from_secs(5)).await
-        });
+        let waiting =
+            tokio::spawn(async move { poll.next(Instant::now() + Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let started = relay.request("h1", req("a"), tx).unwrap();
         let got = waiting.await.unwrap();
         assert_eq!(got, vec![req("a")]);
         assert!(relay.listening("h1"), "between two polls");
-        assert!(relay.start_upload("h2", "a").is_none(), "another host's request");
+        assert!(
+            relay.start_upload("h2", "a").is_none(),
+            "another host's request"
+        );
         let up = relay.start_upload("h1", "a").unwrap();
         started.await.unwrap();
         assert!(!relay.withdraw("a"), "started: nothing to withdraw");
         up.frames.send(LogFrame::note("x")).await.unwrap();
         drop(up);
         assert_eq!(rx.recv().await, Some(LogFrame::note("x")));
-        assert_eq!(rx.recv().await, None, "every sender gone: the reader's stream ends");
+        assert_eq!(
+            rx.recv().await,
+            None,
+            "every sender gone: the reader's stream ends"
+        );
     }
 
     #[tokio::test]

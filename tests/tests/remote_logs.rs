@@ -42,7 +42,9 @@ fn text(b: &[u8]) -> String {
 /// The stdout lines of `host` in prefixed output.
 fn lines_of<'a>(out: &'a str, host: &str) -> Vec<&'a str> {
     let prefix = format!("[{host}] ");
-    out.lines().filter_map(|l| l.strip_prefix(&prefix)).collect()
+    out.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .collect()
 }
 
 #[test]
@@ -76,7 +78,14 @@ fn slipway_logs_reads_every_host_through_the_controller() {
     .unwrap_or_else(|_| panic!("no stderr from both hosts: {}", text(&out.stderr)));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let want = ["hello from web", "line 0", "line 1", "line 2", "line 3", "line 4"];
+    let want = [
+        "hello from web",
+        "line 0",
+        "line 1",
+        "line 2",
+        "line 3",
+        "line 4",
+    ];
     for h in [&h0, &h1] {
         assert_eq!(lines_of(&stdout, h), want, "{h}:\n{stdout}");
     }
@@ -157,13 +166,22 @@ fn slipway_logs_reads_every_host_through_the_controller() {
         out = f.slipway(0, &["logs", app]);
         text(&out.stderr).contains("is down")
     })
-    .unwrap_or_else(|_| panic!("the killed host never showed as down: {}", text(&out.stderr)));
+    .unwrap_or_else(|_| {
+        panic!(
+            "the killed host never showed as down: {}",
+            text(&out.stderr)
+        )
+    });
     let err = text(&out.stderr);
     assert!(
-        err.contains(&format!("[{h1}] error: host {h1} is down: last seen ")) && err.contains(" ago, at "),
+        err.contains(&format!("[{h1}] error: host {h1} is down: last seen "))
+            && err.contains(" ago, at "),
         "{err}"
     );
-    assert!(!out.status.success(), "a host gave no logs: the exit code says so");
+    assert!(
+        !out.status.success(),
+        "a host gave no logs: the exit code says so"
+    );
     assert!(err.contains(&format!("no logs from {h1}")), "{err}");
     assert_eq!(lines_of(&text(&out.stdout), &h0), want);
     drop(f);

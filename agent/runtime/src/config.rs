@@ -49,7 +49,11 @@ impl std::str::FromStr for ByteSize {
             "KB" | "kB" => 1_000,
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
-            u => return Err(format!("size `{s}`: unknown unit `{u}` (use B, KiB, MiB, GiB, KB, MB or GB)")),
+            u => {
+                return Err(format!(
+                    "size `{s}`: unknown unit `{u}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+                ))
+            }
         };
         let n: u64 = num
             .parse()
@@ -190,7 +194,10 @@ mod tests {
     fn log_max_size_reads_units_and_refuses_nonsense() {
         let read = |v: &str| toml::from_str::<RuntimeConfig>(&format!("log_max_size = {v}"));
         assert_eq!(read("\"10MiB\"").unwrap().log_max_size, ByteSize(10 << 20));
-        assert_eq!(read("\"512KiB\"").unwrap().log_max_size, ByteSize(512 << 10));
+        assert_eq!(
+            read("\"512KiB\"").unwrap().log_max_size,
+            ByteSize(512 << 10)
+        );
         assert_eq!(read("\"2MB\"").unwrap().log_max_size, ByteSize(2_000_000));
         assert_eq!(read("1048576").unwrap().log_max_size, ByteSize(1 << 20));
         let e = read("\"10 parsecs\"").unwrap_err().to_string();

@@ -86,7 +86,10 @@ pub fn rotate(path: &Path, max: u64) -> std::io::Result<bool> {
 
 /// Appends "by `at`, `path` held `len` bytes" to its index.
 pub fn note_length(path: &Path, len: u64, at: SystemTime) -> std::io::Result<()> {
-    let ms = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let ms = at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
     let mut f = open_append(&times(path))?;
     f.write_all(format!("{ms} {len}\n").as_bytes())
 }
@@ -94,7 +97,10 @@ pub fn note_length(path: &Path, len: u64, at: SystemTime) -> std::io::Result<()>
 /// Where in `path` the output written at or after `since` starts: the length last noted
 /// before `since` (0 when none was), so lines up to one grain older may be included.
 pub fn offset_since(path: &Path, since: SystemTime) -> u64 {
-    let since_ms = since.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let since_ms = since
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
     let Ok(text) = std::fs::read_to_string(times(path)) else {
         return 0;
     };
@@ -205,9 +211,8 @@ impl LogWatch {
                 }
                 continue;
             }
-            let due = f
-                .at
-                .is_none_or(|t| t.elapsed() >= defaults::LOG_TIMES_GRAIN);
+            let due =
+                f.at.is_none_or(|t| t.elapsed() >= defaults::LOG_TIMES_GRAIN);
             if len != f.len && due {
                 if let Err(e) = note_length(&f.path, len, SystemTime::now()) {
                     tracing::warn!(path = %f.path.display(), error = %e, "noting the log's length");
@@ -275,7 +280,11 @@ mod tests {
         note_length(&out, 10, t(10)).unwrap();
         note_length(&out, 25, t(20)).unwrap();
         assert_eq!(offset_since(&out, t(5)), 0);
-        assert_eq!(offset_since(&out, t(10)), 0, "noted at `since`: not before it");
+        assert_eq!(
+            offset_since(&out, t(10)),
+            0,
+            "noted at `since`: not before it"
+        );
         assert_eq!(offset_since(&out, t(15)), 10);
         assert_eq!(offset_since(&out, t(30)), 25);
     }

@@ -319,11 +319,18 @@ async fn a_container_writing_nonstop_keeps_its_logs_within_twice_the_cap() {
     }
     let written = std::fs::read_to_string(dir.join("stdout.log")).unwrap_or_default();
     rt.discard(&id, Duration::from_secs(2)).await.unwrap();
-    assert!(rotations >= 3, "the container wrote too little to test: {rotations} rotations");
+    assert!(
+        rotations >= 3,
+        "the container wrote too little to test: {rotations} rotations"
+    );
     assert!(
         worst <= cap * 2 + cap / 2,
         "a stream took {worst} bytes on disk with a cap of {cap}"
     );
-    assert!(written.contains("out "), "{}", &written[..written.len().min(200)]);
+    assert!(
+        written.contains("out "),
+        "{}",
+        &written[..written.len().min(200)]
+    );
     fx.assert_clean(&id);
 }

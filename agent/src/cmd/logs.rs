@@ -52,9 +52,8 @@ fn parse_since(s: &str) -> anyhow::Result<std::time::SystemTime> {
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(std::time::SystemTime::now() - d);
     }
-    humantime::parse_rfc3339_weak(s).map_err(|_| {
-        anyhow::anyhow!("--since `{s}`: give a duration (`10m`) or an RFC 3339 time")
-    })
+    humantime::parse_rfc3339_weak(s)
+        .map_err(|_| anyhow::anyhow!("--since `{s}`: give a duration (`10m`) or an RFC 3339 time"))
 }
 
 /// The container's stdout to ours, its stderr to ours.

@@ -122,7 +122,8 @@ impl LogReader {
         if let Some(n) = window.tail {
             tail(&mut segs, n)?;
         }
-        self.plan.extend(segs.into_iter().filter(|s| s.end > s.start));
+        self.plan
+            .extend(segs.into_iter().filter(|s| s.end > s.start));
         Ok(())
     }
 
@@ -276,7 +277,11 @@ mod tests {
         assert_eq!(backlog(d.path(), t(0)), "");
         assert_eq!(backlog(d.path(), t(99)), "a\nb\ncd\ne\n");
         std::fs::write(d.path().join("stdout.log"), "d\ne").unwrap();
-        assert_eq!(backlog(d.path(), t(1)), "e", "a last line without its newline");
+        assert_eq!(
+            backlog(d.path(), t(1)),
+            "e",
+            "a last line without its newline"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 use super::read::Window;
 use super::{copy, LogSink, Options};
 use crate::defaults;
-use crate::source::controller::{api_error, backoff, read_token, ControllerSourceConfig, CONNECT_TIMEOUT};
+use crate::source::controller::{
+    api_error, backoff, read_token, ControllerSourceConfig, CONNECT_TIMEOUT,
+};
 use anyhow::Context;
 use bytes::Bytes;
 use slipway_proto::api::logs::{LogFrame, LogRequest, LogRequests, LogStream};
@@ -137,9 +139,7 @@ async fn serve(ctx: Arc<Ctx>, req: LogRequest) {
         }
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::io::Error>(b), rx))
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     });
     let url = format!(
         "{}/v1/hosts/{}/logs/{}",

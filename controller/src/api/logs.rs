@@ -106,11 +106,7 @@ pub async fn read(
     drop(tx);
     tracing::info!(app, by = %caller.name, follow = q.follow, "logs requested");
     let body = Body::from_stream(relay_stream(first, rx, state.shutdown.clone()));
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        body,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 /// The hosts to ask: `only`, or every registered host that reported `app`.
