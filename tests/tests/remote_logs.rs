@@ -104,6 +104,29 @@ fn slipway_logs_reads_every_host_through_the_controller() {
         assert_eq!(ticks, 2, "{}", text(&out.stderr));
     }
 
+    // --since: only what was written since then (the stdout lines came at start).
+    std::thread::sleep(Duration::from_secs(3));
+    let out = f.slipway(0, &["logs", app, "--host", &h0, "--since", "2s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "stdout was written at start");
+    let ticks = text(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("tick "))
+        .count();
+    assert!((1..=4).contains(&ticks), "{}", text(&out.stderr));
+    let out = f.slipway(
+        0,
+        &[
+            "logs",
+            app,
+            "--host",
+            &h0,
+            "--since",
+            "2020-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), want);
+
     // A read-only token may read (one host: lines as they are); an agent token may not.
     let ro = f.controllers[0].token("logs-reader", "read-only", None);
     let out = slipway(&url, &ro, &["logs", app, "--host", &h0, "--tail", "1"]);

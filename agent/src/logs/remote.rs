@@ -111,13 +111,15 @@ async fn serve(ctx: Arc<Ctx>, req: LogRequest) {
                 return;
             }
         };
-        let since = match r.since.as_deref().map(humantime::parse_rfc3339_weak) {
+        let since = match r.since.as_deref() {
             None => None,
-            Some(Ok(t)) => Some(t),
-            Some(Err(e)) => {
-                let _ = sink.error(format!("since `{:?}`: {e}", r.since)).await;
-                return;
-            }
+            Some(s) => match humantime::parse_rfc3339_weak(s) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    let _ = sink.error(format!("since `{s}`: {e}")).await;
+                    return;
+                }
+            },
         };
         let opts = Options {
             seq: None,
