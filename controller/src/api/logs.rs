@@ -204,7 +204,7 @@ pub async fn poll(
         Some(w) => humantime::parse_duration(w)
             .map_err(|e| ApiError::BadRequest(format!("wait `{w}`: {e}")))?,
     }
-    .min(defaults::LONG_POLL_MAX_WAIT);
+    .min(state.rollouts.long_poll_max_wait);
     if state.store.host(&host).await?.is_none() {
         return Err(ApiError::NotFound(format!(
             "host `{host}` is not registered: the agent registers first"
