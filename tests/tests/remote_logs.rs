@@ -19,18 +19,20 @@ const CONTROLLER: &str =
 
 /// Prints a fixed stdout at start, then a numbered `tick` on stderr every second, and serves
 /// HTTP (for the health check).
-fn chatty_image() -> slipway_tests::image::Image {
-    let script = "echo 'hello from web'; for i in 0 1 2 3 4; do echo \"line $i\"; done; \
-                  ( n=0; while :; do n=$((n+1)); echo \"tick $n\" >&2; sleep 1; done ) & \
-                  exec /bin/busybox httpd -f -p 80 -h /www";
+fn chatty_image(version: &str) -> slipway_tests::image::Image {
+    let script = format!(
+        "echo 'hello from {version}'; for i in 0 1 2 3 4; do echo \"line $i\"; done; \
+         ( n=0; while :; do n=$((n+1)); echo \"tick $n\" >&2; sleep 1; done ) & \
+         exec /bin/busybox httpd -f -p 80 -h /www"
+    );
     ImageBuilder::new()
         .layer(busybox_layer())
         .layer_from_tar(TarBuilder::new().dir("www", 0o755).file(
             "www/index.html",
-            b"chatty",
+            version.as_bytes(),
             0o644,
         ))
-        .cmd(&["/bin/sh", "-c", script])
+        .cmd(&["/bin/sh", "-c", &script])
         .expose("80/tcp")
         .build()
 }
@@ -52,7 +54,9 @@ fn slipway_logs_reads_every_host_through_the_controller() {
     let app = "logsweb";
     let mut f = Fleet::start(1, CONTROLLER);
     let listen = free_port();
-    let image = chatty_image().push(f.registry.addr(), app, "v1").unwrap();
+    let image = chatty_image("web")
+        .push(f.registry.addr(), app, "v1")
+        .unwrap();
     f.add_hosts(app, 2, &format!("{{ fleet = \"{app}\" }}"), 0);
     f.apply(
         app,
@@ -181,6 +185,57 @@ fn slipway_logs_reads_every_host_through_the_controller() {
             f.host(&h0).log_tail("agent.log", 20)
         )
     });
+
+    // -f moves on to the new container when a new release starts, and says so.
+    let v2 = chatty_image("v2")
+        .push(f.registry.addr(), app, "v2")
+        .unwrap();
+    let mut follow = Command::new(bin("slipway"))
+        .args(["logs", app, "-f", "--tail", "0"])
+        .env("SLIPWAY_URL", &url)
+        .env("SLIPWAY_TOKEN", &f.admin)
+        .env("HOME", "/nonexistent")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    for pipe in [
+        Box::new(follow.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(follow.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    ok(f.slipway(0, &["release", app, "--image", &v2.image_ref()]));
+    let (mut noted, mut hello) = (false, false);
+    let t = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while !(noted && hello) && t.elapsed() < Duration::from_secs(60) {
+        if let Ok(l) = rx.recv_timeout(Duration::from_secs(1)) {
+            noted |= l.starts_with(&format!("[{h0}] now following release 2"));
+            hello |= l == format!("[{h0}] hello from v2");
+            seen.push(l);
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        noted && hello,
+        "the follow never moved to release 2: {seen:#?}"
+    );
+    f.wait_rollout(app, Duration::from_secs(60), |r| {
+        r["state"] == "done" && r["seq"] == 2
+    });
+    let want: Vec<String> = want
+        .iter()
+        .map(|l| l.replace("from web", "from v2"))
+        .collect();
 
     // A host that is down says so, with when it was last seen; the other one still prints.
     f.host_mut(&h1).kill_agent();
