@@ -338,7 +338,16 @@ impl Runtime {
         let id = id.to_string();
         let dir = self.dir(&id);
         let wait = reaper::wait_exit(pid);
-        let mut logs = logs::LogWatch::new(&dir, self.cfg.log_max_size.bytes());
+        let watcher = self
+            .shared
+            .log_watcher
+            .get_or_init(|| {
+                logs::LogWatcher::start()
+                    .map_err(|e| tracing::warn!(error = %e, "cannot watch container logs for writes; checking them every second"))
+                    .ok()
+            })
+            .clone();
+        let mut logs = logs::LogWatch::new(&dir, self.cfg.log_max_size.bytes(), watcher);
         tokio::spawn(async move {
             tokio::pin!(wait);
             let mut reap = tokio::time::interval(defaults::REAP_INTERVAL);

@@ -58,6 +58,8 @@ struct Shared {
     /// interleave on one container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     crash_at: Mutex<Option<CrashPoint>>,
+    /// Wakes the supervisors when their logs are written (started with the first one).
+    log_watcher: std::sync::OnceLock<Option<Arc<logs::LogWatcher>>>,
 }
 
 impl Runtime {

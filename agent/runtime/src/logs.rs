@@ -1,6 +1,7 @@
 //! Container output: stdout and stderr go straight from the container to append-only files
 //! in its dir (so output survives agent restarts), capped by copy-and-truncate rotation into
-//! `<name>.1` as soon as they pass the cap ([`LogWatch`] wakes on every write burst), so a
+//! `<name>.1` as soon as they pass the cap ([`LogWatch`] wakes on every write burst, through
+//! one [`LogWatcher`] per runtime), so a
 //! stream never takes much more than twice the cap on disk.
 //!
 //! Each file has a write-time index beside it, `<name>.times`: lines of `<unix ms> <length>`
@@ -9,10 +10,13 @@
 //! ([`offset_since`]) although the output itself carries none.
 
 use crate::defaults;
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
 
 pub const STDOUT: &str = "stdout.log";
 pub const STDERR: &str = "stderr.log";
@@ -131,12 +135,90 @@ pub fn remove(dir: &Path) {
     }
 }
 
-/// Keeps one container's two logs under their cap and their indexes up to date. Wakes on
-/// writes (inotify), at most once per [`defaults::LOG_WATCH_PAUSE`].
+/// One inotify instance for every container of a runtime (the kernel allows a user only 128
+/// instances by default), waking each container's [`LogWatch`] when its logs are written.
+pub struct LogWatcher {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+    /// Watch descriptor -> the container watch it belongs to.
+    subs: Mutex<HashMap<i32, Arc<Notify>>>,
+}
+
+impl LogWatcher {
+    /// Starts the watcher and its dispatch task (in the current tokio runtime).
+    pub fn start() -> std::io::Result<Arc<LogWatcher>> {
+        use rustix::fs::inotify;
+        let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)?;
+        // SAFETY: the AsyncFd takes ownership of the OwnedFd, so the descriptor stays open
+        // and refers to this inotify instance until the AsyncFd is dropped.
+        #[allow(unsafe_code)]
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .map_err(std::io::Error::from)?;
+        let w = Arc::new(LogWatcher {
+            fd,
+            subs: Mutex::default(),
+        });
+        tokio::spawn(w.clone().dispatch());
+        Ok(w)
+    }
+
+    async fn dispatch(self: Arc<Self>) {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        loop {
+            let Ok(mut guard) = self.fd.readable().await else {
+                return;
+            };
+            let mut events = rustix::fs::inotify::Reader::new(self.fd.get_ref(), &mut buf);
+            let mut woken = Vec::new();
+            while let Ok(ev) = events.next() {
+                woken.push(ev.wd());
+            }
+            guard.clear_ready();
+            let subs = self.subs.lock().unwrap();
+            for wd in woken {
+                if let Some(n) = subs.get(&wd) {
+                    n.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Watches `paths` for writes, waking `notify`; the watch descriptors, to unsubscribe.
+    fn subscribe(&self, paths: &[&Path], notify: &Arc<Notify>) -> std::io::Result<Vec<i32>> {
+        use rustix::fs::inotify;
+        let mut wds = Vec::new();
+        for p in paths {
+            match inotify::add_watch(self.fd.get_ref(), *p, inotify::WatchFlags::MODIFY) {
+                Ok(wd) => {
+                    self.subs.lock().unwrap().insert(wd, notify.clone());
+                    wds.push(wd);
+                }
+                Err(e) => {
+                    self.unsubscribe(&wds);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(wds)
+    }
+
+    fn unsubscribe(&self, wds: &[i32]) {
+        let mut subs = self.subs.lock().unwrap();
+        for wd in wds {
+            subs.remove(wd);
+            let _ = rustix::fs::inotify::remove_watch(self.fd.get_ref(), *wd);
+        }
+    }
+}
+
+/// Keeps one container's two logs under their cap and their indexes up to date. Woken by
+/// the [`LogWatcher`] on writes; [`LogWatch::check`] also works without it.
 pub struct LogWatch {
     max: u64,
     files: [Noted; 2],
-    inotify: Option<tokio::io::unix::AsyncFd<OwnedFd>>,
+    watcher: Option<(Arc<LogWatcher>, Vec<i32>)>,
+    notify: Arc<Notify>,
 }
 
 /// One log and what its index last said.
@@ -147,15 +229,17 @@ struct Noted {
 }
 
 impl LogWatch {
-    /// Watches the logs in `dir` (which exist: the container was created with them). Without
-    /// inotify the watcher still works, on [`LogWatch::check`] calls alone.
-    pub fn new(dir: &Path, max: u64) -> Self {
+    /// Watches the logs in `dir` (which exist: the container was created with them).
+    pub fn new(dir: &Path, max: u64, watcher: Option<Arc<LogWatcher>>) -> Self {
         let (out, err) = paths(dir);
-        let inotify = watch(&[&out, &err])
-            .map_err(|e| {
+        let notify = Arc::new(Notify::new());
+        let watcher = watcher.and_then(|w| match w.subscribe(&[&out, &err], &notify) {
+            Ok(wds) => Some((w, wds)),
+            Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the logs for writes; checking them every second");
-            })
-            .ok();
+                None
+            }
+        });
         let noted = |path: PathBuf| Noted {
             path,
             len: 0,
@@ -164,32 +248,17 @@ impl LogWatch {
         Self {
             max,
             files: [noted(out), noted(err)],
-            inotify,
+            watcher,
+            notify,
         }
     }
 
-    /// Waits until a log was written to (forever without inotify).
+    /// Waits until a log was written to (forever when not watched).
     pub async fn written(&self) {
-        let Some(fd) = &self.inotify else {
+        if self.watcher.is_none() {
             return std::future::pending().await;
-        };
-        loop {
-            let Ok(mut guard) = fd.readable().await else {
-                return std::future::pending().await;
-            };
-            let mut buf = [0u8; 4096];
-            let mut any = false;
-            loop {
-                match rustix::io::read(fd.get_ref().as_fd(), &mut buf) {
-                    Ok(n) if n > 0 => any = true,
-                    _ => break,
-                }
-            }
-            guard.clear_ready();
-            if any {
-                return;
-            }
         }
+        self.notify.notified().await
     }
 
     /// Rotates a log past the cap; notes lengths that changed (at most once a grain each).
@@ -224,20 +293,12 @@ impl LogWatch {
     }
 }
 
-/// An inotify instance watching `paths` for writes.
-fn watch(paths: &[&Path]) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    use rustix::fs::inotify;
-    let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)?;
-    for p in paths {
-        inotify::add_watch(&fd, *p, inotify::WatchFlags::MODIFY)?;
+impl Drop for LogWatch {
+    fn drop(&mut self) {
+        if let Some((w, wds)) = &self.watcher {
+            w.unsubscribe(wds);
+        }
     }
-    // SAFETY: the AsyncFd takes ownership of the OwnedFd, so the descriptor stays open and
-    // refers to this inotify instance until the AsyncFd is dropped.
-    #[allow(unsafe_code)]
-    let afd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    };
-    afd.map_err(std::io::Error::from)
 }
 
 #[cfg(test)]
