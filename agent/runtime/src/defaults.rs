@@ -47,6 +47,11 @@ pub const REAP_INTERVAL: Duration = Duration::from_secs(5);
 /// A log's length is noted with the time at most this often (its `.times` index), so
 /// `logs --since` is off by no more than this.
 pub const LOG_TIMES_GRAIN: Duration = Duration::from_secs(1);
+/// A log's index is kept under the cap / this (trimmed to its newer half past it), so it
+/// adds little to the disk a stream takes even for an app writing a byte a second.
+pub const LOG_TIMES_SHARE: u64 = 32;
+/// ... but not under this, so a small cap still leaves hours of index.
+pub const LOG_TIMES_MIN: u64 = 16 * 1024;
 /// After a burst of writes wakes the log watcher, it checks sizes again no sooner than this:
 /// a container writing nonstop costs the agent at most 1 / this wake-ups a second, and
 /// overshoots the cap by what it writes in this long.

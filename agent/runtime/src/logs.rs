@@ -125,6 +125,23 @@ pub fn offset_since(path: &Path, since: SystemTime) -> u64 {
     offset
 }
 
+/// When the index of `path` is over `max` bytes (a slow writer notes many lengths for
+/// little output), keeps only its newer half: `--since` a time before what is left starts
+/// at the beginning of the file.
+pub fn trim_times(path: &Path, max: u64) -> std::io::Result<bool> {
+    let index = times(path);
+    if std::fs::metadata(&index).map_or(0, |m| m.len()) <= max {
+        return Ok(false);
+    }
+    let text = std::fs::read_to_string(&index)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let keep = lines[lines.len() / 2..].join("\n") + "\n";
+    let tmp = with_suffix(&index, ".tmp");
+    std::fs::write(&tmp, keep)?;
+    std::fs::rename(&tmp, &index)?;
+    Ok(true)
+}
+
 /// Removes a container's log files (current and rotated) and their indexes.
 pub fn remove(dir: &Path) {
     for name in [STDOUT, STDERR] {
@@ -288,6 +305,10 @@ impl LogWatch {
                 }
                 f.len = len;
                 f.at = Some(std::time::Instant::now());
+                let index_max = (self.max / defaults::LOG_TIMES_SHARE).max(defaults::LOG_TIMES_MIN);
+                if let Err(e) = trim_times(&f.path, index_max) {
+                    tracing::warn!(path = %f.path.display(), error = %e, "trimming the log's index");
+                }
             }
         }
     }
@@ -348,5 +369,14 @@ mod tests {
         );
         assert_eq!(offset_since(&out, t(15)), 10);
         assert_eq!(offset_since(&out, t(30)), 25);
+
+        // A long index keeps its newer half: older times start at the file's start.
+        for i in 0..100u64 {
+            note_length(&out, 100 + i, t(100 + i)).unwrap();
+        }
+        assert!(trim_times(&out, 512).unwrap());
+        assert!(std::fs::metadata(times(&out)).unwrap().len() <= 1024);
+        assert_eq!(offset_since(&out, t(30)), 0);
+        assert_eq!(offset_since(&out, t(190)), 189);
     }
 }
