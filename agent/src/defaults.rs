@@ -38,3 +38,21 @@ pub const STALE_WARN_EVERY: Duration = Duration::from_secs(3600);
 
 /// Where the agent serves `GET /metrics` unless agent.toml says `metrics_addr`.
 pub const METRICS_ADDR: &str = "127.0.0.1:9464";
+
+// Container logs (`slipway-agent logs`, and `slipway logs` through the controller).
+
+/// How often a followed log is looked at for new output.
+pub const LOG_FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a follow looks for a newer container of the app (a new release went live).
+pub const LOG_FOLLOW_REPICK: Duration = Duration::from_secs(2);
+/// Bytes read from a log file at a time: what one stream holds in memory.
+pub const LOG_CHUNK: usize = 16 * 1024;
+/// Longer lines reach the controller split at this length (its frames are capped at 64 KiB).
+pub const LOG_LINE_MAX: usize = 16 * 1024;
+/// One log long-poll asks the controller to wait this long for a request.
+pub const LOG_POLL_WAIT: Duration = Duration::from_secs(25);
+/// Uploads at once; a request past them is answered with an error.
+pub const LOG_UPLOADS_MAX: usize = 16;
+/// A follow with nothing new sends a keep-alive this often, so an upload the controller
+/// dropped is noticed (the write fails) and ends.
+pub const LOG_KEEP_ALIVE: Duration = Duration::from_secs(5);

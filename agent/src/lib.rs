@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod expiry;
 pub mod health;
 pub mod host_key;
+pub mod logs;
 pub mod metrics;
 pub mod parts;
 pub mod reconcile;

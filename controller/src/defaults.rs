@@ -67,3 +67,28 @@ pub const EVENTS_PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 pub const EVENTS_PAGE: u32 = 1000;
 /// Live events buffered per subscriber; a slower one re-reads what it missed from the store.
 pub const EVENTS_BUFFER: usize = 1024;
+
+// Remote logs (`GET /v1/apps/{app}/logs`, `src/logs.rs`).
+
+/// An agent that has not started its upload by then is not going to: the request is
+/// withdrawn and the reader told. Agents poll for log requests all the time, so a healthy
+/// one answers in milliseconds.
+pub const LOG_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A log long-poll waits this long for a request before answering an empty list.
+pub const LOG_POLL_WAIT: Duration = Duration::from_secs(25);
+/// A host whose agent ended its last log long-poll this recently is still listening (it is
+/// between two polls).
+pub const LOG_POLL_GRACE: Duration = Duration::from_secs(15);
+/// Frames buffered per reader: past it the agents' uploads wait (TCP back-pressure), so a
+/// slow reader holds no more than this in memory.
+pub const LOG_BUFFER_FRAMES: usize = 256;
+/// Longest frame an agent may send (a line is split well below it by the agent).
+pub const LOG_FRAME_MAX: usize = 64 * 1024;
+/// A reader with nothing new gets a keep-alive this often, so a reader gone is noticed (the
+/// write fails) and the uploads it started end.
+pub const LOG_KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// Without `--follow`, an upload that is not done by then is cut: it sends at most the
+/// rotated and current files, which take seconds.
+pub const LOG_UPLOAD_MAX: Duration = Duration::from_secs(120);
+/// Log requests one host may have waiting or streaming at once.
+pub const LOG_REQUESTS_PER_HOST: usize = 16;

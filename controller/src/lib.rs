@@ -11,6 +11,7 @@ pub mod defaults;
 pub mod error;
 pub mod events;
 pub mod gitops;
+pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod publish;

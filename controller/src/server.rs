@@ -117,6 +117,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         )),
         shutdown: shutdown_rx.clone(),
         events: Arc::default(),
+        log_relay: Arc::default(),
         ui: Arc::new(crate::ui::Sessions::with_ttl(
             cfg.tls.is_some() || cfg.allow_plain_http,
             cfg.ui.session_ttl,

@@ -4,6 +4,8 @@
 //! other sends; the signed release body (`crate::release::Release`, with its `AppSpec`) is
 //! the exception and stays strict, because a signature covers it.
 
+pub mod logs;
+
 use crate::envelope::Envelope;
 use crate::id::HostId;
 use crate::spec::AppSpec;

@@ -6,6 +6,7 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use slipway_proto::api::logs::{LogFrame, LogRequests};
 use slipway_proto::api::*;
 use std::fmt::Debug;
 
@@ -66,11 +67,17 @@ fn the_controller_reads_newer_agents_and_clis() {
     );
     reads_the_same::<RollbackRequest>(json!({"to_seq": 2, "now": true}));
     reads_the_same::<CreateTokenRequest>(json!({"name": "a", "role": "agent", "host": "h1"}));
+    reads_the_same::<LogFrame>(json!({"stream": "stderr", "line": "oops"}));
+    reads_the_same::<LogFrame>(json!({"error": "no container of app `web` on this host"}));
 }
 
 #[test]
 fn agents_and_clis_read_a_newer_controller() {
     reads_the_same::<ErrorBody>(json!({"error": "nope"}));
+    reads_the_same::<LogRequests>(json!({"requests": [{"id": "ab12", "app": "web",
+        "since": "2030-01-01T00:00:00Z", "tail": 10, "follow": true}]}));
+    reads_the_same::<LogFrame>(json!({"host": "h1", "stream": "stdout", "line": "hi",
+        "note": "now following release 3"}));
     reads_the_same::<DesiredSetBody>(json!({"version": "v1", "releases": {"web": envelope()}}));
     reads_the_same::<HostInfo>(
         json!({"host": "h1", "labels": {"a": "b"}, "agent_version": "0.1.0",

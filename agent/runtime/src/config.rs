@@ -22,6 +22,90 @@ pub struct RuntimeConfig {
     pub cni: CniConfig,
     /// Resolvers of every container (an app spec's `dns` overrides each list).
     pub dns: DnsConfig,
+    /// Cap of each container log file (stdout, stderr), e.g. `"10MiB"`: past it the file is
+    /// rotated into `<name>.1`, so a stream takes at most about twice this on disk.
+    pub log_max_size: ByteSize,
+}
+
+/// A size in bytes, written `"10MiB"`, `"512KiB"`, `"1GiB"`, `"10MB"`, `"4096"` or `4096`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let unit_bytes: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "K" => 1 << 10,
+            "MiB" | "M" => 1 << 20,
+            "GiB" | "G" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            u => {
+                return Err(format!(
+                    "size `{s}`: unknown unit `{u}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+                ))
+            }
+        };
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("size `{s}` must be a whole number with a unit, e.g. `10MiB`"))?;
+        n.checked_mul(unit_bytes)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size `{s}` is too large"))
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if n >= size && n.is_multiple_of(size) {
+                return write!(f, "{}{unit}", n / size);
+            }
+        }
+        write!(f, "{n}B")
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        let size = match Raw::deserialize(d)? {
+            Raw::Int(n) => ByteSize(n),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom)?,
+        };
+        if size.0 < defaults::LOG_MIN_BYTES {
+            return Err(serde::de::Error::custom(format!(
+                "log_max_size {size} is below the least allowed, {}: a smaller cap would \
+                 rotate the logs nonstop",
+                ByteSize(defaults::LOG_MIN_BYTES)
+            )));
+        }
+        Ok(size)
+    }
 }
 
 /// `[runtime.dns]`: what goes into each container's `/etc/resolv.conf`. Every empty list
@@ -77,6 +161,7 @@ impl Default for RuntimeConfig {
             volumes_dir: None,
             cni: CniConfig::default(),
             dns: DnsConfig::default(),
+            log_max_size: ByteSize(defaults::LOG_MAX_BYTES),
         }
     }
 }
@@ -112,5 +197,31 @@ impl RuntimeConfig {
                 .unwrap_or(&self.state_dir)
                 .join("volumes")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_max_size_reads_units_and_refuses_nonsense() {
+        let read = |v: &str| toml::from_str::<RuntimeConfig>(&format!("log_max_size = {v}"));
+        assert_eq!(read("\"10MiB\"").unwrap().log_max_size, ByteSize(10 << 20));
+        assert_eq!(
+            read("\"512KiB\"").unwrap().log_max_size,
+            ByteSize(512 << 10)
+        );
+        assert_eq!(read("\"2MB\"").unwrap().log_max_size, ByteSize(2_000_000));
+        assert_eq!(read("1048576").unwrap().log_max_size, ByteSize(1 << 20));
+        let e = read("\"10 parsecs\"").unwrap_err().to_string();
+        assert!(e.contains("unknown unit `parsecs`"), "{e}");
+        let e = read("\"1KiB\"").unwrap_err().to_string();
+        assert!(e.contains("below the least allowed"), "{e}");
+        assert_eq!(ByteSize(10 << 20).to_string(), "10MiB");
+        assert_eq!(
+            RuntimeConfig::default().log_max_size,
+            ByteSize(defaults::LOG_MAX_BYTES)
+        );
     }
 }

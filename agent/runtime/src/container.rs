@@ -384,23 +384,32 @@ impl Runtime {
         let id = id.to_string();
         let dir = self.dir(&id);
         let wait = reaper::wait_exit(pid);
+        let watcher = self
+            .shared
+            .log_watcher
+            .get_or_init(|| {
+                logs::LogWatcher::start()
+                    .map_err(|e| tracing::warn!(error = %e, "cannot watch container logs for writes; checking them every second"))
+                    .ok()
+            })
+            .clone();
+        let mut logs = logs::LogWatch::new(&dir, self.cfg.log_max_size.bytes(), watcher);
         tokio::spawn(async move {
             tokio::pin!(wait);
-            let mut tick = tokio::time::interval(defaults::LOG_CHECK_INTERVAL);
+            let mut reap = tokio::time::interval(defaults::REAP_INTERVAL);
+            let mut note = tokio::time::interval(defaults::LOG_TIMES_GRAIN);
             let exit = loop {
                 tokio::select! {
                     r = &mut wait => break r.unwrap_or(Exit { code: None }),
-                    _ = tick.tick() => {
-                        shared.reap_orphans();
-                        let (out, err) = logs::paths(&dir);
-                        for p in [out, err] {
-                            if let Err(e) = logs::rotate(&p, defaults::LOG_MAX_BYTES) {
-                                tracing::warn!(path = %p.display(), error = %e, "log rotation");
-                            }
-                        }
+                    _ = logs.written() => {
+                        logs.check();
+                        tokio::time::sleep(defaults::LOG_WATCH_PAUSE).await;
                     }
+                    _ = note.tick() => logs.check(),
+                    _ = reap.tick() => shared.reap_orphans(),
                 }
             };
+            logs.check();
             tracing::info!(container = %id, code = ?exit.code, "container process exited");
             let _ = tx.send(Some(exit));
             let lock = shared.lock(&id);

@@ -37,10 +37,25 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 pub const MAX_ID: u32 = i32::MAX as u32;
 /// Longest working directory an image may ask for (PATH_MAX).
 pub const MAX_PATH_LEN: usize = 4096;
-/// A log file is copied to `<name>.1` and truncated when it grows past this.
+/// A log file is copied to `<name>.1` and truncated when it grows past this (`[runtime]
+/// log_max_size`): two of them per stream keep a day of a chatty app on a small disk.
 pub const LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
-/// How often a supervised container's logs are checked against [`LOG_MAX_BYTES`].
-pub const LOG_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Smallest `log_max_size` accepted: below it rotation would run nonstop for a busy app.
+pub const LOG_MIN_BYTES: u64 = 64 * 1024;
+/// How often a supervised container reaps orphaned exec'd processes.
+pub const REAP_INTERVAL: Duration = Duration::from_secs(5);
+/// A log's length is noted with the time at most this often (its `.times` index), so
+/// `logs --since` is off by no more than this.
+pub const LOG_TIMES_GRAIN: Duration = Duration::from_secs(1);
+/// A log's index is kept under the cap / this (trimmed to its newer half past it), so it
+/// adds little to the disk a stream takes even for an app writing a byte a second.
+pub const LOG_TIMES_SHARE: u64 = 32;
+/// ... but not under this, so a small cap still leaves hours of index.
+pub const LOG_TIMES_MIN: u64 = 16 * 1024;
+/// After a burst of writes wakes the log watcher, it checks sizes again no sooner than this:
+/// a container writing nonstop costs the agent at most 1 / this wake-ups a second, and
+/// overshoots the cap by what it writes in this long.
+pub const LOG_WATCH_PAUSE: Duration = Duration::from_millis(10);
 /// Discarded containers of one app whose logs are kept for post-mortems.
 pub const DISCARDED_LOGS_KEPT: usize = 3;
 /// A runc command (other than exec) that takes longer than this is stuck.

@@ -29,7 +29,7 @@ pub mod state;
 pub mod volumes;
 
 pub use adopt::AdoptReport;
-pub use config::{CniConfig, RuntimeConfig};
+pub use config::{ByteSize, CniConfig, RuntimeConfig};
 pub use container::{ContainerInfo, ContainerSpec, ContainerStatus, CrashPoint};
 pub use error::{BundleError, NetworkError, RuncError, RuntimeError};
 pub use runc::ExecOutput;
@@ -61,6 +61,8 @@ struct Shared {
     /// interleave on one container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     crash_at: Mutex<Option<CrashPoint>>,
+    /// Wakes the supervisors when their logs are written (started with the first one).
+    log_watcher: std::sync::OnceLock<Option<Arc<logs::LogWatcher>>>,
 }
 
 impl Runtime {

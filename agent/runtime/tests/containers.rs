@@ -261,3 +261,81 @@ async fn an_image_of_128_layers_starts() {
     fx.assert_clean(&id);
     let _: Vec<PathBuf> = layers;
 }
+
+/// A container writing as fast as its shell can, to stdout and stderr: each stream's files
+/// on disk (current, rotated copy, write-time indexes) never take much more than twice the
+/// cap, and the newest output is still there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_writing_nonstop_keeps_its_logs_within_twice_the_cap() {
+    let mut fx = Fixture::new();
+    // The shell writes some 30 MB/s to each stream here: a cap far below what it writes in
+    // the watcher's reaction time (a few ms) could not be held to twice.
+    let cap: u64 = 4 * 1024 * 1024;
+    fx.cfg.log_max_size = slipway_runtime::ByteSize(cap);
+    let rt = fx.runtime();
+    let release = fx.release("chatty", 1, "");
+    let id = release.container_id().unwrap();
+    let layers = fx.layers("x");
+    let pad = "x".repeat(200);
+    let image = image_config(|c| {
+        c.cmd(sh(&format!(
+            "i=0; while :; do i=$((i+1)); echo \"out $i {pad}\"; echo \"err $i {pad}\" >&2; done"
+        )))
+    });
+    rt.start(ContainerSpec {
+        id: id.clone(),
+        release: &release,
+        image_config: &image,
+        layer_dirs: &layers,
+    })
+    .await
+    .unwrap();
+    let dir = fx.cfg.state_dir.join(&id);
+    let usage = |name: &str| -> u64 {
+        [
+            name.to_string(),
+            format!("{name}.1"),
+            format!("{name}.times"),
+            format!("{name}.1.times"),
+        ]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0))
+        .sum()
+    };
+    let (mut worst, mut rotations) = (0u64, 0u32);
+    let t = Instant::now();
+    let mut last_rotated = None;
+    while t.elapsed() < Duration::from_secs(5) {
+        for name in ["stdout.log", "stderr.log"] {
+            let u = usage(name);
+            if u > cap * 5 / 2 && std::env::var_os("LOGCAP_DEBUG").is_some() {
+                eprintln!("{:?} {name} {u}", t.elapsed());
+            }
+            worst = worst.max(u);
+        }
+        let m = std::fs::metadata(dir.join("stdout.log.1"))
+            .and_then(|m| m.modified())
+            .ok();
+        if m.is_some() && m != last_rotated {
+            rotations += 1;
+            last_rotated = m;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let written = std::fs::read_to_string(dir.join("stdout.log")).unwrap_or_default();
+    rt.discard(&id, Duration::from_secs(2)).await.unwrap();
+    assert!(
+        rotations >= 3,
+        "the container wrote too little to test: {rotations} rotations"
+    );
+    assert!(
+        worst <= cap * 2 + cap / 2,
+        "a stream took {worst} bytes on disk with a cap of {cap}"
+    );
+    assert!(
+        written.contains("out "),
+        "{}",
+        &written[..written.len().min(200)]
+    );
+    fx.assert_clean(&id);
+}

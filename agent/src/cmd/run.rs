@@ -38,6 +38,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!(config = %args.config.display(), controller = %c.url, host = %c.host_id, "agent starting; desired state from the controller");
             let reporter = ControllerSource::new(c.clone()).context("controller source")?;
             tokio::spawn(slipway_agent::report::run(agent.clone(), reporter));
+            // `slipway logs` through the controller, over a long-poll: no port opened here.
+            tokio::spawn(slipway_agent::logs::remote::run(
+                c.clone(),
+                agent.cfg.runtime_config().state_dir,
+            ));
             Source::Controller(Box::new(
                 ControllerSource::new(c).context("controller source")?,
             ))

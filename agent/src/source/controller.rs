@@ -319,7 +319,7 @@ enum PollError {
     Answered(anyhow::Error),
 }
 
-fn read_token(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn read_token(path: &Path) -> anyhow::Result<String> {
     let t = std::fs::read_to_string(path)
         .with_context(|| format!("reading agent token file {}", path.display()))?;
     let t = t.trim().to_string();
@@ -329,7 +329,7 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
     Ok(t)
 }
 
-async fn api_error(resp: reqwest::Response) -> anyhow::Error {
+pub(crate) async fn api_error(resp: reqwest::Response) -> anyhow::Error {
     let status = resp.status();
     let bytes = resp.bytes().await.unwrap_or_default();
     let msg = serde_json::from_slice::<ErrorBody>(&bytes)
@@ -339,7 +339,7 @@ async fn api_error(resp: reqwest::Response) -> anyhow::Error {
 }
 
 /// Exponential backoff with jitter: between half and all of min * 2^(failures-1), capped.
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let exp = BACKOFF_MIN.saturating_mul(1 << failures.saturating_sub(1).min(16));
     let full = exp.min(BACKOFF_MAX);
     let jitter = rand::random::<f64>() * 0.5 + 0.5;

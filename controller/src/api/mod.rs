@@ -4,6 +4,7 @@
 mod apps;
 mod events;
 mod hosts;
+mod logs;
 mod releases;
 mod rollout;
 mod secrets;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub ui: Arc<crate::ui::Sessions>,
     /// Encrypts secret values at rest; `None` refuses secret writes.
     pub master_key: Option<Arc<slipway_proto::seal::MasterKey>>,
+    /// Log requests waiting for agents and the uploads they start (`crate::logs`).
+    pub log_relay: Arc<crate::logs::LogRelay>,
 }
 
 impl AppState {
@@ -76,6 +79,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hosts/{host}/desired", get(hosts::desired))
         .route("/v1/hosts/{host}/status", post(hosts::report))
         .route("/v1/status", get(hosts::status))
+        .route("/v1/apps/{app}/logs", get(logs::read))
+        .route("/v1/hosts/{host}/log-requests", get(logs::poll))
+        .route("/v1/hosts/{host}/logs/{id}", post(logs::upload))
         .route("/v1/audit", get(tokens::audit))
         .route("/v1/events", get(events::list))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))

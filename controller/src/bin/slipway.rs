@@ -50,6 +50,9 @@ enum Command {
     Audit(cli::status::AuditArgs),
     /// The event log: releases, waves, host phases, halts, rollbacks; `-f` follows it live.
     Events(cli::events::Args),
+    /// Output of an app's containers on every host that runs it, through the controller (no
+    /// SSH): `slipway logs web [--host H] [-f] [--since 10m] [--tail 100]`.
+    Logs(cli::logs::Args),
     /// Secrets of an app: set (from stdin or a file), list (never values), rm.
     #[command(subcommand)]
     Secret(cli::secret::Command),
@@ -91,6 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(a) => cli::status::audit(&connect()?, a).await,
         Command::Events(a) => cli::events::run(&connect()?, a).await,
         Command::Secret(c) => cli::secret::run(&connect()?, c).await,
+        Command::Logs(a) => cli::logs::run(&connect()?, a).await,
     }
 }
 

@@ -128,10 +128,15 @@ impl Client {
 
     /// A GET answered as a Server-Sent Events stream (the response, its body unread).
     pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        self.stream_as(path, "text/event-stream").await
+    }
+
+    /// A GET whose answer is streamed as `accept` (the response, its body unread).
+    pub async fn stream_as(&self, path: &str, accept: &str) -> anyhow::Result<reqwest::Response> {
         let resp = self
             .http
             .get(format!("{}{path}", self.url))
-            .header("accept", "text/event-stream")
+            .header("accept", accept)
             .bearer_auth(&self.token)
             .send()
             .await
@@ -142,7 +147,7 @@ impl Client {
             let msg = serde_json::from_str::<ErrorBody>(&body)
                 .map(|e| e.error)
                 .unwrap_or(body);
-            bail!("{msg} [HTTP {status}]");
+            bail!("{msg}{} [HTTP {status}]", hint(status));
         }
         Ok(resp)
     }
@@ -209,12 +214,7 @@ impl Client {
             let msg = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|e| e.error)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
-            let hint = match status.as_u16() {
-                401 => " (check --token / SLIPWAY_TOKEN)",
-                403 => " (this token's role does not allow it)",
-                _ => "",
-            };
-            bail!("{msg}{hint} [HTTP {}]", status.as_u16());
+            bail!("{msg}{} [HTTP {}]", hint(status.as_u16()), status.as_u16());
         }
         let bytes = if bytes.is_empty() {
             &b"null"[..]
@@ -224,6 +224,15 @@ impl Client {
         serde_json::from_slice(bytes).with_context(|| {
             format!("the controller's answer to {method} {path} is not what this CLI expects")
         })
+    }
+}
+
+/// What to check after an error status.
+fn hint(status: u16) -> &'static str {
+    match status {
+        401 => " (check --token / SLIPWAY_TOKEN)",
+        403 => " (this token's role does not allow it)",
+        _ => "",
     }
 }
 
