@@ -114,6 +114,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         rollouts: Arc::new(crate::rollout::Rollouts::new(
             cfg.rollout.clone(),
             cfg.long_poll_max_wait,
+            cfg.host_down_after,
         )),
         shutdown: shutdown_rx.clone(),
         events: Arc::default(),

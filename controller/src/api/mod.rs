@@ -4,6 +4,7 @@
 mod apps;
 mod events;
 mod hosts;
+mod lifecycle;
 mod releases;
 mod rollout;
 mod secrets;
@@ -75,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hosts/{host}/register", post(hosts::register))
         .route("/v1/hosts/{host}/desired", get(hosts::desired))
         .route("/v1/hosts/{host}/status", post(hosts::report))
+        .route("/v1/hosts/{host}", delete(lifecycle::remove))
+        .route("/v1/hosts/{host}/{action}", post(lifecycle::act))
         .route("/v1/status", get(hosts::status))
         .route("/v1/audit", get(tokens::audit))
         .route("/v1/events", get(events::list))

@@ -232,6 +232,74 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn set_host_lifecycle(
+                &self,
+                host: &str,
+                lifecycle: slipway_proto::api::HostLifecycle,
+            ) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::queries::SET_HOST_LIFECYCLE)
+                    .bind(lifecycle.as_str())
+                    .bind(host)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn mark_host_down(
+                &self,
+                host: &str,
+                at: std::time::SystemTime,
+            ) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::queries::MARK_HOST_DOWN)
+                    .bind($crate::store::rows::to_ms(at))
+                    .bind(host)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn set_host_labels(
+                &self,
+                host: &str,
+                labels: &std::collections::BTreeMap<String, String>,
+            ) -> $crate::store::Result<bool> {
+                let labels = serde_json::to_string(labels).expect("labels serialize");
+                let r = sqlx::query($crate::store::queries::SET_HOST_LABELS)
+                    .bind(&labels)
+                    .bind(host)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn remove_host(
+                &self,
+                host: &str,
+            ) -> $crate::store::Result<Option<Vec<String>>> {
+                use $crate::store::queries;
+                let mut tx = self.begin_write().await?;
+                let tokens: Vec<String> = sqlx::query_scalar(queries::HOST_TOKENS)
+                    .bind(host)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let gone = sqlx::query(queries::DELETE_HOST)
+                    .bind(host)
+                    .execute(&mut *tx)
+                    .await?;
+                if gone.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                for q in [
+                    queries::DELETE_HOST_TOKENS,
+                    queries::DELETE_HOST_STATUS,
+                    queries::DELETE_HOST_SECRET_KEY,
+                ] {
+                    sqlx::query(q).bind(host).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(Some(tokens))
+            }
+
             async fn put_status(
                 &self,
                 host: &str,

@@ -20,7 +20,7 @@ pub use sqlite::SqliteStore;
 
 pub(crate) use rows::to_ms;
 
-use slipway_proto::api::{HostStatus, Phase, Role};
+use slipway_proto::api::{HostLifecycle, HostStatus, Phase, Role};
 use slipway_proto::AppSpec;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,6 +79,12 @@ pub struct HostRecord {
     pub agent_version: Option<String>,
     pub registered_at: SystemTime,
     pub last_seen: SystemTime,
+    /// What an operator made of it (cordoned, drained).
+    pub lifecycle: HostLifecycle,
+    /// When the lead marked it down (silent past `host_down_after`); `None` once heard from.
+    pub down_at: Option<SystemTime>,
+    /// Its labels were set by a join token or an admin: the agent may not change them.
+    pub labels_managed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +185,16 @@ pub trait Store: SecretStore + Send + Sync + 'static {
     async fn host(&self, host: &str) -> Result<Option<HostRecord>>;
     async fn hosts(&self) -> Result<Vec<HostRecord>>;
     async fn touch_host(&self, host: &str, now: SystemTime) -> Result<()>;
+    /// Cordons, drains or reactivates a host; false when no host has that id.
+    async fn set_host_lifecycle(&self, host: &str, lifecycle: HostLifecycle) -> Result<bool>;
+    /// Marks a host down at `at` unless it already is; true when this call marked it.
+    async fn mark_host_down(&self, host: &str, at: SystemTime) -> Result<bool>;
+    /// Replaces a host's labels and keeps them from the agent; false when no such host.
+    async fn set_host_labels(&self, host: &str, labels: &BTreeMap<String, String>)
+        -> Result<bool>;
+    /// Forgets a host: its row, its status reports, its secret-key registration and its
+    /// agent tokens (answered by name), in one transaction. `None` when no such host.
+    async fn remove_host(&self, host: &str) -> Result<Option<Vec<String>>>;
     async fn put_status(&self, host: &str, status: &HostStatus, now: SystemTime) -> Result<()>;
     async fn statuses(&self, app: Option<&str>) -> Result<Vec<StatusRecord>>;
 

@@ -92,6 +92,9 @@ pub(super) struct HostRow {
     agent_version: Option<String>,
     registered_at: i64,
     last_seen: i64,
+    lifecycle: String,
+    down_at: Option<i64>,
+    labels_managed: i64,
 }
 
 impl TryFrom<HostRow> for HostRecord {
@@ -103,6 +106,12 @@ impl TryFrom<HostRow> for HostRecord {
             agent_version: r.agent_version,
             registered_at: from_ms(r.registered_at),
             last_seen: from_ms(r.last_seen),
+            lifecycle: r
+                .lifecycle
+                .parse()
+                .map_err(|e| corrupt(format!("lifecycle of host {}", r.host), e))?,
+            down_at: r.down_at.map(from_ms),
+            labels_managed: r.labels_managed != 0,
             host: r.host,
         })
     }
@@ -321,6 +330,9 @@ mod tests {
             agent_version: Some("0.1.0".into()),
             registered_at: 1,
             last_seen: 2,
+            lifecycle: "cordoned".into(),
+            down_at: None,
+            labels_managed: 0,
         };
         let rec = HostRecord::try_from(row(r#"{"role":"web"}"#)).unwrap();
         assert_eq!(rec.labels.get("role").map(String::as_str), Some("web"));
