@@ -229,7 +229,7 @@ impl ControllerSource {
                 Err(PollError::Answered(api_error(resp).await))
             }
             401 => {
-                let e = api_error(resp).await;
+                let e = api_error(resp).await.context(refused_token(&self.cfg.host_id));
                 self.reread_token();
                 Err(PollError::Answered(e))
             }
@@ -272,6 +272,7 @@ impl ControllerSource {
             ));
             if unauthorized {
                 self.reread_token();
+                return Err(PollError::Answered(e.context(refused_token(&self.cfg.host_id))));
             }
             return Err(PollError::Answered(e));
         }
@@ -324,6 +325,15 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
         bail!("agent token file {} is empty", path.display());
     }
     Ok(t)
+}
+
+/// What a 401 means for this host, and what the operator can do.
+fn refused_token(host: &impl std::fmt::Display) -> String {
+    format!(
+        "the controller refused host {host}'s agent token (401): the host was removed \
+         (`slipway hosts remove`) or its token revoked; give it a new agent token in \
+         token_file, or join it again (`slipway-agent join`)"
+    )
 }
 
 async fn api_error(resp: reqwest::Response) -> anyhow::Error {

@@ -190,6 +190,12 @@ impl Client {
             .map(|_| ())
     }
 
+    /// A DELETE whose answer is a JSON body.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let req = self.http.delete(format!("{}{path}", self.url));
+        self.send(req, "DELETE", path).await
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
