@@ -200,7 +200,8 @@ impl FleetHost {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    fn runc_list(&self) -> Vec<String> {
+    /// The ids of the containers runc knows under this host's runc root.
+    pub fn runc_list(&self) -> Vec<String> {
         let out = Command::new("runc")
             .arg("--root")
             .arg(self.dir.path().join("runc"))
