@@ -85,19 +85,34 @@ async fn the_only_canary_of_a_rollout_in_progress_stays_and_bad_requests_change_
             .await;
         assert_eq!(s, StatusCode::CONFLICT, "{v}");
         let e = v["error"].as_str().unwrap();
-        assert!(e.contains("only canary of app `web`") && e.contains("nothing changed"), "{e}");
+        assert!(
+            e.contains("only canary of app `web`") && e.contains("nothing changed"),
+            "{e}"
+        );
     }
     let (s, v) = delete(&h, "/v1/hosts/h1", &h.admin).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     // Unknown host, unknown action, read-only token.
     let (s, v) = h.post("/v1/hosts/nope/cordon", &h.admin, &json!({})).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("`nope` is not registered"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("`nope` is not registered"),
+        "{v}"
+    );
     let (s, v) = delete(&h, "/v1/hosts/nope", &h.admin).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     let (s, v) = h.post("/v1/hosts/h2/freeze", &h.admin, &json!({})).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("unknown host action `freeze`"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown host action `freeze`"),
+        "{v}"
+    );
     let reader = h.token("reader", Role::ReadOnly, None).await;
     let (s, _) = h.post("/v1/hosts/h2/cordon", &reader, &json!({})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -111,7 +126,11 @@ async fn the_only_canary_of_a_rollout_in_progress_stays_and_bad_requests_change_
     // Drain empties a host's desired set; uncordon gives it the release back.
     assert_eq!(seq_for(&h, "h1", &t1).await, Some(1));
     let (s, v) = h.post("/v1/hosts/h3/drain", &h.admin, &json!({})).await;
-    assert_eq!((s, &v["lifecycle"]), (StatusCode::OK, &json!("drained")), "{v}");
+    assert_eq!(
+        (s, &v["lifecycle"]),
+        (StatusCode::OK, &json!("drained")),
+        "{v}"
+    );
     assert!(
         wait_until_async(|| async { desired(&h, "h3", &t3).await.releases.is_empty() }).await,
         "a drained host's desired set is empty"
@@ -174,7 +193,12 @@ async fn a_removed_host_is_forgotten_its_token_revoked_and_nothing_is_sealed_to_
     let store = &h.running().state.store;
     assert!(store.host("h1").await.unwrap().is_none());
     assert!(store.host_secret_key("h1").await.unwrap().is_none());
-    assert!(store.statuses(None).await.unwrap().iter().all(|s| s.host != "h1"));
+    assert!(store
+        .statuses(None)
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| s.host != "h1"));
     assert!(lifecycle(&h, "h1").await.is_null(), "not listed");
 
     // A secret version set after removal is sealed to the remaining host only.
@@ -190,7 +214,11 @@ async fn a_removed_host_is_forgotten_its_token_revoked_and_nothing_is_sealed_to_
     let (s, _) = h
         .post("/v1/hosts/h1/register", &t1, &json!({"labels": {}}))
         .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "a revoked token cannot register again");
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token cannot register again"
+    );
     let (_, log) = h.get("/v1/audit", &h.admin).await;
     assert!(log.to_string().contains("host.removed"), "{log}");
 }

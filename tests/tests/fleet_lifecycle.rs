@@ -89,8 +89,10 @@ fn down_cordoned_drained_and_removed_hosts() {
 
     // Host 03's agent dies (a terminated VM): after host_down_after it is down.
     f.host_mut(&h3).kill_agent();
-    wait_until(Duration::from_secs(30), || host_info(&f, &h3)["down"] == true)
-        .expect("the silent host is shown as down");
+    wait_until(Duration::from_secs(30), || {
+        host_info(&f, &h3)["down"] == true
+    })
+    .expect("the silent host is shown as down");
     let table = ok(f.slipway(0, &["hosts"]));
     assert!(
         table
@@ -115,7 +117,11 @@ fn down_cordoned_drained_and_removed_hosts() {
     for h in [&h0, &h1] {
         wait_body(&f, h, listen, "life v2");
     }
-    assert_eq!(f.host(&h2).body(listen), "life v1", "the cordoned host keeps v1");
+    assert_eq!(
+        f.host(&h2).body(listen),
+        "life v1",
+        "the cordoned host keeps v1"
+    );
 
     // Host 01 drained: its app is unrouted and its container discarded.
     ok(f.slipway(0, &["hosts", "drain", &h1]));
@@ -156,7 +162,10 @@ fn down_cordoned_drained_and_removed_hosts() {
             .contains("refused host fllife-03's agent token (401)")
     })
     .unwrap_or_else(|_| panic!("no clear 401 in:\n{}", back.log_tail("agent.log", 30)));
-    assert!(host_info(&f, &h3).is_null(), "a refused agent does not come back");
+    assert!(
+        host_info(&f, &h3).is_null(),
+        "a refused agent does not come back"
+    );
 
     // The next release reaches every host that is in: 00 and 02; the drained one stays empty.
     let r = release_done(&f, app, &v[2].image_ref(), 3);

@@ -229,7 +229,9 @@ impl ControllerSource {
                 Err(PollError::Answered(api_error(resp).await))
             }
             401 => {
-                let e = api_error(resp).await.context(refused_token(&self.cfg.host_id));
+                let e = api_error(resp)
+                    .await
+                    .context(refused_token(&self.cfg.host_id));
                 self.reread_token();
                 Err(PollError::Answered(e))
             }
@@ -272,7 +274,9 @@ impl ControllerSource {
             ));
             if unauthorized {
                 self.reread_token();
-                return Err(PollError::Answered(e.context(refused_token(&self.cfg.host_id))));
+                return Err(PollError::Answered(
+                    e.context(refused_token(&self.cfg.host_id)),
+                ));
             }
             return Err(PollError::Answered(e));
         }

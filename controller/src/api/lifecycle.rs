@@ -95,7 +95,12 @@ pub async fn remove(
         serde_json::json!({"host": host, "revoked_tokens": tokens}),
     )
     .await;
-    tracing::info!(host, by = caller.name, ?tokens, "host removed; its agent tokens revoked");
+    tracing::info!(
+        host,
+        by = caller.name,
+        ?tokens,
+        "host removed; its agent tokens revoked"
+    );
     state.rollouts.changed(&state).await;
     Ok(Json(Removed {
         host,
@@ -104,11 +109,7 @@ pub async fn remove(
 }
 
 async fn known(state: &AppState, host: &str) -> ApiResult<HostRecord> {
-    state
-        .store
-        .host(host)
-        .await?
-        .ok_or_else(|| unknown(host))
+    state.store.host(host).await?.ok_or_else(|| unknown(host))
 }
 
 fn unknown(host: &str) -> ApiError {
@@ -124,7 +125,8 @@ async fn refuse_only_canary(state: &AppState, host: &str, action: &str) -> ApiRe
         let Some(rec) = state.store.latest_rollout(&app.name).await? else {
             continue;
         };
-        let doc = parse(&rec.app, rec.seq, &rec.doc).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let doc =
+            parse(&rec.app, rec.seq, &rec.doc).map_err(|e| ApiError::Internal(e.to_string()))?;
         let Some(canary) = doc.waves.first().filter(|_| doc.canary && doc.is_active()) else {
             continue;
         };

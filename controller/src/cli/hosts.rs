@@ -43,9 +43,8 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<()> {
     let (host, action) = match a.command {
         None => return super::status::hosts(client).await,
         Some(Command::Remove { host }) => {
-            let removed: serde_json::Value = client
-                .delete_json(&format!("/v1/hosts/{host}"))
-                .await?;
+            let removed: serde_json::Value =
+                client.delete_json(&format!("/v1/hosts/{host}")).await?;
             if client.json {
                 return print_json(&removed);
             }
@@ -68,7 +67,10 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<()> {
         Some(Command::Drain { host }) => (host, "drain"),
     };
     let h: HostInfo = client
-        .post(&format!("/v1/hosts/{host}/{action}"), &serde_json::json!({}))
+        .post(
+            &format!("/v1/hosts/{host}/{action}"),
+            &serde_json::json!({}),
+        )
         .await?;
     if client.json {
         return print_json(&h);

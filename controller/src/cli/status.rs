@@ -89,7 +89,14 @@ pub async fn hosts(client: &Client) -> anyhow::Result<()> {
         return print_json(&hosts);
     }
     table(
-        &["HOST", "LABELS", "AGENT", "STATE", "LAST SEEN", "SIGNATURES"],
+        &[
+            "HOST",
+            "LABELS",
+            "AGENT",
+            "STATE",
+            "LAST SEEN",
+            "SIGNATURES",
+        ],
         hosts
             .into_iter()
             .map(|h| {

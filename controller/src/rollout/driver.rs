@@ -165,7 +165,8 @@ async fn mark_down(
         }
         if state.store.mark_host_down(&h.host, now).await? {
             let silent = now.duration_since(h.last_seen).unwrap_or_default();
-            let silent = humantime::format_duration(std::time::Duration::from_secs(silent.as_secs()));
+            let silent =
+                humantime::format_duration(std::time::Duration::from_secs(silent.as_secs()));
             tracing::warn!(host = %h.host, %silent, "host down: no poll or report; left out of new rollouts");
             crate::events::emit(
                 state,

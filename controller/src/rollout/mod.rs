@@ -97,7 +97,11 @@ pub struct Rollouts {
 }
 
 impl Rollouts {
-    pub fn new(cfg: RolloutConfig, long_poll_max_wait: Duration, host_down_after: Duration) -> Self {
+    pub fn new(
+        cfg: RolloutConfig,
+        long_poll_max_wait: Duration,
+        host_down_after: Duration,
+    ) -> Self {
         let (view, _) = watch::channel(Arc::new(View::default()));
         Self {
             cfg,

@@ -573,7 +573,10 @@ mod tests {
         (down.silent_ms, down.held) = (Some(3_600_000), Some(LeftOut::Down));
         seen.remove(&first[1]);
         // In the next wave: one cordoned, one drained.
-        for (h, why) in [(&second[0], LeftOut::Cordoned), (&second[1], LeftOut::Drained)] {
+        for (h, why) in [
+            (&second[0], LeftOut::Cordoned),
+            (&second[1], LeftOut::Drained),
+        ] {
             seen.insert(
                 h.clone(),
                 Seen {

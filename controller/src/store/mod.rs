@@ -190,8 +190,7 @@ pub trait Store: SecretStore + Send + Sync + 'static {
     /// Marks a host down at `at` unless it already is; true when this call marked it.
     async fn mark_host_down(&self, host: &str, at: SystemTime) -> Result<bool>;
     /// Replaces a host's labels and keeps them from the agent; false when no such host.
-    async fn set_host_labels(&self, host: &str, labels: &BTreeMap<String, String>)
-        -> Result<bool>;
+    async fn set_host_labels(&self, host: &str, labels: &BTreeMap<String, String>) -> Result<bool>;
     /// Forgets a host: its row, its status reports, its secret-key registration and its
     /// agent tokens (answered by name), in one transaction. `None` when no such host.
     async fn remove_host(&self, host: &str) -> Result<Option<Vec<String>>>;

@@ -72,7 +72,8 @@ impl SqliteStore {
 impl SqliteStore {
     /// One controller moves `last_seen`, on its own clock: the report just received is the
     /// newest.
-    const TOUCH_HOST: &'static str = "UPDATE hosts SET last_seen = $1, down_at = NULL WHERE host = $2";
+    const TOUCH_HOST: &'static str =
+        "UPDATE hosts SET last_seen = $1, down_at = NULL WHERE host = $2";
 
     /// Nothing to lock: a write transaction starts with `BEGIN IMMEDIATE`, which already
     /// keeps every other writer out until it ends.
