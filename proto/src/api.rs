@@ -169,6 +169,12 @@ pub struct HostInfo {
     pub down: bool,
 }
 
+/// `PUT /v1/hosts/{host}/labels` (`slipway hosts label HOST k=v...`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelsRequest {
+    pub labels: BTreeMap<String, String>,
+}
+
 /// What an operator made of a host (`slipway hosts cordon|drain|uncordon`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -55,7 +55,7 @@ fn stale_by_host(rows: Vec<StatusRecord>) -> BTreeMap<String, Vec<StaleRelease>>
 
 /// Refuses an agent more than one minor version from this controller, before it registers
 /// and is sent releases it may not understand.
-fn check_skew(host: &str, agent: &str) -> ApiResult<()> {
+pub(super) fn check_skew(host: &str, agent: &str) -> ApiResult<()> {
     let ours = version::VERSION;
     let refuse = |why: String| {
         ApiError::Conflict(format!(
@@ -84,6 +84,16 @@ pub async fn register(
         check_skew(&host, v)?;
     }
     let before = state.store.host(&host).await?;
+    if let Some(b) = before.as_ref().filter(|b| b.labels_managed) {
+        if let Some((k, v)) = req.labels.iter().find(|(k, v)| b.labels.get(*k) != Some(*v)) {
+            return Err(ApiError::Forbidden(format!(
+                "host `{host}` may not set label `{k}={v}`: its labels ({}) are set by the \
+                 controller (join token or `slipway hosts label`); leave `labels` out of its \
+                 agent.toml; nothing changed",
+                super::join::label_list(&b.labels)
+            )));
+        }
+    }
     let rec = state
         .store
         .register_host(

@@ -146,3 +146,27 @@ async fn refuse_only_canary(state: &AppState, host: &str, action: &str) -> ApiRe
     }
     Ok(())
 }
+
+/// `PUT /v1/hosts/{host}/labels` `{"labels": {...}}`: replaces a host's labels; from then on
+/// its agent may not change them (as for a host that joined with a join token).
+pub async fn label(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(host): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<HostInfo>> {
+    caller.require_admin("relabel hosts")?;
+    let req: slipway_proto::api::LabelsRequest = super::parse_json(&body)?;
+    let before = known(&state, &host).await?;
+    state.store.set_host_labels(&host, &req.labels).await?;
+    let detail = format!(
+        "{} -> {}",
+        super::join::label_list(&before.labels),
+        super::join::label_list(&req.labels)
+    );
+    audit(&state, &caller.name, "host.label", &format!("host/{host}"), &detail).await?;
+    state.rollouts.changed(&state).await;
+    let rec = known(&state, &host).await?;
+    let down = state.rollouts.is_down(rec.last_seen, SystemTime::now());
+    Ok(Json(info(rec, Vec::new(), down)?))
+}

@@ -1,4 +1,4 @@
-//! `slipway hosts [cordon|uncordon|drain|remove HOST]`: the fleet's hosts and their lifecycle.
+//! `slipway hosts [cordon|uncordon|drain|remove HOST | label HOST k=v...]`: the fleet's hosts and their lifecycle.
 
 use super::client::{print_json, Client};
 use slipway_proto::api::HostInfo;
@@ -30,6 +30,15 @@ pub enum Command {
         /// Host id.
         host: String,
     },
+    /// Set the host's labels (replacing them all), e.g. `slipway hosts label web-07 role=web
+    /// zone=b`; from then on its agent cannot change them (as for a host that joined).
+    Label {
+        /// Host id.
+        host: String,
+        /// `key=value` pairs.
+        #[arg(required = true, value_parser = super::token::parse_labels)]
+        labels: Vec<std::collections::BTreeMap<String, String>>,
+    },
     /// Forget the host (a terminated VM): its status, its agent tokens (revoked at once: its
     /// agent gets 401) and its secret key registration (nothing issued after is sealed to
     /// it). Refused while it is the only canary of a rollout that is not live on it yet.
@@ -60,6 +69,22 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<()> {
                     tokens.join(", ")
                 }
             );
+            return Ok(());
+        }
+        Some(Command::Label { host, labels }) => {
+            let labels: std::collections::BTreeMap<String, String> =
+                labels.into_iter().flatten().collect();
+            let h: HostInfo = client
+                .put_json(
+                    &format!("/v1/hosts/{host}/labels"),
+                    &slipway_proto::api::LabelsRequest { labels },
+                )
+                .await?;
+            if client.json {
+                return print_json(&h);
+            }
+            let labels: Vec<String> = h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("host {} labels: {}", h.host, labels.join(","));
             return Ok(());
         }
         Some(Command::Cordon { host }) => (host, "cordon"),

@@ -110,6 +110,21 @@ pub struct TokenRecord {
     pub created_at: SystemTime,
 }
 
+/// A join token; only the sha256 of the secret is stored.
+#[derive(Debug, Clone)]
+pub struct JoinTokenRecord {
+    pub name: String,
+    /// Lowercase hex sha256 of the secret.
+    pub hash: String,
+    /// The labels a host joining with it gets.
+    pub labels: BTreeMap<String, String>,
+    pub uses: u64,
+    pub used: u64,
+    pub expires_at: SystemTime,
+    pub created_by: String,
+    pub created_at: SystemTime,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
     pub id: u64,
@@ -202,6 +217,24 @@ pub trait Store: SecretStore + Send + Sync + 'static {
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// Returns false when no token has that name.
     async fn revoke_token(&self, name: &str) -> Result<bool>;
+
+    async fn create_join_token(&self, token: &JoinTokenRecord) -> Result<()>;
+    async fn join_token_by_hash(&self, hash: &str) -> Result<Option<JoinTokenRecord>>;
+    async fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>>;
+    /// Returns false when no join token has that name.
+    async fn revoke_join_token(&self, name: &str) -> Result<bool>;
+    /// Uses join token `join` once (unless it expired by `now` or is used up) to register
+    /// `host` with `labels` (kept from the agent) and store its agent token, in one
+    /// transaction; false when the join token could not be used (nothing changed).
+    async fn join_host(
+        &self,
+        join: &str,
+        host: &str,
+        labels: &BTreeMap<String, String>,
+        agent_version: Option<&str>,
+        agent_token: &TokenRecord,
+        now: SystemTime,
+    ) -> Result<bool>;
 
     async fn audit(
         &self,

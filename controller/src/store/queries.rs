@@ -81,6 +81,18 @@ pub const TOKEN_BY_HASH: &str = "SELECT * FROM tokens WHERE hash = $1";
 pub const TOKENS: &str = "SELECT * FROM tokens ORDER BY name";
 pub const REVOKE_TOKEN: &str = "DELETE FROM tokens WHERE name = $1";
 
+pub const INSERT_JOIN_TOKEN: &str = "INSERT INTO join_tokens (name, hash, labels, uses, used, \
+     expires_at, created_by, created_at) VALUES ($1, $2, $3, $4, 0, $5, $6, $7)";
+pub const JOIN_TOKEN_BY_HASH: &str = "SELECT * FROM join_tokens WHERE hash = $1";
+pub const JOIN_TOKENS: &str = "SELECT * FROM join_tokens ORDER BY name";
+pub const REVOKE_JOIN_TOKEN: &str = "DELETE FROM join_tokens WHERE name = $1";
+/// One use of join token `$1`, unless it expired by `$2` (unix ms) or is used up.
+pub const USE_JOIN_TOKEN: &str = "UPDATE join_tokens SET used = used + 1 \
+     WHERE name = $1 AND used < uses AND expires_at > $2";
+/// A host that joined: its labels are the join token's, kept from the agent.
+pub const JOIN_HOST: &str = "INSERT INTO hosts (host, labels, agent_version, registered_at, \
+     last_seen, labels_managed) VALUES ($1, $2, $3, $4, $4, 1)";
+
 pub const AUDIT: &str =
     "INSERT INTO audit (at, actor, action, object, detail) VALUES ($1, $2, $3, $4, $5)";
 /// Newest first; `$2` actor, `$3` app (NULL: any), `$4` earliest time. App names have no

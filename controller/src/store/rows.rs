@@ -3,8 +3,8 @@
 //! JSON text), so one `FromRow` struct per table serves both backends.
 
 use super::{
-    AppRecord, AuditRecord, EventRecord, HostRecord, ReleaseRecord, RolloutRecord, StatusRecord,
-    StoreError, TokenRecord,
+    AppRecord, AuditRecord, EventRecord, HostRecord, JoinTokenRecord, ReleaseRecord,
+    RolloutRecord, StatusRecord, StoreError, TokenRecord,
 };
 use std::time::{Duration, SystemTime};
 
@@ -113,6 +113,36 @@ impl TryFrom<HostRow> for HostRecord {
             down_at: r.down_at.map(from_ms),
             labels_managed: r.labels_managed != 0,
             host: r.host,
+        })
+    }
+}
+
+/// A row of `join_tokens`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct JoinTokenRow {
+    name: String,
+    hash: String,
+    labels: String,
+    uses: i64,
+    used: i64,
+    expires_at: i64,
+    created_by: String,
+    created_at: i64,
+}
+
+impl TryFrom<JoinTokenRow> for JoinTokenRecord {
+    type Error = StoreError;
+    fn try_from(r: JoinTokenRow) -> Result<Self, StoreError> {
+        Ok(JoinTokenRecord {
+            labels: serde_json::from_str(&r.labels)
+                .map_err(|e| corrupt(format!("labels of join token {}", r.name), e))?,
+            name: r.name,
+            hash: r.hash,
+            uses: r.uses.max(0) as u64,
+            used: r.used.max(0) as u64,
+            expires_at: from_ms(r.expires_at),
+            created_by: r.created_by,
+            created_at: from_ms(r.created_at),
         })
     }
 }
