@@ -152,6 +152,10 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// PEM certificate of the CA that issued `cert`, which join tokens pin (by sha256);
+    /// default: the last certificate of `cert`'s chain.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -127,7 +127,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
                 .map_err(|e| ServeError::Secrets(format!("{e:#}")))?,
         )),
         tls_ca: match &cfg.tls {
-            Some(t) => Some(Arc::new(tls_ca(&t.cert)?)),
+            Some(t) => Some(Arc::new(tls_ca(t.ca.as_deref().unwrap_or(&t.cert))?)),
             None => None,
         },
         gitops: match &cfg.gitops {
