@@ -202,9 +202,9 @@ fn tls_ca(cert: &std::path::Path) -> Result<crate::api::TlsCa, ServeError> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| ServeError::Tls(format!("certificate {}: {e}", cert.display())))?;
-    let last = certs
-        .last()
-        .ok_or_else(|| ServeError::Tls(format!("certificate {}: no certificate", cert.display())))?;
+    let last = certs.last().ok_or_else(|| {
+        ServeError::Tls(format!("certificate {}: no certificate", cert.display()))
+    })?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(last.as_ref());
     let lines: Vec<&str> = b64
         .as_bytes()

@@ -76,6 +76,13 @@ async fn the_only_canary_of_a_rollout_in_progress_stays_and_bad_requests_change_
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    // The rollout is planned a moment after the release.
+    assert!(
+        wait_until_async(|| async {
+            h.get("/v1/apps/web/rollout", &h.admin).await.0 == StatusCode::OK
+        })
+        .await
+    );
     let audit = h.audit_len().await;
 
     // h1 is the canary and not live yet: it cannot be cordoned, drained or removed.
@@ -221,4 +228,88 @@ async fn a_removed_host_is_forgotten_its_token_revoked_and_nothing_is_sealed_to_
     );
     let (_, log) = h.get("/v1/audit", &h.admin).await;
     assert!(log.to_string().contains("host.removed"), "{log}");
+}
+
+#[tokio::test]
+async fn a_joined_or_relabelled_host_keeps_the_controllers_labels() {
+    let (_registry, _, h) = web_app(["v1"]).await;
+    let (s, t) = h
+        .post(
+            "/v1/join-tokens",
+            &h.admin,
+            &json!({"labels": {"role": "web"}, "ttl": "1h", "uses": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    for bad in [
+        json!({"labels": {}, "ttl": "1h", "uses": 0}),
+        json!({"labels": {}, "ttl": "0s", "uses": 1}),
+    ] {
+        let (s, v) = h.post("/v1/join-tokens", &h.admin, &bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    }
+    let (s, v) = h
+        .post(
+            "/v1/join",
+            "",
+            &json!({"secret": t["secret"], "host": "j1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let agent = v["agent_token"].as_str().unwrap().to_string();
+    // The agent may repeat the labels it has, but not add or change one.
+    let (s, v) = h
+        .post(
+            "/v1/hosts/j1/register",
+            &agent,
+            &json!({"labels": {"role": "web"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = h
+        .post(
+            "/v1/hosts/j1/register",
+            &agent,
+            &json!({"labels": {"tier": "gold"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not set label `tier=gold`"),
+        "{v}"
+    );
+    // An agent-registered host becomes managed once an admin relabels it.
+    let (t2, _) = register(&h, "h2", json!({"role": "web"})).await;
+    let r = h
+        .http
+        .put(format!("{}/v1/hosts/h2/labels", h.url))
+        .bearer_auth(&h.admin)
+        .json(&json!({"labels": {"role": "db"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (s, _) = h
+        .post(
+            "/v1/hosts/h2/register",
+            &t2,
+            &json!({"labels": {"role": "web"}}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "the agent cannot take its old label back"
+    );
+    let (_, hosts) = h.get("/v1/hosts", &h.admin).await;
+    let h2 = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["host"] == "h2")
+        .unwrap();
+    assert_eq!(h2["labels"], json!({"role": "db"}));
 }

@@ -26,7 +26,9 @@ pub struct JoinToken {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JoinTokenError {
-    #[error("not a join token: it must start with `{PREFIX}` (from `slipway token create --role join`)")]
+    #[error(
+        "not a join token: it must start with `{PREFIX}` (from `slipway token create --role join`)"
+    )]
     Prefix,
     #[error("join token is damaged (copy it whole): {0}")]
     Damaged(String),
@@ -43,7 +45,10 @@ impl JoinToken {
     }
 
     pub fn decode(text: &str) -> Result<Self, JoinTokenError> {
-        let body = text.trim().strip_prefix(PREFIX).ok_or(JoinTokenError::Prefix)?;
+        let body = text
+            .trim()
+            .strip_prefix(PREFIX)
+            .ok_or(JoinTokenError::Prefix)?;
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|e| JoinTokenError::Damaged(e.to_string()))?;

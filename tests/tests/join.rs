@@ -38,7 +38,10 @@ fn untouched(dir: &Path, base: &str) {
     for f in ["agent.token", "trust.toml", "controller-ca.pem"] {
         assert!(!dir.join(f).exists(), "{f} was written");
     }
-    assert_eq!(std::fs::read_to_string(dir.join("agent.toml")).unwrap(), base);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("agent.toml")).unwrap(),
+        base
+    );
 }
 
 fn join_token(c: &Controller, admin: &str, args: &[&str]) -> String {
@@ -93,7 +96,11 @@ fn join_registers_with_the_tokens_labels_and_refuses_bad_tokens() {
     // A good join: the host gets the token's labels and its own token; files are written.
     let d = fresh("j1");
     let out = join(&d, &token, "j1", &["--labels", "role=web"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         host_labels(&c, &admin, "j1"),
         Some(serde_json::json!({"role": "web", "zone": "a"}))
@@ -101,17 +108,25 @@ fn join_registers_with_the_tokens_labels_and_refuses_bad_tokens() {
     let meta = std::fs::metadata(d.join("agent.token")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     let agent_token = std::fs::read_to_string(d.join("agent.token")).unwrap();
-    let trust =
-        slipway_proto::TrustFile::from_toml(&std::fs::read_to_string(d.join("trust.toml")).unwrap())
-            .unwrap();
+    let trust = slipway_proto::TrustFile::from_toml(
+        &std::fs::read_to_string(d.join("trust.toml")).unwrap(),
+    )
+    .unwrap();
     assert!(trust.to_toml().contains(&key.public_key().id().to_string()));
-    let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(d.join("agent.toml")).unwrap())
-        .unwrap();
-    assert_eq!(cfg["keep_releases"].as_integer(), Some(2), "other keys kept");
+    let cfg: toml::Table =
+        toml::from_str(&std::fs::read_to_string(d.join("agent.toml")).unwrap()).unwrap();
+    assert_eq!(
+        cfg["keep_releases"].as_integer(),
+        Some(2),
+        "other keys kept"
+    );
     assert_eq!(cfg["controller"]["url"].as_str(), Some(c.url.as_str()));
     assert_eq!(cfg["controller"]["host_id"].as_str(), Some("j1"));
     assert!(cfg["controller"].get("labels").is_none());
-    assert!(agent_token.trim().starts_with("swt_"), "its own agent token");
+    assert!(
+        agent_token.trim().starts_with("swt_"),
+        "its own agent token"
+    );
     // An admin relabels it.
     ok(c.slipway(&admin, &["hosts", "label", "j1", "role=db", "zone=b"]));
     assert_eq!(
@@ -120,14 +135,20 @@ fn join_registers_with_the_tokens_labels_and_refuses_bad_tokens() {
     );
     // The same host id cannot join twice.
     let d = fresh("again");
-    refused(&join(&d, &token, "j1", &[]), "host `j1` is registered already");
+    refused(
+        &join(&d, &token, "j1", &[]),
+        "host `j1` is registered already",
+    );
     untouched(&d, BASE);
 
     // Used up: two uses, then refused.
     let d = fresh("j2");
     assert!(join(&d, &token, "j2", &[]).status.success());
     let d = fresh("j3");
-    refused(&join(&d, &token, "j3", &[]), "is used up (2 of 2 hosts joined)");
+    refused(
+        &join(&d, &token, "j3", &[]),
+        "is used up (2 of 2 hosts joined)",
+    );
     untouched(&d, BASE);
     assert_eq!(host_labels(&c, &admin, "j3"), None);
 
@@ -148,7 +169,10 @@ fn join_registers_with_the_tokens_labels_and_refuses_bad_tokens() {
     );
     untouched(&d, BASE);
     // A damaged token.
-    refused(&join(&d, "slipway-join-v1.abc", "x1", &[]), "join token is damaged");
+    refused(
+        &join(&d, "slipway-join-v1.abc", "x1", &[]),
+        "join token is damaged",
+    );
     refused(&join(&d, "swt_whatever", "x1", &[]), "not a join token");
     untouched(&d, BASE);
     let tokens = ok(c.slipway(&admin, &["token", "list"]));
@@ -179,9 +203,11 @@ fn join_over_tls_pins_the_controllers_ca() {
             .output()
             .unwrap()
     };
-    let token = ok(slipway(&["token", "create", "--role", "join", "--labels", "role=web"]))
-        .trim()
-        .to_string();
+    let token = ok(slipway(&[
+        "token", "create", "--role", "join", "--labels", "role=web",
+    ]))
+    .trim()
+    .to_string();
     let t = JoinToken::decode(&token).unwrap();
     assert!(t.url.starts_with("https://"), "{}", t.url);
     assert_eq!(t.ca_sha256.as_deref().map(str::len), Some(64));
@@ -201,7 +227,11 @@ fn join_over_tls_pins_the_controllers_ca() {
     let d = work.path().join("good");
     std::fs::create_dir_all(&d).unwrap();
     let out = join(&d, &token, "t1", &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pinned = std::fs::read_to_string(d.join("controller-ca.pem")).unwrap();
     assert_eq!(
         pinned.split_whitespace().collect::<String>(),
@@ -217,5 +247,8 @@ fn join_over_tls_pins_the_controllers_ca() {
         Some(d.join("controller-ca.pem").to_str().unwrap())
     );
     let listed = ok(slipway(&["hosts"]));
-    assert!(listed.contains("t1") && listed.contains("role=web"), "{listed}");
+    assert!(
+        listed.contains("t1") && listed.contains("role=web"),
+        "{listed}"
+    );
 }

@@ -18,7 +18,12 @@ pub struct Args {
     #[arg(conflicts_with = "token_flag")]
     token: Option<String>,
     /// The join token, as a flag.
-    #[arg(long = "token", id = "token_flag", env = "SLIPWAY_JOIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "token",
+        id = "token_flag",
+        env = "SLIPWAY_JOIN_TOKEN",
+        hide_env_values = true
+    )]
     token_flag: Option<String>,
     /// Reach the controller here rather than at the URL in the token (the key id and CA
     /// fingerprint in the token are checked all the same).
@@ -108,10 +113,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         }
     };
     let pk = PublicKey::parse(&info.public_key)?;
-    let trust = TrustFile::new(vec![pk], 1, info.key_set_version)
-        .context("making the trust file")?;
+    let trust =
+        TrustFile::new(vec![pk], 1, info.key_set_version).context("making the trust file")?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_atomic(&files.token, format!("{}\n", answer.agent_token).as_bytes(), 0o600)?;
+    write_atomic(
+        &files.token,
+        format!("{}\n", answer.agent_token).as_bytes(),
+        0o600,
+    )?;
     write_atomic(&files.trust, trust.to_toml().as_bytes(), 0o644)?;
     write_config(&a, &url, &host, &files)?;
     println!(
@@ -220,7 +229,10 @@ async fn register(
         let msg = serde_json::from_slice::<slipway_proto::api::ErrorBody>(&body)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_string());
-        bail!("controller {url} refused the join: {msg} [HTTP {}]", status.as_u16());
+        bail!(
+            "controller {url} refused the join: {msg} [HTTP {}]",
+            status.as_u16()
+        );
     }
     serde_json::from_slice(&body).with_context(|| format!("controller {url}: join answer"))
 }

@@ -339,10 +339,17 @@ pub fn http_client(ca_cert: Option<&std::path::Path>) -> anyhow::Result<reqwest:
     if let Some(path) = ca_cert {
         let pem = std::fs::read(path)
             .with_context(|| format!("reading controller ca_cert {}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("controller ca_cert {}: not PEM certificates", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+            format!(
+                "controller ca_cert {}: not PEM certificates",
+                path.display()
+            )
+        })?;
         if certs.is_empty() {
-            bail!("controller ca_cert {}: no certificate in it", path.display());
+            bail!(
+                "controller ca_cert {}: no certificate in it",
+                path.display()
+            );
         }
         for c in certs {
             b = b.add_root_certificate(c);

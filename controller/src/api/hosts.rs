@@ -85,7 +85,11 @@ pub async fn register(
     }
     let before = state.store.host(&host).await?;
     if let Some(b) = before.as_ref().filter(|b| b.labels_managed) {
-        if let Some((k, v)) = req.labels.iter().find(|(k, v)| b.labels.get(*k) != Some(*v)) {
+        if let Some((k, v)) = req
+            .labels
+            .iter()
+            .find(|(k, v)| b.labels.get(*k) != Some(*v))
+        {
             return Err(ApiError::Forbidden(format!(
                 "host `{host}` may not set label `{k}={v}`: its labels ({}) are set by the \
                  controller (join token or `slipway hosts label`); leave `labels` out of its \

@@ -74,7 +74,14 @@ pub async fn create(
     state.store.create_join_token(&rec).await?;
     let labels = serde_json::to_string(&rec.labels).expect("labels serialize");
     let detail = format!("labels {labels}, uses {}, ttl {}", rec.uses, req.ttl);
-    audit(&state, &caller.name, "join-token.create", &format!("token/{name}"), &detail).await?;
+    audit(
+        &state,
+        &caller.name,
+        "join-token.create",
+        &format!("token/{name}"),
+        &detail,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedJoinToken {
@@ -131,7 +138,11 @@ pub async fn join(
     host.parse::<slipway_proto::HostId>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let now = SystemTime::now();
-    let Some(t) = state.store.join_token_by_hash(&auth::hash(&req.secret)).await? else {
+    let Some(t) = state
+        .store
+        .join_token_by_hash(&auth::hash(&req.secret))
+        .await?
+    else {
         return Err(ApiError::Unauthorized(
             "unknown or revoked join token: this controller never issued it (a join token for \
              another controller?) or it was revoked; nothing changed"
@@ -152,7 +163,11 @@ pub async fn join(
             t.name, t.used, t.uses
         )));
     }
-    if let Some((k, v)) = req.labels.iter().find(|(k, v)| t.labels.get(*k) != Some(*v)) {
+    if let Some((k, v)) = req
+        .labels
+        .iter()
+        .find(|(k, v)| t.labels.get(*k) != Some(*v))
+    {
         return Err(ApiError::Forbidden(format!(
             "join token `{}` does not grant label `{k}={v}` (it grants {}); an admin relabels \
              hosts with `slipway hosts label`; nothing changed",
@@ -179,7 +194,14 @@ pub async fn join(
     };
     let joined = state
         .store
-        .join_host(&t.name, &host, &t.labels, req.agent_version.as_deref(), &token, now)
+        .join_host(
+            &t.name,
+            &host,
+            &t.labels,
+            req.agent_version.as_deref(),
+            &token,
+            now,
+        )
         .await?;
     if !joined {
         return Err(ApiError::Unauthorized(format!(
@@ -194,8 +216,14 @@ pub async fn join(
             .await?;
     }
     let detail = format!("join token {}, labels {}", t.name, label_list(&t.labels));
-    audit(&state, &format!("join:{}", t.name), "host.join", &format!("host/{host}"), &detail)
-        .await?;
+    audit(
+        &state,
+        &format!("join:{}", t.name),
+        "host.join",
+        &format!("host/{host}"),
+        &detail,
+    )
+    .await?;
     crate::events::emit(
         &state,
         "host.joined",

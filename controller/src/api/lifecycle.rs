@@ -164,7 +164,14 @@ pub async fn label(
         super::join::label_list(&before.labels),
         super::join::label_list(&req.labels)
     );
-    audit(&state, &caller.name, "host.label", &format!("host/{host}"), &detail).await?;
+    audit(
+        &state,
+        &caller.name,
+        "host.label",
+        &format!("host/{host}"),
+        &detail,
+    )
+    .await?;
     state.rollouts.changed(&state).await;
     let rec = known(&state, &host).await?;
     let down = state.rollouts.is_down(rec.last_seen, SystemTime::now());

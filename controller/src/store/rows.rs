@@ -3,8 +3,8 @@
 //! JSON text), so one `FromRow` struct per table serves both backends.
 
 use super::{
-    AppRecord, AuditRecord, EventRecord, HostRecord, JoinTokenRecord, ReleaseRecord,
-    RolloutRecord, StatusRecord, StoreError, TokenRecord,
+    AppRecord, AuditRecord, EventRecord, HostRecord, JoinTokenRecord, ReleaseRecord, RolloutRecord,
+    StatusRecord, StoreError, TokenRecord,
 };
 use std::time::{Duration, SystemTime};
 
