@@ -32,8 +32,8 @@ pub struct Args {
     /// This host's id [default: the machine's hostname].
     #[arg(long)]
     host_id: Option<String>,
-    /// Labels to ask for, `k=v,k2=v2`: each must be one the join token grants [default: all
-    /// the token grants, which the host gets anyway].
+    /// Labels to ask for, `k=v,k2=v2`: each must be one the join token grants (the host gets
+    /// all the token grants either way; asking for another is refused).
     #[arg(long, default_value = "")]
     labels: String,
     /// The agent config to write (its `trust` and `[controller]`; other keys are kept).
