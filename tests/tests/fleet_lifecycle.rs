@@ -175,3 +175,54 @@ fn down_cordoned_drained_and_removed_hosts() {
     }
     assert!(f.host(&h1).body(listen).is_empty());
 }
+
+#[test]
+fn hosts_join_with_one_token_and_get_releases_by_its_labels() {
+    let app = "fljoin";
+    let mut f = Fleet::start(1, CONTROLLER);
+    let listen = free_port();
+    let v1 = push(&f.registry, app, "v1", "joined v1");
+    f.apply(
+        app,
+        &format!(
+            "name = \"{app}\"\nimage = \"{}\"\nlisten = {listen}\ncontainer_port = 80\n{FAST}\
+             [rollout]\nselector = {{ pool = \"{app}\" }}\ncanary = 0\nbatch_size = 2\n",
+            v1.repository
+        ),
+    );
+    let token = ok(f.slipway(
+        0,
+        &[
+            "token",
+            "create",
+            "--role",
+            "join",
+            "--labels",
+            &format!("pool={app}"),
+            "--ttl",
+            "1h",
+            "--uses",
+            "2",
+        ],
+    ))
+    .trim()
+    .to_string();
+    f.join_hosts(app, 0..2, &token);
+    // A third VM with the same token: used up, refused, and nothing of it registered.
+    let reg = f.registry.addr().to_string();
+    let third = slipway_tests::fleet::FleetHost::join(&f.lan, &[&reg], &token, "fljoin-02");
+    let err = format!("{:#}", third.err().expect("the third join is refused"));
+    assert!(err.contains("used up (2 of 2 hosts joined)"), "{err}");
+    f.wait_registered();
+    for h in [format!("{app}-00"), format!("{app}-01")] {
+        assert_eq!(
+            host_info(&f, &h)["labels"],
+            serde_json::json!({"pool": app})
+        );
+    }
+    assert!(host_info(&f, "fljoin-02").is_null());
+    release_done(&f, app, &v1.image_ref(), 1);
+    for h in [format!("{app}-00"), format!("{app}-01")] {
+        wait_body(&f, &h, listen, "joined v1");
+    }
+}

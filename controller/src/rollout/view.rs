@@ -74,14 +74,8 @@ impl View {
         let from = state.publisher.current();
         let mut apps = BTreeMap::new();
         let before = state.rollouts.subscribe().borrow().clone();
-        let held: HashMap<String, HostLifecycle> = state
-            .store
-            .hosts()
-            .await?
-            .into_iter()
-            .filter(|h| h.lifecycle != HostLifecycle::Active)
-            .map(|h| (h.host, h.lifecycle))
-            .collect();
+        let held: HashMap<String, HostLifecycle> =
+            state.store.held_hosts().await?.into_iter().collect();
         for rec in state.store.latest_releases().await? {
             // One app's broken release or rollout never empties another app's desired set;
             // its hosts keep what they were last told.

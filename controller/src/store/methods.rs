@@ -232,6 +232,26 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn held_hosts(
+                &self,
+            ) -> $crate::store::Result<Vec<(String, slipway_proto::api::HostLifecycle)>> {
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as($crate::store::queries::HELD_HOSTS)
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter()
+                    .map(|(h, l)| {
+                        let l = l.parse().map_err(|e: slipway_proto::api::UnknownLifecycle| {
+                            $crate::store::StoreError::Corrupt {
+                                what: format!("lifecycle of host {h}"),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        Ok((h, l))
+                    })
+                    .collect()
+            }
+
             async fn set_host_lifecycle(
                 &self,
                 host: &str,

@@ -200,6 +200,9 @@ pub trait Store: SecretStore + Send + Sync + 'static {
     async fn host(&self, host: &str) -> Result<Option<HostRecord>>;
     async fn hosts(&self) -> Result<Vec<HostRecord>>;
     async fn touch_host(&self, host: &str, now: SystemTime) -> Result<()>;
+    /// The hosts an operator cordoned or drained, and which (the view reads this on every
+    /// rebuild, so not every host).
+    async fn held_hosts(&self) -> Result<Vec<(String, HostLifecycle)>>;
     /// Cordons, drains or reactivates a host; false when no host has that id.
     async fn set_host_lifecycle(&self, host: &str, lifecycle: HostLifecycle) -> Result<bool>;
     /// Marks a host down at `at` unless it already is; true when this call marked it.

@@ -44,6 +44,8 @@ pub const REGISTER_HOST: &str = "INSERT INTO hosts (host, labels, agent_version,
      registered_at, last_seen) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (host) DO UPDATE SET \
      labels = CASE WHEN hosts.labels_managed = 0 THEN excluded.labels ELSE hosts.labels END, \
      agent_version = excluded.agent_version, last_seen = excluded.last_seen, down_at = NULL";
+pub const HELD_HOSTS: &str =
+    "SELECT host, lifecycle FROM hosts WHERE lifecycle <> 'active' ORDER BY host";
 /// `$1` = lifecycle, `$2` = host.
 pub const SET_HOST_LIFECYCLE: &str = "UPDATE hosts SET lifecycle = $1 WHERE host = $2";
 /// `$1` = when, `$2` = host; only a host not marked yet.
