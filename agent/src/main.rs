@@ -35,6 +35,10 @@ enum Command {
     Status(cmd::status::Args),
     /// Named volumes: `volume ls`, `volume rm NAME`.
     Volume(cmd::volume::Args),
+    /// Join a controller with a join token: register this host, store its own agent token
+    /// (0600), write the trust file (the release key checked against the token) and
+    /// agent.toml's `[controller]`; `--start` runs the agent.
+    Join(cmd::join::Args),
 }
 
 #[tokio::main]
@@ -50,6 +54,7 @@ async fn main() -> std::process::ExitCode {
         Command::Run(a) => cmd::run::run(a).await,
         Command::Status(a) => cmd::status::run(a).await,
         Command::Volume(a) => cmd::volume::run(a).await,
+        Command::Join(a) => cmd::join::run(a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

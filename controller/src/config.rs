@@ -77,6 +77,16 @@ pub enum InvalidConfig {
         silent_after: Duration,
         long_poll_max_wait: Duration,
     },
+    #[error(
+        "host_down_after ({}) must exceed long_poll_max_wait ({}) by a quarter: a host \
+         waiting in a long-poll would otherwise be taken for down",
+        humantime::format_duration(*host_down_after),
+        humantime::format_duration(*long_poll_max_wait)
+    )]
+    HostDownAfter {
+        host_down_after: Duration,
+        long_poll_max_wait: Duration,
+    },
     #[error(transparent)]
     Gitops(#[from] crate::gitops::config::InvalidGitops),
     #[error(transparent)]
@@ -116,6 +126,10 @@ pub struct Config {
     /// Longest a long-poll waits before answering "not modified" (agents may ask for less).
     #[serde(default = "d_long_poll_max_wait", with = "humantime_serde")]
     pub long_poll_max_wait: Duration,
+    /// A host silent this long is `down`: left out of new rollouts, not counted as a
+    /// failure, and given the live release when it is heard from again.
+    #[serde(default = "d_host_down_after", with = "humantime_serde")]
+    pub host_down_after: Duration,
     /// Rollout deadlines: `silent_after`, `deploy_margin`, `tick`.
     #[serde(default)]
     pub rollout: crate::rollout::RolloutConfig,
@@ -138,6 +152,10 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// PEM certificate of the CA that issued `cert`, which join tokens pin (by sha256);
+    /// default: the last certificate of `cert`'s chain.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -180,6 +198,9 @@ fn d_resign_before() -> Duration {
 }
 fn d_resign_interval() -> Duration {
     defaults::RESIGN_INTERVAL
+}
+fn d_host_down_after() -> Duration {
+    defaults::HOST_DOWN_AFTER
 }
 fn d_long_poll_max_wait() -> Duration {
     defaults::LONG_POLL_MAX_WAIT
@@ -225,6 +246,12 @@ impl Config {
         if self.rollout.silent_after <= self.long_poll_max_wait * 5 / 4 {
             return Err(InvalidConfig::SilentAfter {
                 silent_after: self.rollout.silent_after,
+                long_poll_max_wait: self.long_poll_max_wait,
+            });
+        }
+        if self.host_down_after <= self.long_poll_max_wait * 5 / 4 {
+            return Err(InvalidConfig::HostDownAfter {
+                host_down_after: self.host_down_after,
                 long_poll_max_wait: self.long_poll_max_wait,
             });
         }

@@ -36,6 +36,9 @@ pub const LAST_SEEN_GRAIN: Duration = Duration::from_secs(10);
 /// A host of a started wave that has not polled or reported for this long counts as failed:
 /// well above the longest long-poll (55 s) plus the `last_seen` grain.
 pub const ROLLOUT_SILENT_AFTER: Duration = Duration::from_secs(90);
+/// A host silent (no poll, no report) this long is down: left out of new rollouts and not
+/// counted as a rollout failure. Long enough that a reboot or a network blip is not "down".
+pub const HOST_DOWN_AFTER: Duration = Duration::from_secs(600);
 /// Added to a release's health deadline, drain and bake before a host of a started wave that
 /// is not live counts as failed: time to pull the image.
 pub const ROLLOUT_DEPLOY_MARGIN: Duration = Duration::from_secs(120);

@@ -114,6 +114,7 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         rollouts: Arc::new(crate::rollout::Rollouts::new(
             cfg.rollout.clone(),
             cfg.long_poll_max_wait,
+            cfg.host_down_after,
         )),
         shutdown: shutdown_rx.clone(),
         events: Arc::default(),
@@ -126,6 +127,10 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
             crate::secrets::load_or_create_master_key(&cfg.secrets_master_key_path())
                 .map_err(|e| ServeError::Secrets(format!("{e:#}")))?,
         )),
+        tls_ca: match &cfg.tls {
+            Some(t) => Some(Arc::new(tls_ca(t.ca.as_deref().unwrap_or(&t.cert))?)),
+            None => None,
+        },
         gitops: match &cfg.gitops {
             Some(g) => Some(Arc::new(crate::gitops::GitOps::open(g, &cfg.data_dir)?)),
             None => None,
@@ -188,6 +193,31 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         resigner,
         gitops,
         rollout_tasks: vec![rollout_view, rollout_driver],
+    })
+}
+
+/// The CA joining agents pin: the last certificate of the chain (the root or the highest
+/// one given; a self-signed certificate is its own).
+fn tls_ca(cert: &std::path::Path) -> Result<crate::api::TlsCa, ServeError> {
+    use base64::Engine;
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServeError::Tls(format!("certificate {}: {e}", cert.display())))?;
+    let last = certs.last().ok_or_else(|| {
+        ServeError::Tls(format!("certificate {}: no certificate", cert.display()))
+    })?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(last.as_ref());
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    Ok(crate::api::TlsCa {
+        pem: format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        ),
+        sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, last.as_ref())),
     })
 }
 

@@ -22,6 +22,7 @@ fn source_config(h: &Harness, host: &str, token: &str) -> ControllerSourceConfig
         labels: BTreeMap::from([("role".to_string(), "web".to_string())]),
         token_file,
         cache_dir: h.dir.path().join(format!("cache-{host}")),
+        ca_cert: None,
     }
 }
 

@@ -467,3 +467,130 @@ async fn one_replica_leads_and_another_takes_over_when_its_session_ends() {
     }
     assert!(back, "a leads again once b is gone");
 }
+
+#[tokio::test]
+async fn host_lifecycle_and_join_tokens_on_postgres() {
+    let pg = Postgres::start().unwrap();
+    let (_, s) = fresh(&pg, "lifecycle").await;
+    check_lifecycle_and_join(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn host_lifecycle_and_join_tokens_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("lifecycle.db").display());
+    let s = store::open(&url).await.unwrap();
+    check_lifecycle_and_join(s.as_ref()).await;
+}
+
+/// Cordon/drain, down marks, managed labels, removal with its tokens and key, and join tokens
+/// used once per host up to their uses, on either backend.
+async fn check_lifecycle_and_join(s: &dyn Store) {
+    use slipway_controller::store::JoinTokenRecord;
+    use slipway_proto::api::HostLifecycle;
+    let now = SystemTime::now();
+    let labels = BTreeMap::from([("role".to_string(), "web".to_string())]);
+    s.register_host("h1", &labels, None, now).await.unwrap();
+    assert!(s
+        .set_host_lifecycle("h1", HostLifecycle::Cordoned)
+        .await
+        .unwrap());
+    assert!(!s
+        .set_host_lifecycle("nope", HostLifecycle::Drained)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.held_hosts().await.unwrap(),
+        vec![("h1".to_string(), HostLifecycle::Cordoned)]
+    );
+    assert!(s.mark_host_down("h1", now).await.unwrap());
+    assert!(!s.mark_host_down("h1", now).await.unwrap(), "once");
+    s.touch_host("h1", now + Duration::from_secs(1))
+        .await
+        .unwrap();
+    let h = s.host("h1").await.unwrap().unwrap();
+    assert_eq!((h.lifecycle, h.down_at), (HostLifecycle::Cordoned, None));
+    // Managed labels survive the agent registering with others.
+    let db = BTreeMap::from([("role".to_string(), "db".to_string())]);
+    assert!(s.set_host_labels("h1", &db).await.unwrap());
+    s.register_host("h1", &labels, None, now).await.unwrap();
+    assert_eq!(s.host("h1").await.unwrap().unwrap().labels, db);
+
+    let join = JoinTokenRecord {
+        name: "join-a".into(),
+        hash: "11".repeat(32),
+        labels: labels.clone(),
+        uses: 1,
+        used: 0,
+        expires_at: now + Duration::from_secs(60),
+        created_by: "admin".into(),
+        created_at: now,
+    };
+    s.create_join_token(&join).await.unwrap();
+    let agent = |host: &str, hash: &str| TokenRecord {
+        name: format!("agent-{host}"),
+        role: Role::Agent,
+        host: Some(host.into()),
+        hash: hash.into(),
+        created_at: now,
+    };
+    assert!(s
+        .join_host(
+            "join-a",
+            "j1",
+            &labels,
+            Some("0.1.0"),
+            &agent("j1", &"22".repeat(32)),
+            now
+        )
+        .await
+        .unwrap());
+    assert!(
+        !s.join_host(
+            "join-a",
+            "j2",
+            &labels,
+            None,
+            &agent("j2", &"33".repeat(32)),
+            now
+        )
+        .await
+        .unwrap(),
+        "used up"
+    );
+    assert!(
+        s.host("j2").await.unwrap().is_none(),
+        "nothing of j2 stored"
+    );
+    let j1 = s.host("j1").await.unwrap().unwrap();
+    assert!(j1.labels_managed);
+    assert_eq!(
+        s.join_token_by_hash(&"11".repeat(32))
+            .await
+            .unwrap()
+            .unwrap()
+            .used,
+        1
+    );
+    assert_eq!(
+        s.token_by_hash(&"22".repeat(32))
+            .await
+            .unwrap()
+            .unwrap()
+            .host
+            .as_deref(),
+        Some("j1")
+    );
+    // Removal takes the host's tokens, status and secret key with it.
+    s.set_host_secret_key("j1", "AAAA", now).await.unwrap();
+    assert_eq!(
+        s.remove_host("j1").await.unwrap(),
+        Some(vec!["agent-j1".to_string()])
+    );
+    assert!(s.host("j1").await.unwrap().is_none());
+    assert!(s.token_by_hash(&"22".repeat(32)).await.unwrap().is_none());
+    assert!(s.host_secret_key("j1").await.unwrap().is_none());
+    assert_eq!(s.remove_host("j1").await.unwrap(), None);
+    assert!(s.revoke_join_token("join-a").await.unwrap());
+    assert!(s.join_tokens().await.unwrap().is_empty());
+}

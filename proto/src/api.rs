@@ -163,6 +163,64 @@ pub struct HostInfo {
     /// absent when they are the same minor version or the agent did not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skew: Option<String>,
+    /// What an operator made of the host: active, cordoned or drained.
+    #[serde(default)]
+    pub lifecycle: HostLifecycle,
+    /// Silent longer than the controller's `host_down_after`: left out of new rollouts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub down: bool,
+}
+
+/// `PUT /v1/hosts/{host}/labels` (`slipway hosts label HOST k=v...`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelsRequest {
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What an operator made of a host (`slipway hosts cordon|drain|uncordon`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostLifecycle {
+    /// Gets new releases.
+    #[default]
+    Active,
+    /// Gets no new releases; keeps what it runs.
+    Cordoned,
+    /// Runs nothing: its desired set is empty (and it gets no new releases).
+    Drained,
+}
+
+impl HostLifecycle {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HostLifecycle::Active => "active",
+            HostLifecycle::Cordoned => "cordoned",
+            HostLifecycle::Drained => "drained",
+        }
+    }
+}
+
+impl fmt::Display for HostLifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A lifecycle name that is none of `active`, `cordoned`, `drained`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown host lifecycle `{0}`: expected active, cordoned or drained")]
+pub struct UnknownLifecycle(pub String);
+
+impl std::str::FromStr for HostLifecycle {
+    type Err = UnknownLifecycle;
+    fn from_str(s: &str) -> Result<Self, UnknownLifecycle> {
+        match s {
+            "active" => Ok(HostLifecycle::Active),
+            "cordoned" => Ok(HostLifecycle::Cordoned),
+            "drained" => Ok(HostLifecycle::Drained),
+            _ => Err(UnknownLifecycle(s.to_string())),
+        }
+    }
 }
 
 /// `GET /v1/apps/{app}` and the answer to `POST /v1/apps`.
@@ -399,6 +457,10 @@ pub struct RolloutInfo {
     pub hosts: Vec<RolloutHost>,
     /// RFC 3339.
     pub updated_at: String,
+    /// Hosts of the app left out of this rollout (`cordoned`, `drained`, `down`, `removed`):
+    /// no failure, and no new release from it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub left_out: BTreeMap<String, String>,
 }
 
 /// `POST /v1/apps/{app}/rollout/{action}`: promote, pause, resume or abort.

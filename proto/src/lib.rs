@@ -6,6 +6,7 @@ pub mod api;
 pub mod edge;
 pub mod envelope;
 pub mod id;
+pub mod join;
 pub mod keys;
 pub mod release;
 pub mod seal;

@@ -105,6 +105,54 @@ impl FleetHost {
         Ok(h)
     }
 
+    /// Starts a host on `lan` that joins with `join_token` as `id` (`slipway-agent join`,
+    /// run in the host's network namespace, writes its token, trust file and `[controller]`
+    /// into an agent.toml holding only the host's local settings). Errs with the join's
+    /// stderr when the join is refused; nothing is started then.
+    pub fn join(
+        lan: &Lan,
+        insecure: &[&str],
+        join_token: &str,
+        id: &str,
+    ) -> anyhow::Result<FleetHost> {
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-fleet-")
+            .tempdir()?;
+        let net = lan.host()?;
+        let d = dir.path().display();
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{d}/state\"\nreleases_dir = \"{d}/releases\"\n\
+                 proxy_socket = \"{d}/proxy.sock\"\n\n[registry]\ninsecure = {insecure:?}\n\n\
+                 [runtime]\nstate_dir = \"{d}/state/containers\"\nrunc_root = \"{d}/runc\"\n"
+            ),
+        )?;
+        let out = net
+            .command(bin("slipway-agent"))
+            .args(["join", join_token, "--host-id", id, "--config"])
+            .arg(&config)
+            .arg("--cache-dir")
+            .arg(dir.path().join("controller-cache"))
+            .output()
+            .context("running slipway-agent join")?;
+        if !out.status.success() {
+            anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let mut h = FleetHost {
+            id: id.to_string(),
+            ip: net.ip.clone(),
+            dir,
+            proxy: None,
+            agent: None,
+            net,
+        };
+        h.start_proxy()?;
+        h.start_agent()?;
+        Ok(h)
+    }
+
     fn log(&self, name: &str) -> anyhow::Result<std::fs::File> {
         Ok(std::fs::OpenOptions::new()
             .create(true)
@@ -200,7 +248,8 @@ impl FleetHost {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    fn runc_list(&self) -> Vec<String> {
+    /// The ids of the containers runc knows under this host's runc root.
+    pub fn runc_list(&self) -> Vec<String> {
         let out = Command::new("runc")
             .arg("--root")
             .arg(self.dir.path().join("runc"))
@@ -345,6 +394,18 @@ impl Fleet {
                 labels,
             )
             .unwrap();
+            self.hosts.push(h);
+        }
+    }
+
+    /// Starts hosts `{prefix}-NN` for `range` that join with `join_token` (made with `slipway
+    /// token create --role join` against a controller on the LAN); a refused join panics.
+    pub fn join_hosts(&mut self, prefix: &str, range: std::ops::Range<usize>, join_token: &str) {
+        let registry = self.registry.addr().to_string();
+        for i in range {
+            let id = format!("{prefix}-{i:02}");
+            let h = FleetHost::join(&self.lan, &[&registry], join_token, &id)
+                .unwrap_or_else(|e| panic!("{id} could not join: {e:#}"));
             self.hosts.push(h);
         }
     }

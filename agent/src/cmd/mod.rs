@@ -1,4 +1,5 @@
 //! One module per `slipway-agent` subcommand.
+pub mod join;
 pub mod logs;
 pub mod proxy;
 pub mod ps;

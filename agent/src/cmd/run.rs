@@ -16,6 +16,13 @@ pub struct Args {
     config: PathBuf,
 }
 
+impl Args {
+    /// `run --config PATH` (for `join --start`).
+    pub fn with_config(config: PathBuf) -> Self {
+        Self { config }
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(&args.config)?;
     let controller = cfg.controller.clone();

@@ -52,6 +52,10 @@ pub struct ControllerSourceConfig {
     pub token_file: PathBuf,
     /// Where the last received desired set is kept.
     pub cache_dir: PathBuf,
+    /// PEM CA certificate(s) to trust for an `https://` controller with a private CA (beside
+    /// the system's roots). `slipway-agent join` writes it from the pinned join token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// A desired set: app name -> signed release envelope bytes (JSON), unverified.
@@ -119,10 +123,7 @@ impl ControllerSource {
             .with_context(|| format!("creating cache dir {}", cfg.cache_dir.display()))?;
         let current = load_cache(&cfg.cache_dir.join(CACHE_FILE));
         let secret_key = crate::host_key::load_or_create(&cfg.cache_dir)?.public();
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
+        let http = http_client(cfg.ca_cert.as_deref())?;
         Ok(Self {
             cfg: ControllerSourceConfig { url, ..cfg },
             http,
@@ -232,7 +233,9 @@ impl ControllerSource {
                 Err(PollError::Answered(api_error(resp).await))
             }
             401 => {
-                let e = api_error(resp).await;
+                let e = api_error(resp)
+                    .await
+                    .context(refused_token(&self.cfg.host_id));
                 self.reread_token();
                 Err(PollError::Answered(e))
             }
@@ -275,6 +278,9 @@ impl ControllerSource {
             ));
             if unauthorized {
                 self.reread_token();
+                return Err(PollError::Answered(
+                    e.context(refused_token(&self.cfg.host_id)),
+                ));
             }
             return Err(PollError::Answered(e));
         }
@@ -327,6 +333,41 @@ pub(crate) fn read_token(path: &Path) -> anyhow::Result<String> {
         bail!("agent token file {} is empty", path.display());
     }
     Ok(t)
+}
+
+/// The client agents speak to the controller with: the system's roots, and `ca_cert`'s
+/// certificates when given.
+pub fn http_client(ca_cert: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading controller ca_cert {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+            format!(
+                "controller ca_cert {}: not PEM certificates",
+                path.display()
+            )
+        })?;
+        if certs.is_empty() {
+            bail!(
+                "controller ca_cert {}: no certificate in it",
+                path.display()
+            );
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().context("building the HTTP client")
+}
+
+/// What a 401 means for this host, and what the operator can do.
+fn refused_token(host: &impl std::fmt::Display) -> String {
+    format!(
+        "the controller refused host {host}'s agent token (401): the host was removed \
+         (`slipway hosts remove`) or its token revoked; give it a new agent token in \
+         token_file, or join it again (`slipway-agent join`)"
+    )
 }
 
 pub(crate) async fn api_error(resp: reqwest::Response) -> anyhow::Error {
@@ -416,6 +457,7 @@ mod tests {
             labels: BTreeMap::new(),
             token_file,
             cache_dir: dir.join("cache"),
+            ca_cert: None,
         })
         .unwrap()
     }

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-fn info(h: HostRecord, stale: Vec<StaleRelease>) -> ApiResult<HostInfo> {
+/// A host as `GET /v1/hosts` shows it; `down`: silent past `host_down_after`.
+pub(super) fn info(h: HostRecord, stale: Vec<StaleRelease>, down: bool) -> ApiResult<HostInfo> {
     let skew = h
         .agent_version
         .as_deref()
@@ -32,6 +33,8 @@ fn info(h: HostRecord, stale: Vec<StaleRelease>) -> ApiResult<HostInfo> {
         registered_at: rfc3339(h.registered_at),
         last_seen: rfc3339(h.last_seen),
         stale,
+        lifecycle: h.lifecycle,
+        down,
     })
 }
 
@@ -52,7 +55,7 @@ fn stale_by_host(rows: Vec<StatusRecord>) -> BTreeMap<String, Vec<StaleRelease>>
 
 /// Refuses an agent more than one minor version from this controller, before it registers
 /// and is sent releases it may not understand.
-fn check_skew(host: &str, agent: &str) -> ApiResult<()> {
+pub(super) fn check_skew(host: &str, agent: &str) -> ApiResult<()> {
     let ours = version::VERSION;
     let refuse = |why: String| {
         ApiError::Conflict(format!(
@@ -81,6 +84,20 @@ pub async fn register(
         check_skew(&host, v)?;
     }
     let before = state.store.host(&host).await?;
+    if let Some(b) = before.as_ref().filter(|b| b.labels_managed) {
+        if let Some((k, v)) = req
+            .labels
+            .iter()
+            .find(|(k, v)| b.labels.get(*k) != Some(*v))
+        {
+            return Err(ApiError::Forbidden(format!(
+                "host `{host}` may not set label `{k}={v}`: its labels ({}) are set by the \
+                 controller (join token or `slipway hosts label`); leave `labels` out of its \
+                 agent.toml; nothing changed",
+                super::join::label_list(&b.labels)
+            )));
+        }
+    }
     let rec = state
         .store
         .register_host(
@@ -117,7 +134,10 @@ pub async fn register(
         .await;
     }
     tracing::info!(host, "host registered");
-    Ok(Json(info(rec, Vec::new())?))
+    if before.as_ref().is_some_and(|b| b.down_at.is_some()) {
+        came_back(&state, &host).await;
+    }
+    Ok(Json(info(rec, Vec::new(), false)?))
 }
 
 /// Unknown parameters are ignored: a newer agent may send more.
@@ -153,6 +173,9 @@ pub async fn desired(
     // Polls come every few seconds per host; `last_seen` needs no finer grain than this.
     if now.duration_since(rec.last_seen).unwrap_or_default() > state.rollouts.last_seen_grain() {
         state.store.touch_host(&host, now).await?;
+        if rec.down_at.is_some() {
+            came_back(&state, &host).await;
+        }
     }
     let mut rx = state.rollouts.subscribe();
     let mut shutdown = state.shutdown.clone();
@@ -209,6 +232,13 @@ async fn desired_answer(
         json,
     )
         .into_response())
+}
+
+/// A host marked down was heard from again: it gets the live release (it is outside the
+/// rollouts planned while it was down).
+async fn came_back(state: &AppState, host: &str) {
+    tracing::info!(host, "host heard from again after being down");
+    crate::events::emit(state, "host.up", None, serde_json::json!({"host": host})).await;
 }
 
 /// Counts a waiting long-poll for as long as it lives.
@@ -283,6 +313,7 @@ pub async fn report(
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<HostInfo>>> {
     caller.require_operator("list hosts")?;
     let mut stale = stale_by_host(state.store.statuses(None).await?);
+    let now = SystemTime::now();
     Ok(Json(
         state
             .store
@@ -291,7 +322,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
             .into_iter()
             .map(|h| {
                 let s = stale.remove(&h.host).unwrap_or_default();
-                info(h, s)
+                let down = state.rollouts.is_down(h.last_seen, now);
+                info(h, s, down)
             })
             .collect::<ApiResult<_>>()?,
     ))

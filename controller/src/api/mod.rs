@@ -4,6 +4,8 @@
 mod apps;
 mod events;
 mod hosts;
+mod join;
+mod lifecycle;
 mod logs;
 mod releases;
 mod rollout;
@@ -12,6 +14,7 @@ mod tokens;
 mod webhooks;
 
 pub use crate::metrics::Metrics;
+pub use join::TlsCa;
 pub use webhooks::WebhookReply;
 
 use crate::error::{ApiError, ApiResult};
@@ -20,7 +23,7 @@ use crate::release::{AppLocks, ReleaseSigner};
 use crate::resolve::Resolver;
 use crate::store::Store;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -49,6 +52,8 @@ pub struct AppState {
     pub master_key: Option<Arc<slipway_proto::seal::MasterKey>>,
     /// Log requests waiting for agents and the uploads they start (`crate::logs`).
     pub log_relay: Arc<crate::logs::LogRelay>,
+    /// The TLS CA joining agents pin, when the controller serves TLS.
+    pub tls_ca: Option<Arc<TlsCa>>,
 }
 
 impl AppState {
@@ -78,6 +83,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hosts/{host}/register", post(hosts::register))
         .route("/v1/hosts/{host}/desired", get(hosts::desired))
         .route("/v1/hosts/{host}/status", post(hosts::report))
+        .route("/v1/hosts/{host}", delete(lifecycle::remove))
+        .route("/v1/hosts/{host}/labels", put(lifecycle::label))
+        .route("/v1/join-tokens", post(join::create).get(join::list))
+        .route("/v1/join", get(join::info).post(join::join))
+        .route("/v1/hosts/{host}/{action}", post(lifecycle::act))
         .route("/v1/status", get(hosts::status))
         .route("/v1/apps/{app}/logs", get(logs::read))
         .route("/v1/hosts/{host}/log-requests", get(logs::poll))

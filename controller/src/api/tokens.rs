@@ -82,7 +82,8 @@ pub async fn revoke(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin("revoke tokens")?;
-    if !state.store.revoke_token(&name).await? {
+    // One name space for both kinds: `slipway token revoke NAME` ends a join token too.
+    if !state.store.revoke_token(&name).await? && !state.store.revoke_join_token(&name).await? {
         return Err(ApiError::NotFound(format!("no token named `{name}`")));
     }
     record(

@@ -39,8 +39,9 @@ enum Command {
     Rollback(cli::status::RollbackArgs),
     /// Which host runs which release, in which phase.
     Status(cli::status::StatusArgs),
-    /// Registered hosts and their labels.
-    Hosts,
+    /// Registered hosts (labels, agent version, state: active, cordoned, drained, down), or
+    /// `slipway hosts cordon|uncordon|drain|remove HOST`.
+    Hosts(cli::hosts::Args),
     /// Releases of an app, newest first.
     History(cli::status::HistoryArgs),
     /// Operator and agent tokens (admin only).
@@ -88,7 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollout(a) => cli::rollout::run(&connect()?, a).await,
         Command::Rollback(a) => cli::status::rollback(&connect()?, a).await,
         Command::Status(a) => cli::status::status(&connect()?, a).await,
-        Command::Hosts => cli::status::hosts(&connect()?).await,
+        Command::Hosts(a) => cli::hosts::run(&connect()?, a).await,
         Command::History(a) => cli::status::history(&connect()?, a).await,
         Command::Token(c) => cli::token::run(&connect()?, c).await,
         Command::Audit(a) => cli::status::audit(&connect()?, a).await,

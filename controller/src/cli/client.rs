@@ -195,6 +195,26 @@ impl Client {
             .map(|_| ())
     }
 
+    pub async fn put_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let req = self.http.put(format!("{}{path}", self.url)).json(body);
+        self.send(req, "PUT", path).await
+    }
+
+    /// A DELETE whose answer is a JSON body.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let req = self.http.delete(format!("{}{path}", self.url));
+        self.send(req, "DELETE", path).await
+    }
+
+    /// The controller's base URL as this CLI reaches it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cells;
 pub mod client;
 pub mod events;
+pub mod hosts;
 pub mod keygen;
 pub mod logs;
 pub mod release;

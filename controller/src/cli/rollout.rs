@@ -92,6 +92,14 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<()> {
     if let Some(s) = info.rollback_seq {
         println!("rolled back as seq {s}");
     }
+    if !info.left_out.is_empty() {
+        let list: Vec<String> = info
+            .left_out
+            .iter()
+            .map(|(h, why)| format!("{h} ({why})"))
+            .collect();
+        println!("left out (no failure): {}", list.join(", "));
+    }
     let rows = info
         .hosts
         .iter()

@@ -89,12 +89,20 @@ pub async fn hosts(client: &Client) -> anyhow::Result<()> {
         return print_json(&hosts);
     }
     table(
-        &["HOST", "LABELS", "AGENT", "LAST SEEN", "SIGNATURES"],
+        &[
+            "HOST",
+            "LABELS",
+            "AGENT",
+            "STATE",
+            "LAST SEEN",
+            "SIGNATURES",
+        ],
         hosts
             .into_iter()
             .map(|h| {
                 let labels: Vec<String> =
                     h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let state = super::hosts::state_cell(&h);
                 vec![
                     h.host.to_string(),
                     labels.join(","),
@@ -102,6 +110,7 @@ pub async fn hosts(client: &Client) -> anyhow::Result<()> {
                         (Some(v), Some(skew)) => format!("{v} ({skew})"),
                         (v, _) => v.unwrap_or_default(),
                     },
+                    state,
                     age(&h.last_seen, client.wide),
                     stale_cell(&h.stale),
                 ]

@@ -164,6 +164,11 @@ pub async fn info_of(state: &AppState, app: &str, seq: Option<u64>) -> ReleaseRe
         rollback_seq: doc.rollback_seq,
         hosts,
         updated_at: rfc3339(rec.updated_at),
+        left_out: doc
+            .left_out
+            .iter()
+            .map(|(h, why)| (h.clone(), why.as_str().to_string()))
+            .collect(),
     })
 }
 
@@ -184,6 +189,7 @@ mod tests {
             spec: &spec,
             hosts: vec!["h1".into(), "h2".into()],
             canaries: Default::default(),
+            left_out: BTreeMap::new(),
             base: BTreeMap::new(),
             stable: Some(1),
             deploy_margin: Duration::from_secs(60),

@@ -3,11 +3,11 @@
 //! rollback release (a higher seq of the last good release's image).
 
 use super::isolate::Stage;
-use super::plan::{Rollout, Seen};
+use super::plan::{LeftOut, Rollout, Seen};
 use super::{now_ms, parse, to_doc, RolloutError};
 use crate::api::AppState;
 use crate::store::RolloutRecord;
-use slipway_proto::api::RolloutState;
+use slipway_proto::api::{HostLifecycle, RolloutState};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -69,12 +69,13 @@ pub struct Tick {
 /// One pass over every app's newest rollout.
 pub async fn tick(state: &AppState) -> Result<Tick, RolloutError> {
     let mut out = Tick::default();
+    let hosts = state.store.hosts().await?;
+    let now = SystemTime::now();
+    mark_down(state, &hosts, now).await?;
     let apps = state.store.apps().await?;
     if apps.is_empty() {
         return Ok(out);
     }
-    let hosts = state.store.hosts().await?;
-    let now = SystemTime::now();
     for app in apps {
         // One app's corrupt rollout, release or store row never stops the others.
         let mut due = None;
@@ -119,11 +120,20 @@ async fn tick_app(
             .iter()
             .map(|h| {
                 let silent = now.duration_since(h.last_seen).unwrap_or_default();
+                let held = match h.lifecycle {
+                    HostLifecycle::Cordoned => Some(LeftOut::Cordoned),
+                    HostLifecycle::Drained => Some(LeftOut::Drained),
+                    HostLifecycle::Active if state.rollouts.is_down(h.last_seen, now) => {
+                        Some(LeftOut::Down)
+                    }
+                    HostLifecycle::Active => None,
+                };
                 (
                     h.host.clone(),
                     Seen {
                         report: reports.get(&h.host).cloned(),
                         silent_ms: Some(silent.as_millis() as u64),
+                        held,
                     },
                 )
             })
@@ -168,6 +178,35 @@ async fn tick_app(
         changed |= roll_back(state, &rec, doc).await?;
     }
     Ok(changed)
+}
+
+/// Marks the hosts silent past `host_down_after` as down, once each, with a `host.down` event:
+/// new rollouts leave them out whether or not this ran; this is what operators see.
+async fn mark_down(
+    state: &AppState,
+    hosts: &[crate::store::HostRecord],
+    now: SystemTime,
+) -> Result<(), RolloutError> {
+    for h in hosts {
+        if h.down_at.is_some() || !state.rollouts.is_down(h.last_seen, now) {
+            continue;
+        }
+        if state.store.mark_host_down(&h.host, now).await? {
+            let silent = now.duration_since(h.last_seen).unwrap_or_default();
+            let silent =
+                humantime::format_duration(std::time::Duration::from_secs(silent.as_secs()));
+            tracing::warn!(host = %h.host, %silent, "host down: no poll or report; left out of new rollouts");
+            crate::events::emit(
+                state,
+                "host.down",
+                None,
+                serde_json::json!({"host": h.host, "silent": silent.to_string(),
+                    "last_seen": crate::api::rfc3339(h.last_seen)}),
+            )
+            .await;
+        }
+    }
+    Ok(())
 }
 
 /// Records that the newest started wave of `doc` began.

@@ -85,6 +85,8 @@ pub struct Rollouts {
     pub cfg: RolloutConfig,
     /// Longest long-poll wait (from the config).
     pub long_poll_max_wait: Duration,
+    /// A host silent this long is down (`host_down_after` in the config).
+    pub host_down_after: Duration,
     view: watch::Sender<Arc<View>>,
     poke: Notify,
     /// A host reported a phase: the driver looks at once instead of at its next tick.
@@ -97,11 +99,16 @@ pub struct Rollouts {
 }
 
 impl Rollouts {
-    pub fn new(cfg: RolloutConfig, long_poll_max_wait: Duration) -> Self {
+    pub fn new(
+        cfg: RolloutConfig,
+        long_poll_max_wait: Duration,
+        host_down_after: Duration,
+    ) -> Self {
         let (view, _) = watch::channel(Arc::new(View::default()));
         Self {
             cfg,
             long_poll_max_wait,
+            host_down_after,
             view,
             poke: Notify::new(),
             report: Notify::new(),
@@ -129,10 +136,16 @@ impl Rollouts {
         self.view.subscribe()
     }
 
-    /// `last_seen` is rewritten at most this often: a quarter of the silence deadline, so a
-    /// live host is never mistaken for a silent one, and never more often than needed.
+    /// `last_seen` is rewritten at most this often: a quarter of the shorter of the silence
+    /// and down deadlines, so a live host is never mistaken for a silent or down one, and
+    /// never more often than needed.
     pub fn last_seen_grain(&self) -> Duration {
-        (self.cfg.silent_after / 4).min(defaults::LAST_SEEN_GRAIN)
+        (self.cfg.silent_after.min(self.host_down_after) / 4).min(defaults::LAST_SEEN_GRAIN)
+    }
+
+    /// Whether a host last heard from at `last_seen` is down at `now`.
+    pub fn is_down(&self, last_seen: SystemTime, now: SystemTime) -> bool {
+        now.duration_since(last_seen).unwrap_or_default() > self.host_down_after
     }
 
     /// A host's phase report was stored: wakes the driver (on this replica; the lead on

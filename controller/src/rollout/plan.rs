@@ -3,7 +3,7 @@
 //! reported and the clock, and stores what comes out.
 
 use serde::{Deserialize, Serialize};
-use slipway_proto::api::{Phase, RolloutState};
+use slipway_proto::api::{HostLifecycle, Phase, RolloutState};
 use slipway_proto::AppSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -23,6 +23,37 @@ impl Kind {
             Kind::Release => "release",
             Kind::Rollback => "rollback",
         }
+    }
+}
+
+/// Why a host of the app is left out of a rollout: it gets no new release from it and its
+/// silence or absence is no failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeftOut {
+    /// Cordoned by an operator: keeps what it runs.
+    Cordoned,
+    /// Drained by an operator: runs nothing.
+    Drained,
+    /// Silent past `host_down_after`: gets the live release when it is heard from again.
+    Down,
+    /// Removed by an operator (or no longer registered).
+    Removed,
+}
+
+impl LeftOut {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LeftOut::Cordoned => "cordoned",
+            LeftOut::Drained => "drained",
+            LeftOut::Down => "down",
+            LeftOut::Removed => "removed",
+        }
+    }
+
+    /// Held out by an operator (as opposed to gone silent or away).
+    fn by_operator(&self) -> bool {
+        matches!(self, LeftOut::Cordoned | LeftOut::Drained)
     }
 }
 
@@ -62,6 +93,9 @@ pub struct Rollout {
     /// Halted and a rollback release is (to be) made.
     pub rollback_wanted: bool,
     pub rollback_seq: Option<u64>,
+    /// Hosts of the app left out of this rollout (when planned, or since), and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub left_out: BTreeMap<String, LeftOut>,
 }
 
 /// What the driver knows about one host of the plan when it evaluates.
@@ -71,6 +105,9 @@ pub struct Seen {
     pub report: Option<(u64, Phase)>,
     /// Milliseconds since the host last polled or reported; `None`: unknown host.
     pub silent_ms: Option<u64>,
+    /// Cordoned, drained or down now: no new wave sends it the release, and a host of a
+    /// started wave that is drained or down is no failure.
+    pub held: Option<LeftOut>,
 }
 
 /// Spec-derived settings of a new rollout.
@@ -82,6 +119,8 @@ pub struct PlanParams<'a> {
     pub hosts: Vec<String>,
     /// Hosts labelled `slipway.canary=true` (they go first).
     pub canaries: BTreeSet<String>,
+    /// Selected hosts left out of the plan (cordoned, drained, down), and why.
+    pub left_out: BTreeMap<String, LeftOut>,
     pub base: BTreeMap<String, u64>,
     pub stable: Option<u64>,
     /// Added to the spec's health deadline, drain and bake for the per-host deadline.
@@ -127,6 +166,7 @@ impl Rollout {
             deadline_ms: (deadline + p.deploy_margin).as_millis() as u64,
             rollback_wanted: false,
             rollback_seq: None,
+            left_out: p.left_out,
         };
         out.start_next(p.now_ms);
         out
@@ -212,6 +252,11 @@ impl Rollout {
 
     /// The seq `host` is told to run for this app now.
     pub fn assigned(&self, host: &str) -> Option<u64> {
+        match self.left_out.get(host) {
+            Some(why) if why.by_operator() => return self.base.get(host).copied(),
+            Some(_) => return self.default_seq(),
+            None => {}
+        }
         if self.kind == Kind::Release && self.state == RolloutState::Done {
             return Some(self.seq);
         }
@@ -219,6 +264,15 @@ impl Rollout {
             return Some(self.seq);
         }
         self.base.get(host).copied().or(self.stable)
+    }
+
+    /// The seq `host`, whose lifecycle is `now`, is told to run: a host an operator left out
+    /// and has since let back in (uncordoned) gets what a host outside the plan gets.
+    pub fn assigned_to(&self, host: &str, now: HostLifecycle) -> Option<u64> {
+        match self.left_out.get(host) {
+            Some(why) if why.by_operator() && now == HostLifecycle::Active => self.default_seq(),
+            _ => self.assigned(host),
+        }
     }
 
     /// What hosts outside the plan (registered later) get.
@@ -273,10 +327,12 @@ impl Rollout {
             return false;
         }
         let before = self.clone();
+        self.leave_out_held(seen);
         let wave_age = (now_ms - self.wave_started_ms).max(0) as u64;
         let started: Vec<String> = self.started_hosts().cloned().collect();
         for h in &started {
-            if self.live.contains(h) || self.failed.contains_key(h) {
+            if self.live.contains(h) || self.failed.contains_key(h) || self.left_out.contains_key(h)
+            {
                 continue;
             }
             let s = seen.get(h);
@@ -294,10 +350,6 @@ impl Rollout {
                 _ => {}
             }
             match s.and_then(|s| s.silent_ms) {
-                None => {
-                    self.failed
-                        .insert(h.clone(), "host is no longer registered".into());
-                }
                 Some(ms) if ms > silent_after.as_millis() as u64 => {
                     self.failed.insert(
                         h.clone(),
@@ -326,7 +378,7 @@ impl Rollout {
         let wave_done = self.started > 0
             && self.waves[self.started - 1]
                 .iter()
-                .all(|h| self.live.contains(h) || self.failed.contains_key(h));
+                .all(|h| self.live.contains(h) || self.is_settled(h));
         if self.started == 0 || wave_done {
             if self.wave_done_ms.is_none() {
                 self.wave_done_ms = Some(now_ms);
@@ -365,6 +417,35 @@ impl Rollout {
         Some(done + self.pause_ms as i64)
     }
 
+    /// Failed or left out: nothing more to wait for.
+    fn is_settled(&self, host: &str) -> bool {
+        self.failed.contains_key(host) || self.left_out.contains_key(host)
+    }
+
+    /// Leaves out the hosts held since the plan was made: every held host of a wave not
+    /// started yet, and a host of a started wave, not live yet, that was drained, went down or
+    /// was removed (a cordoned one got the release already and carries on). A host no longer
+    /// registered counts as removed.
+    fn leave_out_held(&mut self, seen: &BTreeMap<String, Seen>) {
+        for (i, wave) in self.waves.iter().enumerate() {
+            for h in wave {
+                if self.live.contains(h) || self.is_settled(h) {
+                    continue;
+                }
+                let held = match seen.get(h) {
+                    None => Some(LeftOut::Removed),
+                    Some(s) => s.held,
+                };
+                match held {
+                    Some(why) if i >= self.started || why != LeftOut::Cordoned => {
+                        self.left_out.insert(h.clone(), why);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// No further host gets the release; the hosts that have it get a rollback.
     pub fn halt(&mut self, why: String) {
         self.state = RolloutState::Halted;
@@ -393,6 +474,7 @@ mod tests {
             hosts: (0..n).map(|i| format!("h{i:02}")).collect(),
             // h00 is the canary the tests below follow.
             canaries: ["h00".to_string()].into(),
+            left_out: BTreeMap::new(),
             base: (0..n).map(|i| (format!("h{i:02}"), 1)).collect(),
             stable: Some(1),
             deploy_margin: Duration::from_secs(60),
@@ -408,6 +490,7 @@ mod tests {
                     Seen {
                         report: Some((r.seq, phase.clone())),
                         silent_ms: Some(0),
+                        held: None,
                     },
                 )
             })
@@ -499,6 +582,63 @@ mod tests {
         let other = r.waves[0].iter().find(|h| *h != "h00").unwrap();
         assert!(r.failed[other].contains("not live within"));
         assert_eq!(r.state, RolloutState::Halted);
+    }
+
+    #[test]
+    fn down_drained_removed_and_cordoned_hosts_are_left_out_not_failed() {
+        let mut r = plan("[rollout]\ncanary = 0\nbatch_size = 2\n", 6);
+        let silent = Duration::from_secs(5);
+        let (first, second) = (r.waves[0].clone(), r.waves[1].clone());
+        let mut seen = report(&r, Phase::Pulling);
+        // A host of the started wave went down (silent far past silent_after too), another
+        // was removed: neither is a failure, and the wave is done once nothing else waits.
+        let down = seen.get_mut(&first[0]).unwrap();
+        (down.silent_ms, down.held) = (Some(3_600_000), Some(LeftOut::Down));
+        seen.remove(&first[1]);
+        // In the next wave: one cordoned, one drained.
+        for (h, why) in [
+            (&second[0], LeftOut::Cordoned),
+            (&second[1], LeftOut::Drained),
+        ] {
+            seen.insert(
+                h.clone(),
+                Seen {
+                    report: Some((1, Phase::Live)),
+                    silent_ms: Some(0),
+                    held: Some(why),
+                },
+            );
+        }
+        r.evaluate(&seen, 10, silent);
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(r.left_out[&first[0]], LeftOut::Down);
+        assert_eq!(r.left_out[&first[1]], LeftOut::Removed);
+        assert_eq!(r.left_out[&second[0]], LeftOut::Cordoned);
+        assert_eq!(r.started, 2, "one wave starts per evaluation");
+        r.evaluate(&seen, 15, silent);
+        assert_eq!(r.started, 3, "the next wave was settled from the start");
+        let mut live = report(&r, Phase::Live);
+        live.extend(seen);
+        r.evaluate(&live, 20, silent);
+        assert_eq!(r.state, RolloutState::Done);
+        // The cordoned host keeps what it had; the down one gets the live release when back.
+        assert_eq!(r.assigned(&second[0]), Some(1));
+        assert_eq!(r.assigned(&first[0]), Some(2));
+        assert_eq!(r.assigned(&r.waves[2][0].clone()), Some(2));
+        // Uncordoned since: it gets what any host outside the plan gets.
+        assert_eq!(r.assigned_to(&second[0], HostLifecycle::Cordoned), Some(1));
+        assert_eq!(r.assigned_to(&second[0], HostLifecycle::Active), Some(2));
+    }
+
+    #[test]
+    fn a_cordoned_host_of_a_started_wave_carries_on() {
+        let mut r = plan("[rollout]\ncanary = 0\nbatch_size = 2\n", 4);
+        let h = r.waves[0][0].clone();
+        let mut seen = report(&r, Phase::Pulling);
+        seen.get_mut(&h).unwrap().held = Some(LeftOut::Cordoned);
+        r.evaluate(&seen, 10, Duration::from_secs(5));
+        assert!(!r.left_out.contains_key(&h), "it got the release already");
+        assert_eq!(r.assigned(&h), Some(2));
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //! published, a rollout moves, or another replica says something changed.
 
 use super::isolate::Stage;
-use super::plan::{PlanParams, Rollout};
+use super::plan::{LeftOut, PlanParams, Rollout};
 use super::{now_ms, parse, to_doc, RolloutError};
 use crate::api::AppState;
 use crate::publish::{release_body, Snapshot};
+use crate::store::HostRecord;
 use crate::store::ReleaseRecord;
 use axum::body::Bytes;
-use slipway_proto::api::{DesiredSetBody, RolloutState};
+use slipway_proto::api::{DesiredSetBody, HostLifecycle, RolloutState};
 use slipway_proto::Envelope;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ pub struct AppView {
 #[derive(Debug, Default)]
 pub struct View {
     pub apps: BTreeMap<String, AppView>,
+    /// Drained hosts: their desired set is empty, so their agents discard every app.
+    pub drained: HashSet<String>,
     pub from: Option<Arc<Snapshot>>,
     /// Serialized desired sets that are the same for every host holding them (no secrets),
     /// by version: a publish that wakes every long-poll serializes each distinct set once.
@@ -59,7 +62,12 @@ impl View {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut releases = Vec::new();
         let mut sealed = false;
-        for (app, v) in &self.apps {
+        let apps = if self.drained.contains(host) {
+            None
+        } else {
+            Some(&self.apps)
+        };
+        for (app, v) in apps.into_iter().flatten() {
             if !v.selector.iter().all(|(k, val)| labels.get(k) == Some(val)) {
                 continue;
             }
@@ -108,10 +116,12 @@ impl View {
         let from = state.publisher.current();
         let mut apps = BTreeMap::new();
         let before = state.rollouts.subscribe().borrow().clone();
+        let held: HashMap<String, HostLifecycle> =
+            state.store.held_hosts().await?.into_iter().collect();
         for rec in state.store.latest_releases().await? {
             // One app's broken release or rollout never empties another app's desired set;
             // its hosts keep what they were last told.
-            match Self::build_app(state, &rec).await {
+            match Self::build_app(state, &rec, &held).await {
                 Ok(v) => {
                     state.rollouts.errors.ok(Stage::View, &rec.app);
                     apps.insert(rec.app.clone(), v);
@@ -126,13 +136,23 @@ impl View {
         }
         Ok(View {
             apps,
+            drained: held
+                .into_iter()
+                .filter(|(_, l)| *l == HostLifecycle::Drained)
+                .map(|(h, _)| h)
+                .collect(),
             from: Some(from),
             bodies: Mutex::default(),
         })
     }
 
     /// One app's assignment, from its newest release `rec`.
-    async fn build_app(state: &AppState, rec: &ReleaseRecord) -> Result<AppView, RolloutError> {
+    /// `held`: the hosts whose lifecycle is not active.
+    async fn build_app(
+        state: &AppState,
+        rec: &ReleaseRecord,
+        held: &HashMap<String, HostLifecycle>,
+    ) -> Result<AppView, RolloutError> {
         let (env, rel) = envelope(rec)?;
         let doc = ensure(state, rec, &rel).await?;
         let mut v = AppView {
@@ -140,8 +160,15 @@ impl View {
             default: doc.default_seq(),
             ..Default::default()
         };
-        for h in doc.waves.iter().flatten().chain(doc.base.keys()) {
-            v.per_host.insert(h.clone(), doc.assigned(h));
+        for h in doc
+            .waves
+            .iter()
+            .flatten()
+            .chain(doc.base.keys())
+            .chain(doc.left_out.keys())
+        {
+            let now = held.get(h).copied().unwrap_or_default();
+            v.per_host.insert(h.clone(), doc.assigned_to(h, now));
         }
         let mut seqs: Vec<u64> = v.per_host.values().flatten().copied().collect();
         seqs.extend(v.default);
@@ -189,6 +216,31 @@ impl Selected<'_> {
     }
 }
 
+/// Splits the selected hosts into those a new rollout plans for and those it leaves out:
+/// cordoned, drained, or down (`is_down`).
+fn partition_held<'a>(
+    selected: impl Iterator<Item = &'a HostRecord>,
+    is_down: impl Fn(&HostRecord) -> bool,
+) -> (Vec<&'a HostRecord>, BTreeMap<String, LeftOut>) {
+    let mut planned = Vec::new();
+    let mut left_out = BTreeMap::new();
+    for h in selected {
+        let why = match h.lifecycle {
+            HostLifecycle::Cordoned => Some(LeftOut::Cordoned),
+            HostLifecycle::Drained => Some(LeftOut::Drained),
+            HostLifecycle::Active if is_down(h) => Some(LeftOut::Down),
+            HostLifecycle::Active => None,
+        };
+        match why {
+            Some(why) => {
+                left_out.insert(h.host.clone(), why);
+            }
+            None => planned.push(h),
+        }
+    }
+    (planned, left_out)
+}
+
 fn fingerprint(envelope: &str) -> String {
     hex::encode(ring::digest::digest(
         &ring::digest::SHA256,
@@ -234,18 +286,21 @@ pub async fn ensure(
         }
         _ => {
             let selector = &spec.rollout.selector;
-            let selected: Vec<_> = store
-                .hosts()
-                .await?
-                .into_iter()
-                .filter(|h| selector.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
-                .collect();
+            let all = store.hosts().await?;
+            let lifecycle: HashMap<&str, HostLifecycle> =
+                all.iter().map(|h| (h.host.as_str(), h.lifecycle)).collect();
+            let wall = SystemTime::now();
+            let (selected, left_out) = partition_held(
+                all.iter()
+                    .filter(|h| selector.iter().all(|(k, v)| h.labels.get(k) == Some(v))),
+                |h| state.rollouts.is_down(h.last_seen, wall),
+            );
             let canaries = selected
                 .iter()
                 .filter(|h| super::canary::is_canary(&h.labels))
                 .map(|h| h.host.clone())
                 .collect();
-            let hosts: Vec<String> = selected.into_iter().map(|h| h.host).collect();
+            let hosts: Vec<String> = selected.into_iter().map(|h| h.host.clone()).collect();
             let (base, stable) = match &prev {
                 Some((_, p)) => {
                     let base = p
@@ -253,8 +308,13 @@ pub async fn ensure(
                         .iter()
                         .flatten()
                         .chain(p.base.keys())
+                        .chain(p.left_out.keys())
                         .chain(hosts.iter())
-                        .filter_map(|h| p.assigned(h).map(|s| (h.clone(), s)))
+                        .chain(left_out.keys())
+                        .filter_map(|h| {
+                            let now = lifecycle.get(h.as_str()).copied().unwrap_or_default();
+                            p.assigned_to(h, now).map(|s| (h.clone(), s))
+                        })
                         .collect();
                     (base, p.stable_after())
                 }
@@ -277,6 +337,7 @@ pub async fn ensure(
                 spec,
                 hosts,
                 canaries,
+                left_out,
                 base,
                 stable,
                 deploy_margin: state.rollouts.cfg.deploy_margin,

@@ -232,6 +232,94 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn held_hosts(
+                &self,
+            ) -> $crate::store::Result<Vec<(String, slipway_proto::api::HostLifecycle)>> {
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as($crate::store::queries::HELD_HOSTS)
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter()
+                    .map(|(h, l)| {
+                        let l = l.parse().map_err(|e: slipway_proto::api::UnknownLifecycle| {
+                            $crate::store::StoreError::Corrupt {
+                                what: format!("lifecycle of host {h}"),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        Ok((h, l))
+                    })
+                    .collect()
+            }
+
+            async fn set_host_lifecycle(
+                &self,
+                host: &str,
+                lifecycle: slipway_proto::api::HostLifecycle,
+            ) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::queries::SET_HOST_LIFECYCLE)
+                    .bind(lifecycle.as_str())
+                    .bind(host)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn mark_host_down(
+                &self,
+                host: &str,
+                at: std::time::SystemTime,
+            ) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::queries::MARK_HOST_DOWN)
+                    .bind($crate::store::rows::to_ms(at))
+                    .bind(host)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn set_host_labels(
+                &self,
+                host: &str,
+                labels: &std::collections::BTreeMap<String, String>,
+            ) -> $crate::store::Result<bool> {
+                let labels = serde_json::to_string(labels).expect("labels serialize");
+                let r = sqlx::query($crate::store::queries::SET_HOST_LABELS)
+                    .bind(&labels)
+                    .bind(host)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn remove_host(
+                &self,
+                host: &str,
+            ) -> $crate::store::Result<Option<Vec<String>>> {
+                use $crate::store::queries;
+                let mut tx = self.begin_write().await?;
+                let tokens: Vec<String> = sqlx::query_scalar(queries::HOST_TOKENS)
+                    .bind(host)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let gone = sqlx::query(queries::DELETE_HOST)
+                    .bind(host)
+                    .execute(&mut *tx)
+                    .await?;
+                if gone.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                for q in [
+                    queries::DELETE_HOST_TOKENS,
+                    queries::DELETE_HOST_STATUS,
+                    queries::DELETE_HOST_SECRET_KEY,
+                ] {
+                    sqlx::query(q).bind(host).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(Some(tokens))
+            }
+
             async fn put_status(
                 &self,
                 host: &str,
@@ -330,6 +418,107 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(r.rows_affected() > 0)
+            }
+
+            async fn create_join_token(
+                &self,
+                t: &$crate::store::JoinTokenRecord,
+            ) -> $crate::store::Result<()> {
+                use $crate::store::{queries, rows, StoreError};
+                let labels = serde_json::to_string(&t.labels).expect("labels serialize");
+                let r = sqlx::query(queries::INSERT_JOIN_TOKEN)
+                    .bind(&t.name)
+                    .bind(&t.hash)
+                    .bind(&labels)
+                    .bind(t.uses as i64)
+                    .bind(rows::to_ms(t.expires_at))
+                    .bind(&t.created_by)
+                    .bind(rows::to_ms(t.created_at))
+                    .execute(&self.pool)
+                    .await;
+                match r {
+                    Err(e) if $crate::store::is_unique_violation(&e) => {
+                        Err(StoreError::TokenExists(t.name.clone()))
+                    }
+                    other => other.map(|_| ()).map_err(Into::into),
+                }
+            }
+
+            async fn join_token_by_hash(
+                &self,
+                hash: &str,
+            ) -> $crate::store::Result<Option<$crate::store::JoinTokenRecord>> {
+                use $crate::store::{queries, rows};
+                rows::record(
+                    sqlx::query_as::<_, rows::JoinTokenRow>(queries::JOIN_TOKEN_BY_HASH)
+                        .bind(hash)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn join_tokens(
+                &self,
+            ) -> $crate::store::Result<Vec<$crate::store::JoinTokenRecord>> {
+                use $crate::store::{queries, rows};
+                rows::records(
+                    sqlx::query_as::<_, rows::JoinTokenRow>(queries::JOIN_TOKENS)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn revoke_join_token(&self, name: &str) -> $crate::store::Result<bool> {
+                let r = sqlx::query($crate::store::queries::REVOKE_JOIN_TOKEN)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn join_host(
+                &self,
+                join: &str,
+                host: &str,
+                labels: &std::collections::BTreeMap<String, String>,
+                agent_version: Option<&str>,
+                t: &$crate::store::TokenRecord,
+                now: std::time::SystemTime,
+            ) -> $crate::store::Result<bool> {
+                use $crate::store::{queries, rows, StoreError};
+                let labels = serde_json::to_string(labels).expect("labels serialize");
+                let mut tx = self.begin_write().await?;
+                let used = sqlx::query(queries::USE_JOIN_TOKEN)
+                    .bind(join)
+                    .bind(rows::to_ms(now))
+                    .execute(&mut *tx)
+                    .await?;
+                if used.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                sqlx::query(queries::JOIN_HOST)
+                    .bind(host)
+                    .bind(&labels)
+                    .bind(agent_version)
+                    .bind(rows::to_ms(now))
+                    .execute(&mut *tx)
+                    .await?;
+                let r = sqlx::query(queries::INSERT_TOKEN)
+                    .bind(&t.name)
+                    .bind(t.role.as_str())
+                    .bind(&t.host)
+                    .bind(&t.hash)
+                    .bind(rows::to_ms(t.created_at))
+                    .execute(&mut *tx)
+                    .await;
+                match r {
+                    Err(e) if $crate::store::is_unique_violation(&e) => {
+                        return Err(StoreError::TokenExists(t.name.clone()))
+                    }
+                    other => other?,
+                };
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn audit(

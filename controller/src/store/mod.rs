@@ -20,7 +20,7 @@ pub use sqlite::SqliteStore;
 
 pub(crate) use rows::to_ms;
 
-use slipway_proto::api::{HostStatus, Phase, Role};
+use slipway_proto::api::{HostLifecycle, HostStatus, Phase, Role};
 use slipway_proto::AppSpec;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,6 +79,12 @@ pub struct HostRecord {
     pub agent_version: Option<String>,
     pub registered_at: SystemTime,
     pub last_seen: SystemTime,
+    /// What an operator made of it (cordoned, drained).
+    pub lifecycle: HostLifecycle,
+    /// When the lead marked it down (silent past `host_down_after`); `None` once heard from.
+    pub down_at: Option<SystemTime>,
+    /// Its labels were set by a join token or an admin: the agent may not change them.
+    pub labels_managed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +107,21 @@ pub struct TokenRecord {
     pub host: Option<String>,
     /// Lowercase hex sha256 of the secret.
     pub hash: String,
+    pub created_at: SystemTime,
+}
+
+/// A join token; only the sha256 of the secret is stored.
+#[derive(Debug, Clone)]
+pub struct JoinTokenRecord {
+    pub name: String,
+    /// Lowercase hex sha256 of the secret.
+    pub hash: String,
+    /// The labels a host joining with it gets.
+    pub labels: BTreeMap<String, String>,
+    pub uses: u64,
+    pub used: u64,
+    pub expires_at: SystemTime,
+    pub created_by: String,
     pub created_at: SystemTime,
 }
 
@@ -179,6 +200,18 @@ pub trait Store: SecretStore + Send + Sync + 'static {
     async fn host(&self, host: &str) -> Result<Option<HostRecord>>;
     async fn hosts(&self) -> Result<Vec<HostRecord>>;
     async fn touch_host(&self, host: &str, now: SystemTime) -> Result<()>;
+    /// The hosts an operator cordoned or drained, and which (the view reads this on every
+    /// rebuild, so not every host).
+    async fn held_hosts(&self) -> Result<Vec<(String, HostLifecycle)>>;
+    /// Cordons, drains or reactivates a host; false when no host has that id.
+    async fn set_host_lifecycle(&self, host: &str, lifecycle: HostLifecycle) -> Result<bool>;
+    /// Marks a host down at `at` unless it already is; true when this call marked it.
+    async fn mark_host_down(&self, host: &str, at: SystemTime) -> Result<bool>;
+    /// Replaces a host's labels and keeps them from the agent; false when no such host.
+    async fn set_host_labels(&self, host: &str, labels: &BTreeMap<String, String>) -> Result<bool>;
+    /// Forgets a host: its row, its status reports, its secret-key registration and its
+    /// agent tokens (answered by name), in one transaction. `None` when no such host.
+    async fn remove_host(&self, host: &str) -> Result<Option<Vec<String>>>;
     async fn put_status(&self, host: &str, status: &HostStatus, now: SystemTime) -> Result<()>;
     async fn statuses(&self, app: Option<&str>) -> Result<Vec<StatusRecord>>;
 
@@ -187,6 +220,24 @@ pub trait Store: SecretStore + Send + Sync + 'static {
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// Returns false when no token has that name.
     async fn revoke_token(&self, name: &str) -> Result<bool>;
+
+    async fn create_join_token(&self, token: &JoinTokenRecord) -> Result<()>;
+    async fn join_token_by_hash(&self, hash: &str) -> Result<Option<JoinTokenRecord>>;
+    async fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>>;
+    /// Returns false when no join token has that name.
+    async fn revoke_join_token(&self, name: &str) -> Result<bool>;
+    /// Uses join token `join` once (unless it expired by `now` or is used up) to register
+    /// `host` with `labels` (kept from the agent) and store its agent token, in one
+    /// transaction; false when the join token could not be used (nothing changed).
+    async fn join_host(
+        &self,
+        join: &str,
+        host: &str,
+        labels: &BTreeMap<String, String>,
+        agent_version: Option<&str>,
+        agent_token: &TokenRecord,
+        now: SystemTime,
+    ) -> Result<bool>;
 
     async fn audit(
         &self,

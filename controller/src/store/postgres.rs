@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "secrets",
         include_str!("../../migrations/postgres/0005_secrets.sql"),
     ),
+    (
+        6,
+        "hosts lifecycle",
+        include_str!("../../migrations/postgres/0006_hosts_lifecycle.sql"),
+    ),
 ];
 
 /// Connections per replica: long-polls answer from memory, so the store sees requests that
@@ -219,7 +224,7 @@ impl PostgresStore {
     /// Several replicas report the same host, each on its own clock: `last_seen` never moves
     /// back because a replica's clock is behind.
     const TOUCH_HOST: &'static str =
-        "UPDATE hosts SET last_seen = GREATEST(last_seen, $1) WHERE host = $2";
+        "UPDATE hosts SET last_seen = GREATEST(last_seen, $1), down_at = NULL WHERE host = $2";
 
     /// One writer per app name at a time, so two replicas never race for a spec version
     /// (PostgreSQL's transactions do not keep other writers out the way SQLite's do).

@@ -42,8 +42,25 @@ pub const LATEST_RELEASES: &str = select_releases!(
 /// Registers a host, or refreshes the labels and version of one that registers again.
 pub const REGISTER_HOST: &str = "INSERT INTO hosts (host, labels, agent_version, \
      registered_at, last_seen) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (host) DO UPDATE SET \
-     labels = excluded.labels, agent_version = excluded.agent_version, \
-     last_seen = excluded.last_seen";
+     labels = CASE WHEN hosts.labels_managed = 0 THEN excluded.labels ELSE hosts.labels END, \
+     agent_version = excluded.agent_version, last_seen = excluded.last_seen, down_at = NULL";
+pub const HELD_HOSTS: &str =
+    "SELECT host, lifecycle FROM hosts WHERE lifecycle <> 'active' ORDER BY host";
+/// `$1` = lifecycle, `$2` = host.
+pub const SET_HOST_LIFECYCLE: &str = "UPDATE hosts SET lifecycle = $1 WHERE host = $2";
+/// `$1` = when, `$2` = host; only a host not marked yet.
+pub const MARK_HOST_DOWN: &str =
+    "UPDATE hosts SET down_at = $1 WHERE host = $2 AND down_at IS NULL";
+/// `$1` = labels (JSON), `$2` = host.
+pub const SET_HOST_LABELS: &str =
+    "UPDATE hosts SET labels = $1, labels_managed = 1 WHERE host = $2";
+/// A removed host's agent tokens, deleted with it.
+pub const HOST_TOKENS: &str =
+    "SELECT name FROM tokens WHERE role = 'agent' AND host = $1 ORDER BY name";
+pub const DELETE_HOST_TOKENS: &str = "DELETE FROM tokens WHERE role = 'agent' AND host = $1";
+pub const DELETE_HOST_STATUS: &str = "DELETE FROM host_status WHERE host = $1";
+pub const DELETE_HOST_SECRET_KEY: &str = "DELETE FROM host_secret_keys WHERE host = $1";
+pub const DELETE_HOST: &str = "DELETE FROM hosts WHERE host = $1";
 pub const HOST: &str = "SELECT * FROM hosts WHERE host = $1";
 pub const HOSTS: &str = "SELECT * FROM hosts ORDER BY host";
 
@@ -65,6 +82,18 @@ pub const INSERT_TOKEN: &str =
 pub const TOKEN_BY_HASH: &str = "SELECT * FROM tokens WHERE hash = $1";
 pub const TOKENS: &str = "SELECT * FROM tokens ORDER BY name";
 pub const REVOKE_TOKEN: &str = "DELETE FROM tokens WHERE name = $1";
+
+pub const INSERT_JOIN_TOKEN: &str = "INSERT INTO join_tokens (name, hash, labels, uses, used, \
+     expires_at, created_by, created_at) VALUES ($1, $2, $3, $4, 0, $5, $6, $7)";
+pub const JOIN_TOKEN_BY_HASH: &str = "SELECT * FROM join_tokens WHERE hash = $1";
+pub const JOIN_TOKENS: &str = "SELECT * FROM join_tokens ORDER BY name";
+pub const REVOKE_JOIN_TOKEN: &str = "DELETE FROM join_tokens WHERE name = $1";
+/// One use of join token `$1`, unless it expired by `$2` (unix ms) or is used up.
+pub const USE_JOIN_TOKEN: &str = "UPDATE join_tokens SET used = used + 1 \
+     WHERE name = $1 AND used < uses AND expires_at > $2";
+/// A host that joined: its labels are the join token's, kept from the agent.
+pub const JOIN_HOST: &str = "INSERT INTO hosts (host, labels, agent_version, registered_at, \
+     last_seen, labels_managed) VALUES ($1, $2, $3, $4, $4, 1)";
 
 pub const AUDIT: &str =
     "INSERT INTO audit (at, actor, action, object, detail) VALUES ($1, $2, $3, $4, $5)";

@@ -3,8 +3,8 @@
 //! JSON text), so one `FromRow` struct per table serves both backends.
 
 use super::{
-    AppRecord, AuditRecord, EventRecord, HostRecord, ReleaseRecord, RolloutRecord, StatusRecord,
-    StoreError, TokenRecord,
+    AppRecord, AuditRecord, EventRecord, HostRecord, JoinTokenRecord, ReleaseRecord, RolloutRecord,
+    StatusRecord, StoreError, TokenRecord,
 };
 use std::time::{Duration, SystemTime};
 
@@ -92,6 +92,9 @@ pub(super) struct HostRow {
     agent_version: Option<String>,
     registered_at: i64,
     last_seen: i64,
+    lifecycle: String,
+    down_at: Option<i64>,
+    labels_managed: i64,
 }
 
 impl TryFrom<HostRow> for HostRecord {
@@ -103,7 +106,43 @@ impl TryFrom<HostRow> for HostRecord {
             agent_version: r.agent_version,
             registered_at: from_ms(r.registered_at),
             last_seen: from_ms(r.last_seen),
+            lifecycle: r
+                .lifecycle
+                .parse()
+                .map_err(|e| corrupt(format!("lifecycle of host {}", r.host), e))?,
+            down_at: r.down_at.map(from_ms),
+            labels_managed: r.labels_managed != 0,
             host: r.host,
+        })
+    }
+}
+
+/// A row of `join_tokens`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct JoinTokenRow {
+    name: String,
+    hash: String,
+    labels: String,
+    uses: i64,
+    used: i64,
+    expires_at: i64,
+    created_by: String,
+    created_at: i64,
+}
+
+impl TryFrom<JoinTokenRow> for JoinTokenRecord {
+    type Error = StoreError;
+    fn try_from(r: JoinTokenRow) -> Result<Self, StoreError> {
+        Ok(JoinTokenRecord {
+            labels: serde_json::from_str(&r.labels)
+                .map_err(|e| corrupt(format!("labels of join token {}", r.name), e))?,
+            name: r.name,
+            hash: r.hash,
+            uses: r.uses.max(0) as u64,
+            used: r.used.max(0) as u64,
+            expires_at: from_ms(r.expires_at),
+            created_by: r.created_by,
+            created_at: from_ms(r.created_at),
         })
     }
 }
@@ -321,6 +360,9 @@ mod tests {
             agent_version: Some("0.1.0".into()),
             registered_at: 1,
             last_seen: 2,
+            lifecycle: "cordoned".into(),
+            down_at: None,
+            labels_managed: 0,
         };
         let rec = HostRecord::try_from(row(r#"{"role":"web"}"#)).unwrap();
         assert_eq!(rec.labels.get("role").map(String::as_str), Some("web"));

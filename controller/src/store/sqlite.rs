@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "secrets",
         include_str!("../../migrations/sqlite/0005_secrets.sql"),
     ),
+    (
+        6,
+        "hosts lifecycle",
+        include_str!("../../migrations/sqlite/0006_hosts_lifecycle.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -67,7 +72,8 @@ impl SqliteStore {
 impl SqliteStore {
     /// One controller moves `last_seen`, on its own clock: the report just received is the
     /// newest.
-    const TOUCH_HOST: &'static str = "UPDATE hosts SET last_seen = $1 WHERE host = $2";
+    const TOUCH_HOST: &'static str =
+        "UPDATE hosts SET last_seen = $1, down_at = NULL WHERE host = $2";
 
     /// Nothing to lock: a write transaction starts with `BEGIN IMMEDIATE`, which already
     /// keeps every other writer out until it ends.

@@ -144,7 +144,9 @@ async function loadHosts() {
   document.getElementById("hosts-empty").hidden = hosts.length > 0;
   for (const h of hosts) {
     const silent = Date.now() - Date.parse(h.last_seen) > SILENT_AFTER_MS;
-    const state = h.state || (h.down ? "down" : silent ? "down (silent)" : "up");
+    // Cordoned or drained by an operator; down: silent past the controller's host_down_after.
+    const lc = h.lifecycle && h.lifecycle !== "active" ? h.lifecycle : "";
+    const state = h.down ? (lc ? `${lc}, down` : "down") : lc || (silent ? "down (silent)" : "up");
     const labels = Object.entries(h.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ");
     const stale = (h.stale || []).map((s) => `${s.app} seq ${s.seq} expired ${ago(s.expired_at)}`).join("; ");
     tbody.append(el("tr", { "data-host": h.host, "data-state": state },
