@@ -287,6 +287,7 @@ async fn a_container_writing_nonstop_keeps_its_logs_within_twice_the_cap() {
         release: &release,
         image_config: &image,
         layer_dirs: &layers,
+        secrets: None,
     })
     .await
     .unwrap();
