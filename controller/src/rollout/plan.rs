@@ -35,7 +35,9 @@ pub enum LeftOut {
     Cordoned,
     /// Drained by an operator: runs nothing.
     Drained,
-    /// Silent past `host_down_after`: gets the live release when it is heard from again.
+    /// Silent past `host_down_after`, or, in a started wave, silent past `silent_after`
+    /// without ever taking this release (a terminated VM: the release cannot have harmed
+    /// it). Gets the live release when it is heard from again.
     Down,
     /// Removed by an operator (or no longer registered).
     Removed,
@@ -336,6 +338,10 @@ impl Rollout {
                 continue;
             }
             let s = seen.get(h);
+            // Whether the host reported any phase of this release: it took it.
+            let took = s
+                .and_then(|s| s.report.as_ref())
+                .is_some_and(|(seq, _)| *seq == self.seq);
             match s.and_then(|s| s.report.as_ref()) {
                 Some((seq, Phase::Live)) if *seq == self.seq => {
                     self.live.insert(h.clone());
@@ -349,7 +355,13 @@ impl Rollout {
                 }
                 _ => {}
             }
-            match s.and_then(|s| s.silent_ms) {
+            let silent = s.and_then(|s| s.silent_ms);
+            match silent {
+                // Gone before it took the release (a terminated VM): no failure of the
+                // release; it converges when it comes back.
+                Some(ms) if ms > silent_after.as_millis() as u64 && !took => {
+                    self.left_out.insert(h.clone(), LeftOut::Down);
+                }
                 Some(ms) if ms > silent_after.as_millis() as u64 => {
                     self.failed.insert(
                         h.clone(),
@@ -359,6 +371,9 @@ impl Rollout {
                         ),
                     );
                 }
+                // Not seen since its wave started and never took it: wait for the silence
+                // deadline above rather than blaming the release.
+                Some(ms) if !took && ms >= wave_age => {}
                 _ if wave_age > self.deadline_ms => {
                     self.failed.insert(
                         h.clone(),
@@ -582,6 +597,33 @@ mod tests {
         let other = r.waves[0].iter().find(|h| *h != "h00").unwrap();
         assert!(r.failed[other].contains("not live within"));
         assert_eq!(r.state, RolloutState::Halted);
+    }
+
+    #[test]
+    fn a_host_gone_before_it_took_the_release_is_left_out_and_no_failure() {
+        // max_failures = 0: one failure would halt.
+        let mut r = plan("[rollout]\ncanary = 0\nbatch_size = 2\n", 4);
+        let silent = Duration::from_secs(300);
+        let wave = r.waves[0].clone();
+        let mut seen = report(&r, Phase::Live);
+        // A terminated VM: its last report is of the old release, and it has not been
+        // heard from since before its wave started (at 0).
+        let deadline = r.deadline_ms as i64 + 10;
+        let gone = seen.get_mut(&wave[0]).unwrap();
+        (gone.report, gone.silent_ms) = (Some((1, Phase::Live)), Some(deadline as u64 + 1));
+        r.evaluate(&seen, deadline, silent);
+        assert!(
+            !r.failed.contains_key(&wave[0]),
+            "not seen since its wave started: no deadline failure yet: {:?}",
+            r.failed
+        );
+        assert_eq!(r.started, 1, "the wave waits for it");
+        seen.get_mut(&wave[0]).unwrap().silent_ms = Some(301_000);
+        r.evaluate(&seen, 301_000, silent);
+        assert_eq!(r.left_out.get(&wave[0]), Some(&LeftOut::Down));
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(r.state, RolloutState::Running);
+        assert_eq!(r.started, 2, "the next wave started");
     }
 
     #[test]
