@@ -10,6 +10,10 @@
 //! live (bake window, drain), and from the wave's last host live to the next wave (the
 //! configured pause plus the driver's reaction).
 //!
+//! `SLIPWAY_BENCH_DELETE=N` deletes N hosts of the later waves (agent killed, cable pulled:
+//! a terminated VM) once the first wave has started; the rollout must still finish without
+//! a halt, leaving them out as down (after `silent_after`, 30 s here).
+//!
 //! `SLIPWAY_BENCH_HOSTS` (default 20), `SLIPWAY_BENCH_PAUSE` (default 5s) and
 //! `SLIPWAY_BENCH_BAKE` (default 2s) change the shape.
 
@@ -35,6 +39,7 @@ fn bench_fleet_rollout_in_waves_of_a_quarter() {
     let hosts: usize = env_or("SLIPWAY_BENCH_HOSTS", "20").parse().unwrap();
     let pause = humantime::parse_duration(&env_or("SLIPWAY_BENCH_PAUSE", "5s")).unwrap();
     let bake = humantime::parse_duration(&env_or("SLIPWAY_BENCH_BAKE", "2s")).unwrap();
+    let delete: usize = env_or("SLIPWAY_BENCH_DELETE", "0").parse().unwrap();
     let app = "fleetbench";
     let controller =
         "long_poll_max_wait = \"5s\"\n[rollout]\nsilent_after = \"30s\"\ntick = \"100ms\"\n";
@@ -71,30 +76,57 @@ fn bench_fleet_rollout_in_waves_of_a_quarter() {
     println!("v1 on every host after {}", secs(t.elapsed()));
 
     // One keep-alive client per host, all the time.
-    let loads: Vec<Load> = f
+    let mut loads: Vec<Option<Load>> = f
         .hosts
         .iter()
-        .map(|h| Load::start(h.addr(listen), 1))
+        .map(|h| Some(Load::start(h.addr(listen), 1)))
         .collect();
     std::thread::sleep(Duration::from_secs(2));
 
     let start = Instant::now();
     ok(f.slipway(0, &["release", app, "--image", &v2.image_ref()]));
+    // Terminated VMs: the first host of each of the last `delete` waves (the first wave
+    // has started, so they are in the plan).
+    let mut deleted = Vec::new();
+    if delete > 0 {
+        let plan = f.wait_rollout(app, Duration::from_secs(30), |r| r["started"] == 1);
+        let waves = plan["waves"].as_array().cloned().unwrap_or_default();
+        for w in waves.iter().skip(1).rev().take(delete) {
+            let id = w[0].as_str().unwrap().to_string();
+            let i = f.hosts.iter().position(|h| h.id == id).unwrap();
+            loads[i].take().map(Load::finish);
+            let h = f.host_mut(&id);
+            h.kill_agent();
+            h.unplug();
+            deleted.push(i);
+        }
+        println!(
+            "deleted {} host(s) mid-rollout: {:?}",
+            deleted.len(),
+            deleted.iter().map(|i| &f.hosts[*i].id).collect::<Vec<_>>()
+        );
+    }
     let mut first_v2: Vec<Option<Duration>> = vec![None; f.hosts.len()];
     wait_until(Duration::from_secs(600), || {
         for (i, h) in f.hosts.iter().enumerate() {
-            if first_v2[i].is_none() && h.body(listen) == "fleet v2" {
+            if first_v2[i].is_none() && !deleted.contains(&i) && h.body(listen) == "fleet v2" {
                 first_v2[i] = Some(start.elapsed());
             }
         }
-        first_v2.iter().all(Option::is_some)
+        (0..first_v2.len()).all(|i| first_v2[i].is_some() || deleted.contains(&i))
     })
     .expect("v2 everywhere");
-    let r = f.wait_rollout(app, Duration::from_secs(120), |r| r["state"] == "done");
+    let r = f.wait_rollout(app, Duration::from_secs(180), |r| {
+        r["state"] == "done" || r["state"] == "halted"
+    });
     let wall = start.elapsed();
+    assert_eq!(r["state"], "done", "the rollout halted: {r}");
+    if !deleted.is_empty() {
+        println!("left out: {}", r["left_out"]);
+    }
     std::thread::sleep(Duration::from_secs(1));
     let mut total = LoadReport::default();
-    for l in loads {
+    for l in loads.into_iter().flatten() {
         let r = l.finish();
         total.ok += r.ok;
         total.failed += r.failed;
@@ -110,6 +142,7 @@ fn bench_fleet_rollout_in_waves_of_a_quarter() {
     let mut served: Vec<Duration> = first_v2.into_iter().flatten().collect();
     served.sort();
     let (mut rss_agents, mut rss_proxies) = (0, 0);
+    let live_hosts = hosts - deleted.len();
     for h in &f.hosts {
         let (a, p) = h.rss_kib();
         rss_agents += a;
@@ -150,9 +183,9 @@ fn bench_fleet_rollout_in_waves_of_a_quarter() {
     println!(
         "memory: agents {:.1} MiB in all ({:.1} MiB each), proxies {:.1} MiB in all ({:.1} MiB each)",
         rss_agents as f64 / 1024.0,
-        rss_agents as f64 / 1024.0 / hosts as f64,
+        rss_agents as f64 / 1024.0 / live_hosts as f64,
         rss_proxies as f64 / 1024.0,
-        rss_proxies as f64 / 1024.0 / hosts as f64
+        rss_proxies as f64 / 1024.0 / live_hosts as f64
     );
     let seq = r["seq"].as_u64().expect("rollout seq");
     wave_breakdown(&f, app, seq, pause);
