@@ -7,6 +7,10 @@
 //!   PostgreSQL database, agents split between them; the release is made on the first, so
 //!   half the agents are woken through LISTEN/NOTIFY.
 //!
+//! - `bench_join_with_one_token_then_release`: N simulated agents join one `slipway-controller`
+//!   (SQLite) with a single join token (`uses = N`), long-poll, and get a release; prints the
+//!   time from the first join to the last host notified (goal: 1,000 agents in < 10 s).
+//!
 //! `SLIPWAY_BENCH_AGENTS` sets N (default 1000; the issue's figure is 10000). The app's rollout
 //! is `canary = 0`, `batch_size = "100%"`: every host gets the release at once (the default
 //! canary-then-one-by-one plan would measure the rollout, not the fan-out).
@@ -69,7 +73,13 @@ fn parked(metrics: &str) -> usize {
 
 /// Runs the fan-out against `controllers` (the release is made on the first); agent `i` polls
 /// controller `i % len`.
-async fn fan_out(label: &str, n: usize, controllers: &[ControllerProcess], admin: &str) {
+async fn fan_out(
+    label: &str,
+    n: usize,
+    controllers: &[ControllerProcess],
+    admin: &str,
+    join: bool,
+) {
     let registry = Registry::start().unwrap();
     let v1 = push_image(&registry, "v1", "one");
     let urls: Vec<String> = controllers.iter().map(|c| c.url.clone()).collect();
@@ -88,30 +98,61 @@ async fn fan_out(label: &str, n: usize, controllers: &[ControllerProcess], admin
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
 
-    // N agents: a token, a registration and the first (immediate) poll each.
+    // One join token for every agent (join mode).
+    let join_secret = if join {
+        let t = post(
+            &http,
+            format!("{}/v1/join-tokens", urls[0]),
+            admin,
+            json!({"labels": {"fleet": "bench"}, "ttl": "1h", "uses": n}),
+        )
+        .await;
+        Some(t["secret"].as_str().unwrap().to_string())
+    } else {
+        None
+    };
+
+    // N agents: a token and a registration (or a join), and the first (immediate) poll each.
     let setup = Instant::now();
     let agents: Vec<(String, String, String, String)> = stream::iter(0..n)
         .map(|i| {
             let (http, urls) = (http.clone(), urls.clone());
             let admin = admin.to_string();
+            let join_secret = join_secret.clone();
             async move {
                 let host = format!("h{i}");
                 let url = urls[i % urls.len()].clone();
-                let t = post(
-                    &http,
-                    format!("{}/v1/tokens", urls[0]),
-                    &admin,
-                    json!({"name": format!("agent-{host}"), "role": "agent", "host": host}),
-                )
-                .await;
-                let token = t["token"].as_str().unwrap().to_string();
-                post(
-                    &http,
-                    format!("{url}/v1/hosts/{host}/register"),
-                    &token,
-                    json!({}),
-                )
-                .await;
+                let token = match join_secret {
+                    Some(secret) => {
+                        let r = http
+                            .post(format!("{url}/v1/join"))
+                            .json(&json!({"secret": secret, "host": host}))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 201, "{host} joins");
+                        let a: Value = r.json().await.unwrap();
+                        a["agent_token"].as_str().unwrap().to_string()
+                    }
+                    None => {
+                        let t = post(
+                            &http,
+                            format!("{}/v1/tokens", urls[0]),
+                            &admin,
+                            json!({"name": format!("agent-{host}"), "role": "agent", "host": host}),
+                        )
+                        .await;
+                        let token = t["token"].as_str().unwrap().to_string();
+                        post(
+                            &http,
+                            format!("{url}/v1/hosts/{host}/register"),
+                            &token,
+                            json!({}),
+                        )
+                        .await;
+                        token
+                    }
+                };
                 let r = http
                     .get(format!("{url}/v1/hosts/{host}/desired"))
                     .bearer_auth(&token)
@@ -128,7 +169,8 @@ async fn fan_out(label: &str, n: usize, controllers: &[ControllerProcess], admin
         .buffer_unordered(SETUP_CONCURRENCY)
         .collect()
         .await;
-    eprintln!("[{label}] setup of {n} agents: {:?}", setup.elapsed());
+    let joined = setup.elapsed();
+    eprintln!("[{label}] setup of {n} agents: {joined:?}");
     let rss_idle: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
 
     let done = Arc::new(Mutex::new(Vec::with_capacity(n)));
@@ -220,6 +262,13 @@ async fn fan_out(label: &str, n: usize, controllers: &[ControllerProcess], admin
         lat[n / 2],
         lat[n * 99 / 100],
     );
+    if join {
+        eprintln!(
+            "[{label}] {n} agents joined with one join token in {joined:?}; joined and \
+             received the release (setup + publish to all notified) in {:?}",
+            joined + all
+        );
+    }
     eprintln!(
         "[{label}] controller RSS MiB: idle {}, {n} parked polls {}, after fan-out {}; \
          controller CPU from release to all notified: {cpu:?}",
@@ -238,7 +287,7 @@ async fn bench_publish_to_notified_with_many_long_polls() {
     let (config, _) = setup_process_dir(dir.path(), "");
     let admin = offline_token(&config, "admin", "admin");
     let controller = ControllerProcess::start(&config);
-    fan_out("sqlite", n, &[controller], &admin).await;
+    fan_out("sqlite", n, &[controller], &admin, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -257,7 +306,19 @@ async fn bench_publish_to_notified_two_controllers_on_postgres() {
         ControllerProcess::start(&config_a),
         ControllerProcess::start(&config_b),
     ];
-    fan_out("postgres", n, &controllers, &admin).await;
+    fan_out("postgres", n, &controllers, &admin, false).await;
     drop(controllers);
     drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: cargo test --release -p slipway-controller --test bench_fanout -- --ignored --nocapture"]
+async fn bench_join_with_one_token_then_release() {
+    let n = agents_wanted();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = setup_process_dir(dir.path(), "");
+    let admin = offline_token(&config, "admin", "admin");
+    let controller = ControllerProcess::start(&config);
+    fan_out("join", n, &[controller], &admin, true).await;
 }
