@@ -3,7 +3,9 @@
 # of the same nginx upstream on 127.0.0.1, same wrk settings, one run each, HTTP and TCP.
 # Then the edge: HTTPS over HTTP/1.1 (wrk) and HTTP/2 (h2load) with the same certificate,
 # the same route with 100 hosts routed instead of 1, and a proxy upgrade (systemctl reload's
-# SIGUSR2 takeover) in the middle of a run, which must fail no request. EDGE=0 skips it.
+# SIGUSR2 takeover) in the middle of an HTTP/2 run, which must fail no request: that row uses
+# agent/proxy/examples/h2_retry_load.rs, which reconnects after a GOAWAY and resends what the
+# server did not process, as browsers do (h2load does neither). EDGE=0 skips the edge.
 # Loopback only; each run lasts DURATION (default 5s). Prints a table and slipway/haproxy ratios.
 #
 #   deploy/bench/proxy.sh                 # builds target/release/slipway-agent if missing
@@ -38,6 +40,13 @@ fi
 if [[ ! -x $BIN ]]; then
   say "Building slipway-agent (release)"
   (cd "$ROOT" && cargo build --release -p slipway-agent)
+fi
+# The browser-like HTTP/2 client of the upgrade row (reconnects after GOAWAY, resends only
+# requests the server did not process).
+H2_RETRY_LOAD=${H2_RETRY_LOAD:-${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/h2_retry_load}
+if [[ ${EDGE:-1} == 1 && ! -x $H2_RETRY_LOAD ]]; then
+  say "Building the h2_retry_load example (release)"
+  (cd "$ROOT" && CARGO_INCREMENTAL=0 cargo build --release -p slipway-proxy --example h2_retry_load)
 fi
 
 WORK=$(mktemp -d /tmp/slipway-bench-proxy.XXXXXX)
@@ -243,9 +252,19 @@ start_slipway
 for _ in $(seq 100); do curl -fsSk -o /dev/null "https://localhost:$SW_TLS/" 2>/dev/null && break; sleep 0.05; done
 E[slipway-h1-100]=$(https slipway-h1-100 "$SW_TLS")
 
-say "Edge: proxy upgrade (SIGUSR2 takeover) in the middle of an HTTP/2 run"
+# h2r NAME PORT -> "rps p99_ms failed" (h2_retry_load: CONNECTIONS clients, 10 streams each)
+h2r() {
+  local out
+  out=$("$H2_RETRY_LOAD" -n "$H2_REQUESTS" -c "$CONNECTIONS" -m 10 --ca "$WORK/cert.pem" \
+    --url "https://localhost:$2/" 2>&1)
+  echo "$out" >"$WORK/h2r-$1.txt"
+  grep -v '^result ' <<<"$out" | sed 's/^/  /' >&2
+  awk '$1 == "result" {print $2, $3, $4}' <<<"$out"
+}
+
+say "Edge: proxy upgrade (SIGUSR2 takeover) in the middle of an HTTP/2 run (browser-like client)"
 ( sleep 1; kill -USR2 "$SW_PID" ) &
-E[slipway-h2-upgrade]=$(h2 slipway-h2-upgrade "$SW_TLS")
+E[slipway-h2-upgrade]=$(h2r slipway-h2-upgrade "$SW_TLS")
 SW_PID=$(pgrep -n -f -- "--control-socket $WORK/proxy.sock" || echo "$SW_PID")
 PIDS+=($SW_PID)
 
