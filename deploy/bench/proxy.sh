@@ -94,8 +94,10 @@ nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 
 say "Certificate for localhost (both proxies serve the same one)"
+# Not a CA: h2_retry_load (rustls/webpki) trusts it as itself and refuses a CA as end entity.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=localhost -addext "subjectAltName=DNS:localhost,DNS:*.bench.test" \
+  -addext "basicConstraints=critical,CA:FALSE" \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/combined.pem"
 
