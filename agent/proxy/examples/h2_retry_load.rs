@@ -19,7 +19,9 @@ fn main() {
     let (mut connections, mut streams, mut requests) = (32usize, 10usize, 200_000u64);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let value = args
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--url" => url = Some(value),
             "--ca" => ca = Some(value),
@@ -29,7 +31,10 @@ fn main() {
             _ => panic!("unknown flag {flag}"),
         }
     }
-    let url: hyper::Uri = url.expect("--url is required").parse().expect("--url parses");
+    let url: hyper::Uri = url
+        .expect("--url is required")
+        .parse()
+        .expect("--url parses");
     let host = url.host().expect("--url has a host").to_owned();
     let port = url.port_u16().unwrap_or(443);
     let addr = (host.as_str(), port)

@@ -85,7 +85,9 @@ impl Report {
 pub fn tls_trusting(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(c.expect("a PEM certificate")).expect("a usable CA");
+        roots
+            .add(c.expect("a PEM certificate"))
+            .expect("a usable CA");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -168,7 +170,9 @@ async fn slot(sh: Arc<Shared>) {
     let mut pending: Vec<u32> = Vec::new();
     let mut refused = 0;
     loop {
-        if pending.is_empty() && (sh.load.stop.load(Relaxed) || sh.issued.load(Relaxed) >= sh.load.requests) {
+        if pending.is_empty()
+            && (sh.load.stop.load(Relaxed) || sh.issued.load(Relaxed) >= sh.load.requests)
+        {
             return;
         }
         let send = match connect(&sh.load).await {
@@ -267,7 +271,10 @@ async fn stream(
                     continue;
                 }
                 if attempts + 1 >= MAX_ATTEMPTS {
-                    sh.fail(format!("not processed after {MAX_ATTEMPTS} attempts: {}", chain(&e)));
+                    sh.fail(format!(
+                        "not processed after {MAX_ATTEMPTS} attempts: {}",
+                        chain(&e)
+                    ));
                     continue;
                 }
                 sh.retried.fetch_add(1, Relaxed);
@@ -284,7 +291,9 @@ fn unprocessed(e: &hyper::Error) -> bool {
     while let Some(c) = cur {
         if let Some(h2) = c.downcast_ref::<h2::Error>() {
             return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR));
+                || (h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(h2::Reason::NO_ERROR));
         }
         cur = c.source();
     }
