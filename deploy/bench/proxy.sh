@@ -22,15 +22,18 @@
 #   HTTPS h2 slipway/haproxy   before: 0.73x 0.82x 0.67x, p99 1.28x 1.49x 1.23x
 #                              after:  0.90x 0.91x 0.64x, p99 1.11x 1.21x 3.56x
 #   upgrade mid-run (h2_retry_load, 32x10): 0 failed, 46 requests resent on a new connection
-#     (before: h2load counted 133..320 failed; it never reconnects after a GOAWAY)
+#     (before: h2load counted 133 failed with slipway-agent: it never reconnects after a
+#     GOAWAY; the old bench_proxy stand-in died on SIGUSR2, hence its 320/3840 failed)
 #   CPU per request, `perf stat -e task-clock` on the proxy under
 #   `h2load -n 200000 -c 32 -m 10 -t 1` (steadier than req/s here):
-#     slipway before 21.6 us, after 17.8 us (idle watcher no longer woken per request
-#     -2.9 us, per-worker cut signal -0.6 us, boxed request future ~0); haproxy 10.0 us.
+#     slipway before 21.6 us, after 17.8 us (idle watcher no longer woken per request and
+#     the request future boxed, together -3.2 us; per-worker cut signal -0.6 us);
+#     haproxy 10.0 us.
 #   Where the rest goes (`perf record --call-graph dwarf`): hyper's h1 client dispatch to
 #   the upstream (channel + oneshot + wakeups per request), the h2 server's per-stream task
-#   and frame buffering (memmove), kernel socket I/O. h2 window/frame settings and tokio's
-#   event_interval (7, 61, 200) made no measurable difference for these small responses.
+#   and frame buffering (memmove), kernel socket I/O. tokio's event_interval (7, 61, 200)
+#   made no measurable difference; h2 window/frame sizes were left alone (bodiless requests
+#   and 24-byte responses reach no window or frame limit).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
