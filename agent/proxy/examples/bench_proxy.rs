@@ -1,7 +1,8 @@
 //! Minimal stand-in for `slipway-agent proxy` for benchmarks (deploy/bench/proxy.sh) when the
 //! agent binary is not at hand: same runtime (`#[tokio::main]`, TOKIO_WORKER_THREADS honoured)
-//! and same flags. Usage: bench_proxy [proxy] --control-socket S --state F --bind IP
-//! [--http-workers N] [--metrics-listen ADDR]
+//! and same flags; SIGUSR2 starts a successor that takes the sockets over. Usage:
+//! bench_proxy [proxy] --control-socket S --state F --bind IP [--http-workers N]
+//! [--metrics-listen ADDR]
 
 use std::path::PathBuf;
 
@@ -43,9 +44,22 @@ async fn main() {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        let mut usr2 = signal(SignalKind::user_defined2()).expect("SIGUSR2 handler installs");
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                // As `slipway-agent proxy`: a successor with the same command line takes
+                // the sockets over, and this one drains and exits by itself.
+                _ = usr2.recv() => {
+                    let mut argv = std::env::args_os();
+                    if let Some(program) = argv.next() {
+                        if let Err(e) = std::process::Command::new(program).args(argv).spawn() {
+                            eprintln!("bench_proxy: SIGUSR2: cannot start a successor: {e}");
+                        }
+                    }
+                }
+            }
         }
     };
     if let Err(e) = slipway_proxy::serve(cfg, shutdown).await {

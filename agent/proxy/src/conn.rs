@@ -192,7 +192,9 @@ where
     let counted = activity.clone();
     let svc = hyper::service::service_fn(move |req| {
         let in_flight = counted.start();
-        let resp = crate::http::proxy(req, conn.clone());
+        // Boxed: hyper moves each HTTP/2 stream's future into a task of its own, and this
+        // one is large; a pointer is cheaper to move than the whole state machine.
+        let resp = Box::pin(crate::http::proxy(req, conn.clone()));
         async move { resp.await.map(|r| r.map(|b| Tracked::new(b, in_flight))) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

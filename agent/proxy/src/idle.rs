@@ -3,52 +3,69 @@
 //! HTTP/2 clients get a GOAWAY and idle HTTP/1.1 keep-alive connections are closed.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::watch;
+use tokio::time::Instant;
 
-/// Requests in flight on one connection; every start and end wakes the idle watcher.
+/// Requests in flight on one connection, and when the last one ended. Two atomics per
+/// request and no wakeup: the idle watcher shares its task with the connection, so waking
+/// it per request would poll the whole HTTP/2 connection twice more per stream.
 #[derive(Debug)]
-pub(crate) struct Activity(watch::Sender<usize>);
+pub(crate) struct Activity {
+    in_flight: AtomicUsize,
+    /// When the last request ended, in nanoseconds since `epoch`.
+    last_end: AtomicU64,
+    epoch: Instant,
+}
 
 impl Activity {
     pub(crate) fn new() -> Self {
-        Activity(watch::Sender::new(0))
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
     }
 
     /// Counts a request from now until the returned guard is dropped.
-    pub(crate) fn start(&self) -> InFlight {
-        self.0.send_modify(|n| *n += 1);
-        InFlight(self.0.clone())
+    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
     }
 
     /// Resolves once no request has been in flight for `timeout`; never while one is.
+    /// Checked every `timeout` at most, so a connection is closed at most `timeout` late.
     pub(crate) async fn idle(&self, timeout: Duration) {
-        let mut rx = self.0.subscribe();
+        let mut deadline = Instant::now() + timeout;
         loop {
-            let idle = *rx.borrow_and_update() == 0;
-            let changed = rx.changed();
-            if idle {
-                match tokio::time::timeout(timeout, changed).await {
-                    Err(_) => return,
-                    Ok(r) => r.expect("the sender lives in self"),
-                }
-            } else {
-                changed.await.expect("the sender lives in self");
+            tokio::time::sleep_until(deadline).await;
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                deadline = Instant::now() + timeout;
+                continue;
             }
+            let ended = self.epoch + Duration::from_nanos(self.last_end.load(Ordering::Acquire));
+            if ended + timeout <= Instant::now() {
+                return;
+            }
+            deadline = ended + timeout;
         }
     }
 }
 
 /// One request in flight.
 #[derive(Debug)]
-pub(crate) struct InFlight(watch::Sender<usize>);
+pub(crate) struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        let a = &self.0;
+        let now = a.epoch.elapsed().as_nanos() as u64;
+        a.last_end.fetch_max(now, Ordering::AcqRel);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -98,7 +115,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_only_after_the_last_request_ends() {
-        let a = Activity::new();
+        let a = Arc::new(Activity::new());
         let t = Duration::from_secs(10);
         let r = a.start();
         // In flight: not idle, however long it takes.
@@ -113,7 +130,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_restarts_the_idle_clock() {
-        let a = std::sync::Arc::new(Activity::new());
+        let a = Arc::new(Activity::new());
         let t = Duration::from_secs(10);
         let a2 = a.clone();
         let poke = tokio::spawn(async move {

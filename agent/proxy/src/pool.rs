@@ -125,7 +125,7 @@ pub(crate) struct Pool {
 }
 
 /// Pool shards: one per CPU (the default worker count); more workers share shards.
-fn shards() -> usize {
+pub(crate) fn shards() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

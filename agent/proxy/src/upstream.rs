@@ -40,7 +40,9 @@ pub(crate) struct UpstreamState {
     /// The h2c connection, for apps that set `upstream_h2c`.
     pub(crate) h2c: H2c,
     in_flight: Arc<Tracker>,
-    cut: Arc<Notify>,
+    /// The drain-timeout cut, one per worker shard: every request waits on its own worker's,
+    /// so no lock is shared across worker threads per request; `cut_all` signals them all.
+    cut: Box<[Arc<Notify>]>,
     /// Websockets and SSE streams in flight, cut first when a drain's grace ends.
     long_lived: Arc<Tracker>,
     cut_long: Arc<Notify>,
@@ -57,7 +59,9 @@ impl UpstreamState {
             host,
             metrics: UpstreamMetrics::default(),
             in_flight: Arc::new(Tracker::default()),
-            cut: Arc::new(Notify::new()),
+            cut: (0..crate::pool::shards())
+                .map(|_| Arc::new(Notify::new()))
+                .collect(),
             long_lived: Arc::new(Tracker::default()),
             cut_long: Arc::new(Notify::new()),
         }
@@ -67,7 +71,8 @@ impl UpstreamState {
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         // The cut future exists before the count goes up: whoever sees this unit counted
         // and then calls `cut_all` is guaranteed to reach it.
-        let cut = Box::pin(self.cut.clone().notified_owned());
+        let shard = &self.cut[crate::workers::current() % self.cut.len()];
+        let cut = Box::pin(shard.clone().notified_owned());
         let tracked = self.in_flight.enter();
         InFlight {
             upstream: self.clone(),
@@ -101,7 +106,9 @@ impl UpstreamState {
     /// Signals every unit in flight right now to stop; returns how many there were.
     pub(crate) fn cut_all(&self) -> u64 {
         let n = self.in_flight.count();
-        self.cut.notify_waiters();
+        for c in &self.cut {
+            c.notify_waiters();
+        }
         n
     }
 }
