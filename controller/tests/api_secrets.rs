@@ -25,17 +25,6 @@ async fn put(h: &Harness, path: &str, token: &str, body: &str) -> (StatusCode, V
     decode(r).await
 }
 
-async fn delete(h: &Harness, path: &str, token: &str) -> (StatusCode, Value) {
-    let r = h
-        .http
-        .delete(format!("{}{path}", h.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    decode(r).await
-}
-
 #[tokio::test]
 async fn secrets_are_set_listed_and_removed_by_role_and_never_shown() {
     let h = Harness::start().await;
@@ -135,11 +124,11 @@ async fn secrets_are_set_listed_and_removed_by_role_and_never_shown() {
         }
     }
 
-    let (s, v) = delete(&h, path, &reader).await;
+    let (s, v) = h.delete(path, &reader).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    let (s, v) = delete(&h, path, &h.admin).await;
+    let (s, v) = h.delete(path, &h.admin).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = delete(&h, path, &h.admin).await;
+    let (s, v) = h.delete(path, &h.admin).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert!(
         v["error"]

@@ -7,7 +7,7 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use slipway_proto::api::{DesiredSetBody, Role};
+use slipway_proto::api::Role;
 use slipway_proto::seal::HostSecretKey;
 use support::*;
 
@@ -27,23 +27,6 @@ async fn register(h: &Harness, host: &str, labels: Value) -> (String, HostSecret
     (token, key)
 }
 
-async fn desired(h: &Harness, host: &str, token: &str) -> DesiredSetBody {
-    let (s, v) = h.get(&format!("/v1/hosts/{host}/desired"), token).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    serde_json::from_value(v).unwrap()
-}
-
-async fn delete(h: &Harness, path: &str, token: &str) -> (StatusCode, Value) {
-    let r = h
-        .http
-        .delete(format!("{}{path}", h.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    decode(r).await
-}
-
 async fn lifecycle(h: &Harness, host: &str) -> Value {
     let (_, v) = h.get("/v1/hosts", &h.admin).await;
     v.as_array()
@@ -55,7 +38,7 @@ async fn lifecycle(h: &Harness, host: &str) -> Value {
 }
 
 async fn seq_for(h: &Harness, host: &str, token: &str) -> Option<u64> {
-    let body = desired(h, host, token).await;
+    let body = h.desired(host, token).await;
     body.releases.get("web").map(|env| {
         let rel = verify(h, &serde_json::to_value(env).unwrap());
         rel.release.seq
@@ -97,7 +80,7 @@ async fn the_only_canary_of_a_rollout_in_progress_stays_and_bad_requests_change_
             "{e}"
         );
     }
-    let (s, v) = delete(&h, "/v1/hosts/h1", &h.admin).await;
+    let (s, v) = h.delete("/v1/hosts/h1", &h.admin).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     // Unknown host, unknown action, read-only token.
     let (s, v) = h.post("/v1/hosts/nope/cordon", &h.admin, &json!({})).await;
@@ -109,7 +92,7 @@ async fn the_only_canary_of_a_rollout_in_progress_stays_and_bad_requests_change_
             .contains("`nope` is not registered"),
         "{v}"
     );
-    let (s, v) = delete(&h, "/v1/hosts/nope", &h.admin).await;
+    let (s, v) = h.delete("/v1/hosts/nope", &h.admin).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     let (s, v) = h.post("/v1/hosts/h2/freeze", &h.admin, &json!({})).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
@@ -123,7 +106,7 @@ async fn the_only_canary_of_a_rollout_in_progress_stays_and_bad_requests_change_
     let reader = h.token("reader", Role::ReadOnly, None).await;
     let (s, _) = h.post("/v1/hosts/h2/cordon", &reader, &json!({})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = delete(&h, "/v1/hosts/h2", &t2).await;
+    let (s, _) = h.delete("/v1/hosts/h2", &t2).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "an agent cannot remove hosts");
     assert_eq!(h.audit_len().await, audit, "nothing recorded");
     for host in ["h1", "h2", "h3"] {
@@ -139,7 +122,7 @@ async fn the_only_canary_of_a_rollout_in_progress_stays_and_bad_requests_change_
         "{v}"
     );
     assert!(
-        wait_until_async(|| async { desired(&h, "h3", &t3).await.releases.is_empty() }).await,
+        wait_until_async(|| async { h.desired("h3", &t3).await.releases.is_empty() }).await,
         "a drained host's desired set is empty"
     );
     // Once the canary is live it may be cordoned.
@@ -192,9 +175,9 @@ async fn a_removed_host_is_forgotten_its_token_revoked_and_nothing_is_sealed_to_
     put("first-9a8b7c6d").await;
     let (s, v) = h.post("/v1/apps/web/releases", &h.admin, &release).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert!(desired(&h, "h1", &t1).await.secrets.contains_key("web"));
+    assert!(h.desired("h1", &t1).await.secrets.contains_key("web"));
 
-    let (s, v) = delete(&h, "/v1/hosts/h1", &h.admin).await;
+    let (s, v) = h.delete("/v1/hosts/h1", &h.admin).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["revoked_tokens"], json!(["agent-h1"]));
     let store = &h.running().state.store;
@@ -212,7 +195,7 @@ async fn a_removed_host_is_forgotten_its_token_revoked_and_nothing_is_sealed_to_
     put("second-1f2e3d4c").await;
     let (s, v) = h.post("/v1/apps/web/releases", &h.admin, &release).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let body = desired(&h, "h2", &t2).await;
+    let body = h.desired("h2", &t2).await;
     assert_eq!(body.secrets["web"]["db-password"].version, 2);
     let (s, v) = h.get("/v1/hosts/h1/desired", &t1).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");

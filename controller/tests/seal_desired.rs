@@ -26,12 +26,6 @@ async fn put_secret(h: &Harness, value: &str) {
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
-async fn desired(h: &Harness, host: &str, token: &str) -> DesiredSetBody {
-    let (s, v) = h.get(&format!("/v1/hosts/{host}/desired"), token).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    serde_json::from_value(v).unwrap()
-}
-
 fn release_in(body: &DesiredSetBody) -> Release {
     let env = &body.releases["web"];
     let bytes = base64::engine::general_purpose::STANDARD
@@ -87,7 +81,7 @@ async fn releases_pin_secrets_and_hosts_get_them_sealed_to_their_own_key() {
     put_secret(&h, "first-value-7f3a").await;
     let (s, v) = h.post("/v1/apps/web/releases", &h.admin, &release).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let body = desired(&h, "h1", &agent).await;
+    let body = h.desired("h1", &agent).await;
     let rel = release_in(&body);
     assert_eq!(rel.seq, 1);
     let pin = &rel.spec.secret_versions["db-password"];
@@ -112,7 +106,7 @@ async fn releases_pin_secrets_and_hosts_get_them_sealed_to_their_own_key() {
     put_secret(&h, "second-value-1b2c").await;
     let (s, v) = h.post("/v1/apps/web/releases", &h.admin, &release).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let body = desired(&h, "h1", &agent).await;
+    let body = h.desired("h1", &agent).await;
     assert_eq!(release_in(&body).seq, 2);
     assert_eq!(opened(&body, &key, "h1"), (2, "second-value-1b2c".into()));
     let (s, v) = h
@@ -123,7 +117,7 @@ async fn releases_pin_secrets_and_hosts_get_them_sealed_to_their_own_key() {
         )
         .await;
     assert!(s.is_success(), "{v}");
-    let body = desired(&h, "h1", &agent).await;
+    let body = h.desired("h1", &agent).await;
     let rel = release_in(&body);
     assert_eq!(rel.seq, 3);
     assert_eq!(rel.spec.secret_versions["db-password"].version, 1);
@@ -150,7 +144,7 @@ async fn releases_pin_secrets_and_hosts_get_them_sealed_to_their_own_key() {
     put_secret(&h, "third-value-9d8e").await;
     let (s, v) = h.post("/v1/apps/web/releases", &h.admin, &release).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let body = desired(&h, "h1", &agent).await;
+    let body = h.desired("h1", &agent).await;
     assert_eq!(release_in(&body).seq, 4);
     assert!(body.secrets.is_empty(), "{:?}", body.secrets);
 
@@ -204,7 +198,7 @@ async fn an_unusable_secret_of_one_app_leaves_the_hosts_other_apps_served() {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
-    let body = desired(&h, "h1", &agent).await;
+    let body = h.desired("h1", &agent).await;
     assert_eq!(opened(&body, &key, "h1"), (1, "value-4e5f".into()));
 
     // The stored ciphertext of web's secret is damaged behind the controller's back.
@@ -224,7 +218,7 @@ async fn an_unusable_secret_of_one_app_leaves_the_hosts_other_apps_served() {
 
     // The host still gets both releases; only web's secrets are left out (the agent refuses
     // that release by the secret's name and keeps what runs).
-    let body = desired(&h, "h1", &agent).await;
+    let body = h.desired("h1", &agent).await;
     assert!(body.releases.contains_key("api") && body.releases.contains_key("web"));
     assert!(!body.secrets.contains_key("web"), "{:?}", body.secrets);
 }

@@ -64,6 +64,17 @@ pub struct FleetHost {
     pub net: HostNet,
 }
 
+/// A host's own part of agent.toml (state, proxy socket, registries, runtime dirs under
+/// `dir`): what every host has, whether it registers with a token or joins.
+fn local_settings(dir: &std::path::Path, insecure: &[&str]) -> String {
+    let d = dir.display();
+    format!(
+        "state_dir = \"{d}/state\"\nreleases_dir = \"{d}/releases\"\n\
+         proxy_socket = \"{d}/proxy.sock\"\n\n[registry]\ninsecure = {insecure:?}\n\n\
+         [runtime]\nstate_dir = \"{d}/state/containers\"\nrunc_root = \"{d}/runc\"\n"
+    )
+}
+
 impl FleetHost {
     /// Starts a host on `lan` registering as `id` with `labels` at the controller(s) `url`.
     pub fn start(
@@ -85,13 +96,17 @@ impl FleetHost {
         std::fs::write(
             dir.path().join("agent.toml"),
             format!(
-                "state_dir = \"{d}/state\"\ntrust = \"{d}/trust.toml\"\nreleases_dir = \"{d}/releases\"\n\
-                 proxy_socket = \"{d}/proxy.sock\"\n\n[registry]\ninsecure = {insecure:?}\n\n\
-                 [runtime]\nstate_dir = \"{d}/state/containers\"\nrunc_root = \"{d}/runc\"\n\n\
+                "trust = \"{d}/trust.toml\"\n{}\n\
                  [controller]\nurl = \"{url}\"\nhost_id = \"{id}\"\nlabels = {labels}\n\
-                 token_file = \"{d}/agent.token\"\ncache_dir = \"{d}/controller-cache\"\n"
+                 token_file = \"{d}/agent.token\"\ncache_dir = \"{d}/controller-cache\"\n",
+                local_settings(dir.path(), insecure)
             ),
         )?;
+        Self::launch(id, dir, net)
+    }
+
+    /// The processes of host `id` whose agent.toml is in `dir`: its proxy, then its agent.
+    fn launch(id: &str, dir: tempfile::TempDir, net: HostNet) -> anyhow::Result<FleetHost> {
         let mut h = FleetHost {
             id: id.to_string(),
             ip: net.ip.clone(),
@@ -119,16 +134,8 @@ impl FleetHost {
             .prefix("slipway-fleet-")
             .tempdir()?;
         let net = lan.host()?;
-        let d = dir.path().display();
         let config = dir.path().join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "state_dir = \"{d}/state\"\nreleases_dir = \"{d}/releases\"\n\
-                 proxy_socket = \"{d}/proxy.sock\"\n\n[registry]\ninsecure = {insecure:?}\n\n\
-                 [runtime]\nstate_dir = \"{d}/state/containers\"\nrunc_root = \"{d}/runc\"\n"
-            ),
-        )?;
+        std::fs::write(&config, local_settings(dir.path(), insecure))?;
         let out = net
             .command(bin("slipway-agent"))
             .args(["join", join_token, "--host-id", id, "--config"])
@@ -140,17 +147,7 @@ impl FleetHost {
         if !out.status.success() {
             anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        let mut h = FleetHost {
-            id: id.to_string(),
-            ip: net.ip.clone(),
-            dir,
-            proxy: None,
-            agent: None,
-            net,
-        };
-        h.start_proxy()?;
-        h.start_agent()?;
-        Ok(h)
+        Self::launch(id, dir, net)
     }
 
     fn log(&self, name: &str) -> anyhow::Result<std::fs::File> {

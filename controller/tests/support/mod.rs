@@ -125,6 +125,24 @@ impl Harness {
         decode(r).await
     }
 
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+
+    /// `host`'s desired set now (200 expected).
+    pub async fn desired(&self, host: &str, token: &str) -> slipway_proto::api::DesiredSetBody {
+        let (s, v) = self.get(&format!("/v1/hosts/{host}/desired"), token).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        serde_json::from_value(v).unwrap()
+    }
+
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
         let r = self
             .http
