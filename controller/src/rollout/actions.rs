@@ -143,7 +143,7 @@ pub async fn info_of(state: &AppState, app: &str, seq: Option<u64>) -> ReleaseRe
         .map(|(wave, h)| RolloutHost {
             host: h.clone(),
             wave,
-            desired_seq: doc.assigned(h),
+            desired_seq: doc.assigned_in(h, || Some(wave)),
             reported_seq: reports.get(h).map(|s| s.seq),
             phase: reports.get(h).map(|s| s.phase.clone()),
             expired_at: reports.get(h).and_then(|s| s.expired_at).map(rfc3339),

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use slipway_proto::api::{HostLifecycle, Phase, RolloutState};
 use slipway_proto::AppSpec;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 /// An ordinary release goes out in waves; the automatic rollback of a halted rollout goes at
@@ -252,8 +252,24 @@ impl Rollout {
         self.waves.iter().position(|w| w.iter().any(|h| h == host))
     }
 
+    /// Each planned host's wave: for callers that look up many hosts, where `wave_of` would
+    /// scan the plan once per host.
+    pub fn wave_index(&self) -> HashMap<&str, usize> {
+        self.waves
+            .iter()
+            .enumerate()
+            .flat_map(|(i, w)| w.iter().map(move |h| (h.as_str(), i)))
+            .collect()
+    }
+
     /// The seq `host` is told to run for this app now.
     pub fn assigned(&self, host: &str) -> Option<u64> {
+        self.assigned_in(host, || self.wave_of(host))
+    }
+
+    /// [`Rollout::assigned`], with `host`'s wave from `wave` (e.g. a [`Rollout::wave_index`]
+    /// lookup), asked only when it matters.
+    pub fn assigned_in(&self, host: &str, wave: impl FnOnce() -> Option<usize>) -> Option<u64> {
         match self.left_out.get(host) {
             Some(why) if why.by_operator() => return self.base.get(host).copied(),
             Some(_) => return self.default_seq(),
@@ -262,7 +278,7 @@ impl Rollout {
         if self.kind == Kind::Release && self.state == RolloutState::Done {
             return Some(self.seq);
         }
-        if self.wave_of(host).is_some_and(|w| w < self.started) {
+        if wave().is_some_and(|w| w < self.started) {
             return Some(self.seq);
         }
         self.base.get(host).copied().or(self.stable)
@@ -271,9 +287,19 @@ impl Rollout {
     /// The seq `host`, whose lifecycle is `now`, is told to run: a host an operator left out
     /// and has since let back in (uncordoned) gets what a host outside the plan gets.
     pub fn assigned_to(&self, host: &str, now: HostLifecycle) -> Option<u64> {
+        self.assigned_to_in(host, now, || self.wave_of(host))
+    }
+
+    /// [`Rollout::assigned_to`], with `host`'s wave from `wave` (see [`Rollout::assigned_in`]).
+    pub fn assigned_to_in(
+        &self,
+        host: &str,
+        now: HostLifecycle,
+        wave: impl FnOnce() -> Option<usize>,
+    ) -> Option<u64> {
         match self.left_out.get(host) {
             Some(why) if why.by_operator() && now == HostLifecycle::Active => self.default_seq(),
-            _ => self.assigned(host),
+            _ => self.assigned_in(host, wave),
         }
     }
 

@@ -7,6 +7,7 @@ use super::isolate::Stage;
 use super::plan::{LeftOut, PlanParams, Rollout};
 use super::{now_ms, parse, to_doc, RolloutError};
 use crate::api::AppState;
+use crate::defaults;
 use crate::publish::{release_body, Snapshot};
 use crate::store::HostRecord;
 use crate::store::ReleaseRecord;
@@ -160,6 +161,7 @@ impl View {
             default: doc.default_seq(),
             ..Default::default()
         };
+        let waves = doc.wave_index();
         for h in doc
             .waves
             .iter()
@@ -168,7 +170,8 @@ impl View {
             .chain(doc.left_out.keys())
         {
             let now = held.get(h).copied().unwrap_or_default();
-            v.per_host.insert(h.clone(), doc.assigned_to(h, now));
+            let seq = doc.assigned_to_in(h, now, || waves.get(h.as_str()).copied());
+            v.per_host.insert(h.clone(), seq);
         }
         let mut seqs: Vec<u64> = v.per_host.values().flatten().copied().collect();
         seqs.extend(v.default);
@@ -303,6 +306,7 @@ pub async fn ensure(
             let hosts: Vec<String> = selected.into_iter().map(|h| h.host.clone()).collect();
             let (base, stable) = match &prev {
                 Some((_, p)) => {
+                    let waves = p.wave_index();
                     let base = p
                         .waves
                         .iter()
@@ -313,7 +317,8 @@ pub async fn ensure(
                         .chain(left_out.keys())
                         .filter_map(|h| {
                             let now = lifecycle.get(h.as_str()).copied().unwrap_or_default();
-                            p.assigned_to(h, now).map(|s| (h.clone(), s))
+                            p.assigned_to_in(h, now, || waves.get(h.as_str()).copied())
+                                .map(|s| (h.clone(), s))
                         })
                         .collect();
                     (base, p.stable_after())
@@ -365,7 +370,15 @@ pub async fn ensure(
             })?;
         return parse(&r.app, r.seq, &r.doc);
     }
-    tracing::info!(app = %rec.app, seq = rec.seq, kind = doc.kind.as_str(), waves = ?doc.waves, "rollout planned");
+    // The hosts of each wave are logged in full up to a screenful; a fleet of thousands
+    // would otherwise write a line of hundreds of kilobytes per release.
+    let sizes: Vec<usize> = doc.waves.iter().map(Vec::len).collect();
+    if sizes.iter().sum::<usize>() <= defaults::LOGGED_WAVE_HOSTS {
+        tracing::info!(app = %rec.app, seq = rec.seq, kind = doc.kind.as_str(), waves = ?doc.waves, "rollout planned");
+    } else {
+        tracing::info!(app = %rec.app, seq = rec.seq, kind = doc.kind.as_str(), wave_sizes = ?sizes, "rollout planned");
+        tracing::debug!(app = %rec.app, seq = rec.seq, waves = ?doc.waves, "rollout planned: hosts");
+    }
     if doc.started > 0 {
         super::driver::wave_started(state, &doc).await;
     }
