@@ -68,7 +68,7 @@ impl SqliteStore {
     }
 }
 
-// What differs from PostgreSQL, used by the shared methods (see `methods.rs`).
+// What differs from PostgreSQL, used by the shared methods (see `methods/`).
 impl SqliteStore {
     /// One controller moves `last_seen`, on its own clock: the report just received is the
     /// newest.
