@@ -262,6 +262,6 @@ mod tests {
         assert_eq!(s.latest_rollout("web").await.unwrap().unwrap().seq, 2);
         assert!(s.latest_rollout("api").await.unwrap().is_none());
 
-        // The event log is checked on both backends by controller/tests/postgres_store.rs.
+        // The event log is checked on both backends by controller/tests/store_backends.rs.
     }
 }
