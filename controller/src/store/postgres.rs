@@ -219,7 +219,7 @@ async fn try_lock(c: &mut PgConnection) -> sqlx::Result<bool> {
     row.try_get(0)
 }
 
-// What differs from SQLite, used by the shared methods (see `methods.rs`).
+// What differs from SQLite, used by the shared methods (see `methods/`).
 impl PostgresStore {
     /// Several replicas report the same host, each on its own clock: `last_seen` never moves
     /// back because a replica's clock is behind.

@@ -68,7 +68,7 @@ impl SqliteStore {
     }
 }
 
-// What differs from PostgreSQL, used by the shared methods (see `methods.rs`).
+// What differs from PostgreSQL, used by the shared methods (see `methods/`).
 impl SqliteStore {
     /// One controller moves `last_seen`, on its own clock: the report just received is the
     /// newest.
@@ -262,6 +262,6 @@ mod tests {
         assert_eq!(s.latest_rollout("web").await.unwrap().unwrap().seq, 2);
         assert!(s.latest_rollout("api").await.unwrap().is_none());
 
-        // The event log is checked on both backends by controller/tests/postgres_store.rs.
+        // The event log is checked on both backends by controller/tests/store_backends.rs.
     }
 }

@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod gitops;
+pub mod store;
 
 pub const CONTROLLER: &str = env!("CARGO_BIN_EXE_slipway-controller");
 

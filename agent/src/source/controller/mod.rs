@@ -17,13 +17,20 @@
 //! role = "web"
 //! ```
 
+mod cache;
+mod client;
+
+pub use client::http_client;
+pub(crate) use client::{api_error, backoff, read_token};
+
 use anyhow::{bail, Context};
+use cache::{load_cache, save_cache};
+use client::refused_token;
 use serde::{Deserialize, Serialize};
-use slipway_proto::api::{DesiredSetBody, ErrorBody, HostStatus, RegisterRequest};
+use slipway_proto::api::{DesiredSetBody, HostStatus, RegisterRequest};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// How long one long-poll asks the controller to wait for a change.
 pub const POLL_WAIT: Duration = Duration::from_secs(30);
@@ -325,128 +332,10 @@ enum PollError {
     Answered(anyhow::Error),
 }
 
-pub(crate) fn read_token(path: &Path) -> anyhow::Result<String> {
-    let t = std::fs::read_to_string(path)
-        .with_context(|| format!("reading agent token file {}", path.display()))?;
-    let t = t.trim().to_string();
-    if t.is_empty() {
-        bail!("agent token file {} is empty", path.display());
-    }
-    Ok(t)
-}
-
-/// The client agents speak to the controller with: the system's roots, and `ca_cert`'s
-/// certificates when given.
-pub fn http_client(ca_cert: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
-    if let Some(path) = ca_cert {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("reading controller ca_cert {}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
-            format!(
-                "controller ca_cert {}: not PEM certificates",
-                path.display()
-            )
-        })?;
-        if certs.is_empty() {
-            bail!(
-                "controller ca_cert {}: no certificate in it",
-                path.display()
-            );
-        }
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    b.build().context("building the HTTP client")
-}
-
-/// What a 401 means for this host, and what the operator can do.
-fn refused_token(host: &impl std::fmt::Display) -> String {
-    format!(
-        "the controller refused host {host}'s agent token (401): the host was removed \
-         (`slipway hosts remove`) or its token revoked; give it a new agent token in \
-         token_file, or join it again (`slipway-agent join`)"
-    )
-}
-
-pub(crate) async fn api_error(resp: reqwest::Response) -> anyhow::Error {
-    let status = resp.status();
-    let bytes = resp.bytes().await.unwrap_or_default();
-    let msg = serde_json::from_slice::<ErrorBody>(&bytes)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
-    anyhow::anyhow!("controller answered {}: {msg}", status.as_u16())
-}
-
-/// Exponential backoff with jitter: between half and all of min * 2^(failures-1), capped.
-pub(crate) fn backoff(failures: u32) -> Duration {
-    let exp = BACKOFF_MIN.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    let full = exp.min(BACKOFF_MAX);
-    let jitter = rand::random::<f64>() * 0.5 + 0.5;
-    full.mul_f64(jitter)
-}
-
-/// Loads the cached set; a cache that does not parse is moved aside and ignored (loudly).
-fn load_cache(path: &Path) -> Option<DesiredSetBody> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot read the cached desired set");
-            return None;
-        }
-    };
-    match serde_json::from_slice::<DesiredSetBody>(&bytes) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            let aside = path.with_extension(format!(
-                "corrupt-{}",
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0)
-            ));
-            let _ = std::fs::rename(path, &aside);
-            tracing::error!(
-                path = %path.display(),
-                moved_to = %aside.display(),
-                error = %e,
-                "cached desired set is corrupt; moved aside, waiting for the controller"
-            );
-            None
-        }
-    }
-}
-
-/// Writes the set atomically: temp file, fsync, rename, fsync of the directory.
-fn save_cache(dir: &Path, body: &DesiredSetBody) -> anyhow::Result<()> {
-    let path = dir.join(CACHE_FILE);
-    let tmp = dir.join(format!(".{CACHE_FILE}.tmp"));
-    let bytes = serde_json::to_vec_pretty(body).expect("desired set serializes");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().with_context(|| format!("writing the desired set cache {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        for n in 1..40 {
-            let d = backoff(n);
-            assert!(d <= BACKOFF_MAX, "{n}: {d:?}");
-            assert!(d >= BACKOFF_MIN / 2, "{n}: {d:?}");
-        }
-        assert!(backoff(20) >= BACKOFF_MAX / 2);
-    }
+    use std::path::Path;
 
     fn source(dir: &Path, url: String) -> ControllerSource {
         let token_file = dir.join("token");
@@ -501,22 +390,5 @@ mod tests {
             Err(PollError::Unreachable(e)) => panic!("taken for unreachable: {e:#}"),
             Ok(_) => panic!("a 403 gave a set"),
         }
-    }
-
-    #[test]
-    fn corrupt_cache_is_moved_aside() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join(CACHE_FILE);
-        std::fs::write(&p, b"{not json").unwrap();
-        assert!(load_cache(&p).is_none());
-        assert!(!p.exists());
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
-        let body = DesiredSetBody {
-            version: "v".into(),
-            releases: BTreeMap::new(),
-            ..Default::default()
-        };
-        save_cache(d.path(), &body).unwrap();
-        assert_eq!(load_cache(&p), Some(body));
     }
 }

@@ -2,24 +2,24 @@
 //! swapped atomically (arc-swap) so the hot path never takes a lock. Changes are serialized,
 //! persisted first (`table`), then applied.
 
+mod listeners;
+
+pub(crate) use listeners::bind_tcp;
+
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use slipway_proto::{EdgeSpec, Protocol};
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::api::{EdgeInfo, RouteSpec};
 pub(crate) use crate::app::App;
-use crate::app::Listener;
 use crate::config::EdgeConfig;
-use crate::conn::Target;
-use crate::defaults;
 use crate::drain::Tracker;
 use crate::edge::{Edge, Scheme};
 use crate::error::ProxyError;
@@ -31,25 +31,6 @@ use crate::takeover::{Inherited, Slot};
 use crate::tls;
 use crate::upstream::Upstream;
 use crate::workers::Workers;
-
-/// Binds a public listener (SO_REUSEADDR, backlog [`defaults::LISTEN_BACKLOG`]) for `app`.
-pub(crate) fn bind_tcp(app: &str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {
-    let err = |source| ProxyError::Bind {
-        app: app.to_owned(),
-        addr,
-        source,
-    };
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(err)?;
-    socket.set_reuseaddr(true).map_err(err)?;
-    socket.set_nodelay(true).map_err(err)?;
-    socket.bind(addr).map_err(err)?;
-    socket.listen(defaults::LISTEN_BACKLOG).map_err(err)
-}
 
 /// Checks an app name from a request (the rule is [`slipway_proto::AppName`]'s).
 pub(crate) fn app_name(value: &str) -> Result<slipway_proto::AppName, ProxyError> {
@@ -133,18 +114,6 @@ impl Router {
         self.edge.hosts.store(Arc::new(table));
     }
 
-    /// Binds the shared listeners `edge` needs (HTTP for any host, HTTPS with TLS).
-    fn ensure_shared(&self, app: &str, edge: &EdgeSpec) -> Result<(), ProxyError> {
-        if edge.hosts.is_empty() {
-            return Ok(());
-        }
-        self.edge.ensure(app, Scheme::Http, &self.ctx)?;
-        if edge.tls.is_some() {
-            self.edge.ensure(app, Scheme::Https, &self.ctx)?;
-        }
-        Ok(())
-    }
-
     /// The shared listeners, host table, certificates and ACME.
     pub(crate) fn edge(&self) -> &Arc<Edge> {
         &self.edge
@@ -172,48 +141,6 @@ impl Router {
             .ok_or_else(|| ProxyError::UnknownApp(name.to_owned()))
     }
 
-    fn bind_listener(&self, app: &str, listen: u16) -> Result<TcpListener, ProxyError> {
-        let slot = Slot::App {
-            app: app.to_owned(),
-        };
-        if let Some(l) = self.inherited.take(&slot) {
-            let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
-            if listen == 0 || port == listen {
-                return Ok(l);
-            }
-        }
-        bind_tcp(app, SocketAddr::new(self.bind, listen))
-    }
-
-    fn start_listener(&self, app: &Arc<App>, l: TcpListener, slot: &mut Listener) {
-        // systemd keeps a copy, so a crash refuses no connection (replacing any copy of
-        // this app's previous listener).
-        let store_slot = Slot::App {
-            app: app.name.clone(),
-        };
-        crate::fdstore::remove(&store_slot);
-        crate::fdstore::store(&store_slot, l.as_fd());
-        slot.bound = l.local_addr().ok();
-        slot.fd = l.as_fd().try_clone_to_owned().ok();
-        slot.error = None;
-        let task = match slot.protocol {
-            Protocol::Http => {
-                let target = Target::App(app.clone());
-                tokio::spawn(crate::http::accept_loop(l, target, self.ctx.clone()))
-            }
-            Protocol::Tcp => {
-                let accept_proxy = self.ctx.cfg.proxy_protocol;
-                tokio::spawn(crate::tcp::accept_loop(
-                    l,
-                    app.clone(),
-                    self.conns.clone(),
-                    accept_proxy,
-                ))
-            }
-        };
-        slot.task = Some(task);
-    }
-
     fn snapshot(&self) -> RouteTable {
         let apps = self.apps.read().unwrap();
         let mut routes: Vec<RouteEntry> = apps.values().filter_map(|a| a.route_entry()).collect();
@@ -229,21 +156,6 @@ impl Router {
         tokio::task::spawn_blocking(move || table::save(&path, &t))
             .await
             .expect("route table writer panicked")
-    }
-
-    /// Binds with retries: a previous proxy may still be letting go of the port.
-    async fn bind_retrying<T>(
-        mut bind: impl FnMut() -> Result<T, ProxyError>,
-    ) -> Result<T, ProxyError> {
-        let mut bound = bind();
-        for _ in 0..defaults::RESTORE_BIND_RETRIES {
-            if bound.is_ok() {
-                break;
-            }
-            tokio::time::sleep(defaults::RESTORE_BIND_RETRY_DELAY).await;
-            bound = bind();
-        }
-        bound
     }
 
     /// Starts the routes of a table read at start-up. A port that cannot be bound is logged
