@@ -113,8 +113,18 @@ host_push() { "$BIN/slipway-demo-image" "$REG" "demo/$APP" "$1" "$2"; }
 
 # host_release SEQ IMAGE: signs and drops the release file atomically.
 host_release() {
+  host_sign "$1" "$2"
+  host_publish
+}
+
+# host_sign SEQ IMAGE: signs the release next to the releases dir, not yet published.
+host_sign() {
   "$BIN/slipway" release sign --key "$WORK/keys/release.key" --app-spec "$WORK/app.toml" \
     --image "$2" --seq "$1" --expires 1h --out "$WORK/releases/.$APP.json.tmp"
+}
+
+# host_publish: the signed release becomes the app's release file (one rename).
+host_publish() {
   mv "$WORK/releases/.$APP.json.tmp" "$WORK/releases/$APP.json"
 }
 

@@ -40,6 +40,10 @@ pub const USER_AGENT: &str = concat!("slipway/", env!("CARGO_PKG_VERSION"));
 pub const TOKEN_DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// A token is renewed this long before it expires, so none expires in flight.
 pub const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(5);
+/// A registry session (HTTP client, connections, credentials, tokens) serves the pulls of
+/// this long before credentials and TLS settings are looked up again; a failed pull drops
+/// it at once.
+pub const SESSION_REUSE: Duration = Duration::from_secs(60);
 /// Longest a `docker-credential-*` helper may take (ECR's and GCR's call a cloud API).
 pub const CREDENTIAL_HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -13,8 +13,9 @@ use futures_util::{stream, StreamExt};
 use oci_spec::image::ImageConfiguration;
 use serde::Serialize;
 use slipway_proto::{Digest, ImageRef};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// A pulled (or loaded) image: everything needed to build a rootfs and a runtime config.
@@ -100,6 +101,27 @@ pub struct Puller {
     concurrency: usize,
     metrics: Arc<ImageMetrics>,
     progress: Arc<dyn Progress>,
+    /// Sessions of recent pulls by registry, with when they were opened (see
+    /// [`defaults::SESSION_REUSE`]).
+    sessions: Mutex<HashMap<String, (Arc<Session>, Instant)>>,
+}
+
+/// The registry session of one pull: opened, or taken from the puller's recent sessions, on
+/// first use, so a pull whose manifest, config and layers are all stored never reaches the
+/// registry.
+struct PullSession<'a> {
+    puller: &'a Puller,
+    repo: &'a Repository,
+    session: tokio::sync::OnceCell<Arc<Session>>,
+}
+
+impl PullSession<'_> {
+    async fn get(&self) -> Result<&Session, ImageError> {
+        self.session
+            .get_or_try_init(|| self.puller.session(self.repo))
+            .await
+            .map(|s| s.as_ref())
+    }
 }
 
 impl Puller {
@@ -111,7 +133,34 @@ impl Puller {
             concurrency: defaults::MAX_CONCURRENT_DOWNLOADS,
             metrics: Arc::new(ImageMetrics::default()),
             progress: Arc::new(NoProgress),
+            sessions: Mutex::default(),
         }
+    }
+
+    /// A session to `repo`'s registry: one opened less than [`defaults::SESSION_REUSE`] ago
+    /// (its connections and tokens are reused), else a new one, which looks up the
+    /// credentials and TLS settings again.
+    async fn session(&self, repo: &Repository) -> Result<Arc<Session>, ImageError> {
+        let registry = &repo.registry;
+        if let Some((s, opened)) = self.sessions.lock().expect("sessions lock").get(registry) {
+            if opened.elapsed() < defaults::SESSION_REUSE {
+                return Ok(s.clone());
+            }
+        }
+        let session = Session::open(&self.cfg, registry, None)
+            .await
+            .map_err(|failure| ImageError::Registry {
+                what: "credentials and TLS settings".into(),
+                repository: repo.to_string(),
+                registry: registry.clone(),
+                failure,
+            })?;
+        let session = Arc::new(session);
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(registry.clone(), (session.clone(), Instant::now()));
+        Ok(session)
     }
 
     /// Caps on unpacked size, entries and path length (defaults in `defaults`).
@@ -163,7 +212,16 @@ impl Puller {
                 tracing::info!(image = %image, fetched = p.report.layers_fetched, cached = p.report.layers_cached,
                     bytes = p.report.bytes_fetched, "pulled");
             }
-            Err(e) => self.metrics.failure(e.reason_label()),
+            Err(e) => {
+                // The next pull reads credentials and TLS settings afresh: they may be what
+                // failed, and the operator may have fixed them since.
+                let registry = Repository::parse(&image.repository).registry;
+                self.sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .remove(&registry);
+                self.metrics.failure(e.reason_label());
+            }
         }
         result.map(|mut p| {
             p.report.seconds = started.elapsed().as_secs_f64();
@@ -173,16 +231,12 @@ impl Puller {
 
     async fn pull_locked(&self, image: &ImageRef) -> Result<PulledImage, ImageError> {
         let repo = Repository::parse(&image.repository);
-        // Credentials and TLS settings are looked up once per pull and used on every
-        // request of it, cached manifest or not.
-        let session = Session::open(&self.cfg, &repo.registry, None)
-            .await
-            .map_err(|failure| ImageError::Registry {
-                what: "credentials and TLS settings".into(),
-                repository: repo.to_string(),
-                registry: repo.registry.clone(),
-                failure,
-            })?;
+        // One session serves every request of the pull, so each carries its credentials.
+        let session = PullSession {
+            puller: self,
+            repo: &repo,
+            session: tokio::sync::OnceCell::new(),
+        };
         let mut bytes_fetched = 0u64;
 
         let (bytes, n) = self.manifest_bytes(&session, &repo, &image.digest).await?;
@@ -208,8 +262,15 @@ impl Puller {
 
         let config_blob = &manifest.config;
         if !self.store.has_blob(&config_blob.digest) {
-            let (tmp, n) =
-                fetch::blob(&session, &repo, &self.store, "config", config_blob, &|_| {}).await?;
+            let (tmp, n) = fetch::blob(
+                session.get().await?,
+                &repo,
+                &self.store,
+                "config",
+                config_blob,
+                &|_| {},
+            )
+            .await?;
             self.store.commit_blob(tmp, &config_blob.digest)?;
             bytes_fetched += n;
         }
@@ -273,7 +334,7 @@ impl Puller {
     /// Manifest bytes from the store (re-verified) or the registry. Returns bytes fetched.
     async fn manifest_bytes(
         &self,
-        session: &Session,
+        session: &PullSession<'_>,
         repo: &Repository,
         digest: &Digest,
     ) -> Result<(Vec<u8>, u64), ImageError> {
@@ -283,7 +344,13 @@ impl Puller {
         {
             return Ok((bytes, 0));
         }
-        let bytes = fetch::manifest(session, repo, digest, manifest::ACCEPTED_MANIFESTS).await?;
+        let bytes = fetch::manifest(
+            session.get().await?,
+            repo,
+            digest,
+            manifest::ACCEPTED_MANIFESTS,
+        )
+        .await?;
         // Checked before storing: a document we refuse never reaches `blobs/`.
         manifest::parse_document(digest, &bytes)?;
         self.store.write_blob(digest, &bytes)?;
@@ -295,7 +362,7 @@ impl Puller {
     /// and device nodes skipped.
     async fn layer(
         &self,
-        session: &Session,
+        session: &PullSession<'_>,
         repo: &Repository,
         blob: &BlobRef,
         compression: Compression,
@@ -312,8 +379,15 @@ impl Puller {
                 progress.layer_bytes(&d, n);
                 metrics.pulled_bytes.inc_by(n);
             };
-            let (tmp, n) =
-                fetch::blob(session, repo, &self.store, "layer", blob, &on_bytes).await?;
+            let (tmp, n) = fetch::blob(
+                session.get().await?,
+                repo,
+                &self.store,
+                "layer",
+                blob,
+                &on_bytes,
+            )
+            .await?;
             fetched = n;
             downloaded = Some(tmp);
         } else {
