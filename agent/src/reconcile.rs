@@ -135,10 +135,13 @@ impl Apps {
 }
 
 /// One app's task: recover what a previous agent left, then run commands one at a time; a
-/// newer command that arrives mid-deploy supersedes the deploy in flight.
+/// newer command that arrives mid-deploy supersedes the deploy in flight. The containers
+/// live deploys replaced are stopped and discarded beside the next commands (see
+/// [`swap::Retire`]); a removal waits for them first.
 async fn app_task(agent: Arc<Agent>, app: String, mut rx: mpsc::Receiver<Cmd>) {
     crate::recover::recover_app(&agent, &app).await;
     let mut next: Option<Cmd> = None;
+    let mut retiring: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     loop {
         let mut cmd = match next.take() {
             Some(c) => c,
@@ -150,9 +153,20 @@ async fn app_task(agent: Arc<Agent>, app: String, mut rx: mpsc::Receiver<Cmd>) {
         while let Ok(newer) = rx.try_recv() {
             cmd = newer;
         }
+        retiring.retain(|t| !t.is_finished());
         next = match cmd {
-            Cmd::Deploy(rel, sealed) => swap::deploy(&agent, *rel, sealed, &mut rx).await,
+            Cmd::Deploy(rel, sealed) => {
+                let (next, retire) = swap::deploy_leaving_old(&agent, *rel, sealed, &mut rx).await;
+                if let Some(r) = retire {
+                    let agent = agent.clone();
+                    retiring.push(tokio::spawn(async move { r.run(&agent).await }));
+                }
+                next
+            }
             Cmd::Remove => {
+                for t in retiring.drain(..) {
+                    let _ = t.await;
+                }
                 swap::remove(&agent, &app).await;
                 None
             }

@@ -19,6 +19,7 @@ bake = "300ms"'
 
 host_build
 host_setup
+host_conntrack_room 1048576
 A=$(host_push a "version A")
 B=$(host_push b "version B")
 host_release 1 "$A"
@@ -46,9 +47,11 @@ for i in $(seq 1 "$SWAPS"); do
   host_wait_for "$text" 60
   t1=$(date +%s%N)
   lat+=($(( (t1 - t0) / 1000000 )))
-  # Next swap only once the previous one is fully done (old container discarded).
+  # Next swap only once the previous one is fully done: the agent logged the old container
+  # (the previous seq's) discarded, which is after its runc delete, CNI DEL and netns and
+  # rootfs removal. (`runc list` shows one container before the discard has finished.)
   for _ in $(seq 1 200); do
-    [ "$(runc --root "$WORK/runc" list -q 2>/dev/null | wc -l)" -eq 1 ] && break
+    grep "container discarded" "$WORK/agent.log" | grep -q "$APP-$((seq - 1))-" && break
     sleep 0.05
   done
 done
@@ -66,3 +69,5 @@ say "Results"
 printf '  steady:      %s requests, %s req/s, p99 %s, failed %s\n' "$(req "$WORK/steady.txt")" "$(rps "$WORK/steady.txt")" "$(p99 "$WORK/steady.txt")" "$(wrk_failed "$WORK/steady.txt")"
 printf '  %2d swaps:    %s requests, %s req/s, p99 %s, failed %s\n' "$SWAPS" "$(req "$WORK/swaps.txt")" "$(rps "$WORK/swaps.txt")" "$(p99 "$WORK/swaps.txt")" "$(wrk_failed "$WORK/swaps.txt")"
 printf '  swap latency (release written -> new version served): min %s ms, median %s ms, max %s ms\n' "$min" "$median" "$max"
+[ -r /proc/sys/net/netfilter/nf_conntrack_count ] &&
+  printf '  conntrack:   %s of %s entries in use\n' "$(cat /proc/sys/net/netfilter/nf_conntrack_count)" "$(cat /proc/sys/net/netfilter/nf_conntrack_max)"

@@ -30,8 +30,24 @@ host_build() {
   (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p slipway-agent -p slipway-controller -p slipway-tests --bins)
 }
 
+# host_conntrack_room N: a load through the proxy to busybox httpd (which closes every
+# connection) leaves a TIME_WAIT conntrack entry per request for 120 s; at about 5,000 req/s a
+# run outgrows the kernel's default table (262,144 here) and the kernel drops new connections
+# ("nf_conntrack: table full, dropping packet" in dmesg), which the bench would count as
+# failed requests. Raises net.netfilter.nf_conntrack_max to at least N while the script
+# runs; host_cleanup puts the old value back.
+host_conntrack_room() {
+  local f=/proc/sys/net/netfilter/nf_conntrack_max
+  [ -w "$f" ] || return 0
+  CONNTRACK_MAX_WAS=$(cat "$f")
+  if [ "$CONNTRACK_MAX_WAS" -lt "$1" ]; then echo "$1" > "$f"; fi
+}
+
 host_cleanup() {
   set +e
+  if [ -n "${CONNTRACK_MAX_WAS:-}" ]; then
+    echo "$CONNTRACK_MAX_WAS" > /proc/sys/net/netfilter/nf_conntrack_max
+  fi
   if [ -n "${AGENT_PID:-}" ] && kill -0 "$AGENT_PID" 2>/dev/null && [ -f "$WORK/releases/$APP.json" ]; then
     rm -f "$WORK/releases/$APP.json"   # the agent removes the app: unroute, discard containers
     for _ in $(seq 1 100); do

@@ -32,29 +32,69 @@ pub enum Cmd {
     Remove,
 }
 
-/// Deploys `rel`, opening its `sealed` secrets only to start its container. Returns the
-/// command that superseded it, if one arrived mid-deploy.
+/// Deploys `rel`, opening its `sealed` secrets only to start its container, and discards
+/// the container it replaced. Returns the command that superseded it, if one arrived
+/// mid-deploy.
 pub async fn deploy(
     agent: &Agent,
     rel: Release,
     sealed: Sealed,
     rx: &mut mpsc::Receiver<Cmd>,
 ) -> Option<Cmd> {
+    let (next, retire) = deploy_leaving_old(agent, rel, sealed, rx).await;
+    if let Some(r) = retire {
+        r.run(agent).await;
+    }
+    next
+}
+
+/// The container a live deploy replaced: unrouted and drained, waiting out its stop grace
+/// before it is discarded. The app's task discards it beside its next command, so a newer
+/// release never waits for an old container's grace period.
+#[derive(Debug)]
+pub struct Retire {
+    id: ContainerId,
+    grace: Duration,
+}
+
+impl Retire {
+    /// Stops (within its grace) and discards the container.
+    pub async fn run(self, agent: &Agent) {
+        discard(agent, &self.id, self.grace).await;
+    }
+}
+
+impl Old {
+    fn retire(self) -> Retire {
+        Retire {
+            id: self.id,
+            grace: self.grace,
+        }
+    }
+}
+
+/// [`deploy`], handing back the replaced container instead of discarding it.
+pub async fn deploy_leaving_old(
+    agent: &Agent,
+    rel: Release,
+    sealed: Sealed,
+    rx: &mut mpsc::Receiver<Cmd>,
+) -> (Option<Cmd>, Option<Retire>) {
     let (image, id) = match rel.image_ref().and_then(|i| Ok((i, rel.container_id()?))) {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(app = %rel.app, seq = rel.seq, error = %e, "release refused");
-            return None;
+            return (None, None);
         }
     };
     let st = agent.app_state(&rel.app);
     if st.failed_seq == Some(rel.seq) {
         tracing::debug!(app = %rel.app, seq = rel.seq, "release failed before; waiting for a newer one");
-        return None;
+        return (None, None);
     }
     if st.live_seq == Some(rel.seq) && health::check_alive(&*agent.parts, &id).await.is_ok() {
         agent.update(&rel.app, |s| s.phase = Some(DeployPhase::Live));
-        return None;
+        return (None, None);
     }
     let d = Deploy {
         agent,
@@ -125,14 +165,15 @@ async fn run(
 }
 
 /// Records how the deploy ended and cleans up after it: the one place that discards, reverts
-/// and writes the outcome. Returns the command that superseded the deploy, if any.
+/// and writes the outcome. Returns the command that superseded the deploy, if any, and the
+/// container a live deploy replaced.
 async fn conclude(
     d: &Deploy<'_>,
     result: Result<(Ended, SocketAddr), DeployError>,
     old: Option<Old>,
     rec: DeployRecord,
     t0: Instant,
-) -> Option<Cmd> {
+) -> (Option<Cmd>, Option<Retire>) {
     let agent = d.agent;
     let (app, seq) = (&d.rel.app, d.rel.seq);
     match result {
@@ -141,26 +182,22 @@ async fn conclude(
             // controller may move on while it gets its stop grace period.
             finish(agent, app, rec, DeployPhase::Live, None);
             tracing::info!(app = %app, seq, container = %d.id, total_ms = t0.elapsed().as_millis() as u64, "deploy live");
-            if let Some(o) = &old {
-                discard(agent, &o.id, o.grace).await;
-            }
+            // Images are kept by release, not by container: the replaced container's image
+            // stays while its release is among those kept.
             gc(agent).await;
-            None
+            (None, old.map(Old::retire))
         }
         Ok((Ended::LiveEarly(cmd), _)) => {
             tracing::info!(app = %app, seq, "bake ended early by a newer release; keeping {} live", d.id);
-            if let Some(o) = &old {
-                discard(agent, &o.id, o.grace).await;
-            }
             finish(agent, app, rec, DeployPhase::Live, None);
-            Some(cmd)
+            (Some(cmd), old.map(Old::retire))
         }
         Ok((Ended::Superseded(cmd), _)) => {
             tracing::info!(app = %app, seq, "superseded while health-checking; discarding {}", d.id);
             discard(agent, &d.id, Duration::ZERO).await;
             let why = "superseded by a newer release".to_string();
             finish(agent, app, rec, DeployPhase::Superseded, Some(why));
-            Some(cmd)
+            (Some(cmd), None)
         }
         Err(mut e) => {
             let cleanup = match &mut e {
@@ -188,7 +225,7 @@ async fn conclude(
                 DeployError::Bake { .. } => fail(agent, app, rec, DeployPhase::RolledBack, why),
                 _ => fail(agent, app, rec, DeployPhase::Failed, why),
             }
-            None
+            (None, None)
         }
     }
 }
