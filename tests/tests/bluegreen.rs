@@ -399,3 +399,45 @@ fn server_errors_during_bake_switch_back_at_once() {
     assert_eq!(st["live_seq"], 1);
     wait_until(Duration::from_secs(15), || bed.host.runc_list().len() == 1).expect("v2 discarded");
 }
+
+#[test]
+fn a_newer_release_does_not_wait_out_the_replaced_containers_stop_grace() {
+    // busybox httpd ignores SIGTERM, so each replaced container takes its whole 20 s grace
+    // to stop. A release made right after a swap must go live well before that.
+    let bed = bed();
+    let extra = "stop_grace = \"20s\"\n[swap]\ndrain_timeout = \"2s\"\nbake = \"300ms\"\n";
+    let spec = bed.host.spec("bggrace", bed.listen, extra);
+    let v1 = push(&bed, "bggrace", "grace v1");
+    let v2 = push(&bed, "bggrace", "grace v2");
+    let v3 = push(&bed, "bggrace", "grace v3");
+    bed.host.release(&spec, 1, &v1).unwrap();
+    bed.host
+        .wait_for_body(bed.listen, "grace v1", Duration::from_secs(60))
+        .unwrap();
+
+    let load = Load::start(TestHost::addr(bed.listen), 2);
+    bed.host.release(&spec, 2, &v2).unwrap();
+    bed.host
+        .wait_for_body(bed.listen, "grace v2", Duration::from_secs(30))
+        .unwrap();
+    wait_until(Duration::from_secs(10), || {
+        app_status(&bed, "bggrace")["live_seq"] == 2
+    })
+    .expect("v2 live after its bake");
+    bed.host.release(&spec, 3, &v3).unwrap();
+    let took = bed
+        .host
+        .wait_for_body(bed.listen, "grace v3", Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        took < Duration::from_secs(10),
+        "v3 took {took:?}: it waited for v1's container to stop"
+    );
+    // Both replaced containers are discarded once their grace is over, v3 alone remains.
+    wait_until(Duration::from_secs(60), || bed.host.runc_list().len() == 1)
+        .expect("replaced containers discarded after their grace");
+    assert!(bed.host.runc_list()[0].starts_with("bggrace-3-"));
+    let report = load.finish();
+    assert_eq!(report.failed, 0, "failed requests: {:?}", report.errors);
+    assert_eq!(get(bed.listen).unwrap().1, "grace v3");
+}
