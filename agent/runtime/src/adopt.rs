@@ -6,10 +6,8 @@
 use crate::container::ContainerInfo;
 use crate::error::{io, RuntimeError};
 use crate::rootfs::{self, RootfsPaths};
-use crate::runc::RuncState;
 use crate::state::{Record, RecordPhase};
 use crate::Runtime;
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 /// What [`Runtime::adopt`] found and did, by container id.
@@ -37,13 +35,7 @@ impl Runtime {
         known: &(dyn Fn(&ContainerInfo) -> bool + Sync),
     ) -> Result<AdoptReport, RuntimeError> {
         let mut report = AdoptReport::default();
-        let mut runc: HashMap<String, RuncState> = self
-            .runc
-            .list()
-            .await?
-            .into_iter()
-            .map(|s| (s.id.clone(), s))
-            .collect();
+        let mut runc = self.runc.list_by_id().await?;
         for (id, dir) in crate::state::container_dirs(&self.config().state_dir)? {
             let state = runc.remove(&id);
             let rec = match Record::load(&dir) {

@@ -5,6 +5,7 @@
 use crate::defaults;
 use crate::error::RuncError;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -204,6 +205,16 @@ impl Runc {
                 reason: e.to_string(),
             })?;
         Ok(list.unwrap_or_default())
+    }
+
+    /// [`Runc::list`] by container id.
+    pub async fn list_by_id(&self) -> Result<HashMap<String, RuncState>, RuncError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect())
     }
 
     /// Runs `argv` inside the container with its env and cwd; after `timeout` the process

@@ -337,6 +337,18 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// An insert's outcome, with a duplicate key reported as `taken()` (the record already
+/// exists) and every other database error as is.
+fn unique<T>(
+    r: std::result::Result<T, sqlx::Error>,
+    taken: impl FnOnce() -> StoreError,
+) -> Result<T> {
+    match r {
+        Err(e) if is_unique_violation(&e) => Err(taken()),
+        other => other.map_err(Into::into),
+    }
+}
+
 /// The migrator of a backend's embedded migrations (version, description, SQL), applied in
 /// order.
 fn migrator(migrations: &'static [(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {

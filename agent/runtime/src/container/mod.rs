@@ -10,7 +10,6 @@ use crate::runc::{ExecOutput, RuncState};
 use crate::state::{write_atomic, Durability, Record, RecordPhase};
 use crate::{logs, Runtime, Shared};
 use slipway_proto::{AppName, ContainerId};
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -364,13 +363,7 @@ impl Runtime {
 
     /// Containers in the state dir (discarded ones excluded), with runc's view of each.
     pub async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        let runc: HashMap<String, RuncState> = self
-            .runc
-            .list()
-            .await?
-            .into_iter()
-            .map(|s| (s.id.clone(), s))
-            .collect();
+        let runc = self.runc.list_by_id().await?;
         let mut out = Vec::new();
         for (_, dir) in crate::state::container_dirs(&self.cfg.state_dir)? {
             if let Some(rec) = Record::load(&dir)? {

@@ -86,15 +86,10 @@ macro_rules! release_methods {
                     .bind(rows::to_ms(r.created_at))
                     .execute(&mut *tx)
                     .await;
-                match inserted {
-                    Err(e) if $crate::store::is_unique_violation(&e) => {
-                        return Err(StoreError::SeqTaken {
-                            app: r.app.clone(),
-                            seq: r.seq,
-                        })
-                    }
-                    other => other?,
-                };
+                $crate::store::unique(inserted, || StoreError::SeqTaken {
+                    app: r.app.clone(),
+                    seq: r.seq,
+                })?;
                 sqlx::query(queries::INSERT_SIGNATURE)
                     .bind(&r.app)
                     .bind(r.seq as i64)

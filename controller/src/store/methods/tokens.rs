@@ -19,12 +19,7 @@ macro_rules! token_methods {
                     .bind(rows::to_ms(t.created_at))
                     .execute(&self.pool)
                     .await;
-                match r {
-                    Err(e) if $crate::store::is_unique_violation(&e) => {
-                        Err(StoreError::TokenExists(t.name.clone()))
-                    }
-                    other => other.map(|_| ()).map_err(Into::into),
-                }
+                $crate::store::unique(r, || StoreError::TokenExists(t.name.clone())).map(drop)
             }
 
             async fn token_by_hash(
@@ -73,12 +68,7 @@ macro_rules! token_methods {
                     .bind(rows::to_ms(t.created_at))
                     .execute(&self.pool)
                     .await;
-                match r {
-                    Err(e) if $crate::store::is_unique_violation(&e) => {
-                        Err(StoreError::TokenExists(t.name.clone()))
-                    }
-                    other => other.map(|_| ()).map_err(Into::into),
-                }
+                $crate::store::unique(r, || StoreError::TokenExists(t.name.clone())).map(drop)
             }
 
             async fn join_token_by_hash(
@@ -148,12 +138,7 @@ macro_rules! token_methods {
                     .bind(rows::to_ms(t.created_at))
                     .execute(&mut *tx)
                     .await;
-                match r {
-                    Err(e) if $crate::store::is_unique_violation(&e) => {
-                        return Err(StoreError::TokenExists(t.name.clone()))
-                    }
-                    other => other?,
-                };
+                $crate::store::unique(r, || StoreError::TokenExists(t.name.clone()))?;
                 tx.commit().await?;
                 Ok(true)
             }
