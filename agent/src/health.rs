@@ -102,8 +102,8 @@ pub enum HealthError {
 
 /// Ok while the container runs; otherwise why not (stopped with its exit code, or gone).
 pub async fn check_alive(parts: &dyn Parts, id: &ContainerId) -> Result<(), AliveError> {
-    match parts.containers().await {
-        Ok(list) => match list.into_iter().find(|c| c.id == *id) {
+    match parts.container(id).await {
+        Ok(found) => match found {
             Some(c) if c.status == slipway_runtime::ContainerStatus::Running => Ok(()),
             Some(c) => Err(AliveError::NotRunning {
                 id: id.clone(),

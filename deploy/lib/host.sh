@@ -61,6 +61,7 @@ host_cleanup() {
   for c in $(runc --root "$WORK/runc" list -q 2>/dev/null); do runc --root "$WORK/runc" delete --force "$c"; done
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^slipway-[0-9a-f]{6}-$APP-[0-9]"); do ip netns del "$ns"; done
   ip link del "$BRIDGE" 2>/dev/null
+  nft delete table ip "slipway_nat_${BRIDGE//[^A-Za-z0-9]/_}" 2>/dev/null   # the runtime's egress NAT
   grep " $WORK" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   [ -f "$WORK/registry/registry.pid" ] && kill "$(cat "$WORK/registry/registry.pid")" 2>/dev/null
   if [ -n "${SLIPWAY_KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi

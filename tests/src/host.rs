@@ -382,5 +382,9 @@ impl Drop for TestHost {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
+        let table = slipway_runtime::nat::table_name(&self.bridge);
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &table])
+            .output();
     }
 }

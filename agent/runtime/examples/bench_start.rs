@@ -99,6 +99,10 @@ async fn main() {
         rt.discard(id, Duration::ZERO).await.unwrap();
     }
     let _ = Command::new("ip").args(["link", "delete", BRIDGE]).status();
+    let table = slipway_runtime::nat::table_name(BRIDGE);
+    let _ = Command::new("nft")
+        .args(["delete", "table", "ip", &table])
+        .status();
 
     let (o, p, n) = (stats(&ours), stats(&bare), stats(&by_hand));
     println!("start to answering, {rounds} rounds (ms): median / p90 / min");

@@ -71,6 +71,8 @@ pub enum NetworkError {
         action: &'static str,
         reason: String,
     },
+    #[error("egress NAT of bridge `{bridge}`: {reason}")]
+    Nat { bridge: String, reason: String },
     #[error("CNI {command} of plugin `{plugin}` for {id} failed: {reason}")]
     Plugin {
         command: &'static str,

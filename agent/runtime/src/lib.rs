@@ -18,6 +18,8 @@ pub mod discard;
 pub mod dns;
 pub mod error;
 pub mod logs;
+pub mod nat;
+pub mod netns;
 pub mod network;
 mod prepare;
 pub mod reaper;
@@ -95,10 +97,7 @@ impl Runtime {
                 bin: cfg.runc.clone(),
                 root: cfg.runc_root.clone(),
             },
-            net: network::Network {
-                cni: cfg.cni.clone(),
-                ipam_dir: cfg.state_dir.join("_ipam"),
-            },
+            net: network::Network::new(cfg.cni.clone(), cfg.state_dir.join("_ipam")),
             mounter: Box::new(rootfs::SysMounter),
             shared: Arc::default(),
             cfg,

@@ -1,7 +1,8 @@
-//! Per-container network: a named network namespace under `/run/netns` wired by the CNI
-//! `bridge` + `host-local` plugins (and `loopback` for `lo`), exec'd directly with the CNI
-//! environment and the network config on stdin. The config used for ADD is saved beside
-//! the container so DEL gets the very same one, even after an agent crash.
+//! Per-container network: a named network namespace under `/run/netns` (made in-process,
+//! with `lo` up: [`crate::netns`]) wired by the CNI `bridge` + `host-local` plugins, exec'd
+//! directly with the CNI environment and the network config on stdin. Egress NAT of the
+//! default network is one nftables table per bridge ([`crate::nat`]). The config used for ADD
+//! is saved beside the container so DEL gets the very same one, even after an agent crash.
 
 use crate::config::CniConfig;
 use crate::defaults;
@@ -10,11 +11,12 @@ use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
+use tokio::sync::OnceCell;
 
-/// Directory of the named network namespaces (`ip netns`).
-pub const NETNS_DIR: &str = "/run/netns";
+pub use crate::netns::{add as netns_add, del as netns_del, NETNS_DIR};
 
 /// The CNI side of the runtime.
 #[derive(Debug, Clone)]
@@ -22,6 +24,9 @@ pub struct Network {
     pub cni: CniConfig,
     /// host-local's allocation store, private to this runtime's state dir.
     pub ipam_dir: PathBuf,
+    /// Set once the default network's egress NAT is as configured (installed, or removed
+    /// for `masquerade = false`); a failure is tried again at the next ADD.
+    nat: Arc<OnceCell<()>>,
 }
 
 /// Name under `/run/netns` of container `id` of the runtime whose runc root is `runc_root`:
@@ -40,42 +45,36 @@ pub fn netns_path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
-/// Creates the named netns (`ip netns add`); an existing one of that name is an error.
-pub async fn netns_add(name: &str) -> Result<(), NetworkError> {
-    ip(&["netns", "add", name], name, "create").await
-}
-
-/// Deletes the named netns; succeeds when it does not exist.
-pub async fn netns_del(name: &str) -> Result<(), NetworkError> {
-    if !netns_path(name).exists() {
-        return Ok(());
-    }
-    ip(&["netns", "delete", name], name, "delete").await
-}
-
-async fn ip(args: &[&str], name: &str, action: &'static str) -> Result<(), NetworkError> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| NetworkError::Netns {
-            name: name.into(),
-            action,
-            reason: format!("cannot run `ip`: {e} (install iproute2)"),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetworkError::Netns {
-            name: name.into(),
-            action,
-            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-}
-
 impl Network {
+    pub fn new(cni: CniConfig, ipam_dir: PathBuf) -> Network {
+        Network {
+            cni,
+            ipam_dir,
+            nat: Arc::default(),
+        }
+    }
+
+    /// The default network's egress NAT, made (or removed) once per runtime. A config file
+    /// of the operator's own brings its own NAT, if any.
+    async fn ensure_nat(&self) -> Result<(), NetworkError> {
+        if self.cni.netconf.is_some() {
+            return Ok(());
+        }
+        self.nat
+            .get_or_try_init(|| async {
+                let (bridge, subnet) = (&self.cni.bridge, &self.cni.subnet);
+                if self.cni.masquerade {
+                    crate::nat::install(bridge, subnet).await?;
+                    tracing::info!(bridge = %bridge, subnet = %subnet, table = %crate::nat::table_name(bridge), "egress NAT installed");
+                } else {
+                    crate::nat::remove(bridge, subnet).await?;
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
     /// The network config list: the override file when set, else bridge + host-local.
     pub fn netconf(&self) -> Result<Value, NetworkError> {
         if let Some(path) = &self.cni.netconf {
@@ -99,7 +98,8 @@ impl Network {
                 "type": "bridge",
                 "bridge": self.cni.bridge,
                 "isGateway": true,
-                "ipMasq": self.cni.masquerade,
+                // Egress NAT is the runtime's one nftables table per bridge (`nat`).
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -111,17 +111,11 @@ impl Network {
         }))
     }
 
-    /// ADD: `lo` up, then each plugin of the list in order; returns the container's address.
+    /// ADD: each plugin of the list in order (and the egress NAT, the first time); returns
+    /// the container's address.
     pub async fn add(&self, id: &str, netns: &Path, conf: &Value) -> Result<IpAddr, NetworkError> {
-        // `lo` and `eth0` are independent: wire them concurrently.
-        let lo = async {
-            if self.cni.plugin_dir.join("loopback").exists() {
-                let lo =
-                    json!({"cniVersion": defaults::CNI_VERSION, "name": "lo", "type": "loopback"});
-                self.exec("ADD", id, netns, "lo", &lo).await?;
-            }
-            Ok::<_, NetworkError>(())
-        };
+        // `lo` came up with the namespace (`netns::add`); NAT and `eth0` are independent.
+        let nat = self.ensure_nat();
         let eth = async {
             let mut prev: Option<Value> = None;
             for mut p in plugins(conf) {
@@ -135,8 +129,8 @@ impl Network {
             }
             Ok::<_, NetworkError>(prev.unwrap_or(Value::Null))
         };
-        let (lo, result) = tokio::join!(lo, eth);
-        lo?;
+        let (nat, result) = tokio::join!(nat, eth);
+        nat?;
         let result = result?;
         address(&result).ok_or_else(|| NetworkError::NoAddress {
             id: id.into(),
@@ -282,14 +276,14 @@ mod tests {
 
     #[test]
     fn default_netconf_uses_bridge_subnet_and_private_ipam_dir() {
-        let n = Network {
-            cni: CniConfig {
+        let n = Network::new(
+            CniConfig {
                 bridge: "swtest0".into(),
                 subnet: "10.213.7.0/24".into(),
                 ..CniConfig::default()
             },
-            ipam_dir: "/s/_ipam".into(),
-        };
+            "/s/_ipam".into(),
+        );
         let c = n.netconf().unwrap();
         let p = plugins(&c);
         assert_eq!(p.len(), 1);
@@ -298,6 +292,10 @@ mod tests {
         assert_eq!(p[0]["name"], defaults::CNI_NETWORK);
         assert_eq!(p[0]["ipam"]["ranges"][0][0]["subnet"], "10.213.7.0/24");
         assert_eq!(p[0]["ipam"]["dataDir"], "/s/_ipam");
+        assert_eq!(
+            p[0]["ipMasq"], false,
+            "egress NAT is the runtime's nftables table"
+        );
     }
 
     #[test]
@@ -305,13 +303,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("net.json");
         std::fs::write(&f, "{\"name\":\"x\"}").unwrap();
-        let n = Network {
-            cni: CniConfig {
+        let n = Network::new(
+            CniConfig {
                 netconf: Some(f.clone()),
                 ..CniConfig::default()
             },
-            ipam_dir: "/x".into(),
-        };
+            "/x".into(),
+        );
         let e = n.netconf().unwrap_err().to_string();
         assert!(
             e.contains(&f.display().to_string()) && e.contains("plugins"),

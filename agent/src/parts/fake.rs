@@ -126,6 +126,14 @@ impl Parts for FakeParts {
         Ok(self.world().containers.values().cloned().collect())
     }
 
+    async fn container(&self, id: &ContainerId) -> Result<Option<ContainerInfo>, RuntimeError> {
+        Ok(self.world().containers.get(id).cloned())
+    }
+
+    fn address(&self, id: &ContainerId) -> Option<IpAddr> {
+        self.world().containers.get(id).map(|c| c.address)
+    }
+
     async fn discard(&self, id: &ContainerId, _grace: Duration) -> Result<(), RuntimeError> {
         let mut w = self.world();
         if w.containers.remove(id).is_some() {

@@ -15,7 +15,7 @@ use slipway_proto::spec::HealthSpec;
 use slipway_proto::{AppName, ContainerId, Digest, ImageRef, Release};
 use slipway_proxy::{AppStats, DrainReport, ProxyError, RouteInfo, RouteSpec, Upstream};
 use slipway_runtime::{AdoptReport, ContainerInfo, ContainerSecrets, RuntimeError};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Which containers adoption keeps: those of releases the agent knows.
@@ -42,6 +42,10 @@ pub trait Parts: Send + Sync {
     async fn check_runtime(&self) -> Result<String, RuntimeError>;
     /// Every container of this host's runtime.
     async fn containers(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    /// Container `id`, unless unknown or discarded (asks the runtime about that one only).
+    async fn container(&self, id: &ContainerId) -> Result<Option<ContainerInfo>, RuntimeError>;
+    /// The address container `id` was given, from what the runtime recorded.
+    fn address(&self, id: &ContainerId) -> Option<IpAddr>;
     /// Stops (SIGTERM, `grace`, SIGKILL) and removes container `id`; idempotent.
     async fn discard(&self, id: &ContainerId, grace: Duration) -> Result<(), RuntimeError>;
     /// Adopts the containers a previous agent left; cleans up half-made ones.

@@ -12,7 +12,7 @@ use slipway_proxy::{
 use slipway_runtime::{
     AdoptReport, ContainerInfo, ContainerSecrets, ContainerSpec, Runtime, RuntimeError,
 };
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// This host's image puller (which owns the store), runtime and proxy client.
@@ -59,6 +59,14 @@ impl Parts for RealParts {
 
     async fn containers(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.runtime.list().await
+    }
+
+    async fn container(&self, id: &ContainerId) -> Result<Option<ContainerInfo>, RuntimeError> {
+        self.runtime.get(id).await
+    }
+
+    fn address(&self, id: &ContainerId) -> Option<IpAddr> {
+        self.runtime.address(id).ok().flatten()
     }
 
     async fn discard(&self, id: &ContainerId, grace: Duration) -> Result<(), RuntimeError> {

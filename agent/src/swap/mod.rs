@@ -114,7 +114,7 @@ pub async fn deploy_leaving_old(
         swap_ms: None,
     };
     tracing::info!(app = %rel.app, seq = rel.seq, image = %d.image, container = %d.id, "deploy started");
-    let old = old_container(agent, &st, &d.id).await;
+    let old = old_container(agent, &st, &d.id);
     let t0 = Instant::now();
     let result = run(&d, old.as_ref(), rx, &mut rec, t0).await;
     conclude(&d, result, old, rec, t0).await
@@ -262,16 +262,14 @@ async fn revert(d: &Deploy<'_>, old: Option<&Old>) -> (Reverted, Cleanup) {
 }
 
 /// The container live before this deploy, as the agent's state records it (not the proxy).
-async fn old_container(agent: &Agent, st: &AppState, new: &ContainerId) -> Option<Old> {
+fn old_container(agent: &Agent, st: &AppState, new: &ContainerId) -> Option<Old> {
     let id = st.live_container.clone().filter(|id| id != new)?;
     let rel = st.live_seq.and_then(|s| st.releases.get(&s));
-    let addr = match (rel, agent.parts.containers().await) {
-        (Some(r), Ok(list)) => list
-            .into_iter()
-            .find(|c| c.id == id)
-            .map(|c| SocketAddr::new(c.address, r.spec.container_port)),
-        _ => None,
-    };
+    // From the runtime's record: no runc process on the way to the new container.
+    let addr = rel.and_then(|r| {
+        let ip = agent.parts.address(&id)?;
+        Some(SocketAddr::new(ip, r.spec.container_port))
+    });
     Some(Old {
         id,
         addr,

@@ -74,11 +74,7 @@ impl Deploy<'_> {
     pub async fn start(&self, pulled: &PulledImage) -> Result<SocketAddr, DeployError> {
         let t = Instant::now();
         let parts = &self.agent.parts;
-        let existing = parts
-            .containers()
-            .await
-            .ok()
-            .and_then(|l| l.into_iter().find(|c| c.id == self.id));
+        let existing = parts.container(&self.id).await.ok().flatten();
         let info = match existing {
             Some(c) if c.status == ContainerStatus::Running => {
                 tracing::info!(app = %self.rel.app, seq = self.rel.seq, container = %self.id, "resuming with the container already running");

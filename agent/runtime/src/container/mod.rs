@@ -375,6 +375,32 @@ impl Runtime {
         Ok(out)
     }
 
+    /// Container `id`, unless it is unknown or discarded. Asks runc about this one container
+    /// only, and only when it has a record: for a new id this is a stat.
+    pub async fn get(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        check_id(id)?;
+        let dir = self.dir(id);
+        if !dir.exists() {
+            return Ok(None);
+        }
+        let Some(rec) = Record::load(&dir)? else {
+            return Ok(None);
+        };
+        if rec.phase == RecordPhase::Discarded {
+            return Ok(None);
+        }
+        let runc = self.runc.state(id).await?;
+        Ok(Some(rec.info(runc.as_ref())))
+    }
+
+    /// The address container `id` was given, from its record alone (no runc).
+    pub fn address(&self, id: &str) -> Result<Option<IpAddr>, RuntimeError> {
+        check_id(id)?;
+        Ok(Record::load(&self.dir(id))?
+            .filter(|r| r.phase != RecordPhase::Discarded)
+            .and_then(|r| r.address))
+    }
+
     /// Runs `argv` in running container `id` (for exec health checks).
     pub async fn exec(
         &self,

@@ -198,7 +198,16 @@ impl Drop for Fixture {
         let _ = Command::new("ip")
             .args(["link", "delete", &self.cfg.cni.bridge])
             .output();
+        remove_nat(&self.cfg.cni.bridge);
     }
+}
+
+/// Removes the runtime's egress NAT table of `bridge`, if a test made one.
+pub fn remove_nat(bridge: &str) {
+    let table = slipway_runtime::nat::table_name(bridge);
+    let _ = Command::new("nft")
+        .args(["delete", "table", "ip", &table])
+        .output();
 }
 
 /// Removes the CNI masquerade rule and chain of container `id` (a failed test skipped its
