@@ -19,6 +19,8 @@ pub struct Agent {
     /// This host's id and X25519 key, to open the secrets sealed to it (controller source
     /// only: a release directory delivers no secrets).
     pub secret_key: Option<(String, slipway_proto::seal::HostSecretKey)>,
+    /// Images of later waves' releases, pulled ahead.
+    pub prefetch: crate::prefetch::Prefetch,
 }
 
 impl Agent {
@@ -42,6 +44,7 @@ impl Agent {
             puller,
             runtime,
             proxy,
+            pulling: Default::default(),
         };
         let secret_key = match &cfg.controller {
             Some(c) => Some((
@@ -71,6 +74,7 @@ impl Agent {
             metrics: Default::default(),
             changed: tokio::sync::Notify::new(),
             secret_key: None,
+            prefetch: Default::default(),
         }
     }
 

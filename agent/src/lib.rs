@@ -11,6 +11,7 @@ pub mod host_key;
 pub mod logs;
 pub mod metrics;
 pub mod parts;
+pub mod prefetch;
 pub mod reconcile;
 pub mod recover;
 pub mod report;

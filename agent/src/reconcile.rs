@@ -205,6 +205,7 @@ impl Source {
                 .map(|set| Desired {
                     releases: set.releases,
                     secrets: set.secrets,
+                    upcoming: set.upcoming,
                 })
                 .map_err(SourceError::Controller),
         }
@@ -325,6 +326,7 @@ async fn apply(
             }
         }
     }
+    crate::prefetch::apply(&apps.agent, &desired.upcoming);
     let gone: Vec<String> = seen
         .keys()
         .filter(|a| !desired.releases.contains_key(*a))

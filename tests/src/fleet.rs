@@ -239,6 +239,15 @@ impl FleetHost {
         }
     }
 
+    /// Whether the agent's image store holds blob `digest` (verified and renamed into place).
+    pub fn has_blob(&self, digest: &slipway_proto::Digest) -> bool {
+        self.dir
+            .path()
+            .join("state/images/blobs/sha256")
+            .join(digest.hex())
+            .exists()
+    }
+
     pub fn log_tail(&self, name: &str, lines: usize) -> String {
         let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();

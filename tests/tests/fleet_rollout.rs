@@ -274,6 +274,71 @@ fn a_later_batch_failure_continues_within_the_budget_and_halts_beyond_it() {
     }
 }
 
+#[test]
+fn hosts_of_later_waves_pull_the_image_ahead_and_run_nothing_until_their_wave() {
+    let app = "flahead";
+    let mut f = Fleet::start(1, CONTROLLER);
+    let listen = free_port();
+    let v1 = push(&f.registry, app, "v1", "ahead v1");
+    let reg = f.registry.addr().to_string();
+    add_hosts_canary_first(&mut f, app, 3, &[&reg]);
+    f.apply(
+        app,
+        &app_toml(
+            app,
+            &v1.repository,
+            listen,
+            "canary = 1\nbatch_size = 2\nmanual_promotion = true\n",
+        ),
+    );
+    release(&f, app, &v1.image_ref());
+    f.wait_rollout(app, Duration::from_secs(60), |r| {
+        state(r) == "awaiting-promotion"
+    });
+    // While the canary waits for promotion, the other two have v1's image in their stores
+    // (manifest, config and every layer, verified), and run and serve nothing.
+    let later = [format!("{app}-01"), format!("{app}-02")];
+    let mut blobs = vec![v1.digest.clone()];
+    blobs.extend(v1.config.iter().map(|c| c.digest.clone()));
+    blobs.extend(v1.layers.iter().map(|l| l.digest.clone()));
+    for h in &later {
+        let host = f.host(h);
+        wait_until(Duration::from_secs(30), || {
+            blobs.iter().all(|b| host.has_blob(b))
+        })
+        .unwrap_or_else(|_| {
+            panic!(
+                "{h} did not pull v1 ahead of its wave\n{}",
+                host.log_tail("agent.log", 30)
+            )
+        });
+        assert!(
+            std::fs::read_to_string(host.dir.path().join("agent.log"))
+                .unwrap()
+                .contains("image pulled ahead of the host's wave"),
+            "{h} logs the pull ahead"
+        );
+        assert!(
+            host.runc_list().is_empty(),
+            "{h} runs nothing before its wave"
+        );
+        assert_eq!(host.body(listen), "", "{h} serves nothing before its wave");
+    }
+    // Promoted: their wave finds the image stored and goes live.
+    ok(f.slipway(0, &["rollout", "promote", app]));
+    f.wait_rollout(app, Duration::from_secs(60), |r| state(r) == "done");
+    let ids: Vec<&str> = later.iter().map(String::as_str).collect();
+    wait_bodies(&f, &ids, listen, "ahead v1");
+    for h in &later {
+        let log = std::fs::read_to_string(f.host(h).dir.path().join("agent.log")).unwrap();
+        assert_eq!(
+            log.matches("image pulled ahead of the host's wave").count(),
+            1,
+            "{h} pulled ahead once"
+        );
+    }
+}
+
 /// Three hosts `APP-00..02` serving `APP v1` after a rollout with `rollout` settings (promoted
 /// by hand when they ask for it); `APP v2` is pushed too. Returns the fleet, the app's port,
 /// v2 and the host ids.

@@ -12,7 +12,9 @@ use slipway_proxy::{
 use slipway_runtime::{
     AdoptReport, ContainerInfo, ContainerSecrets, ContainerSpec, Runtime, RuntimeError,
 };
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// This host's image puller (which owns the store), runtime and proxy client.
@@ -20,15 +22,37 @@ pub struct RealParts {
     pub puller: Puller,
     pub runtime: Runtime,
     pub proxy: ProxyClient,
+    /// Images being pulled, each behind its own lock.
+    pub pulling: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[async_trait::async_trait]
 impl Parts for RealParts {
     async fn image(&self, image: &ImageRef) -> Result<PulledImage, ImageError> {
-        match self.puller.store().load(image) {
-            Ok(Some(cached)) => Ok(cached),
-            _ => self.puller.pull(image).await,
+        if let Ok(Some(cached)) = self.puller.store().load(image) {
+            return Ok(cached);
         }
+        // One pull per image at a time: a deploy that finds a pull ahead of its wave still
+        // running waits for it, then reads the store.
+        let lock = self
+            .pulling
+            .lock()
+            .expect("pulling lock")
+            .entry(image.digest.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _one = lock.lock().await;
+            match self.puller.store().load(image) {
+                Ok(Some(cached)) => Ok(cached),
+                _ => self.puller.pull(image).await,
+            }
+        };
+        let mut pulling = self.pulling.lock().expect("pulling lock");
+        if Arc::strong_count(&lock) <= 2 {
+            pulling.remove(&image.digest);
+        }
+        result
     }
 
     fn gc_images(&self, keep: &[Digest]) -> Result<GcReport, ImageError> {

@@ -13,4 +13,7 @@ use std::collections::BTreeMap;
 pub struct Desired {
     pub releases: BTreeMap<String, Vec<u8>>,
     pub secrets: BTreeMap<String, crate::secrets::Sealed>,
+    /// App -> a signed release this host gets in a later wave of a running rollout (from
+    /// the controller only): its image is pulled ahead, nothing runs.
+    pub upcoming: BTreeMap<String, Vec<u8>>,
 }

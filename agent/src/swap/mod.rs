@@ -359,7 +359,7 @@ pub async fn remove(agent: &Agent, app: &str) {
 
 /// Drops images no longer referenced by the kept releases of any app.
 pub async fn gc(agent: &Agent) {
-    let keep: Vec<slipway_proto::Digest> = {
+    let mut keep: Vec<slipway_proto::Digest> = {
         let st = agent.state.lock().expect("state lock");
         st.apps
             .values()
@@ -367,6 +367,8 @@ pub async fn gc(agent: &Agent) {
             .filter_map(|r| r.image_ref().ok().map(|i| i.digest))
             .collect()
     };
+    // Images pulled ahead for a later wave stay too.
+    keep.extend(agent.prefetch.keep());
     match agent.parts.gc_images(&keep) {
         Ok(r) => tracing::debug!(?r, "image gc"),
         Err(e) => tracing::warn!(error = %e, "image gc failed"),

@@ -12,6 +12,7 @@
 pub mod actions;
 pub mod canary;
 pub mod driver;
+pub mod ensure;
 pub mod isolate;
 pub mod plan;
 pub mod view;

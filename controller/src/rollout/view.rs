@@ -4,19 +4,15 @@
 //! published, a rollout moves, or another replica says something changed.
 
 use super::isolate::Stage;
-use super::plan::{LeftOut, PlanParams, Rollout};
-use super::{now_ms, parse, to_doc, RolloutError};
+use super::RolloutError;
 use crate::api::AppState;
-use crate::defaults;
 use crate::publish::{release_body, Snapshot};
-use crate::store::HostRecord;
 use crate::store::ReleaseRecord;
 use axum::body::Bytes;
 use slipway_proto::api::{DesiredSetBody, HostLifecycle, RolloutState};
 use slipway_proto::Envelope;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 use tokio::sync::watch;
 
 /// One app's assignment of releases to hosts.
@@ -31,6 +27,9 @@ pub struct AppView {
     pub envelopes: HashMap<u64, (Envelope, String)>,
     /// Seqs whose release pins secrets: their desired sets are sealed per host.
     pub sealed: HashSet<u64>,
+    /// While the newest release's rollout runs: its seq, and the hosts of waves not started
+    /// yet, which are told it ahead so their agents pull its image.
+    pub upcoming: Option<(u64, HashSet<String>)>,
 }
 
 /// Every app's assignment, and the published snapshot it was built after.
@@ -54,6 +53,7 @@ const BODIES_CACHED: usize = 1024;
 pub struct Selected<'a> {
     pub version: String,
     releases: Vec<(&'a str, &'a Envelope)>,
+    upcoming: Vec<(&'a str, &'a Envelope)>,
     pub sealed: bool,
 }
 
@@ -62,6 +62,7 @@ impl View {
     pub fn select<'a>(&'a self, host: &str, labels: &BTreeMap<String, String>) -> Selected<'a> {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut releases = Vec::new();
+        let mut upcoming = Vec::new();
         let mut sealed = false;
         let apps = if self.drained.contains(host) {
             None
@@ -73,19 +74,30 @@ impl View {
                 continue;
             }
             let seq = v.per_host.get(host).copied().unwrap_or(v.default);
-            let Some(((env, fp), seq)) = seq.and_then(|s| v.envelopes.get(&s).zip(Some(s))) else {
-                continue;
-            };
-            ctx.update(app.as_bytes());
-            ctx.update(b"\0");
-            ctx.update(fp.as_bytes());
-            ctx.update(b"\n");
-            sealed |= v.sealed.contains(&seq);
-            releases.push((app.as_str(), env));
+            if let Some(((env, fp), seq)) = seq.and_then(|s| v.envelopes.get(&s).zip(Some(s))) {
+                ctx.update(app.as_bytes());
+                ctx.update(b"\0");
+                ctx.update(fp.as_bytes());
+                ctx.update(b"\n");
+                sealed |= v.sealed.contains(&seq);
+                releases.push((app.as_str(), env));
+            }
+            // Also to a host that runs nothing of the app yet (its first release).
+            if let Some((up, hosts)) = &v.upcoming {
+                if let Some((env, fp)) = v.envelopes.get(up).filter(|_| hosts.contains(host)) {
+                    ctx.update(b"upcoming\0");
+                    ctx.update(app.as_bytes());
+                    ctx.update(b"\0");
+                    ctx.update(fp.as_bytes());
+                    ctx.update(b"\n");
+                    upcoming.push((app.as_str(), env));
+                }
+            }
         }
         Selected {
             version: hex::encode(&ctx.finish().as_ref()[..12]),
             releases,
+            upcoming,
             sealed,
         }
     }
@@ -155,7 +167,7 @@ impl View {
         held: &HashMap<String, HostLifecycle>,
     ) -> Result<AppView, RolloutError> {
         let (env, rel) = envelope(rec)?;
-        let doc = ensure(state, rec, &rel).await?;
+        let doc = super::ensure::ensure(state, rec, &rel).await?;
         let mut v = AppView {
             selector: rel.spec.rollout.selector.clone(),
             default: doc.default_seq(),
@@ -173,8 +185,27 @@ impl View {
             let seq = doc.assigned_to_in(h, now, || waves.get(h.as_str()).copied());
             v.per_host.insert(h.clone(), seq);
         }
+        // Hosts of waves not started yet hear of the release ahead (active hosts only: a
+        // cordoned one gets nothing new), so each wave finds its image pulled.
+        if matches!(
+            doc.state,
+            RolloutState::Running | RolloutState::Paused | RolloutState::AwaitingPromotion
+        ) {
+            let ahead: HashSet<String> = doc
+                .waves
+                .iter()
+                .flatten()
+                .filter(|h| !held.contains_key(h.as_str()))
+                .filter(|h| v.per_host.get(h.as_str()) != Some(&Some(rec.seq)))
+                .cloned()
+                .collect();
+            if !ahead.is_empty() {
+                v.upcoming = Some((rec.seq, ahead));
+            }
+        }
         let mut seqs: Vec<u64> = v.per_host.values().flatten().copied().collect();
         seqs.extend(v.default);
+        seqs.extend(v.upcoming.as_ref().map(|(s, _)| *s));
         seqs.sort_unstable();
         seqs.dedup();
         for seq in seqs {
@@ -214,34 +245,14 @@ impl Selected<'_> {
                 .iter()
                 .map(|(app, env)| (app.to_string(), (*env).clone()))
                 .collect(),
+            upcoming: self
+                .upcoming
+                .iter()
+                .map(|(app, env)| (app.to_string(), (*env).clone()))
+                .collect(),
             ..Default::default()
         }
     }
-}
-
-/// Splits the selected hosts into those a new rollout plans for and those it leaves out:
-/// cordoned, drained, or down (`is_down`).
-fn partition_held<'a>(
-    selected: impl Iterator<Item = &'a HostRecord>,
-    is_down: impl Fn(&HostRecord) -> bool,
-) -> (Vec<&'a HostRecord>, BTreeMap<String, LeftOut>) {
-    let mut planned = Vec::new();
-    let mut left_out = BTreeMap::new();
-    for h in selected {
-        let why = match h.lifecycle {
-            HostLifecycle::Cordoned => Some(LeftOut::Cordoned),
-            HostLifecycle::Drained => Some(LeftOut::Drained),
-            HostLifecycle::Active if is_down(h) => Some(LeftOut::Down),
-            HostLifecycle::Active => None,
-        };
-        match why {
-            Some(why) => {
-                left_out.insert(h.host.clone(), why);
-            }
-            None => planned.push(h),
-        }
-    }
-    (planned, left_out)
 }
 
 fn fingerprint(envelope: &str) -> String {
@@ -260,139 +271,6 @@ fn envelope(rec: &ReleaseRecord) -> Result<(Envelope, slipway_proto::Release), R
     let env = Envelope::from_json(rec.envelope.as_bytes()).map_err(|e| bad(e.to_string()))?;
     let rel = release_body(&env).map_err(|e| bad(e.to_string()))?;
     Ok((env, rel))
-}
-
-/// The rollout of release `rec`, planned and stored when it has none yet. Any replica may
-/// plan it; the first to store it wins and the others read that one.
-pub async fn ensure(
-    state: &AppState,
-    rec: &ReleaseRecord,
-    rel: &slipway_proto::Release,
-) -> Result<Rollout, RolloutError> {
-    let spec = &rel.spec;
-    let store = &state.store;
-    if let Some(r) = store.rollout(&rec.app, rec.seq).await? {
-        return parse(&r.app, r.seq, &r.doc);
-    }
-    let now = now_ms();
-    let prev = match store.latest_rollout(&rec.app).await? {
-        Some(p) if p.seq < rec.seq => Some((p.rev, parse(&p.app, p.seq, &p.doc)?)),
-        _ => None,
-    };
-    let doc = match &prev {
-        Some((_, p))
-            if p.rollback_wanted
-                && rec.rollback_of.is_some()
-                && p.rollback_seq.is_none_or(|s| s == rec.seq) =>
-        {
-            Rollout::rollback_of(p, rec.seq, now)
-        }
-        _ => {
-            let selector = &spec.rollout.selector;
-            let all = store.hosts().await?;
-            let lifecycle: HashMap<&str, HostLifecycle> =
-                all.iter().map(|h| (h.host.as_str(), h.lifecycle)).collect();
-            let wall = SystemTime::now();
-            let (selected, left_out) = partition_held(
-                all.iter()
-                    .filter(|h| selector.iter().all(|(k, v)| h.labels.get(k) == Some(v))),
-                |h| state.rollouts.is_down(h.last_seen, wall),
-            );
-            let canaries = selected
-                .iter()
-                .filter(|h| super::canary::is_canary(&h.labels))
-                .map(|h| h.host.clone())
-                .collect();
-            let hosts: Vec<String> = selected.into_iter().map(|h| h.host.clone()).collect();
-            let (base, stable) = match &prev {
-                Some((_, p)) => {
-                    let waves = p.wave_index();
-                    let base = p
-                        .waves
-                        .iter()
-                        .flatten()
-                        .chain(p.base.keys())
-                        .chain(p.left_out.keys())
-                        .chain(hosts.iter())
-                        .chain(left_out.keys())
-                        .filter_map(|h| {
-                            let now = lifecycle.get(h.as_str()).copied().unwrap_or_default();
-                            p.assigned_to_in(h, now, || waves.get(h.as_str()).copied())
-                                .map(|s| (h.clone(), s))
-                        })
-                        .collect();
-                    (base, p.stable_after())
-                }
-                // The app's first rollout: an earlier release (made before rollouts existed)
-                // went out completely.
-                None => {
-                    let earlier = store
-                        .releases(&rec.app)
-                        .await?
-                        .iter()
-                        .filter(|r| r.seq < rec.seq)
-                        .map(|r| r.seq)
-                        .max();
-                    (BTreeMap::new(), earlier)
-                }
-            };
-            let mut doc = Rollout::plan(PlanParams {
-                app: &rec.app,
-                seq: rec.seq,
-                spec,
-                hosts,
-                canaries,
-                left_out,
-                base,
-                stable,
-                deploy_margin: state.rollouts.cfg.deploy_margin,
-                now_ms: now,
-            });
-            let (k, v) = crate::release::ONE_WAVE;
-            if rel.annotations.get(k).map(String::as_str) == Some(v) {
-                doc.into_one_wave();
-            }
-            doc
-        }
-    };
-    let wall = SystemTime::now();
-    if !store
-        .insert_rollout(&rec.app, rec.seq, &to_doc(&doc), wall)
-        .await?
-    {
-        let r = store
-            .rollout(&rec.app, rec.seq)
-            .await?
-            .ok_or_else(|| RolloutError::Release {
-                app: rec.app.clone(),
-                seq: rec.seq,
-                reason: "rollout vanished after it was stored".into(),
-            })?;
-        return parse(&r.app, r.seq, &r.doc);
-    }
-    // The hosts of each wave are logged in full up to a screenful; a fleet of thousands
-    // would otherwise write a line of hundreds of kilobytes per release.
-    let sizes: Vec<usize> = doc.waves.iter().map(Vec::len).collect();
-    if sizes.iter().sum::<usize>() <= defaults::LOGGED_WAVE_HOSTS {
-        tracing::info!(app = %rec.app, seq = rec.seq, kind = doc.kind.as_str(), waves = ?doc.waves, "rollout planned");
-    } else {
-        tracing::info!(app = %rec.app, seq = rec.seq, kind = doc.kind.as_str(), wave_sizes = ?sizes, "rollout planned");
-        tracing::debug!(app = %rec.app, seq = rec.seq, waves = ?doc.waves, "rollout planned: hosts");
-    }
-    if doc.started > 0 {
-        super::driver::wave_started(state, &doc).await;
-    }
-    if let Some((rev, mut p)) = prev {
-        if p.is_active() {
-            p.state = RolloutState::Superseded;
-            p.reason = Some(format!("superseded by seq {}", rec.seq));
-            let _ = store
-                .update_rollout(&p.app, p.seq, rev, &to_doc(&p), wall)
-                .await;
-        }
-    }
-    let _ = store.notify_changed().await;
-    Ok(doc)
 }
 
 /// Rebuilds the view on every change until `shutdown`.
@@ -491,6 +369,29 @@ mod tests {
         assert!(
             view(false).cached_body(&a.version).is_none(),
             "a new view starts empty"
+        );
+    }
+
+    #[test]
+    fn hosts_of_waves_not_started_are_told_the_release_ahead() {
+        let mut v = view(false);
+        let web = v.apps.get_mut("web").unwrap();
+        web.upcoming = Some((2, ["h3".to_string(), "new".to_string()].into()));
+        web.default = None;
+        web.per_host.insert("h1".into(), Some(1));
+        web.per_host.insert("h3".into(), Some(1));
+        let none = BTreeMap::new();
+        let (h1, h2, h3) = (
+            v.select("h1", &none).body(),
+            v.select("h2", &none).body(),
+            v.select("h3", &none).body(),
+        );
+        assert!(h1.upcoming.is_empty() && h2.upcoming.is_empty());
+        assert_eq!(h3.releases["web"].payload, "one", "h3 still runs seq 1");
+        assert_eq!(h3.upcoming["web"].payload, "two");
+        assert_ne!(
+            h1.version, h3.version,
+            "being told ahead is a change to wait for"
         );
     }
 }

@@ -30,6 +30,11 @@ pub struct DesiredSetBody {
     /// App name -> secret name -> the pinned version sealed to this host alone.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, BTreeMap<String, HostSecret>>,
+    /// App name -> the signed release a running rollout brings this host in a later wave.
+    /// Not to be run: the agent verifies it and pulls its image ahead, so the wave only
+    /// starts the container. Absent from older controllers (nothing is pulled ahead).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub upcoming: BTreeMap<String, Envelope>,
 }
 
 /// Where one deploy of one release stands on one host.

@@ -73,6 +73,8 @@ pub struct DesiredSet {
     pub releases: BTreeMap<String, Vec<u8>>,
     /// App -> secret -> pinned version sealed to this host (ciphertext).
     pub secrets: BTreeMap<String, crate::secrets::Sealed>,
+    /// App -> a release of a later wave, whose image is pulled ahead (unverified bytes).
+    pub upcoming: BTreeMap<String, Vec<u8>>,
     /// True when the controller could not be reached and this came from the on-disk cache.
     pub from_cache: bool,
 }
@@ -81,20 +83,23 @@ impl DesiredSet {
     fn from_body(body: &DesiredSetBody, from_cache: bool) -> Self {
         Self {
             version: body.version.clone(),
-            releases: body
-                .releases
-                .iter()
-                .map(|(app, env)| {
-                    (
-                        app.clone(),
-                        serde_json::to_vec_pretty(env).expect("envelope serializes"),
-                    )
-                })
-                .collect(),
+            releases: envelope_bytes(&body.releases),
             secrets: body.secrets.clone(),
+            upcoming: envelope_bytes(&body.upcoming),
             from_cache,
         }
     }
+}
+
+fn envelope_bytes(envs: &BTreeMap<String, slipway_proto::Envelope>) -> BTreeMap<String, Vec<u8>> {
+    envs.iter()
+        .map(|(app, env)| {
+            (
+                app.clone(),
+                serde_json::to_vec_pretty(env).expect("envelope serializes"),
+            )
+        })
+        .collect()
 }
 
 pub struct ControllerSource {
