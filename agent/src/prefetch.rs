@@ -108,27 +108,13 @@ mod tests {
     use crate::config::AgentConfig;
     use crate::parts::fake::FakeParts;
     use crate::state::StateFile;
-    use slipway_proto::{AppSpec, Release, SigningKey, TrustFile};
+    use slipway_proto::{Release, SigningKey, TrustFile};
     use std::time::Duration;
 
     const V2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
     fn release(app: &str, seq: u64) -> Release {
-        let spec = AppSpec::from_toml(&format!(
-            "name = \"{app}\"\nimage = \"127.0.0.1:5000/{app}\"\nlisten = 8080\ncontainer_port = 80\n"
-        ))
-        .unwrap();
-        let now = SystemTime::now();
-        Release {
-            app: app.parse().unwrap(),
-            seq,
-            image: format!("127.0.0.1:5000/{app}@{V2}"),
-            spec,
-            issued_at: now,
-            expires: now + Duration::from_secs(3600),
-            key_set_version: 1,
-            annotations: Default::default(),
-        }
+        crate::parts::fake::release(app, seq, V2, "")
     }
 
     #[tokio::test]

@@ -13,6 +13,26 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+/// A release of `app` (seq `seq`, image digest `digest`) issued now for an hour, with
+/// `extra` appended to its spec's TOML; unsigned (tests sign it when they need to).
+pub fn release(app: &str, seq: u64, digest: &str, extra: &str) -> Release {
+    let spec = slipway_proto::AppSpec::from_toml(&format!(
+        "name = \"{app}\"\nimage = \"127.0.0.1:5000/{app}\"\nlisten = 8080\ncontainer_port = 80\n{extra}"
+    ))
+    .unwrap();
+    let now = SystemTime::now();
+    Release {
+        app: app.parse().unwrap(),
+        seq,
+        image: format!("127.0.0.1:5000/{app}@{digest}"),
+        spec,
+        issued_at: now,
+        expires: now + Duration::from_secs(3600),
+        key_set_version: 1,
+        annotations: Default::default(),
+    }
+}
+
 /// What the fake host holds and what it was asked to do.
 #[derive(Default)]
 pub struct World {

@@ -6,8 +6,8 @@ use crate::agent::Agent;
 use crate::config::AgentConfig;
 use crate::parts::fake::FakeParts;
 use crate::state::{DeployPhase, StateFile};
-use slipway_proto::{AppSpec, ContainerId, Release, SigningKey, TrustFile};
-use std::time::{Duration, SystemTime};
+use slipway_proto::{ContainerId, Release, SigningKey, TrustFile};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 const V1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -58,22 +58,12 @@ impl Bed {
 }
 
 fn release(seq: u64, digest: &str) -> Release {
-    let spec = AppSpec::from_toml(
-        "name = \"web\"\nimage = \"127.0.0.1:5000/web\"\nlisten = 8080\ncontainer_port = 80\n\
-         [swap]\nbake = \"5s\"\n[health]\ndeadline = \"10s\"\n",
-    )
-    .unwrap();
-    let now = SystemTime::now();
-    Release {
-        app: "web".parse().unwrap(),
+    crate::parts::fake::release(
+        "web",
         seq,
-        image: format!("127.0.0.1:5000/web@{digest}"),
-        spec,
-        issued_at: now,
-        expires: now + Duration::from_secs(3600),
-        key_set_version: 1,
-        annotations: Default::default(),
-    }
+        digest,
+        "[swap]\nbake = \"5s\"\n[health]\ndeadline = \"10s\"\n",
+    )
 }
 
 fn id(rel: &Release) -> ContainerId {
