@@ -4,7 +4,8 @@
 #  2. wrk again while SWAPS consecutive releases alternate between two cached images; each swap
 #     is timed from "release file written" to "new version answering through the proxy".
 # Prints requests, failures (goal 0), p99 during swaps vs steady (goal <= 2x) and swap latency
-# (goal < 1 s with the image cached). Loopback only; bounded in count and time. Run as root.
+# (goal: median <= 250 ms with the image cached). Loopback only; bounded in count and time.
+# Run as root.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 APP=bench
