@@ -94,17 +94,11 @@ fn push(reg: &Registry, app: &str, tag: &str, text: &str) -> Pushed {
         .unwrap()
 }
 
-#[test]
-fn canary_failure_halts_rolls_back_and_touches_no_other_host() {
-    let app = "flcanary";
-    let mut f = Fleet::start(1, CONTROLLER);
-    let listen = free_port();
-    let v1 = push(&f.registry, app, "v1", "canary v1");
-    let v2 = broken_image("canary v2")
-        .push(f.registry.addr(), app, "v2")
-        .unwrap();
+/// Hosts `APP-00..02` (00 the canary) in waves of 1 and 2 with manual promotion; releases
+/// `v1` and returns the rollout once the canary awaits promotion.
+fn canary_awaiting_promotion(f: &mut Fleet, app: &str, v1: &Pushed, listen: u16) -> Value {
     let reg = f.registry.addr().to_string();
-    add_hosts_canary_first(&mut f, app, 3, &[&reg]);
+    add_hosts_canary_first(f, app, 3, &[&reg]);
     f.apply(
         app,
         &app_toml(
@@ -114,12 +108,23 @@ fn canary_failure_halts_rolls_back_and_touches_no_other_host() {
             "canary = 1\nbatch_size = 2\nmanual_promotion = true\n",
         ),
     );
-
-    // v1: the canary goes first and waits for promotion; nobody else has it yet.
-    release(&f, app, &v1.image_ref());
-    let r = f.wait_rollout(app, Duration::from_secs(60), |r| {
+    release(f, app, &v1.image_ref());
+    f.wait_rollout(app, Duration::from_secs(60), |r| {
         state(r) == "awaiting-promotion"
-    });
+    })
+}
+
+#[test]
+fn canary_failure_halts_rolls_back_and_touches_no_other_host() {
+    let app = "flcanary";
+    let mut f = Fleet::start(1, CONTROLLER);
+    let listen = free_port();
+    let v1 = push(&f.registry, app, "v1", "canary v1");
+    let v2 = broken_image("canary v2")
+        .push(f.registry.addr(), app, "v2")
+        .unwrap();
+    // v1: the canary goes first and waits for promotion; nobody else has it yet.
+    let r = canary_awaiting_promotion(&mut f, app, &v1, listen);
     assert_eq!(r["waves"][0], serde_json::json!([format!("{app}-00")]));
     let mut rest = wave_order(&r)[1..].to_vec();
     rest.sort();
@@ -280,21 +285,7 @@ fn hosts_of_later_waves_pull_the_image_ahead_and_run_nothing_until_their_wave() 
     let mut f = Fleet::start(1, CONTROLLER);
     let listen = free_port();
     let v1 = push(&f.registry, app, "v1", "ahead v1");
-    let reg = f.registry.addr().to_string();
-    add_hosts_canary_first(&mut f, app, 3, &[&reg]);
-    f.apply(
-        app,
-        &app_toml(
-            app,
-            &v1.repository,
-            listen,
-            "canary = 1\nbatch_size = 2\nmanual_promotion = true\n",
-        ),
-    );
-    release(&f, app, &v1.image_ref());
-    f.wait_rollout(app, Duration::from_secs(60), |r| {
-        state(r) == "awaiting-promotion"
-    });
+    canary_awaiting_promotion(&mut f, app, &v1, listen);
     // While the canary waits for promotion, the other two have v1's image in their stores
     // (manifest, config and every layer, verified), and run and serve nothing.
     let later = [format!("{app}-01"), format!("{app}-02")];
