@@ -105,10 +105,7 @@ fn verify(agent: &Agent, app: &str, bytes: &[u8]) -> Result<ImageRef, Skipped> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AgentConfig;
-    use crate::parts::fake::FakeParts;
-    use crate::state::StateFile;
-    use slipway_proto::{Release, SigningKey, TrustFile};
+    use slipway_proto::{Release, SigningKey};
     use std::time::Duration;
 
     const V2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
@@ -120,21 +117,10 @@ mod tests {
     #[tokio::test]
     async fn a_verified_upcoming_release_has_its_image_pulled_and_nothing_else_is_pulled() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg: AgentConfig = toml::from_str(&format!(
-            "state_dir = {:?}",
-            dir.path().display().to_string()
-        ))
-        .unwrap();
         let key = SigningKey::generate().unwrap();
         let other = SigningKey::generate().unwrap();
-        let trust = TrustFile::new(vec![key.public_key()], 1, 1).unwrap();
-        let fake = FakeParts::default();
-        let agent = Arc::new(Agent::new(
-            cfg,
-            trust,
-            StateFile::load(dir.path()).unwrap(),
-            Box::new(fake.clone()),
-        ));
+        let (agent, fake) = crate::parts::fake::agent(dir.path(), &key);
+        let agent = Arc::new(agent);
         agent.update("old", |s| s.accepted_seq = 5);
         let bytes = |rel: &Release, k: &SigningKey| {
             serde_json::to_vec(&Envelope::sign_release(rel, &[k])).unwrap()

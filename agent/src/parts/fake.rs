@@ -33,6 +33,20 @@ pub fn release(app: &str, seq: u64, digest: &str, extra: &str) -> Release {
     }
 }
 
+/// An agent over fresh fake parts, its state in `dir`, trusting `key` alone.
+pub fn agent(
+    dir: &std::path::Path,
+    key: &slipway_proto::SigningKey,
+) -> (crate::agent::Agent, FakeParts) {
+    let cfg: crate::config::AgentConfig =
+        toml::from_str(&format!("state_dir = {:?}", dir.display().to_string())).unwrap();
+    let trust = slipway_proto::TrustFile::new(vec![key.public_key()], 1, 1).unwrap();
+    let state = crate::state::StateFile::load(dir).unwrap();
+    let fake = FakeParts::default();
+    let agent = crate::agent::Agent::new(cfg, trust, state, Box::new(fake.clone()));
+    (agent, fake)
+}
+
 /// What the fake host holds and what it was asked to do.
 #[derive(Default)]
 pub struct World {

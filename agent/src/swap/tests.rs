@@ -3,10 +3,9 @@
 
 use super::{deploy, Cmd};
 use crate::agent::Agent;
-use crate::config::AgentConfig;
 use crate::parts::fake::FakeParts;
-use crate::state::{DeployPhase, StateFile};
-use slipway_proto::{ContainerId, Release, SigningKey, TrustFile};
+use crate::state::DeployPhase;
+use slipway_proto::{ContainerId, Release, SigningKey};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -22,16 +21,8 @@ struct Bed {
 impl Bed {
     fn new() -> Bed {
         let dir = tempfile::tempdir().unwrap();
-        let cfg: AgentConfig = toml::from_str(&format!(
-            "state_dir = {:?}",
-            dir.path().display().to_string()
-        ))
-        .unwrap();
         let key = SigningKey::generate().unwrap();
-        let trust = TrustFile::new(vec![key.public_key()], 1, 1).unwrap();
-        let state = StateFile::load(dir.path()).unwrap();
-        let fake = FakeParts::default();
-        let agent = Agent::new(cfg, trust, state, Box::new(fake.clone()));
+        let (agent, fake) = crate::parts::fake::agent(dir.path(), &key);
         Bed {
             agent,
             fake,
