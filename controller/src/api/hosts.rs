@@ -347,11 +347,13 @@ pub async fn status(
             .map(|s| {
                 Ok(StatusRow {
                     host: stored_host(s.host)?,
-                    app: s.app,
-                    seq: s.seq,
-                    image: s.image,
-                    phase: s.phase,
-                    expired_at: s.expired_at.map(rfc3339),
+                    status: HostStatus {
+                        app: s.app,
+                        seq: s.seq,
+                        image: s.image,
+                        phase: s.phase,
+                        expired_at: s.expired_at.map(rfc3339),
+                    },
                     updated_at: rfc3339(s.updated_at),
                 })
             })

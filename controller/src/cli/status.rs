@@ -32,12 +32,13 @@ pub async fn status(client: &Client, a: StatusArgs) -> anyhow::Result<()> {
         &["HOST", "APP", "SEQ", "PHASE", "IMAGE", "UPDATED"],
         rows.into_iter()
             .map(|r| {
+                let s = r.status;
                 vec![
                     r.host.to_string(),
-                    r.app,
-                    r.seq.to_string(),
-                    phase_cell(&r.phase, r.expired_at.as_deref()),
-                    image(&r.image.unwrap_or_default(), client.wide),
+                    s.app,
+                    s.seq.to_string(),
+                    phase_cell(&s.phase, s.expired_at.as_deref()),
+                    image(&s.image.unwrap_or_default(), client.wide),
                     age(&r.updated_at, client.wide),
                 ]
             })

@@ -92,18 +92,13 @@ pub struct HostStatus {
     pub expired_at: Option<String>,
 }
 
-/// A row of `GET /v1/status`: the last phase a host reported for an app.
+/// A row of `GET /v1/status`: the last phase a host reported for an app (the report's
+/// fields, flat beside the host and when it came).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusRow {
     pub host: HostId,
-    pub app: String,
-    pub seq: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    pub phase: Phase,
-    /// RFC 3339; set while the host serves this release past its signature's expiry (stale).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expired_at: Option<String>,
+    #[serde(flatten)]
+    pub status: HostStatus,
     /// RFC 3339.
     pub updated_at: String,
 }

@@ -57,7 +57,7 @@ pub struct RolloutHost {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// RFC 3339; set while the host serves `reported_seq` past its signature's expiry (stale),
-    /// as in [`StatusRow::expired_at`](super::StatusRow::expired_at).
+    /// as in [`HostStatus::expired_at`](super::HostStatus::expired_at).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_at: Option<String>,
     /// Set when the rollout counted this host as failed, and why.
