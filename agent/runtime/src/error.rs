@@ -103,6 +103,10 @@ pub enum RuntimeError {
     },
     #[error("container {id} exists or has run before: a release never runs twice under one id; release a new seq")]
     Exists { id: String },
+    #[error(
+        "container {id} is not a created container waiting to start (its record says {phase})"
+    )]
+    NotCreated { id: String, phase: String },
     #[error("no container {id} in {state_dir}")]
     NotFound { id: String, state_dir: PathBuf },
     #[error(transparent)]

@@ -426,3 +426,51 @@ async fn logs_of_only_the_newest_discarded_containers_are_kept() {
         assert!(fx.cfg.state_dir.join(id).join("state.json").exists());
     }
 }
+
+#[tokio::test]
+async fn a_container_created_ahead_runs_nothing_until_started_and_leaves_nothing_if_dropped() {
+    let fx = Fixture::new();
+    let rt = fx.runtime();
+    let image = image_config(|c| c);
+    let (r1, r2) = (fx.release("web", 1, ""), fx.release("web", 2, ""));
+    let (l1, l2) = (fx.layers("ready"), fx.layers("dropped"));
+    let spec = |r, l| ContainerSpec {
+        id: slipway_proto::Release::container_id(r).unwrap(),
+        release: r,
+        image_config: &image,
+        layer_dirs: l,
+        secrets: None,
+    };
+    let a = rt.create(spec(&r1, &l1)).await.unwrap();
+    assert_eq!(a.status, ContainerStatus::Created);
+    // Made, addressed and known to runc, but its process has not run: nothing answers.
+    assert!(fx.runc_list().contains(&a.id.to_string()));
+    assert_eq!(
+        rt.get(&a.id).await.unwrap().unwrap().status,
+        ContainerStatus::Created
+    );
+    assert!(!a.address.is_unspecified());
+    assert!(try_get(a.address).is_err());
+    // The second start of a created container is refused, and so is `start` of its id.
+    let again = rt.start(spec(&r1, &l1)).await.unwrap_err();
+    assert!(again.to_string().contains("exists"), "{again}");
+    let started = rt.start_created(&a.id).await.unwrap();
+    assert_eq!(started.status, ContainerStatus::Running);
+    assert_eq!(get(a.address, SECS_5).unwrap(), "ready");
+    let twice = rt.start_created(&a.id).await.unwrap_err();
+    assert!(
+        twice.to_string().contains("not a created container"),
+        "{twice}"
+    );
+    assert_eq!(get(a.address, SECS_5).unwrap(), "ready");
+
+    // One created ahead and never started (its release did not come) is dropped whole.
+    let b = rt.create(spec(&r2, &l2)).await.unwrap();
+    assert!(fx.netns_exists(&b.id));
+    rt.discard(&b.id, Duration::ZERO).await.unwrap();
+    fx.assert_gone(&b.id);
+    assert!(rt.get(&b.id).await.unwrap().is_none());
+    assert_eq!(get(a.address, SECS_5).unwrap(), "ready");
+    rt.discard(&a.id, Duration::ZERO).await.unwrap();
+    fx.assert_clean(&a.id);
+}

@@ -58,6 +58,8 @@ pub struct World {
     pub stored: HashSet<Digest>,
     /// Containers discarded, in order.
     pub discarded: Vec<ContainerId>,
+    /// Containers made by `create` (ahead of their start), in order.
+    pub created: Vec<ContainerId>,
     /// Containers whose start fails (runc refuses them).
     pub fail_start: HashSet<ContainerId>,
     /// Containers whose process exits as soon as it starts.
@@ -67,7 +69,7 @@ pub struct World {
     /// Containers that answer this many probes healthily, then only unhealthily.
     pub healthy_probes: HashMap<ContainerId, usize>,
     probes: HashMap<ContainerId, usize>,
-    next_ip: u8,
+    pub next_ip: u8,
 }
 
 /// The fake parts; tests keep a clone to read and script them through [`FakeParts::world`].
@@ -80,35 +82,14 @@ impl FakeParts {
     pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
         self.world.lock().unwrap()
     }
-}
 
-#[async_trait::async_trait]
-impl Parts for FakeParts {
-    async fn image(&self, image: &ImageRef) -> Result<PulledImage, ImageError> {
-        let mut w = self.world();
-        if w.stored.insert(image.digest.clone()) {
-            w.pulled.push(image.clone());
-        }
-        Ok(PulledImage {
-            image: image.clone(),
-            manifest_digest: image.digest.clone(),
-            config: Default::default(),
-            layer_dirs: Vec::new(),
-            report: PullReport::default(),
-        })
-    }
-
-    fn gc_images(&self, keep: &[Digest]) -> Result<GcReport, ImageError> {
-        self.world().stored.retain(|d| keep.contains(d));
-        Ok(GcReport::default())
-    }
-
-    async fn start(
+    /// A container of `release`, running (`run`) or created only.
+    fn make(
         &self,
         id: &ContainerId,
         release: &Release,
-        _image: &PulledImage,
         secrets: &slipway_runtime::ContainerSecrets,
+        run: bool,
     ) -> Result<ContainerInfo, RuntimeError> {
         let mut w = self.world();
         let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
@@ -140,16 +121,74 @@ impl Parts for FakeParts {
             image: release.image.clone(),
             address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, w.next_ip)),
             pid: Some(100 + w.next_ip as i32),
-            status: if crashed {
-                ContainerStatus::Stopped
-            } else {
-                ContainerStatus::Running
+            status: match (crashed, run) {
+                (true, _) => ContainerStatus::Stopped,
+                (false, true) => ContainerStatus::Running,
+                (false, false) => ContainerStatus::Created,
             },
             started_at: SystemTime::now(),
             exit_code: crashed.then_some(1),
         };
         w.containers.insert(id.clone(), info.clone());
         Ok(info)
+    }
+}
+
+#[async_trait::async_trait]
+impl Parts for FakeParts {
+    async fn image(&self, image: &ImageRef) -> Result<PulledImage, ImageError> {
+        let mut w = self.world();
+        if w.stored.insert(image.digest.clone()) {
+            w.pulled.push(image.clone());
+        }
+        Ok(PulledImage {
+            image: image.clone(),
+            manifest_digest: image.digest.clone(),
+            config: Default::default(),
+            layer_dirs: Vec::new(),
+            report: PullReport::default(),
+        })
+    }
+
+    fn gc_images(&self, keep: &[Digest]) -> Result<GcReport, ImageError> {
+        self.world().stored.retain(|d| keep.contains(d));
+        Ok(GcReport::default())
+    }
+
+    async fn start(
+        &self,
+        id: &ContainerId,
+        release: &Release,
+        _image: &PulledImage,
+        secrets: &slipway_runtime::ContainerSecrets,
+    ) -> Result<ContainerInfo, RuntimeError> {
+        self.make(id, release, secrets, true)
+    }
+
+    async fn create(
+        &self,
+        id: &ContainerId,
+        release: &Release,
+        _image: &PulledImage,
+        secrets: &slipway_runtime::ContainerSecrets,
+    ) -> Result<ContainerInfo, RuntimeError> {
+        let info = self.make(id, release, secrets, false)?;
+        self.world().created.push(id.clone());
+        Ok(info)
+    }
+
+    async fn start_created(&self, id: &ContainerId) -> Result<ContainerInfo, RuntimeError> {
+        let mut w = self.world();
+        match w.containers.get_mut(id) {
+            Some(c) if c.status == ContainerStatus::Created => {
+                c.status = ContainerStatus::Running;
+                Ok(c.clone())
+            }
+            other => Err(RuntimeError::NotCreated {
+                id: id.to_string(),
+                phase: format!("{:?}", other.map(|c| c.status)),
+            }),
+        }
     }
 
     async fn check_runtime(&self) -> Result<String, RuntimeError> {

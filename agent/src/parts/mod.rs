@@ -38,6 +38,17 @@ pub trait Parts: Send + Sync {
         image: &PulledImage,
         secrets: &ContainerSecrets,
     ) -> Result<ContainerInfo, RuntimeError>;
+    /// Like [`Parts::start`] but stops short of starting it: the container is made
+    /// (`runc create`) and its process waits, running nothing of the image.
+    async fn create(
+        &self,
+        id: &ContainerId,
+        release: &Release,
+        image: &PulledImage,
+        secrets: &ContainerSecrets,
+    ) -> Result<ContainerInfo, RuntimeError>;
+    /// Starts container `id` that [`Parts::create`] made.
+    async fn start_created(&self, id: &ContainerId) -> Result<ContainerInfo, RuntimeError>;
     /// Logs the OCI runtime's version and warns of known escapes it lacks fixes for.
     async fn check_runtime(&self) -> Result<String, RuntimeError>;
     /// Every container of this host's runtime.

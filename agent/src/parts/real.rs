@@ -77,6 +77,28 @@ impl Parts for RealParts {
             .await
     }
 
+    async fn create(
+        &self,
+        id: &ContainerId,
+        release: &Release,
+        image: &PulledImage,
+        secrets: &ContainerSecrets,
+    ) -> Result<ContainerInfo, RuntimeError> {
+        self.runtime
+            .create(ContainerSpec {
+                id: id.clone(),
+                release,
+                image_config: &image.config,
+                layer_dirs: &image.layer_dirs,
+                secrets: Some(secrets),
+            })
+            .await
+    }
+
+    async fn start_created(&self, id: &ContainerId) -> Result<ContainerInfo, RuntimeError> {
+        self.runtime.start_created(id).await
+    }
+
     async fn check_runtime(&self) -> Result<String, RuntimeError> {
         self.runtime.check_runc().await
     }

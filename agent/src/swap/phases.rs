@@ -74,29 +74,60 @@ impl Deploy<'_> {
     pub async fn start(&self, pulled: &PulledImage) -> Result<SocketAddr, DeployError> {
         let t = Instant::now();
         let parts = &self.agent.parts;
+        // Not while a container is being made ahead for this app: wait, then start that one.
+        let making = self.agent.prefetch.making(&self.rel.app);
+        let _making = making.lock().await;
         let existing = parts.container(&self.id).await.ok().flatten();
         let info = match existing {
             Some(c) if c.status == ContainerStatus::Running => {
                 tracing::info!(app = %self.rel.app, seq = self.rel.seq, container = %self.id, "resuming with the container already running");
                 c
             }
-            leftover => {
-                if leftover.is_some() {
-                    let _ = parts.discard(&self.id, Duration::ZERO).await;
+            // Made ahead of this host's wave (`prefetch`; still being made: waited for), so
+            // only its process is left to start.
+            Some(c)
+                if matches!(
+                    c.status,
+                    ContainerStatus::Created | ContainerStatus::Preparing
+                ) && crate::prefetch::can_create(self.rel) =>
+            {
+                match parts.start_created(&self.id).await {
+                    Ok(info) => {
+                        tracing::info!(app = %self.rel.app, seq = self.rel.seq, container = %self.id, "started the container made ahead of the wave");
+                        info
+                    }
+                    Err(e) => {
+                        // It is torn down; make it afresh, as for any start.
+                        tracing::warn!(app = %self.rel.app, container = %self.id, error = %e, "the container made ahead did not start; starting a new one");
+                        self.start_new(pulled, true).await?
+                    }
                 }
-                let secrets = self.open_secrets()?;
-                parts
-                    .start(&self.id, self.rel, pulled, &secrets)
-                    .await
-                    .map_err(|source| DeployError::Start {
-                        id: self.id.clone(),
-                        source,
-                        cleanup: Default::default(),
-                    })?
             }
+            leftover => self.start_new(pulled, leftover.is_some()).await?,
         };
         tracing::debug!(app = %self.rel.app, ms = t.elapsed().as_millis() as u64, "phase start done");
         Ok(SocketAddr::new(info.address, self.rel.spec.container_port))
+    }
+
+    /// Makes and starts the container, discarding a `leftover` of the same id first.
+    async fn start_new(
+        &self,
+        pulled: &PulledImage,
+        leftover: bool,
+    ) -> Result<slipway_runtime::ContainerInfo, DeployError> {
+        let parts = &self.agent.parts;
+        if leftover {
+            let _ = parts.discard(&self.id, Duration::ZERO).await;
+        }
+        let secrets = self.open_secrets()?;
+        parts
+            .start(&self.id, self.rel, pulled, &secrets)
+            .await
+            .map_err(|source| DeployError::Start {
+                id: self.id.clone(),
+                source,
+                cleanup: Default::default(),
+            })
     }
 
     /// Opens the release's secrets for its container (none: empty). The values live until

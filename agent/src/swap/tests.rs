@@ -299,3 +299,34 @@ async fn secrets_are_opened_into_the_new_container_and_a_bad_one_keeps_the_old_s
         "{why}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_container_made_ahead_of_the_wave_is_started_not_made_again() {
+    let bed = Bed::new();
+    let (_tx, mut rx) = mpsc::channel(4);
+    let (r1, r2) = (release(1, V1), release(2, V2));
+    assert!(bed.deploy(&r1, &mut rx).await.is_none());
+    // What pulling ahead leaves: the image stored and the container created.
+    let image = bed
+        .agent
+        .parts
+        .image(&r2.image_ref().unwrap())
+        .await
+        .unwrap();
+    let secrets = Default::default();
+    bed.agent
+        .parts
+        .create(&id(&r2), &r2, &image, &secrets)
+        .await
+        .unwrap();
+    let before = bed.fake().next_ip;
+    assert!(bed.deploy(&r2, &mut rx).await.is_none());
+    assert_eq!(bed.routed(), Some(id(&r2)));
+    assert_eq!(bed.fake().next_ip, before, "no second container made");
+    assert_eq!(
+        bed.fake().containers[&id(&r2)].status,
+        slipway_runtime::ContainerStatus::Running
+    );
+    assert_eq!(bed.fake().discarded, vec![id(&r1)]);
+    assert_eq!(bed.agent.app_state("web").live_seq, Some(2));
+}

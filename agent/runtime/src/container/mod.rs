@@ -1,5 +1,6 @@
 //! One container's life: create and start it, list it, exec in it, discard it.
 
+mod created;
 mod supervise;
 
 use crate::bundle::{self, BundleInput, RootfsEtc};
@@ -127,6 +128,15 @@ impl Runtime {
     /// be started again.
     /// On failure everything made so far is torn down and the error says what failed.
     pub async fn start(&self, spec: ContainerSpec<'_>) -> Result<ContainerInfo, RuntimeError> {
+        self.make(spec, true).await
+    }
+
+    /// [`Runtime::start`] (`run`) or [`Runtime::create`].
+    pub(super) async fn make(
+        &self,
+        spec: ContainerSpec<'_>,
+        run: bool,
+    ) -> Result<ContainerInfo, RuntimeError> {
         let id = spec.id.clone();
         let release = spec.release;
         if let Ok(expected) = release.container_id() {
@@ -182,7 +192,17 @@ impl Runtime {
             volumes: Vec::new(),
         };
         rec.save_new(&dir)?;
-        match self.create_and_start(&spec, &dir, &mut rec).await {
+        let made = match self.build(&spec, &dir, &mut rec).await {
+            Ok(()) if run => self.run_created(&dir, &mut rec).await,
+            Ok(()) => {
+                tracing::info!(container = %id, address = ?rec.address, "created, not started");
+                let mut info = rec.info(None);
+                info.status = ContainerStatus::Created;
+                Ok(info)
+            }
+            Err(e) => Err(e),
+        };
+        match made {
             Ok(info) => Ok(info),
             Err(e) => {
                 tracing::warn!(container = %id, error = %e, "start failed; tearing down");
@@ -194,12 +214,13 @@ impl Runtime {
         }
     }
 
-    async fn create_and_start(
+    /// Everything up to and including `runc create`; the record says `Created`.
+    async fn build(
         &self,
         spec: &ContainerSpec<'_>,
         dir: &Path,
         rec: &mut Record,
-    ) -> Result<ContainerInfo, RuntimeError> {
+    ) -> Result<(), RuntimeError> {
         let id = rec.id.clone();
         let id = id.as_str();
         // Bad input the image or a profile file brings fails here, before anything is made.
@@ -245,7 +266,17 @@ impl Runtime {
             self.supervise(id, pid);
         }
         self.maybe_crash(CrashPoint::AfterCreate);
+        Ok(())
+    }
 
+    /// `runc start` of a created container, recorded as started.
+    pub(super) async fn run_created(
+        &self,
+        dir: &Path,
+        rec: &mut Record,
+    ) -> Result<ContainerInfo, RuntimeError> {
+        let id = rec.id.clone();
+        let id = id.as_str();
         let t = std::time::Instant::now();
         self.runc.start(id).await?;
         tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "runc start done");
