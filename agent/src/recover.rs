@@ -53,6 +53,14 @@ pub async fn recover_app(agent: &Agent, app: &str) {
             && st.failed_seq != Some(c.seq)
         {
             tracing::info!(app, container = %c.id, "keeping the container of the release in flight; its deploy resumes");
+        } else if c.status == slipway_runtime::ContainerStatus::Created
+            && c.seq >= st.accepted_seq
+            && Some(c.seq) > st.live_seq
+            && st.failed_seq != Some(c.seq)
+        {
+            // Made ahead of this host's wave: its deploy starts it, or `prefetch` discards it
+            // when its release stops being upcoming.
+            tracing::debug!(app, container = %c.id, "keeping the container made ahead of the wave");
         } else {
             let grace = st
                 .releases

@@ -255,6 +255,23 @@ impl FleetHost {
     }
 
     /// The ids of the containers runc knows under this host's runc root.
+    /// `(id, status)` of every container runc knows on this host (`created`, `running`...).
+    pub fn runc_states(&self) -> Vec<(String, String)> {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.dir.path().join("runc"))
+            .args(["list", "-f", "json"])
+            .output();
+        let Ok(out) = out else { return Vec::new() };
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list.iter()
+            .map(|c| {
+                let f = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                (f("id"), f("status"))
+            })
+            .collect()
+    }
+
     pub fn runc_list(&self) -> Vec<String> {
         let out = Command::new("runc")
             .arg("--root")

@@ -280,7 +280,7 @@ fn a_later_batch_failure_continues_within_the_budget_and_halts_beyond_it() {
 }
 
 #[test]
-fn hosts_of_later_waves_pull_the_image_ahead_and_run_nothing_until_their_wave() {
+fn hosts_of_later_waves_pull_and_create_ahead_and_run_nothing_until_their_wave() {
     let app = "flahead";
     let mut f = Fleet::start(1, CONTROLLER);
     let listen = free_port();
@@ -289,6 +289,7 @@ fn hosts_of_later_waves_pull_the_image_ahead_and_run_nothing_until_their_wave() 
     // While the canary waits for promotion, the other two have v1's image in their stores
     // (manifest, config and every layer, verified), and run and serve nothing.
     let later = [format!("{app}-01"), format!("{app}-02")];
+    let v1_id = slipway_proto::ContainerId::for_release(&app.parse().unwrap(), 1, &v1.digest);
     let mut blobs = vec![v1.digest.clone()];
     blobs.extend(v1.config.iter().map(|c| c.digest.clone()));
     blobs.extend(v1.layers.iter().map(|l| l.digest.clone()));
@@ -309,10 +310,15 @@ fn hosts_of_later_waves_pull_the_image_ahead_and_run_nothing_until_their_wave() 
                 .contains("image pulled ahead of the host's wave"),
             "{h} logs the pull ahead"
         );
-        assert!(
-            host.runc_list().is_empty(),
-            "{h} runs nothing before its wave"
-        );
+        // Its container is made (runc create) but not started: no code of v1 runs.
+        let made = vec![(v1_id.to_string(), "created".to_string())];
+        wait_until(Duration::from_secs(30), || host.runc_states() == made).unwrap_or_else(|_| {
+            panic!(
+                "{h}: runc has {:?}, not v1's container created and waiting\n{}",
+                host.runc_states(),
+                host.log_tail("agent.log", 30)
+            )
+        });
         assert_eq!(host.body(listen), "", "{h} serves nothing before its wave");
     }
     // Promoted: their wave finds the image stored and goes live.
@@ -326,6 +332,17 @@ fn hosts_of_later_waves_pull_the_image_ahead_and_run_nothing_until_their_wave() 
             log.matches("image pulled ahead of the host's wave").count(),
             1,
             "{h} pulled ahead once"
+        );
+        assert!(
+            log.contains("started the container made ahead of the wave"),
+            "{h} started the container it made ahead\n{}",
+            f.host(h).log_tail("agent.log", 40)
+        );
+        let running = vec![(v1_id.to_string(), "running".to_string())];
+        assert_eq!(
+            f.host(h).runc_states(),
+            running,
+            "{h} runs v1's one container"
         );
     }
 }
