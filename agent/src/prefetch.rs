@@ -260,7 +260,7 @@ mod tests {
         let pulled: Vec<String> = fake.world().pulled.iter().map(|i| i.to_string()).collect();
         assert_eq!(pulled, [format!("127.0.0.1:5000/web@{V2}")]);
         // Its container is made, not started; nothing else is made.
-        assert_eq!(fake.world().created, [web.clone()]);
+        assert_eq!(fake.world().created, std::slice::from_ref(&web));
         assert_eq!(
             fake.world().containers[&web].status,
             slipway_runtime::ContainerStatus::Created
