@@ -187,6 +187,29 @@ fn canary_failure_halts_rolls_back_and_touches_no_other_host() {
         .unwrap();
     assert_eq!(r3["image"], v1.image_ref());
     assert_eq!(r3["rollback_of"], 1);
+    // v2 was upcoming on the later hosts while the canary tried it; a container they made
+    // ahead for it is discarded once it is no longer upcoming: each runs only seq 1's.
+    for h in &all[1..] {
+        let host = f.host(h);
+        let v1_id = slipway_proto::ContainerId::for_release(&app.parse().unwrap(), 1, &v1.digest);
+        let only_v1 = vec![(v1_id.to_string(), "running".to_string())];
+        wait_until(Duration::from_secs(30), || host.runc_states() == only_v1).unwrap_or_else(
+            |_| {
+                panic!(
+                    "{h}: runc has {:?}\n{}",
+                    host.runc_states(),
+                    host.log_tail("agent.log", 30)
+                )
+            },
+        );
+        let log = std::fs::read_to_string(host.dir.path().join("agent.log")).unwrap();
+        if log.contains("container made ahead of the host's wave") {
+            assert!(
+                log.contains("discarding the container made ahead"),
+                "{h} made v2's container ahead and must discard it"
+            );
+        }
+    }
 }
 
 #[test]
