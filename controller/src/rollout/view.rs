@@ -186,11 +186,14 @@ impl View {
             v.per_host.insert(h.clone(), seq);
         }
         // Hosts of waves not started yet hear of the release ahead (active hosts only: a
-        // cordoned one gets nothing new), so each wave finds its image pulled.
-        if matches!(
-            doc.state,
-            RolloutState::Running | RolloutState::Paused | RolloutState::AwaitingPromotion
-        ) {
+        // cordoned one gets nothing new), so each wave finds its image pulled; from when the
+        // first wave has pulled it (`ahead`), so as not to slow that wave down.
+        if doc.ahead
+            && matches!(
+                doc.state,
+                RolloutState::Running | RolloutState::Paused | RolloutState::AwaitingPromotion
+            )
+        {
             let ahead: HashSet<String> = doc
                 .waves
                 .iter()

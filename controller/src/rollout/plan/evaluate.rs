@@ -101,6 +101,15 @@ impl Rollout {
                 _ => {}
             }
         }
+        if !self.ahead && self.started > 0 {
+            self.ahead = self.waves[0].iter().all(|h| {
+                let pulled = seen
+                    .get(h)
+                    .and_then(|s| s.report.as_ref())
+                    .is_some_and(|(seq, p)| *seq == self.seq && !matches!(p, Phase::Pulling));
+                pulled || self.live.contains(h) || self.is_settled(h)
+            });
+        }
         if let Some(why) = self.over_budget() {
             self.halt(why);
             return true;
@@ -186,6 +195,28 @@ mod tests {
         }
         assert_eq!(r.state, RolloutState::Done);
         assert_eq!(r.assigned("anyone"), Some(2));
+    }
+
+    #[test]
+    fn later_waves_hear_of_the_release_ahead_once_the_first_wave_pulled_it() {
+        let mut r = plan("[rollout]\nbatch_size = 2\n", 5);
+        let silent = Duration::from_secs(60);
+        assert!(!r.ahead, "not while the canary pulls");
+        r.evaluate(&report(&r, Phase::Pulling), 10, silent);
+        assert!(!r.ahead);
+        // Any phase past pulling: the image is in its store.
+        assert!(r.evaluate(&report(&r, Phase::Starting), 20, silent));
+        assert!(r.ahead);
+        assert_eq!(r.started, 1, "the second wave has not started");
+        // A canary that vanished before pulling does not hold the others back either.
+        let mut r = plan("[rollout]\nbatch_size = 2\n", 5);
+        let mut gone = report(&r, Phase::Pulling);
+        gone.values_mut().for_each(|s| {
+            s.report = None;
+            s.silent_ms = Some(120_000);
+        });
+        r.evaluate(&gone, 10, silent);
+        assert!(r.ahead);
     }
 
     #[test]

@@ -70,6 +70,11 @@ pub struct Rollout {
     /// Hosts of the app left out of this rollout (when planned, or since), and why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub left_out: BTreeMap<String, LeftOut>,
+    /// The hosts of waves not started yet are told the release ahead (to pull it): set once
+    /// every host of the first wave has its image, so they do not compete with that wave's
+    /// own pull for the registry.
+    #[serde(default)]
+    pub ahead: bool,
 }
 
 /// What the driver knows about one host of the plan when it evaluates.
@@ -141,6 +146,7 @@ impl Rollout {
             rollback_wanted: false,
             rollback_seq: None,
             left_out: p.left_out,
+            ahead: false,
         };
         out.start_next(p.now_ms);
         out
@@ -177,6 +183,7 @@ impl Rollout {
             skip_pause: false,
             rollback_wanted: false,
             rollback_seq: None,
+            ahead: false,
             ..halted.clone()
         };
         out.start_next(now_ms);
