@@ -102,6 +102,11 @@ pub enum HealthError {
 
 /// Ok while the container runs; otherwise why not (stopped with its exit code, or gone).
 pub async fn check_alive(parts: &dyn Parts, id: &ContainerId) -> Result<(), AliveError> {
+    // While the process lives, the task that reaps it answers without a runc process; the
+    // runtime is asked (for the status and exit code to report) otherwise.
+    if parts.process_alive(id) == Some(true) {
+        return Ok(());
+    }
     match parts.container(id).await {
         Ok(found) => match found {
             Some(c) if c.status == slipway_runtime::ContainerStatus::Running => Ok(()),

@@ -456,6 +456,12 @@ async fn a_container_created_ahead_runs_nothing_until_started_and_leaves_nothing
     assert!(again.to_string().contains("exists"), "{again}");
     let started = rt.start_created(&a.id).await.unwrap();
     assert_eq!(started.status, ContainerStatus::Running);
+    assert_eq!(
+        rt.process_alive(&a.id),
+        Some(true),
+        "its reaper knows it runs"
+    );
+    assert_eq!(rt.process_alive("web-9-000000000000"), None);
     assert_eq!(get(a.address, SECS_5).unwrap(), "ready");
     let twice = rt.start_created(&a.id).await.unwrap_err();
     assert!(
@@ -472,5 +478,6 @@ async fn a_container_created_ahead_runs_nothing_until_started_and_leaves_nothing
     assert!(rt.get(&b.id).await.unwrap().is_none());
     assert_eq!(get(a.address, SECS_5).unwrap(), "ready");
     rt.discard(&a.id, Duration::ZERO).await.unwrap();
+    assert_ne!(rt.process_alive(&a.id), Some(true), "discarded");
     fx.assert_clean(&a.id);
 }

@@ -55,6 +55,11 @@ pub trait Parts: Send + Sync {
     async fn containers(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
     /// Container `id`, unless unknown or discarded (asks the runtime about that one only).
     async fn container(&self, id: &ContainerId) -> Result<Option<ContainerInfo>, RuntimeError>;
+    /// Whether container `id`'s process has not exited, from the runtime's own supervision
+    /// (no runc call); None when the runtime cannot tell that way.
+    fn process_alive(&self, _id: &ContainerId) -> Option<bool> {
+        None
+    }
     /// The address container `id` was given, from what the runtime recorded.
     fn address(&self, id: &ContainerId) -> Option<IpAddr>;
     /// Stops (SIGTERM, `grace`, SIGKILL) and removes container `id`; idempotent.

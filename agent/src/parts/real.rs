@@ -111,6 +111,10 @@ impl Parts for RealParts {
         self.runtime.get(id).await
     }
 
+    fn process_alive(&self, id: &ContainerId) -> Option<bool> {
+        self.runtime.process_alive(id)
+    }
+
     fn address(&self, id: &ContainerId) -> Option<IpAddr> {
         self.runtime.address(id).ok().flatten()
     }

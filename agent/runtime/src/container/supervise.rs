@@ -72,6 +72,13 @@ impl Runtime {
         });
     }
 
+    /// Whether the process of container `id` has not exited yet, as the task that reaps it
+    /// knows (no runc call); None when this runtime does not supervise it.
+    pub fn process_alive(&self, id: &str) -> Option<bool> {
+        let exits = self.shared.exits.lock().unwrap();
+        exits.get(id).map(|(_, rx)| rx.borrow().is_none())
+    }
+
     /// Waits up to `timeout` for the supervised container `id` to exit.
     pub(crate) async fn wait_exit(&self, id: &str, timeout: Duration) -> Option<Exit> {
         let rx = self
