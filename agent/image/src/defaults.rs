@@ -49,3 +49,7 @@ pub const CREDENTIAL_HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `client_id` sent with an identity (refresh) token to a registry's OAuth2 token endpoint.
 pub const OAUTH_CLIENT_ID: &str = "slipway";
+
+/// Layers of at most this many entries are made durable file by file (fsync each); bigger
+/// ones with one syncfs of the store's filesystem.
+pub const FSYNC_EACH_MAX_ENTRIES: u64 = 64;

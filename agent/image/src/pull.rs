@@ -465,6 +465,6 @@ fn unpack_into_store(
     if let Some(tmp) = downloaded {
         store.commit_blob(tmp, &blob.digest)?;
     }
-    store.commit_layer(dir, diff_id)?;
+    store.commit_layer(dir, diff_id, unpacked.entries)?;
     Ok(unpacked.devices_skipped)
 }
