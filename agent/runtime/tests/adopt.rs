@@ -74,6 +74,23 @@ fn crash(fx: &Fixture, at: &str) -> (slipway_proto::ContainerId, slipway_proto::
         Some(9),
         "the agent must die by SIGKILL: {status:?}"
     );
+    // A `runc create` the killed agent had started runs on to its end (as it would after a
+    // real crash, before the agent is restarted): wait for it, so what is adopted is final.
+    let root = fx.cfg.runc_root.to_string_lossy().to_string();
+    let creating = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains(&root) && c.contains("\0create\0")
+            })
+        })
+    };
+    for _ in 0..100 {
+        if !creating() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     (
         plan.healthy.container_id().unwrap(),
         plan.doomed.container_id().unwrap(),
