@@ -66,15 +66,7 @@ impl Parts for RealParts {
         image: &PulledImage,
         secrets: &ContainerSecrets,
     ) -> Result<ContainerInfo, RuntimeError> {
-        self.runtime
-            .start(ContainerSpec {
-                id: id.clone(),
-                release,
-                image_config: &image.config,
-                layer_dirs: &image.layer_dirs,
-                secrets: Some(secrets),
-            })
-            .await
+        self.runtime.start(spec(id, release, image, secrets)).await
     }
 
     async fn create(
@@ -84,15 +76,7 @@ impl Parts for RealParts {
         image: &PulledImage,
         secrets: &ContainerSecrets,
     ) -> Result<ContainerInfo, RuntimeError> {
-        self.runtime
-            .create(ContainerSpec {
-                id: id.clone(),
-                release,
-                image_config: &image.config,
-                layer_dirs: &image.layer_dirs,
-                secrets: Some(secrets),
-            })
-            .await
+        self.runtime.create(spec(id, release, image, secrets)).await
     }
 
     async fn start_created(&self, id: &ContainerId) -> Result<ContainerInfo, RuntimeError> {
@@ -164,5 +148,21 @@ impl Parts for RealParts {
 
     async fn routes(&self) -> Result<Vec<RouteInfo>, ProxyError> {
         self.proxy.routes().await
+    }
+}
+
+/// What the runtime makes for `release`: its image's config and layers, and its secrets.
+fn spec<'a>(
+    id: &ContainerId,
+    release: &'a Release,
+    image: &'a PulledImage,
+    secrets: &'a ContainerSecrets,
+) -> ContainerSpec<'a> {
+    ContainerSpec {
+        id: id.clone(),
+        release,
+        image_config: &image.config,
+        layer_dirs: &image.layer_dirs,
+        secrets: Some(secrets),
     }
 }
