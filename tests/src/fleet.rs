@@ -273,19 +273,7 @@ impl FleetHost {
     }
 
     pub fn runc_list(&self) -> Vec<String> {
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(self.dir.path().join("runc"))
-            .args(["list", "-q"])
-            .output();
-        out.map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+        self.runc_states().into_iter().map(|(id, _)| id).collect()
     }
 }
 

@@ -4,7 +4,6 @@
 use crate::error::RuntimeError;
 use crate::state::{Record, RecordPhase};
 use crate::Runtime;
-use std::time::Duration;
 
 use super::{check_id, ContainerInfo, ContainerSpec};
 
@@ -32,15 +31,7 @@ impl Runtime {
                 })
             }
         };
-        match self.run_created(&dir, &mut rec).await {
-            Ok(info) => Ok(info),
-            Err(e) => {
-                tracing::warn!(container = %id, error = %e, "start of the created container failed; tearing down");
-                if let Err(e2) = self.teardown(&dir, &mut rec, Duration::ZERO).await {
-                    tracing::error!(container = %id, error = %e2, "teardown after failed start");
-                }
-                Err(e)
-            }
-        }
+        let started = self.run_created(&dir, &mut rec).await;
+        self.or_tear_down(started, &dir, &mut rec).await
     }
 }

@@ -202,16 +202,25 @@ impl Runtime {
             }
             Err(e) => Err(e),
         };
-        match made {
-            Ok(info) => Ok(info),
-            Err(e) => {
-                tracing::warn!(container = %id, error = %e, "start failed; tearing down");
-                if let Err(e2) = self.teardown(&dir, &mut rec, Duration::ZERO).await {
-                    tracing::error!(container = %id, error = %e2, "teardown after failed start");
-                }
-                Err(e)
-            }
+        self.or_tear_down(made, &dir, &mut rec).await
+    }
+
+    /// `made`, or (when it failed) everything of the container torn down and the error.
+    pub(super) async fn or_tear_down(
+        &self,
+        made: Result<ContainerInfo, RuntimeError>,
+        dir: &Path,
+        rec: &mut Record,
+    ) -> Result<ContainerInfo, RuntimeError> {
+        let e = match made {
+            Ok(info) => return Ok(info),
+            Err(e) => e,
+        };
+        tracing::warn!(container = %rec.id, error = %e, "start failed; tearing down");
+        if let Err(e2) = self.teardown(dir, rec, Duration::ZERO).await {
+            tracing::error!(container = %rec.id, error = %e2, "teardown after failed start");
         }
+        Err(e)
     }
 
     /// Everything up to and including `runc create`; the record says `Created`.
