@@ -31,6 +31,10 @@ pub const SEQ_RETRIES: u32 = 8;
 pub const AUDIT_LIMIT: u32 = 100;
 /// Request bodies above this are refused: an app spec or release request is a few KiB.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// Request heads above this get 431. It is also each connection's read buffer (hyper's
+/// minimum): with a larger limit hyper doubles the buffer of a reused connection to 16 KiB,
+/// and every parked long-poll holds one.
+pub const MAX_REQUEST_HEAD: usize = 8192;
 /// `last_seen` of a host is rewritten at most this often, so polls do not queue on the writer.
 pub const LAST_SEEN_GRAIN: Duration = Duration::from_secs(10);
 /// A host of a started wave that has not polled or reported for this long counts as failed:

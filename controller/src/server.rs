@@ -149,27 +149,14 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         addr: cfg.listen,
         source,
     })?;
-    // One service for every connection: a `Router` served as is would rebuild its route
-    // table per connection (about 18 KiB each, held as long as a long-poll is parked).
-    let app = api::router(state.clone()).into_make_service();
-    let mut stop = shutdown_rx.clone();
-    let graceful = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
+    // One router for every connection: cloning it shares its route table.
+    let app = api::router(state.clone());
     let server = match &cfg.tls {
-        None => {
-            tokio::spawn(
-                async move { axum::serve(tcp, app).with_graceful_shutdown(graceful).await },
-            )
-        }
+        None => tokio::spawn(serve(tcp, app, shutdown_rx.clone())),
         Some(tls) => {
             let acceptor = tls_acceptor(&tls.cert, &tls.key)?;
             let listener = TlsListener::new(tcp, acceptor, addr);
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(graceful)
-                    .await
-            })
+            tokio::spawn(serve(listener, app, shutdown_rx.clone()))
         }
     };
     let (rollout_view, rollout_driver) = crate::rollout::spawn(state.clone(), shutdown_rx.clone());
@@ -196,6 +183,65 @@ pub async fn start(cfg: &Config) -> Result<Running, ServeError> {
         gitops,
         rollout_tasks: vec![rollout_view, rollout_driver],
     })
+}
+
+/// Serves `app` on every connection `listener` accepts (HTTP/1.1, and HTTP/2 when the client
+/// asks for it) until `stop` turns true; then stops accepting, lets each connection finish
+/// its request in flight, and returns once all have closed.
+async fn serve<L>(
+    mut listener: L,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    // Dropped to tell connections to close; each connection holds a receiver of `open_rx`
+    // until it ends.
+    let (close_tx, close_rx) = watch::channel(());
+    let (open_tx, open_rx) = watch::channel(());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(crate::defaults::MAX_REQUEST_HEAD);
+    builder.http2().enable_connect_protocol();
+    let builder = Arc::new(builder);
+    loop {
+        let io = tokio::select! {
+            (io, _) = listener.accept() => io,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let (builder, mut close, open) = (builder.clone(), close_rx.clone(), open_rx.clone());
+        tokio::spawn(async move {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let mut conn = std::pin::pin!(conn);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::trace!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = close.changed(), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(close_tx);
+    drop(open_rx);
+    open_tx.closed().await;
+    Ok(())
 }
 
 /// The CA joining agents pin: the last certificate of the chain (the root or the highest

@@ -296,3 +296,20 @@ async fn healthz_and_metrics_answer_without_a_token() {
     let text = r.text().await.unwrap();
     assert!(text.contains("slipway_controller_releases_total"), "{text}");
 }
+
+#[tokio::test]
+async fn a_request_head_over_the_limit_gets_431_and_the_api_keeps_answering() {
+    let h = Harness::start().await;
+    let big = "x".repeat(slipway_controller::defaults::MAX_REQUEST_HEAD + 1);
+    let r = h
+        .http
+        .get(format!("{}/v1/apps", h.url))
+        .header("x-padding", big)
+        .bearer_auth(&h.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let (s, _) = h.get("/v1/apps", &h.admin).await;
+    assert_eq!(s, StatusCode::OK);
+}

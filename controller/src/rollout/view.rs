@@ -167,7 +167,9 @@ impl View {
         held: &HashMap<String, HostLifecycle>,
     ) -> Result<AppView, RolloutError> {
         let (env, rel) = envelope(rec)?;
+        let t = std::time::Instant::now();
         let doc = super::ensure::ensure(state, rec, &rel).await?;
+        tracing::debug!(app = %rec.app, seq = rec.seq, elapsed_ms = t.elapsed().as_secs_f64() * 1e3, "rollout read");
         let mut v = AppView {
             selector: rel.spec.rollout.selector.clone(),
             default: doc.default_seq(),
@@ -283,9 +285,14 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     // The snapshot last published because another replica said so (not to be echoed back).
     let mut from_remote: Option<Arc<Snapshot>> = None;
     loop {
+        let t = std::time::Instant::now();
         match View::build(&state).await {
             Ok(v) => {
                 state.rollouts.view.send_replace(Arc::new(v));
+                tracing::debug!(
+                    elapsed_ms = t.elapsed().as_secs_f64() * 1e3,
+                    "rollout view rebuilt"
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "rebuilding the rollout view failed; retrying");
