@@ -189,7 +189,7 @@ impl View {
         }
         // Hosts of waves not started yet hear of the release ahead (active hosts only: a
         // cordoned one gets nothing new), so each wave finds its image pulled; from when the
-        // first wave has pulled it (`ahead`), so as not to slow that wave down.
+        // first wave has switched to it (`ahead`), so as not to slow that wave down.
         if doc.ahead
             && matches!(
                 doc.state,

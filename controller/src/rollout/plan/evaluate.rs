@@ -103,11 +103,17 @@ impl Rollout {
         }
         if !self.ahead && self.started > 0 {
             self.ahead = self.waves[0].iter().all(|h| {
-                let pulled = seen
-                    .get(h)
-                    .and_then(|s| s.report.as_ref())
-                    .is_some_and(|(seq, p)| *seq == self.seq && !matches!(p, Phase::Pulling));
-                pulled || self.live.contains(h) || self.is_settled(h)
+                let switched =
+                    seen.get(h)
+                        .and_then(|s| s.report.as_ref())
+                        .is_some_and(|(seq, p)| {
+                            *seq == self.seq
+                                && !matches!(
+                                    p,
+                                    Phase::Pulling | Phase::Starting | Phase::HealthChecking
+                                )
+                        });
+                switched || self.live.contains(h) || self.is_settled(h)
             });
         }
         if let Some(why) = self.over_budget() {
@@ -198,14 +204,19 @@ mod tests {
     }
 
     #[test]
-    fn later_waves_hear_of_the_release_ahead_once_the_first_wave_pulled_it() {
+    fn later_waves_hear_of_the_release_ahead_once_the_first_wave_switched() {
         let mut r = plan("[rollout]\nbatch_size = 2\n", 5);
         let silent = Duration::from_secs(60);
         assert!(!r.ahead, "not while the canary pulls");
-        r.evaluate(&report(&r, Phase::Pulling), 10, silent);
-        assert!(!r.ahead);
-        // Any phase past pulling: the image is in its store.
-        assert!(r.evaluate(&report(&r, Phase::Starting), 20, silent));
+        for (t, p) in [Phase::Pulling, Phase::Starting, Phase::HealthChecking]
+            .into_iter()
+            .enumerate()
+        {
+            r.evaluate(&report(&r, p.clone()), 10 + t as i64, silent);
+            assert!(!r.ahead, "not while the canary is {p}");
+        }
+        // Baking: its traffic is on the new container; its start is over.
+        assert!(r.evaluate(&report(&r, Phase::Baking), 20, silent));
         assert!(r.ahead);
         assert_eq!(r.started, 1, "the second wave has not started");
         // A canary that vanished before pulling does not hold the others back either.

@@ -70,9 +70,11 @@ pub struct Rollout {
     /// Hosts of the app left out of this rollout (when planned, or since), and why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub left_out: BTreeMap<String, LeftOut>,
-    /// The hosts of waves not started yet are told the release ahead (to pull it): set once
-    /// every host of the first wave has its image, so they do not compete with that wave's
-    /// own pull for the registry.
+    /// The hosts of waves not started yet are told the release ahead (to pull it and make
+    /// its container): set once every host of the first wave has switched its traffic (it
+    /// bakes, is live or is settled), so they compete neither with that wave's pull for the
+    /// registry nor with its start for the host (`runc`, CNI and the kernel's network locks
+    /// are shared by every container made at that moment).
     #[serde(default)]
     pub ahead: bool,
 }
