@@ -56,6 +56,8 @@ pub enum RuncError {
         code: i32,
         message: String,
     },
+    #[error("starting container {id}: {reason}")]
+    Start { id: String, reason: String },
     #[error("`runc {args}` did not finish within {secs} s")]
     Timeout { args: String, secs: u64 },
     #[error("`runc {args}` printed output we cannot read: {reason}")]

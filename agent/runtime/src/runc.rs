@@ -1,6 +1,7 @@
 //! A small wrapper over the `runc` binary under a private `--root`: create, start, state,
-//! kill, delete, list, exec. Every call is one `tokio::process` child that tokio waits for by
-//! pid; container processes are waited for by [`crate::reaper`] only.
+//! kill, delete, list, exec. Every call but start is one `tokio::process` child that tokio
+//! waits for by pid (start opens the container's exec fifo itself, see `start.rs`);
+//! container processes are waited for by [`crate::reaper`] only.
 
 use crate::defaults;
 use crate::error::RuncError;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+mod start;
 pub mod version;
 
 /// The runc binary and its private state root.
@@ -140,10 +142,6 @@ impl Runc {
             code: exit_code(status),
             message: last_log_error(log),
         })
-    }
-
-    pub async fn start(&self, id: &str) -> Result<(), RuncError> {
-        self.run(&["start".into(), id.into()]).await.map(drop)
     }
 
     /// `runc state`; `Ok(None)` when runc does not know the container.

@@ -445,6 +445,7 @@ async fn a_container_created_ahead_runs_nothing_until_started_and_leaves_nothing
     assert_eq!(a.status, ContainerStatus::Created);
     // Made, addressed and known to runc, but its process has not run: nothing answers.
     assert!(fx.runc_list().contains(&a.id.to_string()));
+    assert_eq!(fx.runc_status(&a.id), "created");
     assert_eq!(
         rt.get(&a.id).await.unwrap().unwrap().status,
         ContainerStatus::Created
@@ -463,6 +464,8 @@ async fn a_container_created_ahead_runs_nothing_until_started_and_leaves_nothing
     );
     assert_eq!(rt.process_alive("web-9-000000000000"), None);
     assert_eq!(get(a.address, SECS_5).unwrap(), "ready");
+    // Started through its exec fifo, as `runc start` does: runc sees it running.
+    assert_eq!(fx.runc_status(&a.id), "running");
     let twice = rt.start_created(&a.id).await.unwrap_err();
     assert!(
         twice.to_string().contains("not a created container"),
@@ -480,4 +483,39 @@ async fn a_container_created_ahead_runs_nothing_until_started_and_leaves_nothing
     rt.discard(&a.id, Duration::ZERO).await.unwrap();
     assert_ne!(rt.process_alive(&a.id), Some(true), "discarded");
     fx.assert_clean(&a.id);
+}
+
+#[tokio::test]
+async fn a_created_container_whose_process_died_is_refused_at_start_and_torn_down() {
+    let fx = Fixture::new();
+    let rt = fx.runtime();
+    let image = image_config(|c| c);
+    let r1 = fx.release("web", 1, "");
+    let l1 = fx.layers("never");
+    let a = rt
+        .create(ContainerSpec {
+            id: slipway_proto::Release::container_id(&r1).unwrap(),
+            release: &r1,
+            image_config: &image,
+            layer_dirs: &l1,
+            secrets: None,
+        })
+        .await
+        .unwrap();
+    let pid = a.pid.expect("a created container has its init's pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(20), rt.start_created(&a.id))
+        .await
+        .expect("a start of a dead container does not hang")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&a.id.to_string()) && e.contains("ended before it was started"),
+        "{e}"
+    );
+    fx.assert_gone(&a.id);
 }

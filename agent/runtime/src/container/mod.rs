@@ -278,7 +278,7 @@ impl Runtime {
         Ok(())
     }
 
-    /// `runc start` of a created container, recorded as started.
+    /// Starts a created container (as `runc start` does), recorded as started.
     pub(super) async fn run_created(
         &self,
         dir: &Path,
@@ -287,8 +287,8 @@ impl Runtime {
         let id = rec.id.clone();
         let id = id.as_str();
         let t = std::time::Instant::now();
-        self.runc.start(id).await?;
-        tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "runc start done");
+        self.runc.start(id, rec.pid).await?;
+        tracing::debug!(container = %id, ms = t.elapsed().as_millis() as u64, "container started");
         self.maybe_crash(CrashPoint::AfterStart);
         rec.phase = RecordPhase::Started;
         rec.started_at = Some(SystemTime::now());
@@ -416,7 +416,10 @@ impl Runtime {
     }
 
     /// Container `id`, unless it is unknown or discarded. Asks runc about this one container
-    /// only, and only when it has a record: for a new id this is a stat.
+    /// only, and only when it has a record: for a new id this is a stat. A container created
+    /// and not started whose process its reaper knows alive is `created` without asking runc
+    /// (runc says so when the exec fifo is there), which keeps a process spawn off the start
+    /// of a container made ahead.
     pub async fn get(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
         check_id(id)?;
         let dir = self.dir(id);
@@ -428,6 +431,15 @@ impl Runtime {
         };
         if rec.phase == RecordPhase::Discarded {
             return Ok(None);
+        }
+        if rec.phase == RecordPhase::Created
+            && rec.started_at.is_none()
+            && self.process_alive(id) == Some(true)
+            && self.runc.has_exec_fifo(id)
+        {
+            let mut info = rec.info(None);
+            info.status = ContainerStatus::Created;
+            return Ok(Some(info));
         }
         let runc = self.runc.state(id).await?;
         Ok(Some(rec.info(runc.as_ref())))

@@ -122,6 +122,19 @@ impl Fixture {
             .collect()
     }
 
+    /// The status runc itself reports for container `id` (`created`, `running`, ...).
+    pub fn runc_status(&self, id: &str) -> String {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&self.cfg.runc_root)
+            .args(["state", id])
+            .output()
+            .unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("runc state {id}: {e}: {out:?}"));
+        state["status"].as_str().unwrap().to_string()
+    }
+
     pub fn runc_list(&self) -> Vec<String> {
         let out = Command::new("runc")
             .arg("--root")
