@@ -187,8 +187,10 @@ fn canary_failure_halts_rolls_back_and_touches_no_other_host() {
         .unwrap();
     assert_eq!(r3["image"], v1.image_ref());
     assert_eq!(r3["rollback_of"], 1);
-    // v2 was upcoming on the later hosts while the canary tried it; a container they made
-    // ahead for it is discarded once it is no longer upcoming: each runs only seq 1's.
+    // The later hosts hear of a release ahead only once the first wave has switched to it,
+    // which the failed canary never did: they never pulled v2 nor made its container, and
+    // each runs only seq 1's.
+    let v2_digest = v2.digest.to_string();
     for h in &all[1..] {
         let host = f.host(h);
         let v1_id = slipway_proto::ContainerId::for_release(&app.parse().unwrap(), 1, &v1.digest);
@@ -203,12 +205,11 @@ fn canary_failure_halts_rolls_back_and_touches_no_other_host() {
             },
         );
         let log = std::fs::read_to_string(host.dir.path().join("agent.log")).unwrap();
-        if log.contains("container made ahead of the host's wave") {
-            assert!(
-                log.contains("discarding the container made ahead"),
-                "{h} made v2's container ahead and must discard it"
-            );
-        }
+        let v2_ahead = log.lines().find(|l| {
+            (l.contains("pulled ahead of the host's wave") && l.contains(&v2_digest))
+                || (l.contains("container made ahead of the host's wave") && l.contains("seq=2"))
+        });
+        assert!(v2_ahead.is_none(), "{h} prepared v2 ahead: {v2_ahead:?}");
     }
 }
 

@@ -492,16 +492,7 @@ async fn a_created_container_whose_process_died_is_refused_at_start_and_torn_dow
     let image = image_config(|c| c);
     let r1 = fx.release("web", 1, "");
     let l1 = fx.layers("never");
-    let a = rt
-        .create(ContainerSpec {
-            id: slipway_proto::Release::container_id(&r1).unwrap(),
-            release: &r1,
-            image_config: &image,
-            layer_dirs: &l1,
-            secrets: None,
-        })
-        .await
-        .unwrap();
+    let a = rt.create(common::spec(&r1, &image, &l1)).await.unwrap();
     let pid = a.pid.expect("a created container has its init's pid");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),

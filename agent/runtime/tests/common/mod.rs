@@ -248,6 +248,21 @@ pub fn remove_masquerade(id: &str) {
 }
 
 /// The busybox httpd image config.
+/// The spec of release `r`'s container (no secrets).
+pub fn spec<'a>(
+    r: &'a Release,
+    image: &'a ImageConfiguration,
+    layers: &'a [PathBuf],
+) -> slipway_runtime::ContainerSpec<'a> {
+    slipway_runtime::ContainerSpec {
+        id: r.container_id().unwrap(),
+        release: r,
+        image_config: image,
+        layer_dirs: layers,
+        secrets: None,
+    }
+}
+
 pub fn image_config(f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> ImageConfiguration {
     ImageConfigurationBuilder::default()
         .config(
