@@ -15,6 +15,13 @@
 //! is `canary = 0`, `batch_size = "100%"`: every host gets the release at once (the default
 //! canary-then-one-by-one plan would measure the rollout, not the fan-out).
 //! Goal: all notified within 2 s, RSS under 1 GiB per controller.
+//!
+//! 2026-12-04, 10,000 agents, SQLite, 2 shared cores; RSS with every poll parked, time from the
+//! release call to the last agent notified:
+//! - `48af882` (`axum::serve`, glibc malloc): 249, 248 MiB; 368, 275 ms.
+//! - own connection loop, 8 KiB read buffers: 204, 208 MiB; 338, 279 ms.
+//! - and jemalloc (untouched pages of the 8 KiB buffers stay out of RSS): 129, 133, 136 MiB;
+//!   349, 385, 309 ms.
 
 mod support;
 
