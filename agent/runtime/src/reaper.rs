@@ -139,14 +139,25 @@ fn children() -> Vec<i32> {
     out
 }
 
+/// `/proc/PID/status` of `pid`; `None` when it is gone.
+fn status(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+}
+
+/// True when `status` says zombie (or dead).
+fn is_zombie(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|s| matches!(s.trim_start().chars().next(), Some('Z' | 'X')))
+}
+
 /// A zombie whose `NSpid` shows it lives in a pid namespace below ours.
 fn is_nested_zombie(pid: i32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+    let Some(status) = status(pid) else {
         return false;
     };
-    let zombie = status
-        .lines()
-        .any(|l| l.starts_with("State:") && l.contains('Z'));
+    let zombie = is_zombie(&status);
     let nested = status
         .lines()
         .find_map(|l| l.strip_prefix("NSpid:"))
@@ -159,9 +170,20 @@ pub fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
+/// True while `pid` exists and has not exited: a zombie waiting to be reaped is not running.
+pub(crate) fn running(pid: i32) -> bool {
+    status(pid).is_some_and(|s| !is_zombie(&s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_process_is_running_and_a_missing_one_is_not() {
+        assert!(running(std::process::id() as i32));
+        assert!(!running(i32::MAX));
+    }
 
     #[tokio::test]
     #[allow(clippy::zombie_processes)] // reaped by wait_exit, which is the point

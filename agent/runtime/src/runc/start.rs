@@ -74,23 +74,11 @@ async fn read_start_byte(fifo: Receiver, pid: i32) -> Result<(), String> {
                 Err(e) => return Err(format!("read the exec fifo: {e}")),
             }
         }
-        if !alive(pid) {
+        if !crate::reaper::running(pid) {
             return Err(format!(
                 "the container's process {pid} ended before it was started"
             ));
         }
-    }
-}
-
-/// True while `pid` exists and is not a zombie.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses and may hold spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }
 
@@ -105,16 +93,5 @@ fn failed(id: &str, reason: String) -> RuncError {
     RuncError::Start {
         id: id.to_owned(),
         reason,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_live_process_is_alive_and_a_missing_one_is_not() {
-        assert!(alive(std::process::id() as i32));
-        assert!(!alive(i32::MAX));
     }
 }
