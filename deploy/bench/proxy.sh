@@ -29,6 +29,9 @@
 #     slipway before 21.6 us, after 17.8 us (idle watcher no longer woken per request and
 #     the request future boxed, together -3.2 us; per-worker cut signal -0.6 us);
 #     haproxy 10.0 us.
+#   2026-12-04: the agent on jemalloc, CPU per request 15.8/17.2 -> 14.1/15.9 us (haproxy
+#     11.2/11.0), measured with deploy/bench/proxy-cpu.sh. This script's run the same day:
+#     HTTPS h2 0.80x (p99 1.29x), h1 0.99x (p99 2.41x), 100 hosts vs 1 0.95x, upgrade 0 failed.
 #   Where the rest goes (`perf record --call-graph dwarf`): hyper's h1 client dispatch to
 #   the upstream (channel + oneshot + wakeups per request), the h2 server's per-stream task
 #   and frame buffering (memmove), kernel socket I/O. tokio's event_interval (7, 61, 200)
