@@ -14,9 +14,13 @@
 #   haproxy 12.9, 12.2; slipway glibc malloc 17.95, 17.65; HTTP/2 streams driven inside the
 #   connection's task instead of a task each 20.9, 19.0 (slower: reverted).
 #   Next run: haproxy 11.2, 11.0; glibc malloc 15.8, 17.2; jemalloc 14.1, 15.9 (kept).
+#   This script, HEAD against the glibc build: haproxy 11.14; glibc 16.60 (1.49x);
+#   jemalloc 14.43 us (1.29x); req/s 82,152 vs haproxy 88,468 in round 2.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=deploy/bench/upstream.sh
+source "$ROOT/deploy/bench/upstream.sh"
 ROUNDS=${ROUNDS:-2}
 REQUESTS=${REQUESTS:-200000}
 if (($# == 0)); then set -- "${CARGO_TARGET_DIR:-$ROOT/target}/release/slipway-agent"; fi
@@ -56,35 +60,9 @@ print(*[s.getsockname()[1] for s in socks])
 PY
 )
 
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx;
-  proxy_temp_path $WORK/nginx;
-  fastcgi_temp_path $WORK/nginx;
-  uwsgi_temp_path $WORK/nginx;
-  scgi_temp_path $WORK/nginx;
-  keepalive_requests 1000000;
-  keepalive_timeout 120s;
-  server {
-    listen 127.0.0.1:$UP;
-    location / { default_type text/plain; return 200 "hello from the upstream\n"; }
-  }
-}
-CONF
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-PIDS+=($!)
+start_upstream "$WORK" "$UP"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=localhost -addext "subjectAltName=DNS:localhost" \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
-cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/combined.pem"
+self_signed "$WORK" "DNS:localhost"
 
 cat >"$WORK/haproxy.cfg" <<CONF
 global

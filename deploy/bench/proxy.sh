@@ -40,6 +40,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=deploy/bench/upstream.sh
+source "$ROOT/deploy/bench/upstream.sh"
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-32}
 WRK_THREADS=${WRK_THREADS:-1}
@@ -91,38 +93,10 @@ PY
 )
 
 say "Upstream: nginx on 127.0.0.1:$UP (1 worker, keep-alive)"
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx;
-  proxy_temp_path $WORK/nginx;
-  fastcgi_temp_path $WORK/nginx;
-  uwsgi_temp_path $WORK/nginx;
-  scgi_temp_path $WORK/nginx;
-  keepalive_requests 1000000;
-  keepalive_timeout 120s;
-  server {
-    listen 127.0.0.1:$UP;
-    location / { default_type text/plain; return 200 "hello from the upstream\n"; }
-  }
-}
-CONF
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-PIDS+=($!)
+start_upstream "$WORK" "$UP"
 
 say "Certificate for localhost (both proxies serve the same one)"
-# Not a CA: h2_retry_load (rustls/webpki) trusts it as itself and refuses a CA as end entity.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=localhost -addext "subjectAltName=DNS:localhost,DNS:*.bench.test" \
-  -addext "basicConstraints=critical,CA:FALSE" \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
-cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/combined.pem"
+self_signed "$WORK" "DNS:localhost,DNS:*.bench.test"
 
 say "haproxy: HTTP on :$HA_HTTP, TCP on :$HA_TCP, HTTPS on :$HA_TLS ($PROXY_THREADS threads)"
 cat >"$WORK/haproxy.cfg" <<CONF
