@@ -64,24 +64,7 @@ start_upstream "$WORK" "$UP"
 
 self_signed "$WORK" "DNS:localhost"
 
-cat >"$WORK/haproxy.cfg" <<CONF
-global
-  nbthread 2
-  maxconn 4096
-defaults
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend fe_https
-  mode http
-  bind 127.0.0.1:$HA ssl crt $WORK/combined.pem alpn h2,http/1.1
-  option forwardfor
-  default_backend be_http
-backend be_http
-  mode http
-  http-reuse always
-  server up 127.0.0.1:$UP
-CONF
+haproxy_config "$WORK" 2 "$UP" "$HA"
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 HA_PID=$!
 PIDS+=($HA_PID)

@@ -99,26 +99,11 @@ say "Certificate for localhost (both proxies serve the same one)"
 self_signed "$WORK" "DNS:localhost,DNS:*.bench.test"
 
 say "haproxy: HTTP on :$HA_HTTP, TCP on :$HA_TCP, HTTPS on :$HA_TLS ($PROXY_THREADS threads)"
-cat >"$WORK/haproxy.cfg" <<CONF
-global
-  nbthread $PROXY_THREADS
-  maxconn 4096
-defaults
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
+haproxy_config "$WORK" "$PROXY_THREADS" "$UP" "$HA_TLS"
+cat >>"$WORK/haproxy.cfg" <<CONF
 frontend fe_http
   mode http
   bind 127.0.0.1:$HA_HTTP
-  option forwardfor
-  default_backend be_http
-backend be_http
-  mode http
-  http-reuse always
-  server up 127.0.0.1:$UP
-frontend fe_https
-  mode http
-  bind 127.0.0.1:$HA_TLS ssl crt $WORK/combined.pem alpn h2,http/1.1
   option forwardfor
   default_backend be_http
 frontend fe_tcp

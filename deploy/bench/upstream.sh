@@ -39,3 +39,27 @@ self_signed() {
     -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
   cat "$1/cert.pem" "$1/key.pem" >"$1/combined.pem"
 }
+
+# haproxy_config WORK THREADS UPSTREAM_PORT HTTPS_PORT: WORK/haproxy.cfg with THREADS threads
+# and HTTPS (WORK/combined.pem, ALPN h2 and http/1.1) on 127.0.0.1:HTTPS_PORT in front of
+# backend `be_http` (the upstream, connections reused); a script appends its other frontends.
+haproxy_config() {
+  cat >"$1/haproxy.cfg" <<CONF
+global
+  nbthread $2
+  maxconn 4096
+defaults
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+backend be_http
+  mode http
+  http-reuse always
+  server up 127.0.0.1:$3
+frontend fe_https
+  mode http
+  bind 127.0.0.1:$4 ssl crt $1/combined.pem alpn h2,http/1.1
+  option forwardfor
+  default_backend be_http
+CONF
+}
